@@ -1,0 +1,29 @@
+//! Ingest: protocol termination for publishers and players.
+//!
+//! Listeners for RTMP, RTMPS and SRT live here. A connection that publishes
+//! is turned into hub frames by this crate (FLV tags, MPEG-TS); a connection
+//! that plays is handed to `banyan-egress`, which turns hub frames back into
+//! protocol bytes. Nothing here knows about the cluster or the store: keys are
+//! looked up in the in-memory [`KeyTable`] snapshot.
+
+use std::sync::Arc;
+
+use banyan_relay::access::KeyTable;
+use banyan_relay::views::Views;
+use banyan_relay::Hub;
+
+/// What every listener needs from the node.
+#[derive(Clone)]
+pub struct Context {
+    pub hub: Arc<Hub>,
+    pub keys: Arc<KeyTable>,
+    pub views: Arc<Views>,
+}
+
+/// Errors of the ingest crate.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A socket or TLS failure.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
