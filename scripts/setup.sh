@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what Banyan needs to build, run and test on a fresh Debian 12 machine:
+# the libsrt build and run libraries, the real clients and peers the tests drive
+# (ffmpeg, srt-live-transmit, VLC, chromium, nginx-rtmp), PostgreSQL for the
+# cluster tests, and the watch page's npm packages (hls.js, playwright-core).
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  pkg-config libsrt-openssl-dev libsrt1.5-openssl   # build + run (SRT)
+  ffmpeg srt-tools rtmpdump                          # real publishers and players
+  vlc-bin vlc-plugin-base vlc-plugin-access-extra    # headless VLC player
+  chromium                                           # the browser for the watch page test
+  nginx libnginx-mod-rtmp libnginx-mod-stream        # the peer in benchmarks
+  postgresql                                         # cluster state and its tests
+  sqlite3 procps iproute2 util-linux                 # inspection and test plumbing
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ -f web/package-lock.json ]; then
+  if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules ]; then
+    echo "setup: npm ci in web/"
+    (cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+echo "setup: ready"
