@@ -1,0 +1,1 @@
+//! Banyan's benchmark tools.
