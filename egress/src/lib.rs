@@ -1,1 +1,3 @@
 //! banyan-egress
+pub mod flv;
+pub mod rtmp;
