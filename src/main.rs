@@ -1,1 +1,94 @@
-fn main() {}
+//! `banyan`: the node (`banyan serve`) and the clients of its HTTP API.
+//!
+//! Module map: `config` (flags, env, TOML), `node` (state, listeners,
+//! lifetime), `store` (SQLite/PostgreSQL), `api` (HTTP), `tls`
+//! (certificates, SNI), `secret` (ids, secrets, token hashes), `client`
+//! (the client subcommands).
+
+mod api;
+mod client;
+mod config;
+mod node;
+mod secret;
+mod store;
+mod tls;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "banyan", version, about = "Low-latency live video relay")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a node. Prints one JSON line on stdout when ready.
+    Serve(config::ServeArgs),
+    /// Live inputs.
+    Inputs {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: client::InputsCmd,
+    },
+    /// Accounts (needs the admin token).
+    Accounts {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: client::AccountsCmd,
+    },
+    /// Custom RTMPS ingest domains.
+    Domains {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: client::DomainsCmd,
+    },
+    /// Viewing analytics.
+    Analytics {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: client::AnalyticsCmd,
+    },
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve(args) => {
+            init_logs("info");
+            let settings = config::Settings::resolve(args)?;
+            node::serve(settings).await
+        }
+        Cmd::Inputs { conn, cmd } => {
+            init_logs("warn");
+            client::inputs(conn, cmd).await
+        }
+        Cmd::Accounts { conn, cmd } => {
+            init_logs("warn");
+            client::accounts(conn, cmd).await
+        }
+        Cmd::Domains { conn, cmd } => {
+            init_logs("warn");
+            client::domains(conn, cmd).await
+        }
+        Cmd::Analytics { conn, cmd } => {
+            init_logs("warn");
+            client::analytics(conn, cmd).await
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! The HTTP API: live inputs, accounts and ingest domains in Cloudflare
+//! Stream Live's shapes, plus the public per-input endpoints and metrics.
+//!
+//! Every `/client/v4` answer, errors included, is the envelope
+//! `{"result", "success", "errors": [{"code", "message"}], "messages"}`.
+//! Error codes: 10000 missing or bad token (401), 10001 operator token
+//! required (403), 10003 not found (404), 10005 bad request (400), 10009
+//! conflict (409), 10013 body too large (413), 10100 internal (500).
+//!
+//! Tokens are bound to one account; another account's objects answer 404.
+//! The admin token belongs to the default account and may also manage
+//! accounts.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::node::Node;
+use crate::secret;
+use crate::store::{now_micros, DomainRow, LiveInputRow, TokenInfo};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+type St = Arc<Node>;
+
+/// An API error, answered in the envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: u32,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            10000,
+            "Authentication error: missing or invalid API token",
+        )
+    }
+    fn forbidden() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            10001,
+            "an operator (admin) token is required",
+        )
+    }
+    fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, 10003, format!("{what} not found"))
+    }
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, 10005, message)
+    }
+    fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, 10009, message)
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!("API: {e}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 10100, "internal error")
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        ApiError::internal(format!("{e:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "result": null,
+            "success": false,
+            "errors": [{"code": self.code, "message": self.message}],
+            "messages": [],
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// A successful answer in the envelope.
+fn ok(result: Value) -> Response {
+    Json(json!({"result": result, "success": true, "errors": [], "messages": []})).into_response()
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The caller's token, checked.
+pub struct Auth(TokenInfo);
+
+impl FromRequestParts<St> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, node: &St) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        // Looked up by hash: timing reveals nothing about stored tokens.
+        match node.store.token(&secret::token_hash(token)).await? {
+            Some(info) => Ok(Auth(info)),
+            None => {
+                metrics::counter!("banyan_api_auth_failures_total").increment(1);
+                Err(ApiError::unauthorized())
+            }
+        }
+    }
+}
+
+impl Auth {
+    /// The token may act on `account`: another account is "not found".
+    fn scope(&self, account: &str) -> Result<(), ApiError> {
+        if self.0.account_id == account {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("account"))
+        }
+    }
+
+    fn admin(&self) -> Result<(), ApiError> {
+        if self.0.admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden())
+        }
+    }
+}
+
+/// A JSON body; an empty body is `{}`. Errors come in the envelope.
+pub struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    10013,
+                    format!("request body over {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("unreadable body: {e}"))
+            }
+        })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// The router of the API, public per-input endpoints and metrics.
+pub fn router(node: St) -> Router {
+    let stream = "/client/v4/accounts/{account}/stream";
+    Router::new()
+        .route(
+            "/client/v4/accounts",
+            post(create_account).get(list_accounts),
+        )
+        .route(
+            &format!("{stream}/live_inputs"),
+            post(create_input).get(list_inputs),
+        )
+        .route(
+            &format!("{stream}/live_inputs/{{uid}}"),
+            get(get_input).put(update_input).delete(delete_input),
+        )
+        .route(
+            &format!("{stream}/live_inputs/{{uid}}/rotate_keys"),
+            post(rotate_keys),
+        )
+        .route(
+            &format!("{stream}/ingest_domains"),
+            post(add_domain).get(list_domains),
+        )
+        .route(
+            &format!("{stream}/ingest_domains/{{domain}}"),
+            axum::routing::delete(remove_domain),
+        )
+        .route("/{uid}/lifecycle", get(lifecycle))
+        .route("/{uid}/views", get(views))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, 10005, "method not allowed")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(node)
+}
+
+// ---- live inputs
+
+/// One caption channel of a live input.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Caption {
+    instream_id: String,
+    language: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// The writable fields of a live input (unknown fields are ignored, as a
+/// platform moving from another service may send them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InputBody {
+    meta: Option<Map<String, Value>>,
+    default_creator: Option<String>,
+    enabled: Option<bool>,
+    captions: Option<Vec<Caption>>,
+}
+
+fn valid_instream_id(id: &str) -> bool {
+    matches!(id, "CC1" | "CC2" | "CC3" | "CC4")
+        || id
+            .strip_prefix("SERVICE")
+            .and_then(|n| n.parse::<u8>().ok())
+            .is_some_and(|n| (1..=63).contains(&n) && !id.starts_with("SERVICE0"))
+}
+
+impl InputBody {
+    fn check(&self) -> Result<(), ApiError> {
+        if let Some(c) = &self.default_creator {
+            if c.len() > 256 {
+                return Err(ApiError::bad_request("defaultCreator over 256 bytes"));
+            }
+        }
+        if let Some(caps) = &self.captions {
+            if caps.len() > 67 {
+                return Err(ApiError::bad_request("too many captions"));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for c in caps {
+                if !valid_instream_id(&c.instream_id) {
+                    return Err(ApiError::bad_request(format!(
+                        "captions: instreamId must be CC1..CC4 or SERVICE1..SERVICE63, not {:?}",
+                        c.instream_id
+                    )));
+                }
+                if !seen.insert(c.instream_id.as_str()) {
+                    return Err(ApiError::bad_request(format!(
+                        "captions: {} given twice",
+                        c.instream_id
+                    )));
+                }
+                let lang_ok = !c.language.is_empty()
+                    && c.language.len() <= 35
+                    && c.language
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !lang_ok {
+                    return Err(ApiError::bad_request(
+                        "captions: language must be a language tag such as \"en\"",
+                    ));
+                }
+                if c.name.len() > 128 {
+                    return Err(ApiError::bad_request("captions: name over 128 bytes"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply the given fields to a row.
+    fn apply(self, row: &mut LiveInputRow) {
+        if let Some(m) = self.meta {
+            row.meta = Value::Object(m).to_string();
+        }
+        if let Some(c) = self.default_creator {
+            row.default_creator = c;
+        }
+        if let Some(e) = self.enabled {
+            row.enabled = e;
+        }
+        if let Some(c) = self.captions {
+            // Invariant: a Vec of plain structs always serializes.
+            row.captions = serde_json::to_string(&c).expect("captions serialize");
+        }
+    }
+}
+
+fn rfc3339(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A live input as the API shows it.
+fn input_json(node: &Node, r: &LiveInputRow) -> Value {
+    let rtmps = format!("rtmps://{}/live/", node.authority(node.addrs.rtmps));
+    let srt = format!("srt://{}", node.authority(node.addrs.srt));
+    let http = node.api_url();
+    let meta: Value = serde_json::from_str(&r.meta).unwrap_or_else(|_| json!({}));
+    let captions: Value = serde_json::from_str(&r.captions).unwrap_or_else(|_| json!([]));
+    let mut v = json!({
+        "uid": r.uid,
+        "created": rfc3339(r.created),
+        "modified": rfc3339(r.modified),
+        "meta": meta,
+        "defaultCreator": r.default_creator,
+        "enabled": r.enabled,
+        "status": node.status(&r.uid),
+        "rtmps": {"url": rtmps, "streamKey": r.stream_key},
+        "rtmpsPlayback": {"url": rtmps, "streamKey": r.playback_key},
+        "srt": {"url": srt, "streamId": r.uid, "passphrase": r.srt_passphrase},
+        "srtPlayback": {"url": srt, "streamId": format!("play{}", r.uid),
+                        "passphrase": r.srt_play_passphrase},
+        "hls": {"url": format!("{http}/{}/manifest/video.m3u8", r.uid)},
+        "watch": {"url": format!("{http}/{}/watch", r.uid)},
+        "captions": captions,
+    });
+    if let Some(a) = node.addrs.rtmp {
+        let rtmp = format!("rtmp://{}/live/", node.authority(a));
+        v["rtmp"] = json!({"url": rtmp, "streamKey": r.stream_key});
+        v["rtmpPlayback"] = json!({"url": rtmp, "streamKey": r.playback_key});
+    }
+    v
+}
+
+async fn load_input(node: &Node, account: &str, uid: &str) -> Result<LiveInputRow, ApiError> {
+    if !secret::is_id(uid) {
+        return Err(ApiError::not_found("live input"));
+    }
+    node.store
+        .input(account, uid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("live input"))
+}
+
+async fn create_input(
+    State(node): State<St>,
+    auth: Auth,
+    Path(account): Path<String>,
+    JsonBody(body): JsonBody<InputBody>,
+) -> ApiResult {
+    auth.scope(&account)?;
+    body.check()?;
+    let now = now_micros();
+    let mut row = LiveInputRow {
+        uid: secret::new_id(),
+        account_id: account,
+        created: now,
+        modified: now,
+        meta: "{}".into(),
+        default_creator: String::new(),
+        enabled: true,
+        stream_key: secret::new_secret(),
+        playback_key: secret::new_secret(),
+        srt_passphrase: secret::new_secret(),
+        srt_play_passphrase: secret::new_secret(),
+        captions: "[]".into(),
+    };
+    body.apply(&mut row);
+    node.store.insert_input(&row).await?;
+    node.rebuild_keys().await?;
+    metrics::counter!("banyan_live_inputs_created_total").increment(1);
+    tracing::info!(account = %row.account_id, input = %row.uid, "live input created");
+    Ok(ok(input_json(&node, &row)))
+}
+
+async fn list_inputs(State(node): State<St>, auth: Auth, Path(account): Path<String>) -> ApiResult {
+    auth.scope(&account)?;
+    let rows = node.store.list_inputs(&account).await?;
+    Ok(ok(Value::Array(
+        rows.iter().map(|r| input_json(&node, r)).collect(),
+    )))
+}
+
+async fn get_input(
+    State(node): State<St>,
+    auth: Auth,
+    Path((account, uid)): Path<(String, String)>,
+) -> ApiResult {
+    auth.scope(&account)?;
+    let row = load_input(&node, &account, &uid).await?;
+    Ok(ok(input_json(&node, &row)))
+}
+
+async fn update_input(
+    State(node): State<St>,
+    auth: Auth,
+    Path((account, uid)): Path<(String, String)>,
+    JsonBody(body): JsonBody<InputBody>,
+) -> ApiResult {
+    auth.scope(&account)?;
+    let mut row = load_input(&node, &account, &uid).await?;
+    body.check()?;
+    let was_enabled = row.enabled;
+    body.apply(&mut row);
+    row.modified = now_micros().max(row.modified);
+    if !node.store.update_input(&row).await? {
+        return Err(ApiError::not_found("live input"));
+    }
+    node.rebuild_keys().await?;
+    if was_enabled && !row.enabled {
+        // The new snapshot refuses publishing; end the current session.
+        node.kick(&uid);
+    }
+    tracing::info!(account = %account, input = %uid, "live input updated");
+    Ok(ok(input_json(&node, &row)))
+}
+
+async fn delete_input(
+    State(node): State<St>,
+    auth: Auth,
+    Path((account, uid)): Path<(String, String)>,
+) -> ApiResult {
+    auth.scope(&account)?;
+    if !secret::is_id(&uid) || !node.store.delete_input(&account, &uid).await? {
+        return Err(ApiError::not_found("live input"));
+    }
+    node.rebuild_keys().await?;
+    node.kick(&uid);
+    node.forget(&uid);
+    tracing::info!(account = %account, input = %uid, "live input deleted");
+    Ok(ok(Value::Null))
+}
+
+async fn rotate_keys(
+    State(node): State<St>,
+    auth: Auth,
+    Path((account, uid)): Path<(String, String)>,
+) -> ApiResult {
+    auth.scope(&account)?;
+    let mut row = load_input(&node, &account, &uid).await?;
+    row.stream_key = secret::new_secret();
+    row.playback_key = secret::new_secret();
+    row.srt_passphrase = secret::new_secret();
+    row.srt_play_passphrase = secret::new_secret();
+    row.modified = now_micros().max(row.modified);
+    if !node.store.update_input(&row).await? {
+        return Err(ApiError::not_found("live input"));
+    }
+    // Old keys stop working first, then their sessions are ended.
+    node.rebuild_keys().await?;
+    node.kick(&uid);
+    tracing::info!(account = %account, input = %uid, "live input keys rotated");
+    Ok(ok(input_json(&node, &row)))
+}
+
+// ---- accounts
+
+#[derive(Debug, Default, Deserialize)]
+struct AccountBody {
+    name: Option<String>,
+}
+
+async fn create_account(
+    State(node): State<St>,
+    auth: Auth,
+    JsonBody(body): JsonBody<AccountBody>,
+) -> ApiResult {
+    auth.admin()?;
+    let name = body.name.unwrap_or_default();
+    if name.trim().is_empty() || name.len() > 256 {
+        return Err(ApiError::bad_request("name: 1 to 256 bytes required"));
+    }
+    let id = secret::new_id();
+    node.store.create_account(&id, &name).await?;
+    let token = secret::new_secret();
+    node.store
+        .add_token(&secret::token_hash(&token), &id, false)
+        .await?;
+    tracing::info!(account = %id, "account created");
+    Ok(ok(json!({"id": id, "name": name, "apiToken": token})))
+}
+
+async fn list_accounts(State(node): State<St>, auth: Auth) -> ApiResult {
+    auth.admin()?;
+    let list = node.store.list_accounts().await?;
+    Ok(ok(Value::Array(
+        list.iter()
+            .map(|a| json!({"id": a.id, "name": a.name, "created": rfc3339(a.created)}))
+            .collect(),
+    )))
+}
+
+// ---- ingest domains
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DomainBody {
+    domain: Option<String>,
+    certificate: Option<String>,
+    private_key: Option<String>,
+}
+
+fn valid_domain(d: &str) -> bool {
+    d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+fn domain_json(d: &DomainRow) -> Value {
+    json!({"domain": d.domain, "created": rfc3339(d.created)})
+}
+
+async fn add_domain(
+    State(node): State<St>,
+    auth: Auth,
+    Path(account): Path<String>,
+    JsonBody(body): JsonBody<DomainBody>,
+) -> ApiResult {
+    auth.scope(&account)?;
+    let (Some(domain), Some(cert), Some(key)) = (body.domain, body.certificate, body.private_key)
+    else {
+        return Err(ApiError::bad_request(
+            "domain, certificate and privateKey are required",
+        ));
+    };
+    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    if !valid_domain(&domain) {
+        return Err(ApiError::bad_request(format!(
+            "not a domain name: {domain:?}"
+        )));
+    }
+    crate::tls::validate_domain_cert(&domain, &cert, &key)
+        .map_err(|e| ApiError::bad_request(format!("certificate: {e}")))?;
+    if node.store.domain(&domain).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "{domain} is already registered"
+        )));
+    }
+    let count = node.store.list_domains(Some(&account)).await?.len();
+    if count >= node.settings.max_ingest_domains {
+        return Err(ApiError::conflict(format!(
+            "at most {} ingest domains per account",
+            node.settings.max_ingest_domains
+        )));
+    }
+    let row = DomainRow {
+        domain,
+        account_id: account,
+        cert_pem: cert,
+        key_pem: key,
+        created: now_micros(),
+    };
+    node.store
+        .insert_domain(&row)
+        .await
+        .map_err(|_| ApiError::conflict(format!("{} is already registered", row.domain)))?;
+    node.reload_domains().await?;
+    tracing::info!(account = %row.account_id, domain = %row.domain, "ingest domain added");
+    Ok(ok(domain_json(&row)))
+}
+
+async fn list_domains(
+    State(node): State<St>,
+    auth: Auth,
+    Path(account): Path<String>,
+) -> ApiResult {
+    auth.scope(&account)?;
+    let list = node.store.list_domains(Some(&account)).await?;
+    Ok(ok(Value::Array(list.iter().map(domain_json).collect())))
+}
+
+async fn remove_domain(
+    State(node): State<St>,
+    auth: Auth,
+    Path((account, domain)): Path<(String, String)>,
+) -> ApiResult {
+    auth.scope(&account)?;
+    let domain = domain.to_ascii_lowercase();
+    if !node.store.delete_domain(&account, &domain).await? {
+        return Err(ApiError::not_found("ingest domain"));
+    }
+    node.reload_domains().await?;
+    tracing::info!(account = %account, domain = %domain, "ingest domain removed");
+    Ok(ok(Value::Null))
+}
+
+// ---- public per-input endpoints and metrics
+
+async fn lifecycle(State(node): State<St>, Path(uid): Path<String>) -> Response {
+    if !node.is_input(&uid) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"isInput": false, "live": false})),
+        )
+            .into_response();
+    }
+    let live = node.hub.state(&uid) == banyan_relay::StreamState::Live;
+    Json(json!({"isInput": true, "live": live})).into_response()
+}
+
+async fn views(State(node): State<St>, Path(uid): Path<String>) -> Response {
+    if !node.is_input(&uid) {
+        return ApiError::not_found("live input").into_response();
+    }
+    Json(json!({"liveViewers": node.views.live(&uid)})).into_response()
+}
+
+async fn metrics_text(State(node): State<St>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instream_ids_and_domains() {
+        for ok in ["CC1", "CC4", "SERVICE1", "SERVICE63"] {
+            assert!(valid_instream_id(ok), "{ok}");
+        }
+        for bad in [
+            "CC0",
+            "CC5",
+            "SERVICE0",
+            "SERVICE64",
+            "SERVICE01",
+            "cc1",
+            "",
+        ] {
+            assert!(!valid_instream_id(bad), "{bad}");
+        }
+        assert!(valid_domain("push.example.com"));
+        for bad in ["localhost", "a..b", "-a.b", "A.b", "a_b.c", ""] {
+            assert!(!valid_domain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_500_000), "1970-01-01T00:00:01.5Z");
+    }
+}

@@ -1,0 +1,356 @@
+//! The client subcommands: `banyan inputs|accounts|domains|analytics ...`,
+//! thin callers of the HTTP API. They read `<data-dir>/credentials.json`,
+//! or take `--api`, `--account` and `--token`, and print the result as
+//! pretty JSON on stdout (errors on stderr, exit status 1).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::node::{credentials_path, Credentials};
+
+/// Where the API is and who is calling.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// Data dir whose credentials.json to use.
+    #[arg(
+        long,
+        env = "BANYAN_DATA_DIR",
+        global = true,
+        default_value = "./banyan-data"
+    )]
+    data_dir: PathBuf,
+    /// API base URL, e.g. http://127.0.0.1:8080 [default: from credentials.json]
+    #[arg(long, env = "BANYAN_API", global = true)]
+    api: Option<String>,
+    /// Account id [default: from credentials.json]
+    #[arg(long, env = "BANYAN_ACCOUNT", global = true)]
+    account: Option<String>,
+    /// API token (the admin token for `accounts`) [default: from credentials.json]
+    #[arg(long, env = "BANYAN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InputsCmd {
+    /// Create a live input.
+    Create(InputFields),
+    /// List live inputs.
+    List,
+    /// Show one live input.
+    Get { uid: String },
+    /// Change a live input's name, creator or enabled flag.
+    Update {
+        uid: String,
+        #[command(flatten)]
+        fields: InputFields,
+        /// Enable publishing again.
+        #[arg(long, conflicts_with = "disabled")]
+        enabled: bool,
+    },
+    /// Delete a live input (its sessions are disconnected).
+    Delete { uid: String },
+    /// New stream, playback and SRT secrets (sessions are disconnected).
+    RotateKeys { uid: String },
+}
+
+#[derive(Debug, Args)]
+pub struct InputFields {
+    /// meta.name
+    #[arg(long)]
+    name: Option<String>,
+    /// defaultCreator
+    #[arg(long)]
+    creator: Option<String>,
+    /// Refuse publishing.
+    #[arg(long)]
+    disabled: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCmd {
+    /// Create an account (prints its API token once).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List accounts.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainsCmd {
+    /// Add a custom RTMPS ingest domain with its certificate.
+    Add {
+        domain: String,
+        /// PEM certificate chain file.
+        #[arg(long)]
+        cert: PathBuf,
+        /// PEM private key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List the account's ingest domains.
+    List,
+    /// Remove an ingest domain.
+    Remove { domain: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnalyticsCmd {
+    /// Minutes viewed per creator.
+    Creators {
+        /// First day, YYYY-MM-DD [default: 30 days ago]
+        #[arg(long)]
+        from: Option<String>,
+        /// Day after the last, YYYY-MM-DD [default: tomorrow]
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    api: String,
+    account: String,
+    token: String,
+}
+
+impl Conn {
+    fn client(&self, admin: bool) -> anyhow::Result<Client> {
+        let creds = || -> anyhow::Result<Credentials> {
+            let path = credentials_path(&self.data_dir);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading {} (or pass --api, --account and --token)",
+                    path.display()
+                )
+            })?;
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        };
+        let need_file = self.api.is_none() || self.account.is_none() || self.token.is_none();
+        let file = if need_file { Some(creds()?) } else { None };
+        let pick = |given: &Option<String>, from: fn(&Credentials) -> &String| {
+            given
+                .clone()
+                .or_else(|| file.as_ref().map(|c| from(c).clone()))
+                .ok_or_else(|| anyhow!("missing connection setting"))
+        };
+        let token_from: fn(&Credentials) -> &String = if admin {
+            |c| &c.admin_token
+        } else {
+            |c| &c.api_token
+        };
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            api: pick(&self.api, |c| &c.api)?
+                .trim_end_matches('/')
+                .to_string(),
+            account: pick(&self.account, |c| &c.account_id)?,
+            token: pick(&self.token, token_from)?,
+        })
+    }
+}
+
+impl Client {
+    fn stream(&self, rest: &str) -> String {
+        format!(
+            "{}/client/v4/accounts/{}/stream/{rest}",
+            self.api, self.account
+        )
+    }
+
+    /// Call the API and return `result`, or fail with the envelope's errors.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("calling {}", self.api))?;
+        let status = resp.status();
+        let env: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("reading the answer ({status})"))?;
+        if env["success"] == json!(true) {
+            return Ok(env["result"].clone());
+        }
+        let msgs: Vec<String> = env["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| format!("{} ({})", e["message"].as_str().unwrap_or("?"), e["code"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        bail!("{status}: {}", msgs.join("; "))
+    }
+}
+
+fn print(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn input_body(f: &InputFields, enabled: Option<bool>) -> Value {
+    let mut b = json!({});
+    if let Some(n) = &f.name {
+        b["meta"] = json!({"name": n});
+    }
+    if let Some(c) = &f.creator {
+        b["defaultCreator"] = json!(c);
+    }
+    if let Some(e) = enabled {
+        b["enabled"] = json!(e);
+    }
+    b
+}
+
+pub async fn inputs(conn: Conn, cmd: InputsCmd) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let c = conn.client(false)?;
+    let v = match cmd {
+        InputsCmd::Create(f) => {
+            let body = input_body(&f, Some(!f.disabled));
+            c.call(Method::POST, c.stream("live_inputs"), Some(body))
+                .await?
+        }
+        InputsCmd::List => c.call(Method::GET, c.stream("live_inputs"), None).await?,
+        InputsCmd::Get { uid } => {
+            c.call(Method::GET, c.stream(&format!("live_inputs/{uid}")), None)
+                .await?
+        }
+        InputsCmd::Update {
+            uid,
+            fields,
+            enabled,
+        } => {
+            let e = if fields.disabled {
+                Some(false)
+            } else if enabled {
+                Some(true)
+            } else {
+                None
+            };
+            let body = input_body(&fields, e);
+            c.call(
+                Method::PUT,
+                c.stream(&format!("live_inputs/{uid}")),
+                Some(body),
+            )
+            .await?
+        }
+        InputsCmd::Delete { uid } => {
+            c.call(
+                Method::DELETE,
+                c.stream(&format!("live_inputs/{uid}")),
+                None,
+            )
+            .await?
+        }
+        InputsCmd::RotateKeys { uid } => {
+            c.call(
+                Method::POST,
+                c.stream(&format!("live_inputs/{uid}/rotate_keys")),
+                None,
+            )
+            .await?
+        }
+    };
+    print(&v)
+}
+
+pub async fn accounts(conn: Conn, cmd: AccountsCmd) -> anyhow::Result<()> {
+    let c = conn.client(true)?;
+    let url = format!("{}/client/v4/accounts", c.api);
+    let v = match cmd {
+        AccountsCmd::Create { name } => {
+            c.call(reqwest::Method::POST, url, Some(json!({"name": name})))
+                .await?
+        }
+        AccountsCmd::List => c.call(reqwest::Method::GET, url, None).await?,
+    };
+    print(&v)
+}
+
+pub async fn domains(conn: Conn, cmd: DomainsCmd) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let c = conn.client(false)?;
+    let v = match cmd {
+        DomainsCmd::Add { domain, cert, key } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let body =
+                json!({"domain": domain, "certificate": read(&cert)?, "privateKey": read(&key)?});
+            c.call(Method::POST, c.stream("ingest_domains"), Some(body))
+                .await?
+        }
+        DomainsCmd::List => {
+            c.call(Method::GET, c.stream("ingest_domains"), None)
+                .await?
+        }
+        DomainsCmd::Remove { domain } => {
+            c.call(
+                Method::DELETE,
+                c.stream(&format!("ingest_domains/{domain}")),
+                None,
+            )
+            .await?
+        }
+    };
+    print(&v)
+}
+
+pub async fn analytics(conn: Conn, cmd: AnalyticsCmd) -> anyhow::Result<()> {
+    let AnalyticsCmd::Creators { from, to } = cmd;
+    let c = conn.client(false)?;
+    let today = time::OffsetDateTime::now_utc().date();
+    let day = |d: time::Date| d.to_string();
+    let from = from.unwrap_or_else(|| day(today - time::Duration::days(30)));
+    let to = to.unwrap_or_else(|| day(today + time::Duration::days(1)));
+    for d in [&from, &to] {
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        time::Date::parse(d, &fmt).with_context(|| format!("not a YYYY-MM-DD date: {d}"))?;
+    }
+    let query = format!(
+        "query {{ viewer {{ accounts(filter: {{accountTag: \"{}\"}}) {{ \
+         streamMinutesViewedAdaptiveGroups(limit: 1000, orderBy: [sum_minutesViewed_DESC], \
+         filter: {{date_geq: \"{from}\", date_lt: \"{to}\"}}) {{ \
+         sum {{ minutesViewed }} dimensions {{ creator }} }} }} }} }}",
+        c.account
+    );
+    let resp = c
+        .http
+        .post(format!("{}/client/v4/graphql", c.api))
+        .bearer_auth(&c.token)
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .with_context(|| format!("calling {}", c.api))?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        bail!("this node does not serve analytics yet (no /client/v4/graphql)");
+    }
+    let status = resp.status();
+    let v: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("reading the answer ({status})"))?;
+    if !v["errors"].is_null() {
+        bail!("{status}: {}", v["errors"]);
+    }
+    print(&v["data"])
+}

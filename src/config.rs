@@ -1,0 +1,231 @@
+//! The settings of `banyan serve`: one set of flags, each with an env
+//! variable `BANYAN_*` and a key of the same name (snake case) in the TOML
+//! file given by `--config`. A flag or env variable wins over the file; the
+//! file wins over the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `banyan serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file; flags and env variables win over it.
+    #[arg(long, env = "BANYAN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded database, certificates and credentials
+    /// [default: ./banyan-data]
+    #[arg(long, env = "BANYAN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Plain RTMP listener [default: 127.0.0.1:1935]
+    #[arg(
+        long,
+        env = "BANYAN_RTMP",
+        value_name = "ADDR",
+        conflicts_with = "no_rtmp"
+    )]
+    pub rtmp: Option<SocketAddr>,
+    /// Do not listen for plain RTMP.
+    #[arg(long, env = "BANYAN_NO_RTMP")]
+    pub no_rtmp: bool,
+    /// RTMPS listener [default: 127.0.0.1:1936]
+    #[arg(long, env = "BANYAN_RTMPS", value_name = "ADDR")]
+    pub rtmps: Option<SocketAddr>,
+    /// SRT listener (UDP) [default: 127.0.0.1:8890]
+    #[arg(long, env = "BANYAN_SRT", value_name = "ADDR")]
+    pub srt: Option<SocketAddr>,
+    /// HTTP listener: API, HLS, watch page, metrics [default: 127.0.0.1:8080]
+    #[arg(long, env = "BANYAN_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Host name written into returned URLs [default: the bound address]
+    #[arg(long, env = "BANYAN_PUBLIC_HOST", value_name = "NAME")]
+    pub public_host: Option<String>,
+    /// Seconds a stream waits for its publisher to come back [default: 10]
+    #[arg(long, env = "BANYAN_RECONNECT_WINDOW", value_name = "SECONDS")]
+    pub reconnect_window: Option<u64>,
+    /// Allow plain RTMP on a non-loopback address.
+    #[arg(long, env = "BANYAN_ALLOW_PLAIN_RTMP_ON_PUBLIC")]
+    pub allow_plain_rtmp_on_public: bool,
+    /// PEM certificate chain for RTMPS [default: a self-signed one in the data dir]
+    #[arg(
+        long,
+        env = "BANYAN_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(
+        long,
+        env = "BANYAN_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Database URL (sqlite://... or postgres://...) [default: SQLite in the data dir]
+    #[arg(long, env = "BANYAN_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Ingest domains allowed per account [default: 5]
+    #[arg(long, env = "BANYAN_MAX_INGEST_DOMAINS", value_name = "N")]
+    pub max_ingest_domains: Option<usize>,
+}
+
+/// The TOML file: the same keys as the flags, in snake case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub rtmp: Option<SocketAddr>,
+    #[serde(default)]
+    pub no_rtmp: bool,
+    pub rtmps: Option<SocketAddr>,
+    pub srt: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub public_host: Option<String>,
+    pub reconnect_window: Option<u64>,
+    #[serde(default)]
+    pub allow_plain_rtmp_on_public: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub max_ingest_domains: Option<usize>,
+    /// The cluster section, handed as is to the cluster layer.
+    pub cluster: Option<toml::Table>,
+}
+
+/// The resolved settings of a node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// `None` when plain RTMP is off.
+    pub rtmp: Option<SocketAddr>,
+    pub rtmps: SocketAddr,
+    pub srt: SocketAddr,
+    pub http: SocketAddr,
+    pub public_host: Option<String>,
+    pub reconnect_window: Duration,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub database_url: Option<String>,
+    pub max_ingest_domains: usize,
+    pub cluster: Option<toml::Table>,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    // Invariant: the literals below are valid socket addresses.
+    s.parse().expect("default address")
+}
+
+impl Settings {
+    /// Merge flags, the config file and defaults, and check the result.
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let no_rtmp = args.no_rtmp || (file.no_rtmp && args.rtmp.is_none());
+        let rtmp = if no_rtmp {
+            None
+        } else {
+            Some(args.rtmp.or(file.rtmp).unwrap_or(addr("127.0.0.1:1935")))
+        };
+        let allow_public = args.allow_plain_rtmp_on_public || file.allow_plain_rtmp_on_public;
+        if let Some(a) = rtmp {
+            if !a.ip().is_loopback() && !allow_public {
+                bail!(
+                    "refusing plain RTMP on non-loopback address {a}: stream keys would travel \
+                     in clear text; use RTMPS, --no-rtmp, or --allow-plain-rtmp-on-public"
+                );
+            }
+        }
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key must be given together"),
+        };
+        Ok(Settings {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./banyan-data")),
+            rtmp,
+            rtmps: args.rtmps.or(file.rtmps).unwrap_or(addr("127.0.0.1:1936")),
+            srt: args.srt.or(file.srt).unwrap_or(addr("127.0.0.1:8890")),
+            http: args.http.or(file.http).unwrap_or(addr("127.0.0.1:8080")),
+            public_host: args.public_host.or(file.public_host),
+            reconnect_window: Duration::from_secs(
+                args.reconnect_window
+                    .or(file.reconnect_window)
+                    .unwrap_or(10),
+            ),
+            tls,
+            database_url: args.database_url.or(file.database_url),
+            max_ingest_domains: args
+                .max_ingest_domains
+                .or(file.max_ingest_domains)
+                .unwrap_or(5),
+            cluster: file.cluster,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_defaults_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "http = \"127.0.0.1:9000\"\nrtmps = \"127.0.0.1:9001\"\nreconnect_window = 3\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(ServeArgs {
+            config: Some(path),
+            http: Some(addr("127.0.0.1:0")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.http, addr("127.0.0.1:0"));
+        assert_eq!(s.rtmps, addr("127.0.0.1:9001"));
+        assert_eq!(s.rtmp, Some(addr("127.0.0.1:1935")));
+        assert_eq!(s.reconnect_window, Duration::from_secs(3));
+        assert_eq!(s.max_ingest_domains, 5);
+    }
+
+    #[test]
+    fn unknown_keys_and_public_plain_rtmp_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "htp = \"127.0.0.1:9000\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(args).is_err());
+        let public = ServeArgs {
+            rtmp: Some(addr("0.0.0.0:1935")),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(public.clone()).is_err());
+        let allowed = ServeArgs {
+            allow_plain_rtmp_on_public: true,
+            ..public
+        };
+        assert!(Settings::resolve(allowed).is_ok());
+    }
+}

@@ -1,0 +1,432 @@
+//! A running node: its shared state, its listeners, its lifetime.
+//!
+//! Start-up order: data dir (0700) → store → credentials → certificates →
+//! bind every listener (port 0 allowed) → key table → serve → print the
+//! ready line on stdout → wait for SIGTERM/Ctrl-C → stop accepting → exit.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use banyan_relay::access::{Direction, Grant, KeyEntry, KeyTable};
+use banyan_relay::views::Views;
+use banyan_relay::{Hub, HubConfig, StreamState};
+use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::secret;
+use crate::store::Store;
+use crate::tls::{self, SniResolver};
+
+/// The addresses the node actually listens on (real ports, even when the
+/// settings said port 0).
+#[derive(Debug, Clone)]
+pub struct Addrs {
+    pub http: SocketAddr,
+    pub rtmp: Option<SocketAddr>,
+    pub rtmps: SocketAddr,
+    pub srt: SocketAddr,
+}
+
+/// `<data-dir>/credentials.json`, mode 0600.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    pub account_id: String,
+    pub api_token: String,
+    pub admin_token: String,
+    pub api: String,
+}
+
+/// The state every part of the node shares.
+pub struct Node {
+    pub settings: Settings,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub keys: Arc<KeyTable>,
+    pub views: Arc<Views>,
+    pub addrs: Addrs,
+    pub tls: Arc<SniResolver>,
+    pub tls_config: Arc<rustls::ServerConfig>,
+    pub metrics: PrometheusHandle,
+    pub shutdown: CancellationToken,
+    /// Uids of every live input (from the last rebuild).
+    inputs: RwLock<HashSet<String>>,
+    /// Inputs seen connected since this node started (for `status`).
+    seen_live: Mutex<HashSet<String>>,
+    rebuild: tokio::sync::Mutex<()>,
+}
+
+impl Node {
+    /// The host written into URLs: `--public-host`, else the bound address.
+    fn host(&self, addr: SocketAddr) -> String {
+        if let Some(h) = &self.settings.public_host {
+            return h.clone();
+        }
+        let ip = if addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        };
+        match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        }
+    }
+
+    /// `host:port` for a listener, as written into URLs.
+    pub fn authority(&self, addr: SocketAddr) -> String {
+        format!("{}:{}", self.host(addr), addr.port())
+    }
+
+    /// The base URL of the HTTP API.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.authority(self.addrs.http))
+    }
+
+    /// Rebuild the key table (and the set of known inputs) from the store.
+    /// Called after every change to live inputs.
+    pub async fn rebuild_keys(&self) -> anyhow::Result<()> {
+        let _one_at_a_time = self.rebuild.lock().await;
+        let rows = self
+            .store
+            .all_inputs()
+            .await
+            .context("loading live inputs")?;
+        let mut entries = Vec::with_capacity(rows.len() * 2);
+        let mut uids = HashSet::with_capacity(rows.len());
+        for r in rows {
+            let grant = |direction| Grant {
+                uid: r.uid.clone(),
+                account: r.account_id.clone(),
+                direction,
+                enabled: r.enabled,
+            };
+            entries.push(KeyEntry {
+                rtmp_key: r.stream_key.clone(),
+                srt_passphrase: r.srt_passphrase.clone(),
+                grant: grant(Direction::Publish),
+            });
+            entries.push(KeyEntry {
+                rtmp_key: r.playback_key.clone(),
+                srt_passphrase: r.srt_play_passphrase.clone(),
+                grant: grant(Direction::Play),
+            });
+            uids.insert(r.uid);
+        }
+        self.keys.replace(entries);
+        *self.inputs.write() = uids;
+        Ok(())
+    }
+
+    /// Reload the custom ingest domains into the certificate resolver.
+    pub async fn reload_domains(&self) -> anyhow::Result<()> {
+        let mut map = HashMap::new();
+        for d in self.store.list_domains(None).await? {
+            match tls::certified_key(d.cert_pem.as_bytes(), d.key_pem.as_bytes()) {
+                Ok(ck) => {
+                    map.insert(d.domain.to_ascii_lowercase(), Arc::new(ck));
+                }
+                Err(e) => tracing::warn!(domain = %d.domain, "unusable stored certificate: {e:#}"),
+            }
+        }
+        self.tls.set_domains(map);
+        Ok(())
+    }
+
+    /// Whether `uid` is a live input.
+    pub fn is_input(&self, uid: &str) -> bool {
+        self.inputs.read().contains(uid)
+    }
+
+    /// The `status` field of a live input.
+    pub fn status(&self, uid: &str) -> Option<&'static str> {
+        match self.hub.state(uid) {
+            StreamState::Live => {
+                self.seen_live.lock().insert(uid.to_string());
+                Some("connected")
+            }
+            StreamState::Reconnecting => {
+                self.seen_live.lock().insert(uid.to_string());
+                Some("reconnecting")
+            }
+            StreamState::Idle => self
+                .seen_live
+                .lock()
+                .contains(uid)
+                .then_some("client_disconnect"),
+        }
+    }
+
+    /// Disconnect every session of an input (rotation, deletion, disable).
+    pub fn kick(&self, uid: &str) {
+        self.hub.kick(uid);
+    }
+
+    /// Forget an input's connection history (deletion).
+    pub fn forget(&self, uid: &str) {
+        self.seen_live.lock().remove(uid);
+    }
+
+    /// Note which inputs have been connected, so a short session between two
+    /// API calls still shows as `client_disconnect` afterwards.
+    async fn watch_status(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let uids: Vec<String> = self.inputs.read().iter().cloned().collect();
+            for uid in uids {
+                if self.hub.state(&uid) != StreamState::Idle {
+                    self.seen_live.lock().insert(uid);
+                }
+            }
+        }
+    }
+}
+
+/// Create the data dir (0700) if needed; warn if an existing one is open to
+/// others.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    } else {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), "data dir is accessible to other users (mode {:o})", mode & 0o777);
+        }
+    }
+    Ok(())
+}
+
+/// Load or create the default account and the tokens of credentials.json.
+async fn bootstrap(store: &Store, path: &Path) -> anyhow::Result<Credentials> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path).context("reading credentials.json")?;
+        let creds: Credentials = serde_json::from_str(&text).context("parsing credentials.json")?;
+        if store.account_exists(&creds.account_id).await? {
+            return Ok(creds);
+        }
+        tracing::warn!(path = %path.display(), "credentials.json names an account the store does not have; making new credentials");
+    }
+    let account_id = secret::new_id();
+    store.create_account(&account_id, "default").await?;
+    let api_token = secret::new_secret();
+    let admin_token = secret::new_secret();
+    store
+        .add_token(&secret::token_hash(&api_token), &account_id, false)
+        .await?;
+    store
+        .add_token(&secret::token_hash(&admin_token), &account_id, true)
+        .await?;
+    tracing::info!(account = %account_id, "created the default account and its tokens");
+    Ok(Credentials {
+        account_id,
+        api_token,
+        admin_token,
+        api: String::new(),
+    })
+}
+
+/// Reserve a UDP port for SRT when the settings say port 0. The SRT
+/// listener binds the returned address.
+fn resolve_udp(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let s = std::net::UdpSocket::bind(addr).context("picking an SRT port")?;
+    Ok(s.local_addr()?)
+}
+
+/// The plain and TLS RTMP listeners: until ingest's listener lands, hold the
+/// port so URLs and tests stay truthful about it.
+async fn serve_rtmp(
+    listener: TcpListener,
+    _tls: Option<Arc<rustls::ServerConfig>>,
+    _ctx: banyan_ingest::Context,
+    shutdown: CancellationToken,
+) {
+    shutdown.cancelled().await;
+    drop(listener);
+}
+
+/// Run `banyan serve` until SIGTERM or Ctrl-C.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    prepare_data_dir(&settings.data_dir)?;
+    if settings.cluster.is_some() {
+        tracing::warn!("the [cluster] section is not used by this build yet");
+    }
+    let data_dir = settings.data_dir.canonicalize()?;
+    let store = match &settings.database_url {
+        Some(url) => Store::open(url).await?,
+        None => Store::open_sqlite(&data_dir).await?,
+    };
+    let creds_path = data_dir.join("credentials.json");
+    let mut creds = bootstrap(&store, &creds_path).await?;
+
+    let (cert, key) = tls::node_cert_files(
+        &data_dir,
+        settings.tls.as_ref(),
+        settings.public_host.as_deref(),
+    )?;
+    let node_key = tls::certified_key(
+        &std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?,
+        &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
+    )?;
+    let resolver = SniResolver::new(node_key);
+    let tls_config = tls::server_config(resolver.clone())?;
+
+    let http = TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("binding HTTP {}", settings.http))?;
+    let rtmp = match settings.rtmp {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding RTMP {a}"))?,
+        ),
+        None => None,
+    };
+    let rtmps = TcpListener::bind(settings.rtmps)
+        .await
+        .with_context(|| format!("binding RTMPS {}", settings.rtmps))?;
+    let addrs = Addrs {
+        http: http.local_addr()?,
+        rtmp: rtmp.as_ref().map(|l| l.local_addr()).transpose()?,
+        rtmps: rtmps.local_addr()?,
+        srt: resolve_udp(settings.srt)?,
+    };
+
+    let hub = Hub::new(HubConfig {
+        reconnect_window: settings.reconnect_window,
+        ..HubConfig::default()
+    });
+    let shutdown = CancellationToken::new();
+    let node = Arc::new(Node {
+        settings,
+        store,
+        hub,
+        keys: Arc::new(KeyTable::new()),
+        views: Views::new(),
+        addrs,
+        tls: resolver,
+        tls_config,
+        metrics,
+        shutdown: shutdown.clone(),
+        inputs: RwLock::new(HashSet::new()),
+        seen_live: Mutex::new(HashSet::new()),
+        rebuild: tokio::sync::Mutex::new(()),
+    });
+    node.rebuild_keys().await?;
+    node.reload_domains().await?;
+
+    creds.api = node.api_url();
+    tls::write_private(
+        &creds_path,
+        serde_json::to_string_pretty(&creds)?.as_bytes(),
+    )
+    .context("writing credentials.json")?;
+    tracing::info!(path = %creds_path.display(), "credentials (account id, API and admin tokens)");
+
+    let ctx = banyan_ingest::Context {
+        hub: node.hub.clone(),
+        keys: node.keys.clone(),
+        views: node.views.clone(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(l) = rtmp {
+        tasks.spawn(serve_rtmp(l, None, ctx.clone(), shutdown.clone()));
+    }
+    tasks.spawn(serve_rtmp(
+        rtmps,
+        Some(node.tls_config.clone()),
+        ctx.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(node.clone().watch_status());
+    let app = crate::api::router(node.clone());
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(http, app).with_graceful_shutdown(http_shutdown.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!("HTTP server: {e}");
+        }
+    });
+
+    let a = &node.addrs;
+    tracing::info!(http = %a.http, rtmp = ?a.rtmp, rtmps = %a.rtmps, srt = %a.srt, "listening");
+    ready_line(&node, &creds_path);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections");
+    shutdown.cancel();
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some sessions did not end within 5 s; leaving anyway");
+    }
+    node.store.close().await;
+    Ok(())
+}
+
+/// Print the one JSON line on stdout that says the node is ready, with the
+/// real addresses: `{"ready":true,"http":..,"rtmp":..|null,"rtmps":..,
+/// "srt":..,"api":..,"dataDir":..,"credentials":..}`.
+fn ready_line(node: &Node, creds: &Path) {
+    use std::io::Write as _;
+    let a = &node.addrs;
+    let line = serde_json::json!({
+        "ready": true,
+        "http": a.http.to_string(),
+        "rtmp": a.rtmp.map(|r| r.to_string()),
+        "rtmps": a.rtmps.to_string(),
+        "srt": a.srt.to_string(),
+        "api": node.api_url(),
+        "dataDir": node.settings.data_dir.display().to_string(),
+        "credentials": creds.display().to_string(),
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Where the credentials of a data dir are.
+pub fn credentials_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("credentials.json")
+}

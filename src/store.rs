@@ -1,0 +1,475 @@
+//! The store: accounts, API tokens, live inputs and ingest domains.
+//!
+//! One struct over an `sqlx::AnyPool`, so the same SQL serves the embedded
+//! SQLite file (single node) and PostgreSQL (cluster). The SQL is kept
+//! portable: `$n` placeholders, TEXT and BIGINT columns only (booleans are
+//! 0/1, times are microseconds since the Unix epoch, JSON is TEXT).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+
+/// An account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub created: i64,
+}
+
+/// What an API token opens.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub account_id: String,
+    pub admin: bool,
+}
+
+/// A live input as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveInputRow {
+    pub uid: String,
+    pub account_id: String,
+    pub created: i64,
+    pub modified: i64,
+    /// JSON object.
+    pub meta: String,
+    pub default_creator: String,
+    pub enabled: bool,
+    pub stream_key: String,
+    pub playback_key: String,
+    pub srt_passphrase: String,
+    pub srt_play_passphrase: String,
+    /// JSON array of `{"instreamId","language","name"}`.
+    pub captions: String,
+}
+
+/// A custom ingest domain.
+#[derive(Debug, Clone)]
+pub struct DomainRow {
+    pub domain: String,
+    pub account_id: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The store of one node (or of a cluster, on PostgreSQL).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS api_tokens (
+        hash TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        admin BIGINT NOT NULL,
+        created BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS live_inputs (
+        uid TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        modified BIGINT NOT NULL,
+        meta TEXT NOT NULL,
+        default_creator TEXT NOT NULL,
+        enabled BIGINT NOT NULL,
+        stream_key TEXT NOT NULL,
+        playback_key TEXT NOT NULL,
+        srt_passphrase TEXT NOT NULL,
+        srt_play_passphrase TEXT NOT NULL,
+        captions TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS live_inputs_by_account ON live_inputs (account_id, created)",
+    "CREATE TABLE IF NOT EXISTS ingest_domains (
+        domain TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        cert_pem TEXT NOT NULL,
+        key_pem TEXT NOT NULL,
+        created BIGINT NOT NULL)",
+];
+
+const INPUT_COLUMNS: &str = "uid, account_id, created, modified, meta, default_creator, enabled, \
+     stream_key, playback_key, srt_passphrase, srt_play_passphrase, captions";
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn input_from_row(r: &sqlx::any::AnyRow) -> Result<LiveInputRow, sqlx::Error> {
+    Ok(LiveInputRow {
+        uid: r.try_get("uid")?,
+        account_id: r.try_get("account_id")?,
+        created: r.try_get("created")?,
+        modified: r.try_get("modified")?,
+        meta: r.try_get("meta")?,
+        default_creator: r.try_get("default_creator")?,
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+        stream_key: r.try_get("stream_key")?,
+        playback_key: r.try_get("playback_key")?,
+        srt_passphrase: r.try_get("srt_passphrase")?,
+        srt_play_passphrase: r.try_get("srt_play_passphrase")?,
+        captions: r.try_get("captions")?,
+    })
+}
+
+fn domain_from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
+    Ok(DomainRow {
+        domain: r.try_get("domain")?,
+        account_id: r.try_get("account_id")?,
+        cert_pem: r.try_get("cert_pem")?,
+        key_pem: r.try_get("key_pem")?,
+        created: r.try_get("created")?,
+    })
+}
+
+impl Store {
+    /// The embedded SQLite database `<data_dir>/banyan.db`, in WAL mode.
+    pub async fn open_sqlite(data_dir: &Path) -> anyhow::Result<Store> {
+        let path = data_dir.join("banyan.db");
+        if !path.exists() {
+            // SQLite gives its -wal and -shm files the mode of the database.
+            crate::tls::write_private(&path, b"").context("creating the database file")?;
+        }
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Store::open(&url).await
+    }
+
+    /// Connect to `sqlite://...` or `postgres://...` and create the schema.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let opts: AnyConnectOptions = url.parse().context("database URL")?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .context("connecting to the database")?;
+        if backend == Backend::Sqlite {
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        for stmt in SCHEMA {
+            pool.execute(*stmt).await.context("creating the schema")?;
+        }
+        Ok(Store { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- accounts and tokens
+
+    pub async fn create_account(&self, id: &str, name: &str) -> sqlx::Result<Account> {
+        let created = now_micros();
+        sqlx::query("INSERT INTO accounts (id, name, created) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(name)
+            .bind(created)
+            .execute(&self.pool)
+            .await?;
+        Ok(Account {
+            id: id.into(),
+            name: name.into(),
+            created,
+        })
+    }
+
+    pub async fn list_accounts(&self) -> sqlx::Result<Vec<Account>> {
+        let rows = sqlx::query("SELECT id, name, created FROM accounts ORDER BY created, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Account {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    created: r.try_get("created")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn account_exists(&self, id: &str) -> sqlx::Result<bool> {
+        let row = sqlx::query("SELECT id FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Store a token by its hash.
+    pub async fn add_token(&self, hash: &str, account_id: &str, admin: bool) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (hash, account_id, admin, created) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash)
+        .bind(account_id)
+        .bind(admin as i64)
+        .bind(now_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The token with this hash, if any.
+    pub async fn token(&self, hash: &str) -> sqlx::Result<Option<TokenInfo>> {
+        let row = sqlx::query("SELECT account_id, admin FROM api_tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(TokenInfo {
+                account_id: r.try_get("account_id")?,
+                admin: r.try_get::<i64, _>("admin")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- live inputs
+
+    pub async fn insert_input(&self, i: &LiveInputRow) -> sqlx::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO live_inputs ({INPUT_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(&i.uid)
+        .bind(&i.account_id)
+        .bind(i.created)
+        .bind(i.modified)
+        .bind(&i.meta)
+        .bind(&i.default_creator)
+        .bind(i.enabled as i64)
+        .bind(&i.stream_key)
+        .bind(&i.playback_key)
+        .bind(&i.srt_passphrase)
+        .bind(&i.srt_play_passphrase)
+        .bind(&i.captions)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Write every mutable column of an existing input. False if it is gone.
+    pub async fn update_input(&self, i: &LiveInputRow) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE live_inputs SET modified = $1, meta = $2, default_creator = $3, \
+             enabled = $4, stream_key = $5, playback_key = $6, srt_passphrase = $7, \
+             srt_play_passphrase = $8, captions = $9 WHERE uid = $10 AND account_id = $11",
+        )
+        .bind(i.modified)
+        .bind(&i.meta)
+        .bind(&i.default_creator)
+        .bind(i.enabled as i64)
+        .bind(&i.stream_key)
+        .bind(&i.playback_key)
+        .bind(&i.srt_passphrase)
+        .bind(&i.srt_play_passphrase)
+        .bind(&i.captions)
+        .bind(&i.uid)
+        .bind(&i.account_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// An input of an account (another account's uid is `None`).
+    pub async fn input(&self, account_id: &str, uid: &str) -> sqlx::Result<Option<LiveInputRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {INPUT_COLUMNS} FROM live_inputs WHERE uid = $1 AND account_id = $2"
+        ))
+        .bind(uid)
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(input_from_row).transpose()
+    }
+
+    pub async fn list_inputs(&self, account_id: &str) -> sqlx::Result<Vec<LiveInputRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INPUT_COLUMNS} FROM live_inputs WHERE account_id = $1 ORDER BY created, uid"
+        ))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(input_from_row).collect()
+    }
+
+    /// Every input of every account (to build the key table).
+    pub async fn all_inputs(&self) -> sqlx::Result<Vec<LiveInputRow>> {
+        let rows = sqlx::query(&format!("SELECT {INPUT_COLUMNS} FROM live_inputs"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(input_from_row).collect()
+    }
+
+    pub async fn delete_input(&self, account_id: &str, uid: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query("DELETE FROM live_inputs WHERE uid = $1 AND account_id = $2")
+            .bind(uid)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- ingest domains
+
+    pub async fn insert_domain(&self, d: &DomainRow) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO ingest_domains (domain, account_id, cert_pem, key_pem, created) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&d.domain)
+        .bind(&d.account_id)
+        .bind(&d.cert_pem)
+        .bind(&d.key_pem)
+        .bind(d.created)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn domain(&self, domain: &str) -> sqlx::Result<Option<DomainRow>> {
+        let row = sqlx::query(
+            "SELECT domain, account_id, cert_pem, key_pem, created FROM ingest_domains \
+             WHERE domain = $1",
+        )
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(domain_from_row).transpose()
+    }
+
+    /// Domains of one account, or of every account with `None`.
+    pub async fn list_domains(&self, account_id: Option<&str>) -> sqlx::Result<Vec<DomainRow>> {
+        let sql = "SELECT domain, account_id, cert_pem, key_pem, created FROM ingest_domains";
+        let rows = match account_id {
+            Some(a) => {
+                sqlx::query(&format!(
+                    "{sql} WHERE account_id = $1 ORDER BY created, domain"
+                ))
+                .bind(a)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => sqlx::query(sql).fetch_all(&self.pool).await?,
+        };
+        rows.iter().map(domain_from_row).collect()
+    }
+
+    pub async fn delete_domain(&self, account_id: &str, domain: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query("DELETE FROM ingest_domains WHERE domain = $1 AND account_id = $2")
+            .bind(domain)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(uid: &str, account: &str) -> LiveInputRow {
+        LiveInputRow {
+            uid: uid.into(),
+            account_id: account.into(),
+            created: 1,
+            modified: 1,
+            meta: "{}".into(),
+            default_creator: String::new(),
+            enabled: true,
+            stream_key: "sk".into(),
+            playback_key: "pk".into(),
+            srt_passphrase: "sp".into(),
+            srt_play_passphrase: "spp".into(),
+            captions: "[]".into(),
+        }
+    }
+
+    /// Runs the store round trip against SQLite, and against PostgreSQL when
+    /// `BANYAN_TEST_POSTGRES` names a database URL.
+    #[tokio::test]
+    async fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Store::open_sqlite(dir.path()).await.unwrap();
+        round_trip_on(&sqlite).await;
+        if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
+            let pg = Store::open(&url).await.unwrap();
+            round_trip_on(&pg).await;
+        }
+    }
+
+    async fn round_trip_on(s: &Store) {
+        let a = crate::secret::new_id();
+        let b = crate::secret::new_id();
+        s.create_account(&a, "a").await.unwrap();
+        s.create_account(&b, "b").await.unwrap();
+        assert!(s.account_exists(&a).await.unwrap());
+        let h = crate::secret::token_hash(&a);
+        s.add_token(&h, &a, true).await.unwrap();
+        let t = s.token(&h).await.unwrap().unwrap();
+        assert!(t.admin && t.account_id == a);
+        assert!(s.token("nope").await.unwrap().is_none());
+
+        let uid = crate::secret::new_id();
+        let mut i = input(&uid, &a);
+        s.insert_input(&i).await.unwrap();
+        assert_eq!(s.input(&a, &uid).await.unwrap().as_ref(), Some(&i));
+        assert!(s.input(&b, &uid).await.unwrap().is_none());
+        i.enabled = false;
+        i.meta = r#"{"name":"x"}"#.into();
+        assert!(s.update_input(&i).await.unwrap());
+        assert_eq!(s.input(&a, &uid).await.unwrap(), Some(i.clone()));
+        assert_eq!(s.list_inputs(&a).await.unwrap().len(), 1);
+        assert!(s.list_inputs(&b).await.unwrap().is_empty());
+        assert!(!s.delete_input(&b, &uid).await.unwrap());
+        assert!(s.delete_input(&a, &uid).await.unwrap());
+        assert!(s.input(&a, &uid).await.unwrap().is_none());
+
+        let domain = format!("{a}.example.test");
+        s.insert_domain(&DomainRow {
+            domain: domain.clone(),
+            account_id: a.clone(),
+            cert_pem: "c".into(),
+            key_pem: "k".into(),
+            created: 2,
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.list_domains(Some(&a)).await.unwrap().len(), 1);
+        assert!(s.domain(&domain).await.unwrap().is_some());
+        assert!(!s.delete_domain(&b, &domain).await.unwrap());
+        assert!(s.delete_domain(&a, &domain).await.unwrap());
+    }
+}
