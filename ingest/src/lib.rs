@@ -6,6 +6,9 @@
 //! protocol bytes. Nothing here knows about the cluster or the store: keys are
 //! looked up in the in-memory [`KeyTable`] snapshot.
 
+pub mod flv;
+pub mod rtmp;
+
 use std::sync::Arc;
 
 use banyan_relay::access::KeyTable;

@@ -1,0 +1,383 @@
+//! The tokio driver of one RTMP(S) connection: reads, feeds the session,
+//! writes its output, and glues publish and play to the hub.
+
+use std::time::Duration;
+
+use banyan_egress::rtmp::{play, PlayEnd, PlayOptions};
+use banyan_relay::access::Direction;
+use banyan_relay::views::Protocol;
+use banyan_relay::{Frame, Publisher, SubscribeOptions};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::session::{RtmpSession, SessionError, SessionEvent, CHUNK_SIZE};
+use crate::flv::{FlvDemux, TagEvent};
+use crate::Context;
+
+/// Time allowed from accept to a completed RTMP handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A publisher, or a client that has not started publishing or playing,
+/// silent this long is disconnected.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A write that makes no progress this long closes the connection.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_BUF: usize = 64 << 10;
+const CONTROL_QUEUE: usize = 64;
+
+/// Why a connection was closed early, for logs and metrics.
+fn refuse(reason: &'static str) {
+    metrics::counter!("banyan_rtmp_connections_refused_total", "reason" => reason).increment(1);
+}
+
+enum Next {
+    Publish(Publisher, String),
+    Play {
+        uid: String,
+        stream_id: u32,
+    },
+    Close,
+}
+
+struct Conn<S> {
+    io: S,
+    session: RtmpSession,
+    ctx: Context,
+    protocol: Protocol,
+    buf: Vec<u8>,
+    events: Vec<SessionEvent>,
+}
+
+/// Drive one connection to its end.
+pub(super) async fn run<S>(io: S, ctx: Context, protocol: Protocol, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut c = Conn {
+        io,
+        session: RtmpSession::new(),
+        ctx,
+        protocol,
+        buf: vec![0; READ_BUF],
+        events: Vec::new(),
+    };
+    let next = tokio::select! {
+        _ = shutdown.cancelled() => Next::Close,
+        n = c.commands() => n,
+    };
+    match next {
+        Next::Close => {}
+        Next::Publish(publisher, uid) => {
+            tracing::info!(stream = %uid, protocol = protocol.as_str(), "publishing");
+            let reason = c.publish(publisher, &shutdown).await;
+            tracing::info!(stream = %uid, reason, "publisher left");
+        }
+        Next::Play { uid, stream_id } => {
+            let end = c.play(&uid, stream_id, &shutdown).await;
+            tracing::debug!(stream = %uid, ?end, "player left");
+        }
+    }
+    let _ = timeout(Duration::from_secs(1), c.io.shutdown()).await;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    /// Read once (with a timeout) and feed the session. `Ok(false)` at EOF.
+    async fn read_some(&mut self, limit: Duration) -> Result<bool, &'static str> {
+        let n = match timeout(limit, self.io.read(&mut self.buf)).await {
+            Err(_) => return Err("timeout"),
+            Ok(Err(_)) => return Err("read error"),
+            Ok(Ok(0)) => return Ok(false),
+            Ok(Ok(n)) => n,
+        };
+        metrics::counter!("banyan_ingest_bytes_total", "protocol" => self.protocol.as_str())
+            .increment(n as u64);
+        if let Err(e) = self.session.input(&self.buf[..n], &mut self.events) {
+            log_session_error(&e);
+            return Err("protocol");
+        }
+        Ok(true)
+    }
+
+    async fn flush(&mut self) -> bool {
+        let out = self.session.take_output();
+        if out.is_empty() {
+            return true;
+        }
+        let w = async {
+            self.io.write_all(&out).await?;
+            self.io.flush().await
+        };
+        matches!(timeout(STALL_TIMEOUT, w).await, Ok(Ok(())))
+    }
+
+    /// Handshake and commands, up to an accepted publish or play.
+    async fn commands(&mut self) -> Next {
+        loop {
+            let limit = if self.session.established() {
+                IDLE_TIMEOUT
+            } else {
+                HANDSHAKE_TIMEOUT
+            };
+            match self.read_some(limit).await {
+                Ok(true) => {}
+                Ok(false) => return Next::Close,
+                Err(why) => {
+                    if !self.session.established() {
+                        refuse("handshake");
+                    } else if why == "protocol" {
+                        refuse("protocol");
+                    }
+                    return Next::Close;
+                }
+            }
+            let events = std::mem::take(&mut self.events);
+            let mut next = None;
+            for e in events {
+                if next.is_some() {
+                    break;
+                }
+                next = self.command(e);
+            }
+            if !self.flush().await {
+                return Next::Close;
+            }
+            if let Some(n) = next {
+                return n;
+            }
+        }
+    }
+
+    /// Act on one event of the command phase.
+    fn command(&mut self, e: SessionEvent) -> Option<Next> {
+        match e {
+            SessionEvent::Connect { request_id, app } => {
+                if app == "live" {
+                    if self.session.accept(request_id).is_err() {
+                        return Some(Next::Close);
+                    }
+                } else {
+                    refuse("bad_app");
+                    tracing::info!(protocol = self.protocol.as_str(), "refused: unknown application");
+                    let _ = self.session.refuse(
+                        request_id,
+                        "NetConnection.Connect.Rejected",
+                        "unknown application",
+                    );
+                    return Some(Next::Close);
+                }
+                None
+            }
+            SessionEvent::Publish { request_id, key } => {
+                let sid = self.session.command_stream_id();
+                let grant = self.ctx.keys.lookup_key(&key);
+                let (reason, code, text) = match &grant {
+                    None => ("bad_key", "NetStream.Publish.BadName", "unknown stream key"),
+                    Some(g) if g.direction != Direction::Publish => (
+                        "bad_key",
+                        "NetStream.Publish.Denied",
+                        "this key does not allow publishing",
+                    ),
+                    Some(g) if !g.enabled => (
+                        "disabled",
+                        "NetStream.Publish.Denied",
+                        "the live input is disabled",
+                    ),
+                    Some(_) => ("", "", ""),
+                };
+                if !reason.is_empty() {
+                    refuse(reason);
+                    tracing::info!(protocol = self.protocol.as_str(), reason, "publish refused");
+                    self.session.status(sid, "error", code, text);
+                    return Some(Next::Close);
+                }
+                // The key was checked above; a grant exists.
+                let uid = grant.map(|g| g.uid).unwrap_or_default();
+                match self.ctx.hub.publish(&uid) {
+                    Ok(p) => {
+                        if self.session.accept(request_id).is_err() {
+                            return Some(Next::Close);
+                        }
+                        Some(Next::Publish(p, uid))
+                    }
+                    Err(_) => {
+                        refuse("busy");
+                        tracing::info!(stream = %uid, "publish refused: already publishing");
+                        self.session.status(
+                            sid,
+                            "error",
+                            "NetStream.Publish.BadName",
+                            "the stream already has a publisher",
+                        );
+                        Some(Next::Close)
+                    }
+                }
+            }
+            SessionEvent::Play {
+                request_id,
+                key,
+                stream_id,
+            } => {
+                let grant = self
+                    .ctx
+                    .keys
+                    .lookup_key(&key)
+                    .filter(|g| g.direction == Direction::Play);
+                let Some(g) = grant else {
+                    refuse("bad_key");
+                    tracing::info!(protocol = self.protocol.as_str(), "play refused: bad key");
+                    self.session.status(
+                        stream_id,
+                        "error",
+                        "NetStream.Play.StreamNotFound",
+                        "unknown playback key",
+                    );
+                    return Some(Next::Close);
+                };
+                if self.session.accept(request_id).is_err() {
+                    return Some(Next::Close);
+                }
+                Some(Next::Play {
+                    uid: g.uid,
+                    stream_id,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Publish until the client stops, the connection fails, or the
+    /// operator kicks the stream.
+    async fn publish(&mut self, mut publisher: Publisher, shutdown: &CancellationToken) -> &'static str {
+        let mut demux = FlvDemux::new();
+        loop {
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => return "shutdown",
+                _ = publisher.kicked() => return "kicked",
+                r = self.read_some(IDLE_TIMEOUT) => r,
+            };
+            match read {
+                Ok(true) => {}
+                Ok(false) => return "closed",
+                Err(why) => return why,
+            }
+            let events = std::mem::take(&mut self.events);
+            for e in events {
+                match e {
+                    SessionEvent::Video { timestamp, data } => {
+                        handle_tag(&mut publisher, &mut demux, demux_video(timestamp, data))
+                    }
+                    SessionEvent::Audio { timestamp, data } => {
+                        handle_tag(&mut publisher, &mut demux, demux_audio(timestamp, data))
+                    }
+                    SessionEvent::PublishFinished => {
+                        let _ = self.flush().await;
+                        return "unpublished";
+                    }
+                    _ => {}
+                }
+            }
+            if !self.flush().await {
+                return "write stalled";
+            }
+        }
+    }
+
+    /// Play until the stream ends, the player leaves, or a write stalls.
+    async fn play(self: &mut Conn<S>, uid: &str, stream_id: u32, shutdown: &CancellationToken) -> PlayEnd {
+        let mut sub = self
+            .ctx
+            .hub
+            .subscribe(uid, SubscribeOptions { catch_up: true });
+        let mut viewer = self.ctx.views.viewer(uid, self.protocol);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CONTROL_QUEUE);
+        let pending = self.session.take_output();
+        if !pending.is_empty() {
+            let _ = tx.try_send(pending);
+        }
+        let opts = PlayOptions {
+            stream_id,
+            chunk_size: CHUNK_SIZE as usize,
+            stall_timeout: STALL_TIMEOUT,
+        };
+        let cancel = shutdown.child_token();
+        let protocol = self.protocol;
+        let (mut rd, mut wr) = tokio::io::split(&mut self.io);
+        let session = &mut self.session;
+        let buf = &mut self.buf;
+        let reader = async {
+            let mut events = Vec::new();
+            loop {
+                let n = match rd.read(buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                metrics::counter!("banyan_ingest_bytes_total", "protocol" => protocol.as_str())
+                    .increment(n as u64);
+                if let Err(e) = session.input(&buf[..n], &mut events) {
+                    log_session_error(&e);
+                    return;
+                }
+                if events.drain(..).any(|e| e == SessionEvent::PlayFinished) {
+                    return;
+                }
+                let out = session.take_output();
+                if !out.is_empty() && tx.try_send(out).is_err() {
+                    // The player sends more than it reads.
+                    return;
+                }
+            }
+        };
+        let player = play(&mut wr, &mut sub, &mut viewer, &opts, &mut rx, &cancel);
+        tokio::select! {
+            end = player => end,
+            _ = reader => PlayEnd::Cancelled,
+        }
+    }
+}
+
+fn demux_video(ts: u32, data: Bytes) -> impl FnOnce(&mut FlvDemux) -> Result<TagEvent, crate::flv::TagError> {
+    move |d| d.video(ts, data)
+}
+
+fn demux_audio(ts: u32, data: Bytes) -> impl FnOnce(&mut FlvDemux) -> Result<TagEvent, crate::flv::TagError> {
+    move |d| d.audio(ts, data)
+}
+
+fn handle_tag(
+    publisher: &mut Publisher,
+    demux: &mut FlvDemux,
+    f: impl FnOnce(&mut FlvDemux) -> Result<TagEvent, crate::flv::TagError>,
+) {
+    match f(demux) {
+        Ok(TagEvent::Video(_)) | Ok(TagEvent::Audio(_)) => {
+            publisher.set_info(demux.video_config().cloned(), demux.audio_config().cloned());
+        }
+        Ok(TagEvent::Frame(frame)) => {
+            if frame.track == banyan_relay::Track::Video {
+                on_video_frame(publisher, &frame);
+            }
+            publisher.push(frame);
+        }
+        Ok(TagEvent::Nothing) => {}
+        Err(e) => {
+            metrics::counter!("banyan_ingest_tags_dropped_total", "protocol" => "rtmp").increment(1);
+            tracing::debug!(stream = %publisher.uid(), error = %e, "tag dropped");
+        }
+    }
+}
+
+/// Every published video frame passes here before it is pushed to the hub.
+/// Captions extraction hooks in here (it may push a caption frame first).
+fn on_video_frame(_publisher: &mut Publisher, _frame: &Frame) {}
+
+fn log_session_error(e: &SessionError) {
+    match e {
+        SessionError::Panic(reason) => {
+            metrics::counter!("banyan_rtmp_session_panics_total").increment(1);
+            tracing::warn!(%reason, "rtmp connection closed: protocol library panicked");
+        }
+        other => tracing::info!(error = %other, "rtmp connection closed"),
+    }
+}
