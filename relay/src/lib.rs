@@ -20,6 +20,7 @@
 pub mod access;
 mod frame;
 mod hub;
+pub mod link;
 pub mod views;
 
 pub use frame::{AudioConfig, Frame, MediaInfo, Track, VideoConfig, CLOCK_HZ};
