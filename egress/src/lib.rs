@@ -1,3 +1,4 @@
 //! banyan-egress
 pub mod flv;
 pub mod rtmp;
+pub mod hls;

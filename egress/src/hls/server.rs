@@ -1,0 +1,610 @@
+//! The tokio/axum driver of the HLS egress.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use banyan_relay::views::{Protocol, ViewerGuard, Views};
+use banyan_relay::{Hub, Item, StreamState, SubscribeOptions, CLOCK_HZ};
+
+use super::playlist::{self, MEDIA_PLAYLIST, SUBTITLES_PLAYLIST};
+use super::segmenter::{Segmenter, SegmenterConfig};
+use super::{web, HlsConfig};
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const CACHE_PLAYLIST: &str = "public, max-age=1";
+const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One watched stream: its segmenter, fed by a muxer task.
+struct StreamMux {
+    seg: Mutex<Segmenter>,
+    /// Bumped whenever the segmenter has something new.
+    tx: watch::Sender<u64>,
+    last_request: Mutex<Instant>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+    has_vtt: bool,
+}
+
+impl StreamMux {
+    fn touch(&self) {
+        *self.last_request.lock() = Instant::now();
+    }
+
+    /// Wait until `pred` holds or `deadline` passes; the final answer of `pred`.
+    async fn wait_until(&self, deadline: Instant, pred: impl Fn(&Segmenter) -> bool) -> bool {
+        let mut rx = self.tx.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if pred(&self.seg.lock()) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return pred(&self.seg.lock()),
+            }
+        }
+    }
+}
+
+impl Drop for StreamMux {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().take() {
+            t.abort();
+        }
+    }
+}
+
+/// A viewer session of one stream.
+struct Session {
+    last_seen: Instant,
+    /// The stream's live edge (media ticks) at the last fetch.
+    edge: i64,
+    _guard: ViewerGuard,
+}
+
+/// The HLS egress of a node: per-stream muxers and viewer sessions.
+///
+/// Viewer counting: the multivariant playlist hands each fetch a fresh
+/// session id in the media playlist URL (`media.m3u8?s=<id>`); parts and
+/// segments carry no id, so they stay cacheable. A session is a live viewer
+/// (a [`Protocol::Hls`] viewer in [`Views`]) from its first media playlist
+/// fetch until [`HlsConfig::session_timeout`] passes without one. Each
+/// fetch accrues, as delivered media time, how far the stream's live edge
+/// (the end of its newest part) advanced since that session's previous
+/// fetch (nothing for the first fetch; an advance is counted at most up to
+/// the wall time elapsed since then plus one second, so a session that
+/// returns after a pause is not credited for the pause). Media playlist
+/// fetches without `s` are served but not counted.
+pub struct HlsService {
+    hub: Arc<Hub>,
+    views: Arc<Views>,
+    cfg: HlsConfig,
+    streams: Mutex<HashMap<String, Arc<StreamMux>>>,
+    sessions: Mutex<HashMap<String, HashMap<u64, Session>>>,
+    session_count: Mutex<usize>,
+    web: web::Assets,
+    sweeper: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for HlsService {
+    fn drop(&mut self) {
+        if let Some(t) = self.sweeper.lock().take() {
+            t.abort();
+        }
+    }
+}
+
+impl HlsService {
+    /// Create the service. Call inside a tokio runtime (a sweeper task
+    /// stops idle muxers and expires sessions).
+    pub fn new(hub: Arc<Hub>, views: Arc<Views>, cfg: HlsConfig) -> Arc<Self> {
+        let web = web::Assets::locate(cfg.web_dir.clone());
+        let svc = Arc::new(HlsService {
+            hub,
+            views,
+            cfg,
+            streams: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            session_count: Mutex::new(0),
+            web,
+            sweeper: Mutex::new(None),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&svc);
+            let h = rt.spawn(sweep(weak));
+            *svc.sweeper.lock() = Some(h.abort_handle());
+        }
+        svc
+    }
+
+    /// The routes of HLS and the watch page (no `/views`, no `/lifecycle`).
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/{uid}/manifest/{file}",
+                get(manifest_file).options(preflight),
+            )
+            .route("/{uid}/watch", get(watch_page).options(preflight))
+            .route("/watch-assets/{file}", get(web_asset).options(preflight))
+            .layer(axum::middleware::map_response(cors))
+            .with_state(self.clone())
+    }
+
+    /// Live HLS viewer sessions of `uid`.
+    pub fn viewers(&self, uid: &str) -> usize {
+        self.sessions.lock().get(uid).map_or(0, |m| m.len())
+    }
+
+    /// Streams with a running muxer.
+    pub fn active_streams(&self) -> usize {
+        self.streams.lock().len()
+    }
+
+    /// Where the watch page's hls.js is served from, if found.
+    pub fn hls_js_path(&self) -> Option<&std::path::Path> {
+        self.web.hls_js.as_deref()
+    }
+
+    fn seg_config(&self) -> SegmenterConfig {
+        let ticks = |d: Duration| (d.as_micros() as i64 * CLOCK_HZ / 1_000_000).max(1);
+        SegmenterConfig {
+            part_target: ticks(self.cfg.part_target),
+            segment_target: ticks(self.cfg.segment_target),
+            window: self.cfg.window_segments.max(2),
+            start_seq: (now_ms() / 100).max(0) as u64,
+        }
+    }
+
+    /// The muxer of `uid`, started when the stream is live.
+    fn stream(&self, uid: &str) -> Option<Arc<StreamMux>> {
+        let state = self.hub.state(uid);
+        let mut map = self.streams.lock();
+        if let Some(m) = map.get(uid) {
+            let restart = state == StreamState::Live && m.seg.lock().ended();
+            if !restart {
+                m.touch();
+                return Some(m.clone());
+            }
+        }
+        if state == StreamState::Idle {
+            return None;
+        }
+        let vtt = self.cfg.captions.webvtt(uid);
+        let mux = Arc::new(StreamMux {
+            has_vtt: vtt.is_some(),
+            seg: Mutex::new(Segmenter::new(self.seg_config(), vtt)),
+            tx: watch::channel(0).0,
+            last_request: Mutex::new(Instant::now()),
+            task: Mutex::new(None),
+        });
+        let mut sub = self.hub.subscribe(uid, SubscribeOptions::default());
+        let weak = Arc::downgrade(&mux);
+        let task = tokio::spawn(async move {
+            loop {
+                let item = sub.recv().await;
+                let end = matches!(item, Item::End(_));
+                let Some(mux) = weak.upgrade() else {
+                    return;
+                };
+                if mux.seg.lock().push(item, now_ms()) {
+                    mux.tx.send_modify(|v| *v += 1);
+                }
+                if end {
+                    return;
+                }
+            }
+        });
+        *mux.task.lock() = Some(task.abort_handle());
+        tracing::debug!(stream = %uid, "hls muxer started");
+        metrics::counter!("banyan_hls_muxers_started_total").increment(1);
+        map.insert(uid.to_string(), mux.clone());
+        Some(mux)
+    }
+
+    fn new_session_id() -> u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_i64(now_ms());
+        h.finish()
+    }
+
+    /// Account one media playlist fetch of session `sid`.
+    fn account(&self, uid: &str, sid: u64, edge: i64) {
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock();
+        let per = sessions.entry(uid.to_string()).or_default();
+        if let Some(s) = per.get_mut(&sid) {
+            let elapsed = now.duration_since(s.last_seen).as_millis() as i64 + 1000;
+            let advance = (edge - s.edge).clamp(0, elapsed * CLOCK_HZ / 1000);
+            if advance > 0 {
+                self.views.add_delivered(uid, Protocol::Hls, advance as u64);
+            }
+            s.edge = edge.max(s.edge);
+            s.last_seen = now;
+            return;
+        }
+        let mut count = self.session_count.lock();
+        if *count >= self.cfg.max_sessions {
+            metrics::counter!("banyan_hls_sessions_refused_total").increment(1);
+            return;
+        }
+        *count += 1;
+        per.insert(
+            sid,
+            Session {
+                last_seen: now,
+                edge,
+                _guard: self.views.viewer(uid, Protocol::Hls),
+            },
+        );
+    }
+
+    fn sweep_once(&self) {
+        let now = Instant::now();
+        {
+            let mut sessions = self.sessions.lock();
+            let mut removed = 0;
+            sessions.retain(|_, per| {
+                let before = per.len();
+                per.retain(|_, s| now.duration_since(s.last_seen) < self.cfg.session_timeout);
+                removed += before - per.len();
+                !per.is_empty()
+            });
+            let mut count = self.session_count.lock();
+            *count = count.saturating_sub(removed);
+        }
+        let idle: Vec<Arc<StreamMux>> = {
+            let mut map = self.streams.lock();
+            let mut out = Vec::new();
+            map.retain(|uid, m| {
+                let keep = now.duration_since(*m.last_request.lock()) < self.cfg.idle_stop;
+                if !keep {
+                    tracing::debug!(stream = %uid, "hls muxer stopped (idle)");
+                    out.push(m.clone());
+                }
+                keep
+            });
+            out
+        };
+        drop(idle);
+    }
+}
+
+async fn sweep(svc: Weak<HlsService>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(svc) = svc.upgrade() else {
+            return;
+        };
+        svc.sweep_once();
+    }
+}
+
+async fn cors(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges"),
+    );
+    res
+}
+
+async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"),
+            (header::ACCESS_CONTROL_ALLOW_HEADERS, "Range, Content-Type"),
+            (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+        ],
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+fn text(body: String, ctype: &'static str, cache: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A media body, honouring a single `Range: bytes=` request.
+fn media_body(data: Bytes, ctype: &'static str, headers: &HeaderMap) -> Response {
+    let len = data.len() as u64;
+    let base = [
+        (header::CONTENT_TYPE, ctype),
+        (header::CACHE_CONTROL, CACHE_IMMUTABLE),
+        (header::ACCEPT_RANGES, "bytes"),
+    ];
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return (base, data).into_response();
+    };
+    match parse_range(range, len) {
+        RangeAnswer::Full => (base, data).into_response(),
+        RangeAnswer::Part(a, b) => {
+            let mut res = (base, data.slice(a as usize..=b as usize)).into_response();
+            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
+                res.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            res
+        }
+        RangeAnswer::Unsatisfiable => {
+            let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                res.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            res
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAnswer {
+    /// Ignore the header (malformed or several ranges): send everything.
+    Full,
+    /// Inclusive byte range.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+fn parse_range(v: &str, len: u64) -> RangeAnswer {
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return RangeAnswer::Full;
+    };
+    if spec.contains(',') {
+        return RangeAnswer::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = if a.is_empty() {
+        // The last `b` bytes.
+        match b.parse::<u64>() {
+            Ok(0) => return RangeAnswer::Unsatisfiable,
+            Ok(n) => (len.saturating_sub(n), len.saturating_sub(1)),
+            Err(_) => return RangeAnswer::Full,
+        }
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return RangeAnswer::Full;
+        };
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e >= start => e.min(len.saturating_sub(1)),
+                _ => return RangeAnswer::Full,
+            }
+        };
+        (start, end)
+    };
+    if len == 0 || parsed.0 >= len {
+        return RangeAnswer::Unsatisfiable;
+    }
+    RangeAnswer::Part(parsed.0, parsed.1)
+}
+
+/// Parse `<prefix><number><suffix>`.
+fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    file.strip_prefix(prefix)?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
+}
+
+async fn manifest_file(
+    State(svc): State<Arc<HlsService>>,
+    Path((uid, file)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if uid.len() > 128 {
+        return not_found();
+    }
+    let Some(mux) = svc.stream(&uid) else {
+        return not_found();
+    };
+    let _ = method;
+    match file.as_str() {
+        "video.m3u8" => multivariant(&svc, &uid, &mux).await,
+        MEDIA_PLAYLIST => media_playlist(&svc, &uid, &mux, &q).await,
+        SUBTITLES_PLAYLIST if mux.has_vtt => {
+            let body = playlist::subtitles(&mux.seg.lock());
+            text(body, PLAYLIST_TYPE, CACHE_PLAYLIST)
+        }
+        f => {
+            if let Some(id) = numbered(f, "init-", ".mp4") {
+                let init = mux.seg.lock().init(id);
+                return init.map_or_else(not_found, |b| media_body(b, "video/mp4", &headers));
+            }
+            if let Some(msn) = numbered(f, "seg-", ".m4s") {
+                let data = mux.seg.lock().segment(msn).and_then(|s| s.data.clone());
+                return data
+                    .map_or_else(not_found, |b| media_body(b, "video/iso.segment", &headers));
+            }
+            if let Some(index) = numbered(f, "part-", ".m4s") {
+                return part(&svc, &mux, index, &headers).await;
+            }
+            if let Some(msn) = numbered(f, "sub-", ".vtt") {
+                let vtt = mux.seg.lock().segment(msn).and_then(|s| s.vtt.clone());
+                return vtt.map_or_else(not_found, |b| {
+                    let mut res = media_body(b, "text/vtt", &headers);
+                    res.headers_mut().insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static(CACHE_IMMUTABLE),
+                    );
+                    res
+                });
+            }
+            not_found()
+        }
+    }
+}
+
+async fn multivariant(svc: &HlsService, uid: &str, mux: &StreamMux) -> Response {
+    let deadline = Instant::now() + svc.cfg.start_wait;
+    if !mux
+        .wait_until(deadline, |s| s.has_media() || s.ended())
+        .await
+    {
+        return not_found();
+    }
+    let sid = HlsService::new_session_id();
+    let media_uri = format!("{MEDIA_PLAYLIST}?s={sid:016x}");
+    let subs = mux.has_vtt.then_some(SUBTITLES_PLAYLIST);
+    let captions = svc.cfg.captions.caption_lines(uid, subs);
+    let body = playlist::multivariant(&mux.seg.lock(), &media_uri, &captions);
+    text(body, PLAYLIST_TYPE, "no-cache")
+}
+
+async fn media_playlist(
+    svc: &HlsService,
+    uid: &str,
+    mux: &StreamMux,
+    q: &HashMap<String, String>,
+) -> Response {
+    let msn = q.get("_HLS_msn").and_then(|v| v.parse::<u64>().ok());
+    let part = q.get("_HLS_part").and_then(|v| v.parse::<u64>().ok());
+    if q.contains_key("_HLS_part") && msn.is_none() {
+        return (StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn\n").into_response();
+    }
+    if let Some(msn) = msn {
+        let (live, target) = {
+            let s = mux.seg.lock();
+            (s.live_msn(), playlist::target_duration(&s))
+        };
+        if msn > live + 2 {
+            return (StatusCode::BAD_REQUEST, "_HLS_msn too far in the future\n").into_response();
+        }
+        let deadline = Instant::now() + Duration::from_secs(3 * target);
+        mux.wait_until(deadline, |s| s.satisfies(msn, part)).await;
+    } else {
+        let deadline = Instant::now() + svc.cfg.start_wait;
+        mux.wait_until(deadline, |s| !s.segments().is_empty() || s.ended())
+            .await;
+    }
+    let (body, edge) = {
+        let s = mux.seg.lock();
+        if !s.has_media() {
+            return not_found();
+        }
+        (playlist::media(&s), s.edge())
+    };
+    if let Some(sid) = q.get("s").and_then(|v| u64::from_str_radix(v, 16).ok()) {
+        svc.account(uid, sid, edge);
+    }
+    text(body, PLAYLIST_TYPE, CACHE_PLAYLIST)
+}
+
+async fn part(svc: &HlsService, mux: &StreamMux, index: u64, headers: &HeaderMap) -> Response {
+    let (found, next) = {
+        let s = mux.seg.lock();
+        (s.part(index), s.next_part())
+    };
+    if let Some(p) = found {
+        return media_body(p.data.clone(), "video/iso.segment", headers);
+    }
+    // A preload hint names the next part: hold the request until it exists.
+    if index == next || index == next + 1 {
+        let wait = svc.cfg.part_target * 3 + Duration::from_secs(2);
+        mux.wait_until(Instant::now() + wait, |s| {
+            s.part(index).is_some() || s.ended()
+        })
+        .await;
+        if let Some(p) = mux.seg.lock().part(index) {
+            return media_body(p.data.clone(), "video/iso.segment", headers);
+        }
+    }
+    not_found()
+}
+
+async fn watch_page(State(svc): State<Arc<HlsService>>, Path(uid): Path<String>) -> Response {
+    if uid.len() > 128
+        || !uid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return not_found();
+    }
+    let html = svc.web.page(&uid);
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+async fn web_asset(State(svc): State<Arc<HlsService>>, Path(file): Path<String>) -> Response {
+    match svc.web.asset(&file).await {
+        Some((data, ctype)) => (
+            [
+                (header::CONTENT_TYPE, ctype),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            Body::from(data),
+        )
+            .into_response(),
+        None => not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeAnswer::Part(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), RangeAnswer::Part(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), RangeAnswer::Part(90, 99));
+        assert_eq!(parse_range("bytes=50-500", 100), RangeAnswer::Part(50, 99));
+        assert_eq!(parse_range("bytes=100-", 100), RangeAnswer::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeAnswer::Full);
+        assert_eq!(parse_range("items=0-1", 100), RangeAnswer::Full);
+        assert_eq!(parse_range("bytes=9-1", 100), RangeAnswer::Full);
+        assert_eq!(parse_range("bytes=x-", 100), RangeAnswer::Full);
+    }
+
+    #[test]
+    fn numbered_names() {
+        assert_eq!(numbered("part-12.m4s", "part-", ".m4s"), Some(12));
+        assert_eq!(numbered("part-.m4s", "part-", ".m4s"), None);
+        assert_eq!(numbered("seg-1.mp4", "seg-", ".m4s"), None);
+    }
+}
