@@ -10,7 +10,9 @@
 # the raw JSON lines (bench/.cache/rtmp-fanout-<time>.jsonl).
 #
 # Usage: bench/rtmp_fanout.sh [--players "10 100 500"] [--servers "nginx banyan"]
-#                             [--measure SECONDS] [--ramp PER_SECOND] [--no-build]
+#                             [--measure SECONDS] [--ramp PER_SECOND] [--nice N] [--no-build]
+# --nice runs the servers and the load tool under `nice -n N` (same for both servers; a
+# negative N shields the measurement from other work on a shared machine).
 # Needs: ffmpeg, nginx + libnginx-mod-rtmp, jq, curl, cargo. Uses 127.0.0.1 ports 19350
 # (nginx) and free ports picked by Banyan. Everything it starts is stopped on exit.
 set -euo pipefail
@@ -23,14 +25,16 @@ SERVERS="nginx banyan"
 MEASURE=20
 RAMP=50
 BUILD=1
+NICE=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --players) PLAYERS=$2; shift 2 ;;
         --servers) SERVERS=$2; shift 2 ;;
         --measure) MEASURE=$2; shift 2 ;;
         --ramp) RAMP=$2; shift 2 ;;
+        --nice) NICE=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -125,7 +129,7 @@ http {
     }
 }
 EOF
-    nginx -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/error.log" &
+    nice -n "$NICE" nginx -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/error.log" &
     SERVER_PID=$!
     local i
     for i in $(seq 100); do
@@ -148,7 +152,7 @@ start_banyan() {
     local dir=$WORK/banyan
     rm -rf "$dir"
     mkdir -p "$dir"
-    RUST_LOG=warn "$BANYAN" serve --data-dir "$dir/data" --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
+    RUST_LOG=warn nice -n "$NICE" "$BANYAN" serve --data-dir "$dir/data" --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
         --srt 127.0.0.1:0 --http 127.0.0.1:0 > "$dir/stdout" 2> "$dir/stderr" &
     SERVER_PID=$!
     local i ready=""
@@ -184,7 +188,7 @@ for n in $PLAYERS; do
         "start_$server"
         pid_args=()
         for p in $SAMPLE_PIDS; do pid_args+=(--server-pid "$p"); done
-        "$LOAD" --input "$INPUT" --publish "$PUBLISH_URL" --play "$PLAY_URL" \
+        nice -n "$NICE" "$LOAD" --input "$INPUT" --publish "$PUBLISH_URL" --play "$PLAY_URL" \
             --players "$n" --ramp "$RAMP" --warmup 2 --baseline 5 --measure "$MEASURE" \
             --label "$server" "${pid_args[@]}" > "$WORK/load.out" &
         LOAD_PID=$!
@@ -204,7 +208,7 @@ TABLE=$CACHE/rtmp-fanout-$STAMP.md
 {
     echo "| players | server | CPU s / viewer-min | RSS / player (KiB) | latency p50 / p95 / p99 (ms) | first frame p50 / p95 (ms) | first frame is key | lag behind live after join p50 / p95 (ms) | frames lost | server CPU (cores) | load tool CPU (cores) | machine busy |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    jq -r '"| \(.players_ok)/\(.players) | \(.label) | \(.server.cpu_s_per_viewer_min) | \(.server.rss_kib_per_player) | \(.latency_ms.p50) / \(.latency_ms.p95) / \(.latency_ms.p99) | \(.join.ttff_ms_p50) / \(.join.ttff_ms_p95) | \(.join.first_frame_keyframe_share * 100 | round)% | \(.join.lag_3s_ms_p50) / \(.join.lag_3s_ms_p95) | \(.loss.lost)/\(.loss.expected) | \(.server.measure_cpu_cores) | \(.client.cpu_cores) | \(.client.machine_busy_share * 100 | round)% |"' "$RESULTS"
+    jq -r '"| \(.players_ok)/\(.players) | \(.label) | \(.server.cpu_s_per_viewer_min) | \(.server.rss_kib_per_player) | \(.latency_ms.p50) / \(.latency_ms.p95) / \(.latency_ms.p99) | \(.join.ttff_ms_p50) / \(.join.ttff_ms_p95) | \(.join.first_frame_keyframe_share * 100 | round)% | \(.join.lag_3s_ms_p50) / \(.join.lag_3s_ms_p95) | \(.loss.lost)/\(.loss.expected) | \(.server.measure_cpu_cores) | \(.client.cpu_cores) | \(.client.machine_busy_share * 100 | round)% (load \(.client.loadavg_1m)) |"' "$RESULTS"
     echo
     echo "Ratios Banyan / nginx-rtmp:"
     echo

@@ -37,6 +37,15 @@ pub fn machine_ticks() -> Result<(u64, u64), Error> {
     parse_machine_ticks(&stat).ok_or_else(|| bad("/proc", "stat"))
 }
 
+/// The one-minute load average of the machine, from `/proc/loadavg`.
+pub fn loadavg() -> Result<f64, Error> {
+    let s = std::fs::read_to_string("/proc/loadavg")?;
+    s.split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| bad("/proc", "loadavg"))
+}
+
 /// (busy, total) ticks of the aggregate `cpu` line; idle and iowait are not busy.
 pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
     let line = stat.lines().next()?.strip_prefix("cpu ")?;

@@ -736,6 +736,7 @@ async fn run(args: Args) -> Result<String, Error> {
     let cpu_per_viewer_min = (meas_cores - base_cores) * 60.0 / viewers;
     let rss_per_player = (p3.server.rss_kib as f64 - p1.server.rss_kib as f64) / viewers;
     let client_cores = (p3.client.cpu_s - p2.client.cpu_s) / meas_s;
+    let loadavg = procfs::loadavg()?;
     let machine_busy =
         (p3.machine.0 - p2.machine.0) as f64 / (p3.machine.1 - p2.machine.1).max(1) as f64;
 
@@ -806,7 +807,7 @@ async fn run(args: Args) -> Result<String, Error> {
             "\"loss\":{{\"expected\":{},\"received\":{},\"lost\":{},\"players_with_loss\":{},",
             "\"max_lost_per_player\":{}}},",
             "\"timestamps\":{{\"rewritten_players\":{},\"offset_changes\":{},\"unmatched_frames\":{}}},",
-            "\"client\":{{\"cpu_cores\":{:.3},\"machine_busy_share\":{:.3}}}}}"
+            "\"client\":{{\"cpu_cores\":{:.3},\"machine_busy_share\":{:.3},\"loadavg_1m\":{:.2}}}}}"
         ),
         json_str(&args.label),
         reports.len(),
@@ -851,6 +852,7 @@ async fn run(args: Args) -> Result<String, Error> {
         unmatched,
         client_cores,
         machine_busy,
+        loadavg,
     ))
 }
 
