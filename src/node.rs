@@ -251,16 +251,17 @@ fn resolve_udp(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(s.local_addr()?)
 }
 
-/// The plain and TLS RTMP listeners: until ingest's listener lands, hold the
-/// port so URLs and tests stay truthful about it.
+/// The plain (`tls = None`) or TLS RTMP listener.
 async fn serve_rtmp(
     listener: TcpListener,
-    _tls: Option<Arc<rustls::ServerConfig>>,
-    _ctx: banyan_ingest::Context,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    ctx: banyan_ingest::Context,
     shutdown: CancellationToken,
 ) {
-    shutdown.cancelled().await;
-    drop(listener);
+    let which = if tls.is_some() { "RTMPS" } else { "RTMP" };
+    if let Err(e) = banyan_ingest::rtmp::serve(listener, tls, ctx, shutdown).await {
+        tracing::error!("{which} listener stopped: {e}");
+    }
 }
 
 /// Run `banyan serve` until SIGTERM or Ctrl-C.

@@ -1002,3 +1002,147 @@ async fn cli_subcommands_work_against_a_running_node() {
     let (ok, data, err) = cli(&["analytics", "creators"]);
     assert!(ok || err.contains("analytics"), "{data} {err}");
 }
+
+/// An ffmpeg publisher; killed on drop.
+struct Publisher(Child);
+
+impl Publisher {
+    fn start(url: &str, seconds: u32) -> Publisher {
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args([
+                "-g",
+                "25",
+                "-bf",
+                "0",
+                "-c:a",
+                "aac",
+                "-t",
+                &seconds.to_string(),
+            ])
+            .args(["-f", "flv", url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg");
+        Publisher(child)
+    }
+
+    /// The exit status if it ends within `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_status(node: &Node, uid: &str, want: Value) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (s, v) = call(
+            Method::GET,
+            &node.inputs(&format!("/{uid}")),
+            Some(node.token()),
+            None,
+        )
+        .await;
+        last = success(s, &v)["status"].clone();
+        if last == want {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("status stayed {last}, wanted {want}");
+}
+
+async fn live(node: &Node, uid: &str) -> Value {
+    let (_, v) = call(
+        Method::GET,
+        &format!("{}/{uid}/lifecycle", node.api()),
+        None,
+        None,
+    )
+    .await;
+    v["live"].clone()
+}
+
+/// `status` and `/lifecycle` follow a real RTMPS publisher; rotate_keys
+/// disconnects it and its old key is refused; a disabled input refuses
+/// publishing.
+#[tokio::test]
+async fn status_follows_a_real_publisher_and_rotation_disconnects_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"), &["--no-rtmp"]);
+    let input = create_input(&node, json!({})).await;
+    let uid = input["uid"].as_str().unwrap();
+    let url = |v: &Value| {
+        format!(
+            "{}{}",
+            v["rtmps"]["url"].as_str().unwrap(),
+            v["rtmps"]["streamKey"].as_str().unwrap()
+        )
+    };
+    assert_eq!(live(&node, uid).await, json!(false));
+    let mut publisher = Publisher::start(&url(&input), 10);
+    wait_status(&node, uid, json!("connected")).await;
+    assert_eq!(live(&node, uid).await, json!(true));
+
+    let (s, v) = call(
+        Method::POST,
+        &node.inputs(&format!("/{uid}/rotate_keys")),
+        Some(node.token()),
+        None,
+    )
+    .await;
+    let rotated = success(s, &v);
+    let ended = publisher.wait_exit(Duration::from_secs(5));
+    assert!(ended.is_some(), "rotation disconnects the publisher");
+    wait_status(&node, uid, json!("client_disconnect")).await;
+    assert_eq!(live(&node, uid).await, json!(false));
+
+    let mut old = Publisher::start(&url(&input), 5);
+    let refused = old.wait_exit(Duration::from_secs(5));
+    assert!(
+        refused.is_some_and(|s| !s.success()),
+        "the old key is refused"
+    );
+    assert_eq!(live(&node, uid).await, json!(false));
+
+    let (s, v) = call_json(
+        Method::PUT,
+        &node.inputs(&format!("/{uid}")),
+        node.token(),
+        json!({"enabled": false}),
+    )
+    .await;
+    success(s, &v);
+    let mut disabled = Publisher::start(&url(&rotated), 5);
+    let refused = disabled.wait_exit(Duration::from_secs(5));
+    assert!(
+        refused.is_some_and(|s| !s.success()),
+        "a disabled input refuses publishing"
+    );
+    assert_eq!(live(&node, uid).await, json!(false));
+}
