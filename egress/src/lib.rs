@@ -1,4 +1,6 @@
 //! banyan-egress
 pub mod flv;
-pub mod rtmp;
 pub mod hls;
+pub mod rtmp;
+pub mod srt;
+pub mod ts;

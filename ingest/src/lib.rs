@@ -8,6 +8,8 @@
 
 pub mod flv;
 pub mod rtmp;
+pub mod srt;
+pub mod ts;
 
 use std::sync::Arc;
 
@@ -29,4 +31,7 @@ pub enum IngestError {
     /// A socket or TLS failure.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// An SRT (libsrt) failure.
+    #[error("srt: {0}")]
+    Srt(#[from] banyan_srt::SrtError),
 }
