@@ -1,0 +1,124 @@
+// Plays a Banyan watch page in headless Chromium and checks low-latency playback.
+//
+// Usage: node tests/browser/play.mjs WATCH_URL [--seconds 10] [--max-latency 3]
+//                                              [--captions] [--timeout 40]
+// Needs `npm ci --prefix web` (playwright-core) and /usr/bin/chromium
+// (or CHROMIUM=path). Prints one JSON line and exits 0 on success, 1 on failure.
+//
+// Checks: playback starts; video.currentTime advances by at least --seconds
+// with no stall (a 1.5 s window in which currentTime did not move); hls.js's
+// reported latency stays under --max-latency once playing; with --captions,
+// at least one cue appears in video.textTracks.
+
+import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const require = createRequire(join(here, '..', '..', 'web', 'package.json'));
+const { chromium } = require('playwright-core');
+
+function parseArgs(argv) {
+  const o = { url: null, seconds: 10, maxLatency: 3, captions: false, timeout: 40 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--seconds') o.seconds = Number(argv[++i]);
+    else if (a === '--max-latency') o.maxLatency = Number(argv[++i]);
+    else if (a === '--captions') o.captions = true;
+    else if (a === '--timeout') o.timeout = Number(argv[++i]);
+    else if (!o.url) o.url = a;
+  }
+  if (!o.url) {
+    console.error('usage: play.mjs WATCH_URL [--seconds N] [--max-latency S] [--captions] [--timeout S]');
+    process.exit(2);
+  }
+  return o;
+}
+
+const opts = parseArgs(process.argv.slice(2));
+const userDir = mkdtempSync(join(tmpdir(), 'banyan-chromium-'));
+const result = {
+  ok: false, url: opts.url, started: false, playedSeconds: 0, stalls: 0,
+  maxLatency: null, latencies: [], cues: 0, captionTracks: [], errors: [], reason: null,
+};
+let context;
+const hardStop = setTimeout(() => {
+  result.reason = 'hard timeout';
+  finish();
+}, (opts.timeout + 20) * 1000);
+
+async function finish() {
+  clearTimeout(hardStop);
+  try { if (context) await context.close(); } catch (_) { /* closing anyway */ }
+  try { rmSync(userDir, { recursive: true, force: true }); } catch (_) { /* best effort */ }
+  console.log(JSON.stringify(result));
+  process.exit(result.ok ? 0 : 1);
+}
+
+try {
+  context = await chromium.launchPersistentContext(userDir, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required', '--mute-audio'],
+  });
+  const page = context.pages()[0] || await context.newPage();
+  page.on('pageerror', (e) => result.errors.push(String(e)));
+  await page.goto(opts.url, { waitUntil: 'load', timeout: 15000 });
+
+  const sample = () => page.evaluate(() => {
+    const v = document.getElementById('video');
+    const tracks = Array.from(v.textTracks).map((t) => ({
+      kind: t.kind, label: t.label, language: t.language, mode: t.mode,
+      cues: t.cues ? t.cues.length : 0,
+      text: t.cues && t.cues.length ? t.cues[t.cues.length - 1].text : '',
+    }));
+    const h = window.hls;
+    return {
+      t: v.currentTime, paused: v.paused, ready: v.readyState,
+      latency: h && typeof h.latency === 'number' && isFinite(h.latency) ? h.latency : null,
+      tracks, missing: document.getElementById('missing').textContent.trim(),
+    };
+  });
+
+  const deadline = Date.now() + opts.timeout * 1000;
+  let startT = null;
+  let lastT = -1;
+  let lastMove = Date.now();
+  while (Date.now() < deadline) {
+    const s = await sample();
+    if (s.missing) { result.reason = `page: ${s.missing}`; break; }
+    if (startT === null && s.t > 0 && !s.paused) { startT = s.t; result.started = true; lastMove = Date.now(); }
+    if (startT !== null) {
+      if (s.t > lastT) { lastT = s.t; lastMove = Date.now(); }
+      else if (Date.now() - lastMove > 1500) { result.stalls += 1; lastMove = Date.now(); }
+      result.playedSeconds = s.t - startT;
+      // Latency counts once hls.js has settled (after the first 2 s of play).
+      if (s.latency !== null && result.playedSeconds > 2) {
+        result.latencies.push(Number(s.latency.toFixed(3)));
+        result.maxLatency = Math.max(result.maxLatency ?? 0, s.latency);
+      }
+    }
+    result.captionTracks = s.tracks;
+    result.cues = s.tracks.reduce((n, t) => n + t.cues, 0);
+    const enough = result.playedSeconds >= opts.seconds && (!opts.captions || result.cues > 0);
+    if (enough) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const fails = [];
+  if (!result.started) fails.push('playback did not start');
+  if (result.playedSeconds < opts.seconds) fails.push(`played ${result.playedSeconds.toFixed(2)} s < ${opts.seconds} s`);
+  if (result.stalls > 0) fails.push(`${result.stalls} stall(s)`);
+  if (result.maxLatency === null) fails.push('hls.latency never reported');
+  else if (result.maxLatency >= opts.maxLatency) fails.push(`latency ${result.maxLatency.toFixed(2)} s >= ${opts.maxLatency} s`);
+  if (opts.captions && result.cues === 0) fails.push('no caption cues in video.textTracks');
+  if (result.reason) fails.unshift(result.reason);
+  result.reason = fails.length ? fails.join('; ') : null;
+  result.ok = fails.length === 0;
+} catch (e) {
+  result.reason = `error: ${e && e.message ? e.message : e}`;
+}
+await finish();
