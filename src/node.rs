@@ -361,7 +361,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tasks.spawn(node.clone().watch_status());
-    let app = crate::api::router(node.clone());
+    let hls = banyan_egress::hls::HlsService::new(
+        node.hub.clone(),
+        node.views.clone(),
+        banyan_egress::hls::HlsConfig::default(),
+    );
+    let app = crate::api::router(node.clone()).merge(hls.router());
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let serve = axum::serve(http, app).with_graceful_shutdown(http_shutdown.cancelled_owned());

@@ -843,6 +843,9 @@ async fn lifecycle_views_and_metrics() {
     )
     .await;
     assert_eq!((s, v), (StatusCode::OK, json!({"liveViewers": 0})));
+    let resp = http().get(format!("{}/{uid}/watch", node.api())).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "the watch page is served");
+    assert!(resp.text().await.unwrap().contains("manifest/video.m3u8"));
     let unknown = "0123456789abcdef0123456789abcdef";
     let (s, _) = call(
         Method::GET,
