@@ -843,7 +843,11 @@ async fn lifecycle_views_and_metrics() {
     )
     .await;
     assert_eq!((s, v), (StatusCode::OK, json!({"liveViewers": 0})));
-    let resp = http().get(format!("{}/{uid}/watch", node.api())).send().await.unwrap();
+    let resp = http()
+        .get(format!("{}/{uid}/watch", node.api()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "the watch page is served");
     assert!(resp.text().await.unwrap().contains("manifest/video.m3u8"));
     let unknown = "0123456789abcdef0123456789abcdef";
@@ -1148,4 +1152,136 @@ async fn status_follows_a_real_publisher_and_rotation_disconnects_it() {
         "a disabled input refuses publishing"
     );
     assert_eq!(live(&node, uid).await, json!(false));
+}
+
+/// Records the server's certificate and accepts it (the test compares it).
+#[derive(Debug)]
+struct CaptureCert(std::sync::Mutex<Option<Vec<u8>>>);
+
+impl rustls::client::danger::ServerCertVerifier for CaptureCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The leaf certificate the RTMPS listener presents for `sni` (an IP
+/// address sends no SNI), over TLS 1.2 or 1.3.
+fn presented_cert(addr: &str, sni: &str, tls12_only: bool) -> Vec<u8> {
+    use std::sync::Arc;
+    let capture = Arc::new(CaptureCert(std::sync::Mutex::new(None)));
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(capture.clone())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).expect("tls handshake");
+    }
+    let der = capture.0.lock().unwrap().take();
+    der.expect("a certificate")
+}
+
+/// RTMPS picks the certificate by SNI: each custom domain gets its own,
+/// unknown names and no SNI get the node's; removal takes effect at once.
+#[tokio::test]
+async fn rtmps_certificate_is_chosen_by_sni() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let node = Node::start(&dir, &["--no-rtmp"]);
+    let rtmps = node.ready["rtmps"].as_str().unwrap().to_string();
+    let url = node.stream(node.account(), "ingest_domains");
+    let mut ders = Vec::new();
+    for name in ["push.one.test", "push.two.test"] {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let body = json!({"domain": name, "certificate": c.cert.pem(),
+                          "privateKey": c.key_pair.serialize_pem()});
+        let (s, v) = call_json(Method::POST, &url, node.token(), body).await;
+        success(s, &v);
+        ders.push(c.cert.der().to_vec());
+    }
+    let pem = std::fs::read(dir.join("tls/cert.pem")).unwrap();
+    let default = rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    let addr = rtmps.clone();
+    let got = tokio::task::spawn_blocking(move || {
+        [
+            presented_cert(&addr, "push.one.test", false),
+            presented_cert(&addr, "PUSH.TWO.TEST", true),
+            presented_cert(&addr, "unknown.test", false),
+            presented_cert(&addr, "127.0.0.1", false),
+        ]
+    })
+    .await
+    .unwrap();
+    assert!(got[0] == ders[0], "push.one.test gets its certificate");
+    assert!(
+        got[1] == ders[1],
+        "push.two.test gets its certificate (TLS 1.2)"
+    );
+    assert!(
+        got[2] == default,
+        "an unknown name gets the node's certificate"
+    );
+    assert!(got[3] == default, "no SNI gets the node's certificate");
+
+    let (s, v) = call(
+        Method::DELETE,
+        &format!("{url}/push.one.test"),
+        Some(node.token()),
+        None,
+    )
+    .await;
+    success(s, &v);
+    let addr = rtmps.clone();
+    let after = tokio::task::spawn_blocking(move || presented_cert(&addr, "push.one.test", false))
+        .await
+        .unwrap();
+    assert!(after == default, "a removed domain falls back at once");
 }
