@@ -158,7 +158,7 @@ impl Cea608Decoder {
 
     fn process(&mut self, pts: i64, triplets: &[u8]) {
         if let Some(d) = self.dirty {
-            if pts - d >= IDLE_COMMIT {
+            if pts.saturating_sub(d) >= IDLE_COMMIT {
                 self.commit(d);
             }
         }

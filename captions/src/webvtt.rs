@@ -33,8 +33,8 @@ pub fn webvtt_segment(cues: &[Cue], seg_start: i64, seg_end: i64, mpegts_base: i
         let _ = write!(
             out,
             "\n{} --> {}\n{}\n",
-            webvtt_timestamp(start - seg_start),
-            webvtt_timestamp(end - seg_start),
+            webvtt_timestamp(start.saturating_sub(seg_start)),
+            webvtt_timestamp(end.saturating_sub(seg_start)),
             escape(&cue.text)
         );
     }
