@@ -7,7 +7,6 @@ mod hls_common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banyan_egress::hls::{HlsConfig, HlsService};
