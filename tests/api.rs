@@ -1285,3 +1285,144 @@ async fn rtmps_certificate_is_chosen_by_sni() {
         .unwrap();
     assert!(after == default, "a removed domain falls back at once");
 }
+
+/// A throw-away PostgreSQL server in a temp dir; stopped on drop.
+struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl Postgres {
+    fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        Command::new("chown")
+            .args(["postgres", dir.path().to_str().unwrap()])
+            .status()
+            .unwrap();
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        run(&[
+            &format!("{PG_BIN}/initdb"),
+            "--no-sync",
+            "-D",
+            data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Postgres { dir, port };
+        let opts = format!(
+            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+            pg.dir.path().display()
+        );
+        let log = pg.dir.path().join("log");
+        run(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data,
+            "-o",
+            &opts,
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "start",
+        ]);
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// The same node code on PostgreSQL: credentials, inputs, accounts and
+/// domains survive a restart.
+#[tokio::test]
+async fn the_api_works_on_postgresql() {
+    let pg = Postgres::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let url = pg.url();
+    let args = ["--database-url", url.as_str()];
+    let node = Node::start(&dir, &args);
+    assert!(
+        !dir.join("banyan.db").exists(),
+        "no SQLite file with a database URL"
+    );
+    let input = create_input(
+        &node,
+        json!({"meta": {"name": "pg"}, "defaultCreator": "c"}),
+    )
+    .await;
+    let uid = input["uid"].as_str().unwrap().to_string();
+    let (s, v) = call(
+        Method::POST,
+        &format!("{}/client/v4/accounts", node.api()),
+        Some(node.admin()),
+        Some(br#"{"name":"b"}"#.to_vec()),
+    )
+    .await;
+    let other = success(s, &v);
+    let (s, v) = call(
+        Method::GET,
+        &node.inputs(&format!("/{uid}")),
+        other["apiToken"].as_str(),
+        None,
+    )
+    .await;
+    failure(s, &v, StatusCode::NOT_FOUND, "another account's token");
+    assert_eq!(node.terminate(), Some(0));
+
+    let node = Node::start(&dir, &args);
+    let (s, v) = call(Method::GET, &node.inputs(""), Some(node.token()), None).await;
+    let list = success(s, &v);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["rtmps"]["streamKey"], input["rtmps"]["streamKey"]);
+    assert_eq!(list[0]["created"], input["created"]);
+    let (s, v) = call_json(
+        Method::PUT,
+        &node.inputs(&format!("/{uid}")),
+        node.token(),
+        json!({"enabled": false}),
+    )
+    .await;
+    assert_eq!(success(s, &v)["enabled"], json!(false));
+    let (s, v) = call(
+        Method::DELETE,
+        &node.inputs(&format!("/{uid}")),
+        Some(node.token()),
+        None,
+    )
+    .await;
+    success(s, &v);
+}
