@@ -241,16 +241,6 @@ async fn bootstrap(store: &Store, path: &Path) -> anyhow::Result<Credentials> {
     })
 }
 
-/// Reserve a UDP port for SRT when the settings say port 0. The SRT
-/// listener binds the returned address.
-fn resolve_udp(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    let s = std::net::UdpSocket::bind(addr).context("picking an SRT port")?;
-    Ok(s.local_addr()?)
-}
-
 /// The plain (`tls = None`) or TLS RTMP listener.
 async fn serve_rtmp(
     listener: TcpListener,
@@ -307,24 +297,40 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let rtmps = TcpListener::bind(settings.rtmps)
         .await
         .with_context(|| format!("binding RTMPS {}", settings.rtmps))?;
-    let addrs = Addrs {
-        http: http.local_addr()?,
-        rtmp: rtmp.as_ref().map(|l| l.local_addr()).transpose()?,
-        rtmps: rtmps.local_addr()?,
-        srt: resolve_udp(settings.srt)?,
-    };
-
     let hub = Hub::new(HubConfig {
         reconnect_window: settings.reconnect_window,
         ..HubConfig::default()
     });
+    let keys = Arc::new(KeyTable::new());
+    let views = Views::new();
+    let ctx = banyan_ingest::Context {
+        hub: hub.clone(),
+        keys: keys.clone(),
+        views: views.clone(),
+    };
     let shutdown = CancellationToken::new();
+    // Binds now (port 0 allowed) and serves in the background. The key
+    // table is empty until the rebuild below: until then SRT refuses.
+    let srt = banyan_ingest::srt::serve(
+        settings.srt,
+        banyan_ingest::srt::SrtConfig::default(),
+        ctx.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding SRT {}", settings.srt))?;
+    let addrs = Addrs {
+        http: http.local_addr()?,
+        rtmp: rtmp.as_ref().map(|l| l.local_addr()).transpose()?,
+        rtmps: rtmps.local_addr()?,
+        srt,
+    };
     let node = Arc::new(Node {
         settings,
         store,
         hub,
-        keys: Arc::new(KeyTable::new()),
-        views: Views::new(),
+        keys,
+        views,
         addrs,
         tls: resolver,
         tls_config,
@@ -345,11 +351,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .context("writing credentials.json")?;
     tracing::info!(path = %creds_path.display(), "credentials (account id, API and admin tokens)");
 
-    let ctx = banyan_ingest::Context {
-        hub: node.hub.clone(),
-        keys: node.keys.clone(),
-        views: node.views.clone(),
-    };
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(l) = rtmp {
         tasks.spawn(serve_rtmp(l, None, ctx.clone(), shutdown.clone()));

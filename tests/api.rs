@@ -1426,3 +1426,65 @@ async fn the_api_works_on_postgresql() {
     .await;
     success(s, &v);
 }
+
+/// The SRT listener takes the input's stream id and passphrase from the
+/// API; rotation disconnects the publisher and the old passphrase fails.
+#[tokio::test]
+async fn srt_publishing_follows_the_api_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"), &["--no-rtmp"]);
+    let input = create_input(&node, json!({})).await;
+    let uid = input["uid"].as_str().unwrap();
+    let url = |v: &Value| {
+        let srt = &v["srt"];
+        format!(
+            "{}?streamid={}&passphrase={}",
+            srt["url"].as_str().unwrap(),
+            srt["streamId"].as_str().unwrap(),
+            srt["passphrase"].as_str().unwrap()
+        )
+    };
+    let publish = |url: String, seconds: u32| {
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-g", "25", "-bf", "0", "-t", &seconds.to_string()])
+            .args(["-f", "mpegts", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg");
+        Publisher(child)
+    };
+    let mut publisher = publish(url(&input), 10);
+    wait_status(&node, uid, json!("connected")).await;
+    assert_eq!(live(&node, uid).await, json!(true));
+    let (s, v) = call(
+        Method::POST,
+        &node.inputs(&format!("/{uid}/rotate_keys")),
+        Some(node.token()),
+        None,
+    )
+    .await;
+    success(s, &v);
+    assert!(
+        publisher.wait_exit(Duration::from_secs(6)).is_some(),
+        "rotation disconnects the SRT publisher"
+    );
+    wait_status(&node, uid, json!("client_disconnect")).await;
+    let mut old = publish(url(&input), 4);
+    let ended = old.wait_exit(Duration::from_secs(8));
+    assert!(
+        ended.is_some_and(|s| !s.success()),
+        "the old passphrase is refused"
+    );
+    assert_eq!(live(&node, uid).await, json!(false));
+}
