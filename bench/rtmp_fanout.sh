@@ -13,6 +13,7 @@
 #                             [--measure SECONDS] [--ramp PER_SECOND] [--nice N] [--no-build]
 # --nice runs the servers and the load tool under `nice -n N` (same for both servers; a
 # negative N shields the measurement from other work on a shared machine).
+# BANYAN_BIN=PATH uses that banyan binary instead of building target/release/banyan.
 # Needs: ffmpeg, nginx + libnginx-mod-rtmp, jq, curl, cargo. Uses 127.0.0.1 ports 19350
 # (nginx) and free ports picked by Banyan. Everything it starts is stopped on exit.
 set -euo pipefail
@@ -83,10 +84,12 @@ fi
 # --- binaries ---------------------------------------------------------------------------
 if [ "$BUILD" = 1 ]; then
     (cd "$ROOT" && cargo build --release -q -p banyan-bench --bin rtmp-load)
-    case " $SERVERS " in *" banyan "*) (cd "$ROOT" && cargo build --release -q --bin banyan) ;; esac
+    if [ -z "${BANYAN_BIN:-}" ]; then
+        case " $SERVERS " in *" banyan "*) (cd "$ROOT" && cargo build --release -q --bin banyan) ;; esac
+    fi
 fi
 LOAD=$TARGET/release/rtmp-load
-BANYAN=$TARGET/release/banyan
+BANYAN=${BANYAN_BIN:-$TARGET/release/banyan}
 
 # --- servers ----------------------------------------------------------------------------
 # Each start_* sets SERVER_PID, PUBLISH_URL, PLAY_URL and SAMPLE_PIDS (the pids whose CPU

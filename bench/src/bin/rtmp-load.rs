@@ -225,6 +225,8 @@ struct PlayerReport {
     ts_offset: Option<i64>,
     /// Matches whose timestamp offset differed from the first one.
     ts_offset_changes: u64,
+    /// Smallest and largest timestamp offset seen.
+    ts_offset_range: Option<(i64, i64)>,
 }
 
 fn session_err(e: impl std::fmt::Display) -> Error {
@@ -548,6 +550,8 @@ fn on_video(
         Some(o) if o != offset => rep.ts_offset_changes += 1,
         Some(_) => {}
     }
+    let range = rep.ts_offset_range.get_or_insert((offset, offset));
+    *range = (range.0.min(offset), range.1.max(offset));
     if rep.first_latency_us.is_none() {
         rep.first_latency_us = Some(lat);
     }
@@ -784,6 +788,11 @@ async fn run(args: Args) -> Result<String, Error> {
         .filter(|r| r.ts_offset.is_some_and(|o| o != 0))
         .count();
     let offset_changes: u64 = reports.iter().map(|r| r.ts_offset_changes).sum();
+    let offset_spread = reports
+        .iter()
+        .filter_map(|r| r.ts_offset_range.map(|(lo, hi)| hi - lo))
+        .max()
+        .unwrap_or(0);
     let unmatched: u64 = reports.iter().map(|r| r.unmatched).sum();
     let first_error = reports
         .iter()
@@ -806,7 +815,7 @@ async fn run(args: Args) -> Result<String, Error> {
             "\"early_latency_ms_mean\":{},\"steady_latency_ms_mean\":{}}},",
             "\"loss\":{{\"expected\":{},\"received\":{},\"lost\":{},\"players_with_loss\":{},",
             "\"max_lost_per_player\":{}}},",
-            "\"timestamps\":{{\"rewritten_players\":{},\"offset_changes\":{},\"unmatched_frames\":{}}},",
+            "\"timestamps\":{{\"rewritten_players\":{},\"offset_changes\":{},\"max_offset_spread_ms\":{},\"unmatched_frames\":{}}},",
             "\"client\":{{\"cpu_cores\":{:.3},\"machine_busy_share\":{:.3},\"loadavg_1m\":{:.2}}}}}"
         ),
         json_str(&args.label),
@@ -849,6 +858,7 @@ async fn run(args: Args) -> Result<String, Error> {
         max_lost,
         rewritten,
         offset_changes,
+        offset_spread,
         unmatched,
         client_cores,
         machine_busy,
