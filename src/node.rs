@@ -58,6 +58,7 @@ pub struct Node {
     pub tls_config: Arc<rustls::ServerConfig>,
     pub metrics: PrometheusHandle,
     pub shutdown: CancellationToken,
+    pub auth_limiter: crate::api::AuthLimiter,
     /// Uids of every live input (from the last rebuild).
     inputs: RwLock<HashSet<String>>,
     /// Inputs seen connected since this node started (for `status`).
@@ -336,6 +337,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tls_config,
         metrics,
         shutdown: shutdown.clone(),
+        auth_limiter: crate::api::AuthLimiter::default(),
         inputs: RwLock::new(HashSet::new()),
         seen_live: Mutex::new(HashSet::new()),
         rebuild: tokio::sync::Mutex::new(()),
@@ -370,6 +372,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = crate::api::router(node.clone()).merge(hls.router());
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(http, app).with_graceful_shutdown(http_shutdown.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!("HTTP server: {e}");

@@ -1488,3 +1488,32 @@ async fn srt_publishing_follows_the_api_secrets() {
     );
     assert_eq!(live(&node, uid).await, json!(false));
 }
+
+/// Repeated bad tokens from one address get 429, even with a good token,
+/// and the answer is still the envelope.
+#[tokio::test]
+async fn failed_token_attempts_are_rate_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"), &["--no-rtmp"]);
+    let url = node.inputs("");
+    for i in 0..30 {
+        let (s, v) = call(Method::GET, &url, Some(&format!("guess-{i}")), None).await;
+        failure(s, &v, StatusCode::UNAUTHORIZED, "a wrong token");
+    }
+    let (s, v) = call(Method::GET, &url, Some("guess-again"), None).await;
+    failure(s, &v, StatusCode::TOO_MANY_REQUESTS, "over the limit");
+    let (s, v) = call(Method::GET, &url, Some(node.token()), None).await;
+    failure(s, &v, StatusCode::TOO_MANY_REQUESTS, "blocked address");
+    let metrics = http()
+        .get(format!("{}/metrics", node.api()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("banyan_api_auth_failures_total 30"),
+        "{metrics}"
+    );
+}
