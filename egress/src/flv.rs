@@ -77,7 +77,10 @@ mod tests {
             height: 1,
             codec: String::new(),
         };
-        assert_eq!(&video_sequence_header(&v)[..], &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]);
+        assert_eq!(
+            &video_sequence_header(&v)[..],
+            &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]
+        );
         let a = AudioConfig {
             asc: Bytes::from_static(&[0x12, 0x10]),
             sample_rate: 44100,

@@ -214,6 +214,18 @@ pub fn write_user_control(w: &ChunkWriter, out: &mut BytesMut, event: u16, strea
     w.write(out, CSID_CONTROL, 0, MSG_USER_CONTROL, 0, &[&body]);
 }
 
+/// Append an AMF0 data message (values in order) at timestamp 0 on
+/// [`CSID_STATUS`].
+pub fn write_data(w: &ChunkWriter, out: &mut BytesMut, stream_id: u32, values: &[Amf<'_>]) {
+    let mut body = BytesMut::with_capacity(64);
+    for v in values {
+        amf_encode(&mut body, v);
+    }
+    w.write(out, CSID_STATUS, 0, MSG_AMF0_DATA, stream_id, &[&body]);
+}
+
+/// User control event: stream begin.
+pub const UC_STREAM_BEGIN: u16 = 0;
 /// User control event: end of stream.
 pub const UC_STREAM_EOF: u16 = 1;
 
@@ -255,14 +267,10 @@ impl PlayEncoder {
         let mut body = BytesMut::with_capacity(160);
         amf_encode(&mut body, &Amf::Str("onMetaData"));
         amf_encode(&mut body, &Amf::Array(&props));
-        self.writer.write(
-            out,
-            CSID_STATUS,
-            self.last_ts,
-            MSG_AMF0_DATA,
-            self.stream_id,
-            &[&body],
-        );
+        // At time 0: ffmpeg's FLV reader takes script data stamped later for
+        // a subtitle packet.
+        self.writer
+            .write(out, CSID_STATUS, 0, MSG_AMF0_DATA, self.stream_id, &[&body]);
         if let Some(v) = &info.video {
             let sh = flv::video_sequence_header(v);
             self.writer.write(
@@ -446,9 +454,7 @@ mod tests {
         w.write(&mut out, 7, 10, 9, 1, &[&[1, 2], &[3, 4, 5, 6, 7]]);
         assert_eq!(
             &out[..],
-            &[
-                7, 0, 0, 10, 0, 0, 7, 9, 1, 0, 0, 0, 1, 2, 3, 4, 0xC7, 5, 6, 7
-            ]
+            &[7, 0, 0, 10, 0, 0, 7, 9, 1, 0, 0, 0, 1, 2, 3, 4, 0xC7, 5, 6, 7]
         );
     }
 
@@ -459,9 +465,7 @@ mod tests {
         w.write(&mut out, 8, 0x0100_0000, 8, 1, &[&[1, 2, 3]]);
         assert_eq!(
             &out[..],
-            &[
-                8, 0xff, 0xff, 0xff, 0, 0, 3, 8, 1, 0, 0, 0, 1, 0, 0, 0, 1, 2, 0xC8, 1, 0, 0, 0, 3
-            ]
+            &[8, 0xff, 0xff, 0xff, 0, 0, 3, 8, 1, 0, 0, 0, 1, 0, 0, 0, 1, 2, 0xC8, 1, 0, 0, 0, 3]
         );
     }
 

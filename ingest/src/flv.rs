@@ -293,6 +293,19 @@ mod tests {
     }
 
     #[test]
+    fn x264_ultrafast_avcc() {
+        // What ffmpeg's libx264 (ultrafast, 320x240) puts in its FLV sequence header.
+        let avcc = Bytes::from_static(&[
+            0x01, 0x42, 0xc0, 0x0d, 0xff, 0xe1, 0x00, 0x16, 0x67, 0x42, 0xc0, 0x0d, 0xda, 0x05,
+            0x07, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00, 0x0f, 0x23, 0xc5,
+            0x0a, 0xa8, 0x01, 0x00, 0x04, 0x68, 0xce, 0x0f, 0xc8,
+        ]);
+        let v = parse_avcc(avcc).unwrap();
+        assert_eq!((v.width, v.height), (320, 240));
+        assert_eq!(v.codec, "avc1.42c00d");
+    }
+
+    #[test]
     fn aac_config() {
         let a = parse_asc(Bytes::from_static(&[0x12, 0x10])).unwrap();
         assert_eq!((a.sample_rate, a.channels), (44100, 2));

@@ -34,10 +34,7 @@ fn refuse(reason: &'static str) {
 
 enum Next {
     Publish(Publisher, String),
-    Play {
-        uid: String,
-        stream_id: u32,
-    },
+    Play { uid: String, stream_id: u32 },
     Close,
 }
 
@@ -159,7 +156,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     }
                 } else {
                     refuse("bad_app");
-                    tracing::info!(protocol = self.protocol.as_str(), "refused: unknown application");
+                    tracing::info!(
+                        protocol = self.protocol.as_str(),
+                        "refused: unknown application"
+                    );
                     let _ = self.session.refuse(
                         request_id,
                         "NetConnection.Connect.Rejected",
@@ -214,11 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     }
                 }
             }
-            SessionEvent::Play {
-                request_id,
-                key,
-                stream_id,
-            } => {
+            SessionEvent::Play { key, stream_id, .. } => {
                 let grant = self
                     .ctx
                     .keys
@@ -235,9 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     );
                     return Some(Next::Close);
                 };
-                if self.session.accept(request_id).is_err() {
-                    return Some(Next::Close);
-                }
+                self.session.accept_play(stream_id);
                 Some(Next::Play {
                     uid: g.uid,
                     stream_id,
@@ -249,7 +243,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     /// Publish until the client stops, the connection fails, or the
     /// operator kicks the stream.
-    async fn publish(&mut self, mut publisher: Publisher, shutdown: &CancellationToken) -> &'static str {
+    async fn publish(
+        &mut self,
+        mut publisher: Publisher,
+        shutdown: &CancellationToken,
+    ) -> &'static str {
         let mut demux = FlvDemux::new();
         loop {
             let read = tokio::select! {
@@ -285,7 +283,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     }
 
     /// Play until the stream ends, the player leaves, or a write stalls.
-    async fn play(self: &mut Conn<S>, uid: &str, stream_id: u32, shutdown: &CancellationToken) -> PlayEnd {
+    async fn play(
+        self: &mut Conn<S>,
+        uid: &str,
+        stream_id: u32,
+        shutdown: &CancellationToken,
+    ) -> PlayEnd {
         let mut sub = self
             .ctx
             .hub
@@ -337,11 +340,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     }
 }
 
-fn demux_video(ts: u32, data: Bytes) -> impl FnOnce(&mut FlvDemux) -> Result<TagEvent, crate::flv::TagError> {
+fn demux_video(
+    ts: u32,
+    data: Bytes,
+) -> impl FnOnce(&mut FlvDemux) -> Result<TagEvent, crate::flv::TagError> {
     move |d| d.video(ts, data)
 }
 
-fn demux_audio(ts: u32, data: Bytes) -> impl FnOnce(&mut FlvDemux) -> Result<TagEvent, crate::flv::TagError> {
+fn demux_audio(
+    ts: u32,
+    data: Bytes,
+) -> impl FnOnce(&mut FlvDemux) -> Result<TagEvent, crate::flv::TagError> {
     move |d| d.audio(ts, data)
 }
 
@@ -362,7 +371,8 @@ fn handle_tag(
         }
         Ok(TagEvent::Nothing) => {}
         Err(e) => {
-            metrics::counter!("banyan_ingest_tags_dropped_total", "protocol" => "rtmp").increment(1);
+            metrics::counter!("banyan_ingest_tags_dropped_total", "protocol" => "rtmp")
+                .increment(1);
             tracing::debug!(stream = %publisher.uid(), error = %e, "tag dropped");
         }
     }

@@ -371,7 +371,8 @@ mod tests {
         );
 
         let mut g = ChunkGuard::new();
-        g.check(&[0x03, 0, 0, 0, 0, 0, 1, 20, 0, 0, 0, 0, 5]).unwrap();
+        g.check(&[0x03, 0, 0, 0, 0, 0, 1, 20, 0, 0, 0, 0, 5])
+            .unwrap();
         assert_eq!(
             g.check(&[0x43, 0xff, 0xff, 0xff, 0, 0, 1, 20, 0, 0, 0, 1]),
             Err(GuardError::ExtendedTimestamp)

@@ -13,7 +13,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use banyan_egress::rtmp::{write_command, write_status, Amf, ChunkWriter};
+use banyan_egress::rtmp::{
+    write_command, write_data, write_status, write_user_control, Amf, ChunkWriter, UC_STREAM_BEGIN,
+};
 use bytes::{Bytes, BytesMut};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -206,7 +208,11 @@ impl RtmpSession {
         Ok(())
     }
 
-    fn handle_results(&mut self, results: Vec<ServerSessionResult>, events: &mut Vec<SessionEvent>) {
+    fn handle_results(
+        &mut self,
+        results: Vec<ServerSessionResult>,
+        events: &mut Vec<SessionEvent>,
+    ) {
         for r in results {
             match r {
                 ServerSessionResult::OutboundResponse(p) => self.out.extend_from_slice(&p.bytes),
@@ -258,7 +264,9 @@ impl RtmpSession {
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 events.push(SessionEvent::PublishFinished)
             }
-            ServerSessionEvent::PlayStreamFinished { .. } => events.push(SessionEvent::PlayFinished),
+            ServerSessionEvent::PlayStreamFinished { .. } => {
+                events.push(SessionEvent::PlayFinished)
+            }
             ServerSessionEvent::UnhandleableAmf0Command {
                 command_name,
                 transaction_id,
@@ -294,14 +302,65 @@ impl RtmpSession {
 
     /// Accept a connect, publish or play request.
     pub fn accept(&mut self, request_id: u32) -> Result<(), SessionError> {
-        let results = self.with_server(|s| s.accept_request(request_id).map_err(|e| e.to_string()))?;
+        let results =
+            self.with_server(|s| s.accept_request(request_id).map_err(|e| e.to_string()))?;
         let mut ignored = Vec::new();
         self.handle_results(results, &mut ignored);
         Ok(())
     }
 
+    /// Accept a play request on message stream `stream_id`.
+    ///
+    /// Answered here rather than by the library: its answer carries data
+    /// messages (`|RtmpSampleAccess`, `NetStream.Data.Start`) stamped with
+    /// the session's clock, which ffmpeg-based players turn into extra
+    /// subtitle and data streams and then probe for seconds. Ours are what
+    /// players expect: Reset, StreamBegin, Start, and `|RtmpSampleAccess` at
+    /// time 0. The library is not told; the request stays pending there,
+    /// which only means it raises no `PlayStreamFinished` (the driver sees
+    /// the socket close instead).
+    pub fn accept_play(&mut self, stream_id: u32) {
+        if !self.established() {
+            return;
+        }
+        let w = self.writer;
+        let out = &mut self.out;
+        write_status(
+            &w,
+            out,
+            stream_id,
+            "status",
+            "NetStream.Play.Reset",
+            "Playing and resetting",
+        );
+        write_user_control(&w, out, UC_STREAM_BEGIN, stream_id);
+        write_status(
+            &w,
+            out,
+            stream_id,
+            "status",
+            "NetStream.Play.Start",
+            "Started playing",
+        );
+        write_data(
+            &w,
+            out,
+            stream_id,
+            &[
+                Amf::Str("|RtmpSampleAccess"),
+                Amf::Bool(true),
+                Amf::Bool(true),
+            ],
+        );
+    }
+
     /// Refuse a connect request (answered with `_error`).
-    pub fn refuse(&mut self, request_id: u32, code: &str, description: &str) -> Result<(), SessionError> {
+    pub fn refuse(
+        &mut self,
+        request_id: u32,
+        code: &str,
+        description: &str,
+    ) -> Result<(), SessionError> {
         let results = self.with_server(|s| {
             s.reject_request(request_id, code, description)
                 .map_err(|e| e.to_string())
@@ -314,7 +373,14 @@ impl RtmpSession {
     /// Send an `onStatus` (e.g. level "error", code
     /// `NetStream.Publish.BadName`) on a message stream.
     pub fn status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {
-        write_status(&self.writer, &mut self.out, stream_id, level, code, description);
+        write_status(
+            &self.writer,
+            &mut self.out,
+            stream_id,
+            level,
+            code,
+            description,
+        );
     }
 
     /// The message stream of the last command the peer sent (where a
