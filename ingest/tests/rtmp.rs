@@ -76,3 +76,137 @@ async fn ffmpeg_publishes_over_rtmp_and_players_get_every_packet() {
 async fn ffmpeg_publishes_over_rtmps_and_players_get_every_packet() {
     live_encode_case(true).await;
 }
+
+/// Start an ffmpeg publisher that is expected to be refused, and check it
+/// fails promptly.
+async fn expect_refused_publish(dir: &TempDir, name: &str, url: &str) {
+    let mut p = push_clip(dir, name, url, &[]);
+    match p.wait(Duration::from_secs(10)).await {
+        Some(s) => assert!(!s.success(), "{name}: publishing was not refused"),
+        None => panic!("{name}: still publishing after 10 s"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_keys_are_refused_and_a_good_stream_is_unaffected() {
+    let _g = serial();
+    let clip = clip();
+    let srv = Server::start().await;
+    let dir = TempDir::new("refuse");
+    let (mut player, md5) = md5_player(&dir, "player", &srv.url(U2.play));
+    assert!(
+        srv.wait(Duration::from_secs(10), || srv.hub.subscribers(U2.uid) == 1)
+            .await
+    );
+    let mut good = push_clip(&dir, "good", &srv.url(U2.publish), &[]);
+    assert!(srv.wait_live(U2.uid, Duration::from_secs(10)).await);
+
+    expect_refused_publish(&dir, "wrong-key", &srv.url("no-such-key")).await;
+    expect_refused_publish(&dir, "wrong-key-tls", &srv.urls("no-such-key")).await;
+    expect_refused_publish(&dir, "play-key", &srv.url(U1.play)).await;
+    expect_refused_publish(&dir, "own-play-key", &srv.url(U2.play)).await;
+    expect_refused_publish(&dir, "disabled", &srv.url(U3.publish)).await;
+    assert_eq!(srv.hub.state(U1.uid), banyan_relay::StreamState::Idle);
+    assert_eq!(srv.hub.state(U3.uid), banyan_relay::StreamState::Idle);
+
+    // A wrong playback key, and a publish key used to play.
+    for (name, key) in [("bad-play", "no-such-key"), ("pub-as-play", U2.publish)] {
+        let (mut p, _) = md5_player(&dir, name, &srv.url(key));
+        match p.wait(Duration::from_secs(10)).await {
+            Some(s) => assert!(!s.success(), "{name}: playing was not refused"),
+            None => panic!("{name}: still playing after 10 s"),
+        }
+    }
+
+    good.expect_success(T).await;
+    player.expect_success(Duration::from_secs(10)).await;
+    check_hashes("player", &read_md5(&md5), clip, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_publisher_is_refused_and_the_first_keeps_the_stream() {
+    let _g = serial();
+    let clip = clip();
+    let srv = Server::start().await;
+    let dir = TempDir::new("second");
+    let (mut player, md5) = md5_player(&dir, "player", &srv.urls(U1.play));
+    assert!(
+        srv.wait(Duration::from_secs(10), || srv.hub.subscribers(U1.uid) == 1)
+            .await
+    );
+    let mut first = push_clip(&dir, "first", &srv.urls(U1.publish), &[]);
+    assert!(srv.wait_live(U1.uid, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    expect_refused_publish(&dir, "second", &srv.url(U1.publish)).await;
+    expect_refused_publish(&dir, "second-tls", &srv.urls(U1.publish)).await;
+    assert_eq!(srv.hub.state(U1.uid), banyan_relay::StreamState::Live);
+    first.expect_success(T).await;
+    player.expect_success(Duration::from_secs(10)).await;
+    check_hashes("player", &read_md5(&md5), clip, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_joining_mid_stream_starts_on_a_keyframe_and_decodes() {
+    let _g = serial();
+    let clip = clip();
+    let srv = Server::start().await;
+    let dir = TempDir::new("join");
+    let mut publisher = push_clip(&dir, "pub", &srv.url(U1.publish), &[]);
+    assert!(srv.wait_live(U1.uid, Duration::from_secs(10)).await);
+    // Well inside a GOP (one keyframe per second).
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    let (mut player, md5) = md5_player(&dir, "player", &srv.url(U1.play));
+    let mut viewer = ffplay(&dir, "ffplay", &srv.urls(U1.play));
+    publisher.expect_success(T).await;
+    let ended = std::time::Instant::now();
+    player.expect_success(Duration::from_secs(10)).await;
+    viewer.expect_success(Duration::from_secs(10)).await;
+    // End of stream reaches the players promptly (no reconnect window here).
+    assert!(ended.elapsed() < Duration::from_secs(5));
+
+    let got = read_md5(&md5);
+    let start = check_hashes("late player", &got, clip, false);
+    assert!(start > 0, "a late player cannot have the first packet");
+    assert_eq!(
+        start + got.len(),
+        clip.hashes.len(),
+        "late player: packets missing after its first keyframe"
+    );
+    let (frames, errors) = ffplay_report(&viewer);
+    assert!(errors.is_empty(), "ffplay: {errors:?}");
+    assert!(frames >= 60, "ffplay decoded {frames} frames");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kicking_the_stream_disconnects_publisher_and_players() {
+    let _g = serial();
+    let srv = Server::start().await;
+    let dir = TempDir::new("kick");
+    let mut publisher = push_clip(&dir, "pub", &srv.urls(U1.publish), &["-stream_loop", "-1"]);
+    assert!(srv.wait_live(U1.uid, Duration::from_secs(10)).await);
+    let (mut p1, md5) = md5_player(&dir, "p1", &srv.url(U1.play));
+    let (mut p2, _) = md5_player(&dir, "p2", &srv.urls(U1.play));
+    assert!(
+        srv.wait(Duration::from_secs(10), || srv.views.live(U1.uid) == 2)
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(publisher.try_status().is_none(), "publisher still running");
+    srv.hub.kick(U1.uid);
+    for p in [&mut publisher, &mut p1, &mut p2] {
+        assert!(
+            p.wait(Duration::from_secs(5)).await.is_some(),
+            "{} still connected after the kick",
+            p.name
+        );
+    }
+    assert!(
+        !read_md5(&md5).is_empty(),
+        "p1 received nothing before the kick"
+    );
+    assert!(
+        srv.wait(Duration::from_secs(2), || srv.views.live(U1.uid) == 0)
+            .await
+    );
+    assert_eq!(srv.hub.state(U1.uid), banyan_relay::StreamState::Idle);
+}
