@@ -305,28 +305,38 @@ pub const CLIP_SECONDS: u32 = 6;
 /// The sample clip, made once per test binary.
 pub fn clip() -> &'static Clip {
     static CLIP: OnceLock<Clip> = OnceLock::new();
-    CLIP.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("banyan-rtmp-clip-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("clip.flv");
-        let secs = CLIP_SECONDS.to_string();
-        let mut args: Vec<&str> = vec!["-y", "-v", "error"];
-        args.extend(encode_input_args());
-        args.extend(["-t", &secs]);
-        args.extend(encode_output_args());
-        args.extend(["-f", "flv", path.to_str().unwrap()]);
-        let st = Command::new("ffmpeg").args(&args).status().unwrap();
-        assert!(st.success(), "encoding the sample clip");
-        let hashes = framemd5_of_file(&path);
-        let keyframes = keyframe_flags(&path);
-        assert_eq!(hashes.len(), keyframes.len());
-        assert_eq!(hashes.len(), 30 * CLIP_SECONDS as usize, "video packets");
-        Clip {
-            path,
-            hashes,
-            keyframes,
-        }
-    })
+    CLIP.get_or_init(|| make_clip("clip", &[]))
+}
+
+/// A clip of about 25 Mbit/s (noise defeats the encoder): enough to fill
+/// the kernel's socket buffers of a player that stopped reading.
+pub fn big_clip() -> &'static Clip {
+    static CLIP: OnceLock<Clip> = OnceLock::new();
+    CLIP.get_or_init(|| make_clip("big", &["-vf", "noise=alls=25:allf=t", "-qp", "5"]))
+}
+
+fn make_clip(name: &str, extra: &[&str]) -> Clip {
+    let dir = std::env::temp_dir().join(format!("banyan-rtmp-clip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.flv"));
+    let secs = CLIP_SECONDS.to_string();
+    let mut args: Vec<&str> = vec!["-y", "-v", "error"];
+    args.extend(encode_input_args());
+    args.extend(["-t", &secs]);
+    args.extend(encode_output_args());
+    args.extend(extra);
+    args.extend(["-f", "flv", path.to_str().unwrap()]);
+    let st = Command::new("ffmpeg").args(&args).status().unwrap();
+    assert!(st.success(), "encoding the sample clip");
+    let hashes = framemd5_of_file(&path);
+    let keyframes = keyframe_flags(&path);
+    assert_eq!(hashes.len(), keyframes.len());
+    assert_eq!(hashes.len(), 30 * CLIP_SECONDS as usize, "video packets");
+    Clip {
+        path,
+        hashes,
+        keyframes,
+    }
 }
 
 /// The generated H.264 + AAC source (lavfi).
@@ -459,6 +469,32 @@ pub fn check_hashes(what: &str, got: &[String], clip: &Clip, whole: bool) -> usi
     start
 }
 
+/// Check a player that may have fallen behind: what it got is runs of the
+/// source in order, each later run starting on a keyframe (the hub skipped
+/// it ahead). Returns the number of packets skipped.
+pub fn check_skips(what: &str, got: &[String], clip: &Clip) -> usize {
+    let mut pos = check_hashes(what, &got[..1.min(got.len())], clip, false);
+    let mut skipped = 0;
+    for (i, h) in got.iter().enumerate() {
+        if clip.hashes.get(pos) == Some(h) {
+            pos += 1;
+            continue;
+        }
+        let next = clip.hashes[pos..]
+            .iter()
+            .position(|x| x == h)
+            .map(|j| pos + j)
+            .unwrap_or_else(|| panic!("{what}: packet {i} is not later in the source"));
+        assert!(
+            clip.keyframes[next],
+            "{what}: packet {i} resumes at source #{next}, not a keyframe"
+        );
+        skipped += next - pos;
+        pos = next + 1;
+    }
+    skipped
+}
+
 /// Resident memory of this process, in KiB.
 pub fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -470,7 +506,12 @@ pub fn rss_kib() -> u64 {
 
 /// Start ffmpeg pushing the sample clip in real time.
 pub fn push_clip(dir: &TempDir, name: &str, url: &str, extra: &[&str]) -> Proc {
-    let path = clip().path.to_str().unwrap().to_string();
+    push(clip(), dir, name, url, extra)
+}
+
+/// Start ffmpeg pushing `clip` in real time.
+pub fn push(clip: &Clip, dir: &TempDir, name: &str, url: &str, extra: &[&str]) -> Proc {
+    let path = clip.path.to_str().unwrap().to_string();
     let mut args: Vec<&str> = vec!["-v", "error"];
     args.extend(extra);
     args.extend(["-re", "-i", &path, "-c", "copy", "-f", "flv", url]);
