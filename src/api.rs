@@ -273,6 +273,7 @@ pub fn router(node: St) -> Router {
         .route("/{uid}/lifecycle", get(lifecycle))
         .route("/{uid}/views", get(views))
         .route("/metrics", get(metrics_text))
+        .route("/client/v4/graphql", post(crate::analytics::handler))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, 10005, "method not allowed")

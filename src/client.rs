@@ -101,14 +101,17 @@ pub enum DomainsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AnalyticsCmd {
-    /// Minutes viewed per creator.
+    /// Minutes viewed per creator, as a table.
     Creators {
-        /// First day, YYYY-MM-DD [default: 30 days ago]
+        /// First day, YYYY-MM-DD, UTC [default: 30 days ago]
+        #[arg(long, alias = "from")]
+        since: Option<String>,
+        /// Last day included, YYYY-MM-DD, UTC [default: today]
         #[arg(long)]
-        from: Option<String>,
-        /// Day after the last, YYYY-MM-DD [default: tomorrow]
-        #[arg(long)]
-        to: Option<String>,
+        until: Option<String>,
+        /// Most creators listed, by minutes viewed
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 
@@ -316,41 +319,87 @@ pub async fn domains(conn: Conn, cmd: DomainsCmd) -> anyhow::Result<()> {
 }
 
 pub async fn analytics(conn: Conn, cmd: AnalyticsCmd) -> anyhow::Result<()> {
-    let AnalyticsCmd::Creators { from, to } = cmd;
+    let AnalyticsCmd::Creators {
+        since,
+        until,
+        limit,
+    } = cmd;
     let c = conn.client(false)?;
     let today = time::OffsetDateTime::now_utc().date();
-    let day = |d: time::Date| d.to_string();
-    let from = from.unwrap_or_else(|| day(today - time::Duration::days(30)));
-    let to = to.unwrap_or_else(|| day(today + time::Duration::days(1)));
-    for d in [&from, &to] {
+    let since = since.unwrap_or_else(|| (today - time::Duration::days(30)).to_string());
+    let until = until.unwrap_or_else(|| today.to_string());
+    for d in [&since, &until] {
         let fmt = time::macros::format_description!("[year]-[month]-[day]");
         time::Date::parse(d, &fmt).with_context(|| format!("not a YYYY-MM-DD date: {d}"))?;
     }
-    let query = format!(
-        "query {{ viewer {{ accounts(filter: {{accountTag: \"{}\"}}) {{ \
-         streamMinutesViewedAdaptiveGroups(limit: 1000, orderBy: [sum_minutesViewed_DESC], \
-         filter: {{date_geq: \"{from}\", date_lt: \"{to}\"}}) {{ \
-         sum {{ minutesViewed }} dimensions {{ creator }} }} }} }} }}",
-        c.account
-    );
+    let query = "query ($account: String!, $since: String!, $until: String!, $limit: Int!) { \
+         viewer { accounts(filter: {accountTag: $account}) { \
+         streamMinutesViewedAdaptiveGroups(limit: $limit, \
+         orderBy: [sum_minutesViewed_DESC, creator_ASC], \
+         filter: {date_geq: $since, date_leq: $until}) { \
+         sum { minutesViewed } dimensions { creator } } } } }";
+    let variables = json!({"account": c.account, "since": since, "until": until, "limit": limit});
     let resp = c
         .http
         .post(format!("{}/client/v4/graphql", c.api))
         .bearer_auth(&c.token)
-        .json(&json!({"query": query}))
+        .json(&json!({"query": query, "variables": variables}))
         .send()
         .await
         .with_context(|| format!("calling {}", c.api))?;
-    if resp.status() == reqwest::StatusCode::NOT_FOUND {
-        bail!("this node does not serve analytics yet (no /client/v4/graphql)");
-    }
     let status = resp.status();
     let v: Value = resp
         .json()
         .await
         .with_context(|| format!("reading the answer ({status})"))?;
     if !v["errors"].is_null() {
-        bail!("{status}: {}", v["errors"]);
+        let msgs: Vec<&str> = v["errors"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["message"].as_str()).collect())
+            .unwrap_or_default();
+        bail!("{status}: {}", msgs.join("; "));
     }
-    print(&v["data"])
+    let groups = v["data"]["viewer"]["accounts"][0]["streamMinutesViewedAdaptiveGroups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let rows: Vec<(String, f64)> = groups
+        .iter()
+        .map(|g| {
+            let creator = g["dimensions"]["creator"].as_str().unwrap_or("");
+            let name = if creator.is_empty() {
+                "(none)"
+            } else {
+                creator
+            };
+            (
+                name.to_string(),
+                g["sum"]["minutesViewed"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    println!("{}", creators_table(&since, &until, &rows));
+    Ok(())
+}
+
+/// The table `banyan analytics creators` prints.
+fn creators_table(since: &str, until: &str, rows: &[(String, f64)]) -> String {
+    let width = rows
+        .iter()
+        .map(|(c, _)| c.chars().count())
+        .chain(["CREATOR".len()])
+        .max()
+        .unwrap_or(7);
+    let mut out = format!("Minutes viewed per creator, {since} to {until} (UTC)\n");
+    out.push_str(&format!("{:<width$}  {:>12}\n", "CREATOR", "MINUTES"));
+    let mut total = 0.0;
+    for (c, m) in rows {
+        total += m;
+        out.push_str(&format!("{c:<width$}  {m:>12.2}\n"));
+    }
+    out.push_str(&format!("{:<width$}  {total:>12.2}", "TOTAL"));
+    if rows.is_empty() {
+        out.push_str("\n(no viewing in this range)");
+    }
+    out
 }

@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// Ingest domains allowed per account [default: 5]
     #[arg(long, env = "BANYAN_MAX_INGEST_DOMAINS", value_name = "N")]
     pub max_ingest_domains: Option<usize>,
+    /// Seconds between analytics writes: the most viewing time a crash
+    /// loses [default: 10]
+    #[arg(long, env = "BANYAN_ANALYTICS_FLUSH", value_name = "SECONDS")]
+    pub analytics_flush: Option<u64>,
 }
 
 /// The TOML file: the same keys as the flags, in snake case.
@@ -93,6 +97,7 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub database_url: Option<String>,
     pub max_ingest_domains: Option<usize>,
+    pub analytics_flush: Option<u64>,
     /// The cluster section, handed as is to the cluster layer.
     pub cluster: Option<toml::Table>,
 }
@@ -111,6 +116,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub database_url: Option<String>,
     pub max_ingest_domains: usize,
+    /// Period of the analytics flusher.
+    pub analytics_flush: Duration,
     pub cluster: Option<toml::Table>,
 }
 
@@ -170,6 +177,12 @@ impl Settings {
                 .max_ingest_domains
                 .or(file.max_ingest_domains)
                 .unwrap_or(5),
+            analytics_flush: Duration::from_secs(
+                args.analytics_flush
+                    .or(file.analytics_flush)
+                    .unwrap_or(10)
+                    .clamp(1, 3600),
+            ),
             cluster: file.cluster,
         })
     }

@@ -5,6 +5,7 @@
 //! (certificates, SNI), `secret` (ids, secrets, token hashes), `client`
 //! (the client subcommands).
 
+mod analytics;
 mod api;
 mod client;
 mod config;

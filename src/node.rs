@@ -364,6 +364,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tasks.spawn(node.clone().watch_status());
+    tasks.spawn(crate::analytics::run(node.clone()));
+    tasks.spawn(crate::analytics::ingest_stats::run(node.clone()));
     let hls = banyan_egress::hls::HlsService::new(
         node.hub.clone(),
         node.views.clone(),

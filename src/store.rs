@@ -179,11 +179,19 @@ impl Store {
         for stmt in SCHEMA {
             pool.execute(*stmt).await.context("creating the schema")?;
         }
+        crate::analytics::create_schema(&pool)
+            .await
+            .context("creating the analytics schema")?;
         Ok(Store { pool })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// The pool, for modules that keep their own tables (analytics).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     // ---- accounts and tokens

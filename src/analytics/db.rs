@@ -1,0 +1,476 @@
+//! Storage of viewing time, the same SQL on SQLite and PostgreSQL.
+//!
+//! Two tables with the same columns apart from the time bucket:
+//! `view_minutes` (`minute` = Unix minute, UTC) and `view_days` (`day` =
+//! days since 1970-01-01, UTC), both keyed by `(account_id, bucket, uid,
+//! creator, protocol)` and holding `millis`, milliseconds of media
+//! delivered. Every flush upserts both in one transaction; a query uses the
+//! daily table when it neither groups by `datetime` nor cuts a day in two.
+
+use std::collections::HashMap;
+
+use sqlx::{AnyPool, Executor, Row};
+
+/// Minutes in a day.
+pub const DAY_MINUTES: i64 = 1440;
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS view_minutes (
+        account_id TEXT NOT NULL,
+        minute BIGINT NOT NULL,
+        uid TEXT NOT NULL,
+        creator TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        millis BIGINT NOT NULL,
+        PRIMARY KEY (account_id, minute, uid, creator, protocol))",
+    "CREATE TABLE IF NOT EXISTS view_days (
+        account_id TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        uid TEXT NOT NULL,
+        creator TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        millis BIGINT NOT NULL,
+        PRIMARY KEY (account_id, day, uid, creator, protocol))",
+    // Per-creator totals over a range scan this index in creator order
+    // without touching the table.
+    "CREATE INDEX IF NOT EXISTS view_days_by_creator
+        ON view_days (account_id, creator, day, millis)",
+];
+
+/// Create the analytics tables if they do not exist.
+pub async fn create_schema(pool: &AnyPool) -> sqlx::Result<()> {
+    for stmt in SCHEMA {
+        pool.execute(*stmt).await?;
+    }
+    Ok(())
+}
+
+/// One bucket of viewing time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ViewKey {
+    pub account_id: String,
+    pub uid: String,
+    pub creator: String,
+    pub protocol: &'static str,
+    /// Unix minute (UTC).
+    pub minute: i64,
+}
+
+/// Add a batch of viewing time (milliseconds per bucket), in one
+/// transaction: either all of it lands or none of it.
+pub async fn record(pool: &AnyPool, batch: &HashMap<ViewKey, i64>) -> sqlx::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut days: HashMap<(&str, &str, &str, &str, i64), i64> = HashMap::new();
+    let mut tx = pool.begin().await?;
+    for (k, &ms) in batch {
+        sqlx::query(
+            "INSERT INTO view_minutes (account_id, minute, uid, creator, protocol, millis) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (account_id, minute, uid, creator, protocol) \
+             DO UPDATE SET millis = view_minutes.millis + excluded.millis",
+        )
+        .bind(&k.account_id)
+        .bind(k.minute)
+        .bind(&k.uid)
+        .bind(&k.creator)
+        .bind(k.protocol)
+        .bind(ms)
+        .execute(&mut *tx)
+        .await?;
+        *days
+            .entry((
+                &k.account_id,
+                &k.uid,
+                &k.creator,
+                k.protocol,
+                k.minute.div_euclid(DAY_MINUTES),
+            ))
+            .or_default() += ms;
+    }
+    for ((account, uid, creator, protocol, day), ms) in days {
+        sqlx::query(
+            "INSERT INTO view_days (account_id, day, uid, creator, protocol, millis) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (account_id, day, uid, creator, protocol) \
+             DO UPDATE SET millis = view_days.millis + excluded.millis",
+        )
+        .bind(account)
+        .bind(day)
+        .bind(uid)
+        .bind(creator)
+        .bind(protocol)
+        .bind(ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// The account and `defaultCreator` of each of these live inputs (inputs
+/// that no longer exist are absent).
+pub async fn owners(
+    pool: &AnyPool,
+    uids: &[&str],
+) -> sqlx::Result<HashMap<String, (String, String)>> {
+    let mut out = HashMap::with_capacity(uids.len());
+    for chunk in uids.chunks(200) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT uid, account_id, default_creator FROM live_inputs WHERE uid IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for u in chunk {
+            q = q.bind(*u);
+        }
+        for r in q.fetch_all(pool).await? {
+            out.insert(
+                r.try_get("uid")?,
+                (r.try_get("account_id")?, r.try_get("default_creator")?),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A dimension to group by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dim {
+    Creator,
+    Uid,
+    Date,
+    Datetime,
+    Protocol,
+}
+
+impl Dim {
+    pub const ALL: [Dim; 5] = [
+        Dim::Creator,
+        Dim::Uid,
+        Dim::Date,
+        Dim::Datetime,
+        Dim::Protocol,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dim::Creator => "creator",
+            Dim::Uid => "uid",
+            Dim::Date => "date",
+            Dim::Datetime => "datetime",
+            Dim::Protocol => "protocol",
+        }
+    }
+
+    /// The output column alias.
+    fn alias(self) -> &'static str {
+        match self {
+            Dim::Creator => "d_creator",
+            Dim::Uid => "d_uid",
+            Dim::Date => "d_date",
+            Dim::Datetime => "d_datetime",
+            Dim::Protocol => "d_protocol",
+        }
+    }
+}
+
+/// What to sort on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Sum,
+    Dim(Dim),
+}
+
+/// A grouped query of one account's viewing time.
+#[derive(Debug, Clone, Default)]
+pub struct GroupQuery {
+    pub account_id: String,
+    /// Group by these, in this order (no duplicates).
+    pub dims: Vec<Dim>,
+    /// Minutes `>= from` (Unix minute).
+    pub from: Option<i64>,
+    /// Minutes `< until` (Unix minute).
+    pub until: Option<i64>,
+    pub creator: Option<String>,
+    pub uid: Option<String>,
+    pub protocol: Option<String>,
+    /// `(key, descending)`; keys on dimensions must be grouped by.
+    pub order: Vec<(SortKey, bool)>,
+    pub limit: u32,
+}
+
+/// One group of the answer; dimensions not grouped by are `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupRow {
+    pub millis: i64,
+    pub creator: Option<String>,
+    pub uid: Option<String>,
+    /// Days since 1970-01-01.
+    pub day: Option<i64>,
+    /// Unix minute.
+    pub minute: Option<i64>,
+    pub protocol: Option<String>,
+}
+
+impl GroupQuery {
+    /// Whether the daily rollup answers this query exactly.
+    fn daily(&self) -> bool {
+        !self.dims.contains(&Dim::Datetime)
+            && self.from.is_none_or(|m| m.rem_euclid(DAY_MINUTES) == 0)
+            && self.until.is_none_or(|m| m.rem_euclid(DAY_MINUTES) == 0)
+    }
+
+    /// The SQL and its parameters (all bound, nothing spliced from input).
+    pub fn sql(&self) -> (String, Vec<Param>) {
+        let daily = self.daily();
+        let (table, bucket, per_day) = if daily {
+            ("view_days", "day", 1)
+        } else {
+            ("view_minutes", "minute", DAY_MINUTES)
+        };
+        let mut params = vec![Param::Text(self.account_id.clone())];
+        let mut wh = vec!["account_id = $1".to_string()];
+        let mut bind = |v: Param, cond: &str, params: &mut Vec<Param>| {
+            params.push(v);
+            wh.push(format!("{cond} ${}", params.len()));
+        };
+        if let Some(m) = self.from {
+            let v = if daily { m.div_euclid(DAY_MINUTES) } else { m };
+            bind(Param::Int(v), &format!("{bucket} >="), &mut params);
+        }
+        if let Some(m) = self.until {
+            let v = if daily { m.div_euclid(DAY_MINUTES) } else { m };
+            bind(Param::Int(v), &format!("{bucket} <"), &mut params);
+        }
+        if let Some(c) = &self.creator {
+            bind(Param::Text(c.clone()), "creator =", &mut params);
+        }
+        if let Some(u) = &self.uid {
+            bind(Param::Text(u.clone()), "uid =", &mut params);
+        }
+        if let Some(p) = &self.protocol {
+            bind(Param::Text(p.clone()), "protocol =", &mut params);
+        }
+        let expr = |d: Dim| -> String {
+            match d {
+                Dim::Creator => "creator".into(),
+                Dim::Uid => "uid".into(),
+                Dim::Protocol => "protocol".into(),
+                Dim::Datetime => "minute".into(),
+                Dim::Date if daily => "day".into(),
+                Dim::Date => format!("{bucket} / {per_day}"),
+            }
+        };
+        let mut select: Vec<String> = self
+            .dims
+            .iter()
+            .map(|d| format!("{} AS {}", expr(*d), d.alias()))
+            .collect();
+        select.push("CAST(SUM(millis) AS BIGINT) AS total".into());
+        let mut sql = format!(
+            "SELECT {} FROM {table} WHERE {}",
+            select.join(", "),
+            wh.join(" AND ")
+        );
+        if !self.dims.is_empty() {
+            let g: Vec<String> = self.dims.iter().map(|d| expr(*d)).collect();
+            sql.push_str(&format!(" GROUP BY {}", g.join(", ")));
+        }
+        let mut order: Vec<String> = Vec::new();
+        let mut seen = Vec::new();
+        for (k, desc) in &self.order {
+            if seen.contains(k) {
+                continue;
+            }
+            seen.push(*k);
+            let col = match k {
+                SortKey::Sum => "total",
+                SortKey::Dim(d) => d.alias(),
+            };
+            order.push(format!("{col} {}", if *desc { "DESC" } else { "ASC" }));
+        }
+        // Ties are broken by the dimensions, so answers are deterministic.
+        for d in &self.dims {
+            if !seen.contains(&SortKey::Dim(*d)) {
+                order.push(format!("{} ASC", d.alias()));
+            }
+        }
+        if !order.is_empty() {
+            sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
+        }
+        params.push(Param::Int(i64::from(self.limit)));
+        sql.push_str(&format!(" LIMIT ${}", params.len()));
+        (sql, params)
+    }
+
+    /// Run the query.
+    pub async fn run(&self, pool: &AnyPool) -> sqlx::Result<Vec<GroupRow>> {
+        let (sql, params) = self.sql();
+        let mut q = sqlx::query(&sql);
+        for p in params {
+            q = match p {
+                Param::Int(i) => q.bind(i),
+                Param::Text(t) => q.bind(t),
+            };
+        }
+        let rows = q.fetch_all(pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            // A sum over no rows (no grouping, nothing matched) is NULL.
+            let Some(millis) = r.try_get::<Option<i64>, _>("total")? else {
+                continue;
+            };
+            let mut g = GroupRow {
+                millis,
+                ..GroupRow::default()
+            };
+            for d in &self.dims {
+                match d {
+                    Dim::Creator => g.creator = Some(r.try_get(d.alias())?),
+                    Dim::Uid => g.uid = Some(r.try_get(d.alias())?),
+                    Dim::Protocol => g.protocol = Some(r.try_get(d.alias())?),
+                    Dim::Date => g.day = Some(r.try_get(d.alias())?),
+                    Dim::Datetime => g.minute = Some(r.try_get(d.alias())?),
+                }
+            }
+            out.push(g);
+        }
+        Ok(out)
+    }
+}
+
+/// A bound parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Int(i64),
+    Text(String),
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) async fn sqlite() -> (tempfile::TempDir, AnyPool) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open_sqlite(dir.path()).await.unwrap();
+        (dir, store.pool().clone())
+    }
+
+    fn key(
+        account: &str,
+        uid: &str,
+        creator: &str,
+        protocol: &'static str,
+        minute: i64,
+    ) -> ViewKey {
+        ViewKey {
+            account_id: account.into(),
+            uid: uid.into(),
+            creator: creator.into(),
+            protocol,
+            minute,
+        }
+    }
+
+    /// Record, group, filter and sort on SQLite, and on PostgreSQL when
+    /// `BANYAN_TEST_POSTGRES` names a database URL.
+    #[tokio::test]
+    async fn record_and_group() {
+        let (_dir, pool) = sqlite().await;
+        record_and_group_on(&pool).await;
+        if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
+            let store = crate::store::Store::open(&url).await.unwrap();
+            record_and_group_on(store.pool()).await;
+        }
+    }
+
+    async fn record_and_group_on(pool: &AnyPool) {
+        let a = crate::secret::new_id();
+        let b = crate::secret::new_id();
+        let day0 = 20_000 * DAY_MINUTES;
+        let mut batch = HashMap::new();
+        batch.insert(key(&a, "u1", "alice", "rtmp", day0 + 10), 60_000);
+        batch.insert(key(&a, "u1", "alice", "hls", day0 + 10), 30_000);
+        batch.insert(
+            key(&a, "u2", "bob", "rtmp", day0 + DAY_MINUTES + 5),
+            120_000,
+        );
+        batch.insert(key(&b, "u3", "carol", "rtmp", day0 + 10), 999_000);
+        record(pool, &batch).await.unwrap();
+        // A second flush adds to the same buckets.
+        let mut more = HashMap::new();
+        more.insert(key(&a, "u1", "alice", "rtmp", day0 + 10), 6_000);
+        record(pool, &more).await.unwrap();
+
+        let q = GroupQuery {
+            account_id: a.clone(),
+            dims: vec![Dim::Creator],
+            order: vec![(SortKey::Sum, true)],
+            limit: 10,
+            ..GroupQuery::default()
+        };
+        assert!(q.daily());
+        let rows = q.run(pool).await.unwrap();
+        let got: Vec<(Option<String>, i64)> =
+            rows.iter().map(|r| (r.creator.clone(), r.millis)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("bob".into()), 120_000),
+                (Some("alice".into()), 96_000)
+            ]
+        );
+
+        // By minute, first day only, ascending by sum.
+        let q = GroupQuery {
+            account_id: a.clone(),
+            dims: vec![Dim::Datetime, Dim::Protocol],
+            from: Some(day0),
+            until: Some(day0 + DAY_MINUTES),
+            order: vec![(SortKey::Sum, false)],
+            limit: 10,
+            ..GroupQuery::default()
+        };
+        assert!(!q.daily());
+        let rows = q.run(pool).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].protocol.as_deref(), Some("hls"));
+        assert_eq!(rows[0].millis, 30_000);
+        assert_eq!(rows[1].minute, Some(day0 + 10));
+
+        // Date from the minute table (a range cutting a day) equals the rollup.
+        let mut q = GroupQuery {
+            account_id: a.clone(),
+            dims: vec![Dim::Date, Dim::Uid],
+            from: Some(day0 + 1),
+            order: vec![(SortKey::Dim(Dim::Date), true)],
+            limit: 1,
+            ..GroupQuery::default()
+        };
+        let rows = q.run(pool).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].day, Some(20_001));
+        assert_eq!(rows[0].uid.as_deref(), Some("u2"));
+        q.from = Some(day0);
+        q.creator = Some("alice".into());
+        let rows = q.run(pool).await.unwrap();
+        assert_eq!(rows[0].millis, 96_000);
+        assert_eq!(rows[0].day, Some(20_000));
+
+        // No grouping: one total; nothing matched: no row.
+        let q = GroupQuery {
+            account_id: b.clone(),
+            limit: 5,
+            ..GroupQuery::default()
+        };
+        assert_eq!(q.run(pool).await.unwrap()[0].millis, 999_000);
+        let q = GroupQuery {
+            account_id: crate::secret::new_id(),
+            limit: 5,
+            ..GroupQuery::default()
+        };
+        assert!(q.run(pool).await.unwrap().is_empty());
+    }
+}

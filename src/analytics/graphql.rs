@@ -1,0 +1,494 @@
+//! `POST /client/v4/graphql`: minutes viewed, grouped as the caller asks.
+//!
+//! ```graphql
+//! query { viewer { accounts(filter: {accountTag: "<accountId>"}) {
+//!   streamMinutesViewedAdaptiveGroups(limit: 10,
+//!       orderBy: [sum_minutesViewed_DESC, creator_ASC],
+//!       filter: {date_geq: "2026-11-01", date_lt: "2026-12-01", creator: "c"}) {
+//!     sum { minutesViewed } dimensions { creator uid date datetime protocol } } } } }
+//! ```
+//!
+//! The groups are exactly the dimensions selected under `dimensions`.
+//! `minutesViewed` is a float (minutes, to the millisecond of media).
+//! Filters: `date`, `date_geq|gt|lt|leq` (`YYYY-MM-DD`), `datetime`,
+//! `datetime_geq|gt|lt|leq` (RFC 3339; compared with the start of each
+//! minute), `creator`, `uid`, `protocol`. `limit` is 1 to [`MAX_LIMIT`].
+//! The API token must belong to `accountTag`; another account is an error,
+//! never data. Answers are `{"data": ..., "errors": null | [...]}`: HTTP 200
+//! when the query ran, 400 when it could not (syntax, validation, bad
+//! arguments), 401 without a valid token.
+
+use std::sync::{Arc, OnceLock};
+
+use async_graphql::{
+    Context, EmptyMutation, EmptySubscription, Enum, Error, InputObject, Object, Schema,
+    SimpleObject,
+};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime};
+
+use super::db::{Dim, GroupQuery, GroupRow, SortKey, DAY_MINUTES};
+use crate::node::Node;
+
+/// Largest `limit`.
+pub const MAX_LIMIT: i32 = 10_000;
+
+/// The schema type.
+pub type AnalyticsSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// The caller's account, put in each request's data.
+struct Caller(String);
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    async fn viewer(&self) -> Viewer {
+        Viewer
+    }
+}
+
+pub struct Viewer;
+
+#[derive(InputObject)]
+struct AccountsFilter {
+    account_tag: String,
+}
+
+#[Object]
+impl Viewer {
+    /// The account named by `accountTag`; it must be the caller's own.
+    async fn accounts(
+        &self,
+        ctx: &Context<'_>,
+        filter: AccountsFilter,
+    ) -> Result<Vec<Account>, Error> {
+        let caller = ctx.data::<Caller>()?;
+        if filter.account_tag != caller.0 {
+            return Err(Error::new("not authorized for this accountTag"));
+        }
+        Ok(vec![Account {
+            id: filter.account_tag,
+        }])
+    }
+}
+
+pub struct Account {
+    id: String,
+}
+
+/// Sort orders: on the sum or on a dimension, ascending or descending.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+enum OrderBy {
+    #[graphql(name = "sum_minutesViewed_ASC")]
+    SumAsc,
+    #[graphql(name = "sum_minutesViewed_DESC")]
+    SumDesc,
+    #[graphql(name = "creator_ASC")]
+    CreatorAsc,
+    #[graphql(name = "creator_DESC")]
+    CreatorDesc,
+    #[graphql(name = "uid_ASC")]
+    UidAsc,
+    #[graphql(name = "uid_DESC")]
+    UidDesc,
+    #[graphql(name = "date_ASC")]
+    DateAsc,
+    #[graphql(name = "date_DESC")]
+    DateDesc,
+    #[graphql(name = "datetime_ASC")]
+    DatetimeAsc,
+    #[graphql(name = "datetime_DESC")]
+    DatetimeDesc,
+    #[graphql(name = "protocol_ASC")]
+    ProtocolAsc,
+    #[graphql(name = "protocol_DESC")]
+    ProtocolDesc,
+}
+
+impl OrderBy {
+    fn key(self) -> (SortKey, bool) {
+        use OrderBy::*;
+        match self {
+            SumAsc => (SortKey::Sum, false),
+            SumDesc => (SortKey::Sum, true),
+            CreatorAsc => (SortKey::Dim(Dim::Creator), false),
+            CreatorDesc => (SortKey::Dim(Dim::Creator), true),
+            UidAsc => (SortKey::Dim(Dim::Uid), false),
+            UidDesc => (SortKey::Dim(Dim::Uid), true),
+            DateAsc => (SortKey::Dim(Dim::Date), false),
+            DateDesc => (SortKey::Dim(Dim::Date), true),
+            DatetimeAsc => (SortKey::Dim(Dim::Datetime), false),
+            DatetimeDesc => (SortKey::Dim(Dim::Datetime), true),
+            ProtocolAsc => (SortKey::Dim(Dim::Protocol), false),
+            ProtocolDesc => (SortKey::Dim(Dim::Protocol), true),
+        }
+    }
+}
+
+/// Filters, all optional, combined with AND.
+#[derive(InputObject, Default)]
+#[graphql(rename_fields = "snake_case")]
+struct GroupFilter {
+    date: Option<String>,
+    date_geq: Option<String>,
+    date_gt: Option<String>,
+    date_lt: Option<String>,
+    date_leq: Option<String>,
+    datetime: Option<String>,
+    datetime_geq: Option<String>,
+    datetime_gt: Option<String>,
+    datetime_lt: Option<String>,
+    datetime_leq: Option<String>,
+    creator: Option<String>,
+    uid: Option<String>,
+    protocol: Option<String>,
+}
+
+#[derive(SimpleObject)]
+struct Group {
+    sum: Sum,
+    dimensions: Dimensions,
+}
+
+#[derive(SimpleObject)]
+struct Sum {
+    /// Minutes of media delivered to viewers.
+    minutes_viewed: f64,
+}
+
+/// The grouped dimensions; those not selected are never filled.
+#[derive(SimpleObject, Default)]
+struct Dimensions {
+    creator: String,
+    uid: String,
+    /// `YYYY-MM-DD` (UTC).
+    date: String,
+    /// Start of the minute, `YYYY-MM-DDTHH:MM:00Z`.
+    datetime: String,
+    /// `rtmp`, `rtmps`, `srt` or `hls`.
+    protocol: String,
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date.
+fn parse_day(field: &str, s: &str) -> Result<i64, Error> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let d = Date::parse(s, &fmt)
+        .map_err(|_| Error::new(format!("{field}: expected a date YYYY-MM-DD, got {s:?}")))?;
+    Ok(i64::from(d.to_julian_day()) - i64::from(unix_epoch_julian()))
+}
+
+fn unix_epoch_julian() -> i32 {
+    OffsetDateTime::UNIX_EPOCH.date().to_julian_day()
+}
+
+/// Unix seconds of an RFC 3339 time.
+fn parse_time(field: &str, s: &str) -> Result<i64, Error> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| Error::new(format!("{field}: expected an RFC 3339 time, got {s:?}")))
+}
+
+fn day_string(day: i64) -> String {
+    i32::try_from(day)
+        .ok()
+        .and_then(|d| d.checked_add(unix_epoch_julian()))
+        .and_then(|j| Date::from_julian_day(j).ok())
+        .map(|d| d.to_string())
+        .unwrap_or_default()
+}
+
+fn minute_string(minute: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(minute.saturating_mul(60))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The half-open minute range `[from, until)` the filter allows.
+fn minute_range(f: &GroupFilter) -> Result<(Option<i64>, Option<i64>), Error> {
+    let mut from: Option<i64> = None;
+    let mut until: Option<i64> = None;
+    let mut lo = |m: i64| from = Some(from.map_or(m, |f| f.max(m)));
+    // Day bounds, in minutes.
+    let day = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_day(name, s)).transpose();
+    let sec =
+        |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_time(name, s)).transpose();
+    let mut lows = Vec::new();
+    let mut highs = Vec::new();
+    if let Some(d) = day("date", &f.date)? {
+        lows.push(d * DAY_MINUTES);
+        highs.push((d + 1) * DAY_MINUTES);
+    }
+    if let Some(d) = day("date_geq", &f.date_geq)? {
+        lows.push(d * DAY_MINUTES);
+    }
+    if let Some(d) = day("date_gt", &f.date_gt)? {
+        lows.push((d + 1) * DAY_MINUTES);
+    }
+    if let Some(d) = day("date_lt", &f.date_lt)? {
+        highs.push(d * DAY_MINUTES);
+    }
+    if let Some(d) = day("date_leq", &f.date_leq)? {
+        highs.push((d + 1) * DAY_MINUTES);
+    }
+    // A minute bucket m stands for the time m*60; compare that with t.
+    if let Some(t) = sec("datetime", &f.datetime)? {
+        let m = t.div_euclid(60);
+        if t.rem_euclid(60) == 0 {
+            lows.push(m);
+            highs.push(m + 1);
+        } else {
+            // No minute starts at t: nothing matches.
+            lows.push(m + 1);
+            highs.push(m + 1);
+        }
+    }
+    if let Some(t) = sec("datetime_geq", &f.datetime_geq)? {
+        lows.push(t.div_euclid(60) + i64::from(t.rem_euclid(60) != 0));
+    }
+    if let Some(t) = sec("datetime_gt", &f.datetime_gt)? {
+        lows.push(t.div_euclid(60) + 1);
+    }
+    if let Some(t) = sec("datetime_lt", &f.datetime_lt)? {
+        highs.push(t.div_euclid(60) + i64::from(t.rem_euclid(60) != 0));
+    }
+    if let Some(t) = sec("datetime_leq", &f.datetime_leq)? {
+        highs.push(t.div_euclid(60) + 1);
+    }
+    for m in lows {
+        lo(m);
+    }
+    for m in highs {
+        until = Some(until.map_or(m, |u: i64| u.min(m)));
+    }
+    Ok((from, until))
+}
+
+#[Object]
+impl Account {
+    /// Minutes viewed, grouped by the selected dimensions.
+    async fn stream_minutes_viewed_adaptive_groups(
+        &self,
+        ctx: &Context<'_>,
+        limit: i32,
+        order_by: Option<Vec<OrderBy>>,
+        filter: Option<GroupFilter>,
+    ) -> Result<Vec<Group>, Error> {
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(Error::new(format!("limit must be 1 to {MAX_LIMIT}")));
+        }
+        let look = ctx.look_ahead().field("dimensions");
+        let dims: Vec<Dim> = Dim::ALL
+            .into_iter()
+            .filter(|d| look.field(d.name()).exists())
+            .collect();
+        let order: Vec<(SortKey, bool)> = order_by
+            .unwrap_or_default()
+            .into_iter()
+            .map(OrderBy::key)
+            .collect();
+        for (k, _) in &order {
+            if let SortKey::Dim(d) = k {
+                if !dims.contains(d) {
+                    return Err(Error::new(format!(
+                        "orderBy {0}: select dimensions {{ {0} }} to sort on it",
+                        d.name()
+                    )));
+                }
+            }
+        }
+        let filter = filter.unwrap_or_default();
+        let (from, until) = minute_range(&filter)?;
+        let q = GroupQuery {
+            account_id: self.id.clone(),
+            dims,
+            from,
+            until,
+            creator: filter.creator,
+            uid: filter.uid,
+            protocol: filter.protocol,
+            order,
+            limit: limit as u32,
+        };
+        if matches!((from, until), (Some(f), Some(u)) if f >= u) {
+            return Ok(Vec::new());
+        }
+        let node = ctx.data::<Arc<Node>>()?;
+        let rows = q.run(node.store.pool()).await.map_err(|e| {
+            tracing::error!("analytics query: {e}");
+            Error::new("internal error")
+        })?;
+        Ok(rows.into_iter().map(group).collect())
+    }
+}
+
+fn group(r: GroupRow) -> Group {
+    Group {
+        sum: Sum {
+            minutes_viewed: (r.millis as f64 / 60.0).round() / 1000.0,
+        },
+        dimensions: Dimensions {
+            creator: r.creator.unwrap_or_default(),
+            uid: r.uid.unwrap_or_default(),
+            date: r.day.map(day_string).unwrap_or_default(),
+            datetime: r.minute.map(minute_string).unwrap_or_default(),
+            protocol: r.protocol.unwrap_or_default(),
+        },
+    }
+}
+
+/// The schema (built once).
+pub fn schema() -> &'static AnalyticsSchema {
+    static SCHEMA: OnceLock<AnalyticsSchema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        Schema::build(Query, EmptyMutation, EmptySubscription)
+            .limit_depth(16)
+            .limit_complexity(1000)
+            .finish()
+    })
+}
+
+fn answer(status: StatusCode, data: Value, errors: Value) -> Response {
+    (status, Json(json!({"data": data, "errors": errors}))).into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    answer(status, Value::Null, json!([{ "message": message }]))
+}
+
+/// Run one GraphQL request for the account of `account_id`.
+pub async fn execute(
+    node: Arc<Node>,
+    account_id: String,
+    request: async_graphql::Request,
+) -> (bool, Value, Value) {
+    let resp = schema()
+        .execute(request.data(Caller(account_id)).data(node))
+        .await;
+    let data = serde_json::to_value(&resp.data).unwrap_or(Value::Null);
+    let ran = !data.is_null();
+    let errors = if resp.errors.is_empty() {
+        Value::Null
+    } else {
+        serde_json::to_value(&resp.errors).unwrap_or_else(|_| json!([{"message": "error"}]))
+    };
+    (ran, data, errors)
+}
+
+/// The axum handler of `POST /client/v4/graphql`.
+pub async fn handler(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return error(StatusCode::UNAUTHORIZED, "missing or invalid API token");
+    };
+    let info = match node.store.token(&crate::secret::token_hash(token)).await {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            metrics::counter!("banyan_api_auth_failures_total").increment(1);
+            return error(StatusCode::UNAUTHORIZED, "missing or invalid API token");
+        }
+        Err(e) => {
+            tracing::error!("graphql: token lookup: {e}");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable");
+        }
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected a JSON body {{\"query\": ..., \"variables\": ...}}: {e}"),
+            )
+        }
+    };
+    metrics::counter!("banyan_graphql_requests_total").increment(1);
+    let (ran, data, errors) = execute(node, info.account_id, request).await;
+    let status = if ran || errors.is_null() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    answer(status, data, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(f: GroupFilter) -> (Option<i64>, Option<i64>) {
+        minute_range(&f).unwrap()
+    }
+
+    #[test]
+    fn dates_and_times_become_minute_ranges() {
+        let d = parse_day("d", "2026-11-01").unwrap();
+        assert_eq!(day_string(d), "2026-11-01");
+        assert_eq!(day_string(0), "1970-01-01");
+        assert_eq!(minute_string(1), "1970-01-01T00:01:00Z");
+        assert_eq!(
+            range(GroupFilter {
+                date_geq: Some("2026-11-01".into()),
+                date_lt: Some("2026-12-01".into()),
+                ..Default::default()
+            }),
+            (Some(d * 1440), Some((d + 30) * 1440))
+        );
+        assert_eq!(
+            range(GroupFilter {
+                date_gt: Some("2026-11-01".into()),
+                date_leq: Some("2026-11-02".into()),
+                ..Default::default()
+            }),
+            (Some((d + 1) * 1440), Some((d + 2) * 1440))
+        );
+        let t = d * 86_400;
+        assert_eq!(
+            range(GroupFilter {
+                datetime_geq: Some("2026-11-01T00:00:30Z".into()),
+                datetime_leq: Some("2026-11-01T00:02:00Z".into()),
+                ..Default::default()
+            }),
+            (Some(t / 60 + 1), Some(t / 60 + 3))
+        );
+        assert_eq!(
+            range(GroupFilter {
+                datetime_gt: Some("2026-11-01T00:00:00Z".into()),
+                datetime_lt: Some("2026-11-01T00:02:00Z".into()),
+                ..Default::default()
+            }),
+            (Some(t / 60 + 1), Some(t / 60 + 2))
+        );
+        assert!(minute_range(&GroupFilter {
+            date: Some("yesterday".into()),
+            ..Default::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn schema_names_match_the_interface() {
+        let sdl = schema().sdl();
+        for needle in [
+            "streamMinutesViewedAdaptiveGroups(limit: Int!, orderBy: [OrderBy!], filter: GroupFilter)",
+            "sum_minutesViewed_DESC",
+            "date_geq: String",
+            "datetime_lt: String",
+            "accountTag: String!",
+            "minutesViewed: Float!",
+        ] {
+            assert!(sdl.contains(needle), "{needle} not in\n{sdl}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Viewing analytics: minutes viewed per account, live input, creator,
+//! protocol and minute, recorded in batches and answered over GraphQL.
+//!
+//! * [`flush`]: a task drains [`banyan_relay::views::Views`] every
+//!   `--analytics-flush` seconds (default 10), attributes each stream's
+//!   delivered media time to the live input's account and its
+//!   `defaultCreator` at that moment, buckets it by UTC minute and writes one
+//!   transaction per flush. A crash (kill -9, power loss) loses at most the
+//!   media time accrued since the last flush, so at most one flush interval;
+//!   a graceful shutdown (SIGTERM, Ctrl-C) flushes first. Nothing is written
+//!   per frame or per request.
+//! * [`db`]: the two tables (`view_minutes`, and the daily rollup
+//!   `view_days` that answers day-aligned queries) and the grouped query,
+//!   in SQL that runs unchanged on SQLite and PostgreSQL.
+//! * [`graphql`]: `POST /client/v4/graphql`, the
+//!   `viewer.accounts.streamMinutesViewedAdaptiveGroups` query.
+//! * [`ingest_stats`]: per-stream ingest bitrate and frame-rate gauges.
+
+pub mod db;
+pub mod flush;
+pub mod graphql;
+pub mod ingest_stats;
+
+pub use db::create_schema;
+pub use flush::run;
+pub use graphql::handler;
