@@ -100,7 +100,7 @@ pub fn video_frame(i: u64, gop: u64, size: usize) -> Frame {
     let mut payload = vec![(i % 251) as u8; size.max(12)];
     payload[..8].copy_from_slice(&i.to_be_bytes());
     let dts = i as i64 * 3000;
-    Frame::video(dts + 3000, dts, i % gop == 0, Bytes::from(payload))
+    Frame::video(dts + 3000, dts, i.is_multiple_of(gop), Bytes::from(payload))
 }
 
 pub fn audio_frame(i: u64) -> Frame {
@@ -186,13 +186,13 @@ async fn pump(
                 }
                 let now = Instant::now();
                 let mut leave = now;
-                if imp.rate > 0 {
+                if let Some(ns_per_byte) = 1_000_000_000u64.checked_div(imp.rate) {
                     let start = busy_until.max(now);
                     if start - now > queue_limit {
                         dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    busy_until = start + Duration::from_nanos(p.len() as u64 * 1_000_000_000 / imp.rate);
+                    busy_until = start + Duration::from_nanos(p.len() as u64 * ns_per_byte);
                     leave = busy_until;
                 }
                 line.push_back((leave + imp.delay, p));
