@@ -13,7 +13,7 @@ const T: Duration = Duration::from_secs(20);
 /// what was sent; two framemd5 players (RTMP and RTMPS) and one ffplay per
 /// protocol, all attached before the publisher, receive the whole stream.
 async fn live_encode_case(over_tls: bool) {
-    let _g = serial();
+    let _g = serial().await;
     let srv = Server::start().await;
     let dir = TempDir::new(if over_tls { "live-tls" } else { "live" });
     let (mut p1, md5_1) = md5_player(&dir, "play-rtmp", &srv.url(U1.play));
@@ -89,7 +89,7 @@ async fn expect_refused_publish(dir: &TempDir, name: &str, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_keys_are_refused_and_a_good_stream_is_unaffected() {
-    let _g = serial();
+    let _g = serial().await;
     let clip = clip();
     let srv = Server::start().await;
     let dir = TempDir::new("refuse");
@@ -125,7 +125,7 @@ async fn bad_keys_are_refused_and_a_good_stream_is_unaffected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_publisher_is_refused_and_the_first_keeps_the_stream() {
-    let _g = serial();
+    let _g = serial().await;
     let clip = clip();
     let srv = Server::start().await;
     let dir = TempDir::new("second");
@@ -147,7 +147,7 @@ async fn a_second_publisher_is_refused_and_the_first_keeps_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_joining_mid_stream_starts_on_a_keyframe_and_decodes() {
-    let _g = serial();
+    let _g = serial().await;
     let clip = clip();
     let srv = Server::start().await;
     let dir = TempDir::new("join");
@@ -179,7 +179,7 @@ async fn a_player_joining_mid_stream_starts_on_a_keyframe_and_decodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kicking_the_stream_disconnects_publisher_and_players() {
-    let _g = serial();
+    let _g = serial().await;
     let srv = Server::start().await;
     let dir = TempDir::new("kick");
     let mut publisher = push_clip(&dir, "pub", &srv.urls(U1.publish), &["-stream_loop", "-1"]);

@@ -9,7 +9,7 @@ use rtmp_common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_players_receive_the_whole_stream() {
-    let _g = serial();
+    let _g = serial().await;
     let clip = clip();
     let srv = Server::start().await;
     let dir = TempDir::new("fifty");
@@ -58,7 +58,7 @@ async fn fifty_concurrent_players_receive_the_whole_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_player_costs_bounded_memory_and_does_not_slow_the_others() {
-    let _g = serial();
+    let _g = serial().await;
     let clip = big_clip();
     let srv = Server::start().await;
     let dir = TempDir::new("sigstop");

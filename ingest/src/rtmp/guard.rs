@@ -362,7 +362,7 @@ mod tests {
         let mut g = ChunkGuard::new();
         // type 0, csid 3, len 200 (two chunks), type 20, stream 0, then 128 bytes.
         let mut b = vec![0x03, 0, 0, 0, 0, 0, 200, 20, 0, 0, 0, 0];
-        b.extend(std::iter::repeat(0x05).take(128));
+        b.extend(std::iter::repeat_n(0x05, 128));
         g.check(&b).unwrap();
         // A type 0 on another csid in the middle.
         assert_eq!(

@@ -280,15 +280,16 @@ impl RtmpSession {
     /// RTMP servers do: a `_result` where the client waits for one.
     fn unhandled_command(&mut self, name: &str, txn: f64, events: &mut Vec<SessionEvent>) {
         match name {
-            "releaseStream" | "FCPublish" | "_checkbw" | "getStreamLength" | "FCSubscribe" => {
-                if txn != 0.0 {
-                    let args: &[Amf<'_>] = if name == "getStreamLength" {
-                        &[Amf::Number(0.0)]
-                    } else {
-                        &[]
-                    };
-                    write_command(&self.writer, &mut self.out, 0, "_result", txn, args);
-                }
+            // A transaction id of 0 asks for no answer.
+            "releaseStream" | "FCPublish" | "_checkbw" | "getStreamLength" | "FCSubscribe"
+                if txn != 0.0 =>
+            {
+                let args: &[Amf<'_>] = if name == "getStreamLength" {
+                    &[Amf::Number(0.0)]
+                } else {
+                    &[]
+                };
+                write_command(&self.writer, &mut self.out, 0, "_result", txn, args);
             }
             "FCUnpublish" => {
                 if txn != 0.0 {
