@@ -46,12 +46,42 @@ static STARTUP: Once = Once::new();
 
 /// Initialise libsrt once per process. Called by every constructor here; it
 /// is never cleaned up (libsrt's global state lives as long as the process).
+/// libsrt's own log lines go to `tracing` (target `libsrt`): its errors and
+/// warnings mostly describe what a refused or broken peer did, so they are
+/// logged at debug level.
 pub fn startup() {
     STARTUP.call_once(|| {
         // SAFETY: srt_startup takes no arguments and is safe to call once
-        // before any other libsrt function; `Once` serialises it.
+        // before any other libsrt function; `Once` serialises it. The log
+        // handler is a plain function that never unwinds and needs no state.
         unsafe {
+            sys::srt_setloghandler(std::ptr::null_mut(), Some(log_handler));
+            sys::srt_setlogflags(sys::SRT_LOGF_ALL_DISABLED);
+            sys::srt_setloglevel(sys::LOG_WARNING);
             sys::srt_startup();
+        }
+    });
+}
+
+unsafe extern "C" fn log_handler(
+    _opaque: *mut c_void,
+    level: c_int,
+    _file: *const libc::c_char,
+    _line: c_int,
+    _area: *const libc::c_char,
+    message: *const libc::c_char,
+) {
+    let _ = std::panic::catch_unwind(|| {
+        if message.is_null() {
+            return;
+        }
+        // SAFETY: libsrt passes a NUL-terminated message valid for the call.
+        let msg = unsafe { CStr::from_ptr(message) }.to_string_lossy();
+        let msg = msg.trim_end();
+        if level <= sys::LOG_CRIT {
+            tracing::warn!(target: "libsrt", "{msg}");
+        } else {
+            tracing::debug!(target: "libsrt", level, "{msg}");
         }
     });
 }
@@ -215,7 +245,7 @@ pub enum TransType {
 }
 
 /// Message control of one send or receive (`SRT_MSGCTRL`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsgCtrl {
     /// Source time in microseconds of [`time_now`]'s clock; 0 means "now".
     pub srctime: i64,
@@ -223,6 +253,18 @@ pub struct MsgCtrl {
     pub msgno: i32,
     /// Sequence number of the first packet of a received message (output).
     pub pktseq: i32,
+}
+
+impl Default for MsgCtrl {
+    /// libsrt's defaults: no source time, message and packet numbers chosen
+    /// by libsrt (-1; 0 is refused as a parameter error).
+    fn default() -> Self {
+        MsgCtrl {
+            srctime: 0,
+            msgno: -1,
+            pktseq: -1,
+        }
+    }
 }
 
 impl MsgCtrl {

@@ -332,12 +332,11 @@ impl Driver {
             let mut dead = Vec::new();
             for (fd, ev) in ready {
                 if fd == self.lsn.id() {
-                    self.accept_all(epoll);
+                    self.accept_one(epoll);
                     continue;
                 }
-                if ev.readable && !self.read(fd) {
-                    dead.push(fd);
-                } else if ev.error {
+                let finished = ev.readable && !self.read(fd);
+                if finished || ev.error {
                     dead.push(fd);
                 }
             }
@@ -378,8 +377,10 @@ impl Driver {
         }
     }
 
-    fn accept_all(&mut self, epoll: &Epoll) {
-        for _ in 0..64 {
+    /// Accept one connection per readiness event (the epoll is level
+    /// triggered, so further pending ones report again).
+    fn accept_one(&mut self, epoll: &Epoll) {
+        {
             let (sock, peer) = match self.lsn.accept() {
                 Ok(x) => x,
                 Err(SrtError::WouldBlock { .. }) => return,

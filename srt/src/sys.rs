@@ -161,7 +161,28 @@ pub type srt_listen_callback_fn = unsafe extern "C" fn(
     streamid: *const c_char,
 ) -> c_int;
 
+/// `SRT_LOG_HANDLER_FN`.
+pub type srt_log_handler_fn = unsafe extern "C" fn(
+    opaque: *mut c_void,
+    level: c_int,
+    file: *const c_char,
+    line: c_int,
+    area: *const c_char,
+    message: *const c_char,
+);
+
+// syslog levels libsrt logs with.
+pub const LOG_CRIT: c_int = 2;
+pub const LOG_ERR: c_int = 3;
+pub const LOG_WARNING: c_int = 4;
+pub const LOG_NOTICE: c_int = 5;
+
+pub const SRT_LOGF_ALL_DISABLED: c_int = 1 | 2 | 4 | 8;
+
 extern "C" {
+    pub fn srt_setloglevel(ll: c_int);
+    pub fn srt_setloghandler(opaque: *mut c_void, handler: Option<srt_log_handler_fn>);
+    pub fn srt_setlogflags(flags: c_int);
     pub fn srt_startup() -> c_int;
     pub fn srt_cleanup() -> c_int;
     pub fn srt_create_socket() -> SRTSOCKET;

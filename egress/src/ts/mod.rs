@@ -145,7 +145,7 @@ impl Muxer {
     fn video_es(&self, f: &Frame) -> BytesMut {
         let mut es = BytesMut::with_capacity(f.payload.len() + self.tracks.param_sets.len() + 32);
         let nals = avcc_nals(&f.payload);
-        if !nals.first().is_some_and(|n| n[0] & 0x1f == 9) {
+        if nals.first().is_none_or(|n| n[0] & 0x1f != 9) {
             es.put_slice(&AUD);
         }
         if f.keyframe && !nals.iter().any(|n| n[0] & 0x1f == 7) {

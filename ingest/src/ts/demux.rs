@@ -15,6 +15,8 @@ const MAX_AUDIO_PES: usize = 256 << 10;
 const MAX_PENDING: usize = 64 * PACKET;
 /// Frames waiting to be polled before the oldest are dropped.
 const MAX_EVENTS: usize = 4096;
+/// Video frames held back while the PMT announces audio not yet seen.
+const MAX_HOLD: u32 = 30;
 /// A timestamp jump larger than this is a discontinuity.
 const MAX_JUMP: i64 = 10 * CLOCK_HZ;
 
@@ -156,6 +158,9 @@ pub struct Demuxer {
     events: VecDeque<DemuxEvent>,
     errors: ErrorCounts,
     in_sync: bool,
+    /// Video frames queued before the first audio configuration.
+    held_video: u32,
+    released: bool,
 }
 
 impl Default for Demuxer {
@@ -184,6 +189,8 @@ impl Demuxer {
             events: VecDeque::new(),
             errors: ErrorCounts::default(),
             in_sync: true,
+            held_video: 0,
+            released: false,
         }
     }
 
@@ -198,7 +205,30 @@ impl Demuxer {
     }
 
     /// The next event, if any.
+    ///
+    /// At the start of a stream whose PMT announces audio, events are held
+    /// (up to about a second of video) until the audio configuration is
+    /// known, so the first configuration describes both tracks and a player
+    /// joining at the first keyframe sees audio and video from the start.
     pub fn poll(&mut self) -> Option<DemuxEvent> {
+        if !self.released {
+            let audio_pending = self.streams.iter().any(|s| s.kind == Kind::Audio)
+                && self.audio.is_none()
+                && self.held_video < MAX_HOLD;
+            if audio_pending {
+                return None;
+            }
+            self.released = true;
+            if let Some(a) = &self.audio {
+                for ev in self.events.iter_mut() {
+                    if let DemuxEvent::Config { audio, .. } = ev {
+                        if audio.is_none() {
+                            *audio = Some(a.clone());
+                        }
+                    }
+                }
+            }
+        }
         self.events.pop_front()
     }
 
@@ -255,6 +285,7 @@ impl Demuxer {
         for i in 0..self.streams.len() {
             self.finish_pes(i);
         }
+        self.held_video = MAX_HOLD;
     }
 
     fn lost_sync(&mut self, _skipped: usize) {

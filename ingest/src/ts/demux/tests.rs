@@ -85,7 +85,7 @@ fn sample(n: i64, base: i64) -> Vec<Frame> {
 fn slices(p: &[u8]) -> Vec<Vec<u8>> {
     banyan_egress::ts::avcc_nals(p)
         .into_iter()
-        .filter(|n| !matches!(n[0] & 0x1f, 7 | 8 | 9))
+        .filter(|n| !matches!(n[0] & 0x1f, 7..=9))
         .map(|n| n.to_vec())
         .collect()
 }
@@ -231,4 +231,24 @@ fn arbitrary_bytes_do_not_panic() {
     d.push(&buf);
     d.flush();
     while d.poll().is_some() {}
+}
+
+#[test]
+fn first_configuration_waits_for_announced_audio() {
+    // Audio of the first second arrives after a few video frames.
+    let mut src: Vec<Frame> = (0..10).map(|i| vframe(i, 0, 400)).collect();
+    src.extend((0..5).map(|i| aframe(i, 0)));
+    let mut d = Demuxer::new();
+    for c in mux(&src).chunks(1316) {
+        d.push(c);
+    }
+    match d.poll() {
+        Some(DemuxEvent::Config { video, audio }) => {
+            assert!(
+                video.is_some() && audio.is_some(),
+                "both tracks in the first config"
+            );
+        }
+        other => panic!("expected a config first, got {other:?}"),
+    }
 }
