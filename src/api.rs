@@ -484,17 +484,13 @@ async fn update_input(
     auth.scope(&account)?;
     let mut row = load_input(&node, &account, &uid).await?;
     body.check()?;
-    let was_enabled = row.enabled;
     body.apply(&mut row);
     row.modified = now_micros().max(row.modified);
     if !node.store.update_input(&row).await? {
         return Err(ApiError::not_found("live input"));
     }
+    // Disabling ends the current session (the rebuild does it).
     node.rebuild_keys().await?;
-    if was_enabled && !row.enabled {
-        // The new snapshot refuses publishing; end the current session.
-        node.kick(&uid);
-    }
     tracing::info!(account = %account, input = %uid, "live input updated");
     Ok(ok(input_json(&node, &row)))
 }
@@ -508,8 +504,8 @@ async fn delete_input(
     if !secret::is_id(&uid) || !node.store.delete_input(&account, &uid).await? {
         return Err(ApiError::not_found("live input"));
     }
+    // Ends the input's sessions.
     node.rebuild_keys().await?;
-    node.kick(&uid);
     node.forget(&uid);
     tracing::info!(account = %account, input = %uid, "live input deleted");
     Ok(ok(Value::Null))
@@ -532,7 +528,6 @@ async fn rotate_keys(
     }
     // Old keys stop working first, then their sessions are ended.
     node.rebuild_keys().await?;
-    node.kick(&uid);
     tracing::info!(account = %account, input = %uid, "live input keys rotated");
     Ok(ok(input_json(&node, &row)))
 }

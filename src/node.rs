@@ -16,7 +16,7 @@ use banyan_relay::access::{Direction, Grant, KeyEntry, KeyTable};
 use banyan_relay::views::Views;
 use banyan_relay::{Hub, HubConfig, StreamState};
 use metrics_exporter_prometheus::PrometheusHandle;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,8 +59,11 @@ pub struct Node {
     pub metrics: PrometheusHandle,
     pub shutdown: CancellationToken,
     pub auth_limiter: crate::api::AuthLimiter,
-    /// Uids of every live input (from the last rebuild).
-    inputs: RwLock<HashSet<String>>,
+    /// Every live input (from the last rebuild): a hash of its secrets and
+    /// its enabled flag.
+    access: Mutex<HashMap<String, (String, bool)>>,
+    /// The domain list last loaded into the resolver.
+    domains_stamp: Mutex<Option<Vec<(String, i64)>>>,
     /// Inputs seen connected since this node started (for `status`).
     seen_live: Mutex<HashSet<String>>,
     rebuild: tokio::sync::Mutex<()>,
@@ -93,8 +96,11 @@ impl Node {
         format!("http://{}", self.authority(self.addrs.http))
     }
 
-    /// Rebuild the key table (and the set of known inputs) from the store.
-    /// Called after every change to live inputs.
+    /// Rebuild the key table (and the set of known inputs) from the store,
+    /// then disconnect the sessions of every input whose secrets changed,
+    /// that was disabled, or that is gone: the old keys stop working first,
+    /// then their sessions end. Called after every change to live inputs,
+    /// and periodically on a shared store (changes made by other nodes).
     pub async fn rebuild_keys(&self) -> anyhow::Result<()> {
         let _one_at_a_time = self.rebuild.lock().await;
         let rows = self
@@ -103,7 +109,7 @@ impl Node {
             .await
             .context("loading live inputs")?;
         let mut entries = Vec::with_capacity(rows.len() * 2);
-        let mut uids = HashSet::with_capacity(rows.len());
+        let mut access = HashMap::with_capacity(rows.len());
         for r in rows {
             let grant = |direction| Grant {
                 uid: r.uid.clone(),
@@ -121,17 +127,42 @@ impl Node {
                 srt_passphrase: r.srt_play_passphrase.clone(),
                 grant: grant(Direction::Play),
             });
-            uids.insert(r.uid);
+            let secrets = secret::token_hash(&format!(
+                "{}\n{}\n{}\n{}",
+                r.stream_key, r.playback_key, r.srt_passphrase, r.srt_play_passphrase
+            ));
+            access.insert(r.uid, (secrets, r.enabled));
         }
         self.keys.replace(entries);
-        *self.inputs.write() = uids;
+        let old = std::mem::replace(&mut *self.access.lock(), access.clone());
+        for (uid, (secrets, enabled)) in &old {
+            let revoked = match access.get(uid) {
+                None => true,
+                Some((s, e)) => s != secrets || (*enabled && !*e),
+            };
+            if revoked {
+                self.hub.kick(uid);
+            }
+        }
         Ok(())
     }
 
-    /// Reload the custom ingest domains into the certificate resolver.
+    /// Reload the custom ingest domains into the certificate resolver (only
+    /// when the stored list changed).
     pub async fn reload_domains(&self) -> anyhow::Result<()> {
+        let rows = self.store.list_domains(None).await?;
+        let mut stamp: Vec<(String, i64)> =
+            rows.iter().map(|d| (d.domain.clone(), d.created)).collect();
+        stamp.sort();
+        {
+            let mut last = self.domains_stamp.lock();
+            if last.as_ref() == Some(&stamp) {
+                return Ok(());
+            }
+            *last = Some(stamp);
+        }
         let mut map = HashMap::new();
-        for d in self.store.list_domains(None).await? {
+        for d in rows {
             match tls::certified_key(d.cert_pem.as_bytes(), d.key_pem.as_bytes()) {
                 Ok(ck) => {
                     map.insert(d.domain.to_ascii_lowercase(), Arc::new(ck));
@@ -143,9 +174,27 @@ impl Node {
         Ok(())
     }
 
+    /// On a store shared with other nodes, pick up their changes.
+    async fn refresh_shared(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.rebuild_keys().await {
+                tracing::warn!("refreshing keys from the store: {e:#}");
+            }
+            if let Err(e) = self.reload_domains().await {
+                tracing::warn!("refreshing domains from the store: {e:#}");
+            }
+        }
+    }
+
     /// Whether `uid` is a live input.
     pub fn is_input(&self, uid: &str) -> bool {
-        self.inputs.read().contains(uid)
+        self.access.lock().contains_key(uid)
     }
 
     /// The `status` field of a live input.
@@ -167,11 +216,6 @@ impl Node {
         }
     }
 
-    /// Disconnect every session of an input (rotation, deletion, disable).
-    pub fn kick(&self, uid: &str) {
-        self.hub.kick(uid);
-    }
-
     /// Forget an input's connection history (deletion).
     pub fn forget(&self, uid: &str) {
         self.seen_live.lock().remove(uid);
@@ -187,7 +231,7 @@ impl Node {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let uids: Vec<String> = self.inputs.read().iter().cloned().collect();
+            let uids: Vec<String> = self.access.lock().keys().cloned().collect();
             for uid in uids {
                 if self.hub.state(&uid) != StreamState::Idle {
                     self.seen_live.lock().insert(uid);
@@ -338,7 +382,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         metrics,
         shutdown: shutdown.clone(),
         auth_limiter: crate::api::AuthLimiter::default(),
-        inputs: RwLock::new(HashSet::new()),
+        access: Mutex::new(HashMap::new()),
+        domains_stamp: Mutex::new(None),
         seen_live: Mutex::new(HashSet::new()),
         rebuild: tokio::sync::Mutex::new(()),
     });
@@ -364,6 +409,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tasks.spawn(node.clone().watch_status());
+    if node.settings.database_url.is_some() {
+        tasks.spawn(node.clone().refresh_shared(Duration::from_secs(2)));
+    }
     tasks.spawn(crate::analytics::run(node.clone()));
     tasks.spawn(crate::analytics::ingest_stats::run(node.clone()));
     let hls = banyan_egress::hls::HlsService::new(

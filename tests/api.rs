@@ -1425,6 +1425,52 @@ async fn the_api_works_on_postgresql() {
     )
     .await;
     success(s, &v);
+
+    // A second node on the same store sees the first one's changes within
+    // its refresh period, and a rotation made on the first disconnects a
+    // publisher on the second.
+    let tmp_b = tempfile::tempdir().unwrap();
+    let b = Node::start(&tmp_b.path().join("data"), &args);
+    let fresh = create_input(&node, json!({})).await;
+    let fresh_uid = fresh["uid"].as_str().unwrap();
+    let lifecycle = format!("{}/{fresh_uid}/lifecycle", b.api());
+    let mut seen = false;
+    for _ in 0..50 {
+        let (s, _) = call(Method::GET, &lifecycle, None, None).await;
+        if s == StatusCode::OK {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "node b learns the new input");
+    let key = fresh["rtmps"]["streamKey"].as_str().unwrap();
+    let mut publisher = Publisher::start(
+        &format!("rtmps://{}/live/{key}", b.ready["rtmps"].as_str().unwrap()),
+        10,
+    );
+    let mut live_on_b = false;
+    for _ in 0..50 {
+        let (_, v) = call(Method::GET, &lifecycle, None, None).await;
+        if v["live"] == json!(true) {
+            live_on_b = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(live_on_b, "publishing on node b with a key made on node a");
+    let (s, v) = call(
+        Method::POST,
+        &node.inputs(&format!("/{fresh_uid}/rotate_keys")),
+        Some(node.token()),
+        None,
+    )
+    .await;
+    success(s, &v);
+    assert!(
+        publisher.wait_exit(Duration::from_secs(6)).is_some(),
+        "a rotation on node a disconnects the publisher on node b"
+    );
 }
 
 /// The SRT listener takes the input's stream id and passphrase from the
