@@ -1563,3 +1563,80 @@ async fn failed_token_attempts_are_rate_limited() {
         "{metrics}"
     );
 }
+
+/// Settings from a TOML file, env variables and flags (flags win), and
+/// `--public-host` in every returned URL.
+#[tokio::test]
+async fn config_file_env_and_public_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let cfg = tmp.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "# a node\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\nrtmps = \"127.0.0.1:0\"\n\
+             srt = \"127.0.0.1:0\"\npublic_host = \"file.example.test\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .args(["--public-host", "live.example.test"])
+        .env("BANYAN_NO_RTMP", "true")
+        .env_remove("BANYAN_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30));
+    // Adopt the process so it is killed on every path.
+    let node = Node {
+        child: Some(child),
+        ready: serde_json::from_str(&line.expect("ready line")).unwrap(),
+        creds: serde_json::from_str(
+            &std::fs::read_to_string(dir.join("credentials.json")).unwrap(),
+        )
+        .unwrap(),
+        log: PathBuf::new(),
+    };
+    assert_eq!(node.ready["rtmp"], Value::Null, "BANYAN_NO_RTMP");
+    let port = |k: &str| {
+        node.ready[k]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        node.creds["api"],
+        json!(format!("http://live.example.test:{}", port("http")))
+    );
+    let input = create_input(&node, json!({})).await;
+    let uid = input["uid"].as_str().unwrap();
+    assert_eq!(
+        input["rtmps"]["url"],
+        json!(format!("rtmps://live.example.test:{}/live/", port("rtmps")))
+    );
+    assert_eq!(
+        input["srt"]["url"],
+        json!(format!("srt://live.example.test:{}", port("srt")))
+    );
+    assert_eq!(
+        input["hls"]["url"],
+        json!(format!(
+            "http://live.example.test:{}/{uid}/manifest/video.m3u8",
+            port("http")
+        ))
+    );
+    assert!(input.get("rtmp").is_none());
+}
