@@ -165,7 +165,7 @@ impl Node {
         for d in rows {
             match tls::certified_key(d.cert_pem.as_bytes(), d.key_pem.as_bytes()) {
                 Ok(ck) => {
-                    map.insert(d.domain.to_ascii_lowercase(), Arc::new(ck));
+                    map.insert(d.domain.to_ascii_lowercase(), (d.account_id, Arc::new(ck)));
                 }
                 Err(e) => tracing::warn!(domain = %d.domain, "unusable stored certificate: {e:#}"),
             }
@@ -224,7 +224,7 @@ impl Node {
     /// Note which inputs have been connected, so a short session between two
     /// API calls still shows as `client_disconnect` afterwards.
     async fn watch_status(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -115,12 +115,16 @@ pub fn validate_domain_cert(domain: &str, cert_pem: &str, key_pem: &str) -> Resu
     Ok(())
 }
 
+/// Custom domains: lowercase name → (owning account, certificate).
+pub type DomainMap = HashMap<String, (String, Arc<CertifiedKey>)>;
+
 /// Chooses the certificate by SNI: a custom domain's own, otherwise the
 /// node's. The domain map is swapped whole, so connections in progress are
 /// unaffected.
 pub struct SniResolver {
     default: Arc<CertifiedKey>,
-    domains: RwLock<Arc<HashMap<String, Arc<CertifiedKey>>>>,
+    /// Lowercase name → (owning account, certificate).
+    domains: RwLock<Arc<DomainMap>>,
 }
 
 impl fmt::Debug for SniResolver {
@@ -139,9 +143,19 @@ impl SniResolver {
         })
     }
 
-    /// Replace the custom domains (lowercase names).
-    pub fn set_domains(&self, domains: HashMap<String, Arc<CertifiedKey>>) {
+    /// Replace the custom domains: lowercase name → (account, certificate).
+    pub fn set_domains(&self, domains: DomainMap) {
         *self.domains.write() = Arc::new(domains);
+    }
+
+    /// The account owning a custom domain (for ingest to refuse another
+    /// account's key arriving through it), `None` for the node's own names.
+    #[allow(dead_code)] // Wired when ingest reports the SNI of a session.
+    pub fn account_of(&self, server_name: &str) -> Option<String> {
+        self.domains
+            .read()
+            .get(&server_name.to_ascii_lowercase())
+            .map(|(account, _)| account.clone())
     }
 }
 
@@ -149,7 +163,7 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = hello.server_name() {
             let name = name.to_ascii_lowercase();
-            if let Some(ck) = self.domains.read().get(&name) {
+            if let Some((_, ck)) = self.domains.read().get(&name) {
                 return Some(ck.clone());
             }
         }
