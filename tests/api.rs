@@ -1065,6 +1065,24 @@ impl Drop for Publisher {
     }
 }
 
+/// Fail if any secret of these live inputs appears in the node's log.
+fn assert_no_secrets_logged(node: &Node, inputs: &[&Value]) {
+    let log = node.log_text();
+    assert!(!log.is_empty(), "the node logs to its log file");
+    for input in inputs {
+        for (k, f) in [
+            ("rtmps", "streamKey"),
+            ("rtmpsPlayback", "streamKey"),
+            ("srt", "passphrase"),
+            ("srtPlayback", "passphrase"),
+        ] {
+            let secret = input[k][f].as_str().unwrap();
+            assert!(!log.contains(secret), "{k}.{f} reached the log");
+        }
+    }
+    assert!(!log.contains(node.token()) && !log.contains(node.admin()));
+}
+
 async fn wait_status(node: &Node, uid: &str, want: Value) -> Value {
     let mut last = Value::Null;
     for _ in 0..100 {
@@ -1152,6 +1170,8 @@ async fn status_follows_a_real_publisher_and_rotation_disconnects_it() {
         "a disabled input refuses publishing"
     );
     assert_eq!(live(&node, uid).await, json!(false));
+    drop((publisher, old, disabled));
+    assert_no_secrets_logged(&node, &[&input, &rotated]);
 }
 
 /// Records the server's certificate and accepts it (the test compares it).
@@ -1533,6 +1553,15 @@ async fn srt_publishing_follows_the_api_secrets() {
         "the old passphrase is refused"
     );
     assert_eq!(live(&node, uid).await, json!(false));
+    drop((publisher, old));
+    let (_, now) = call(
+        Method::GET,
+        &node.inputs(&format!("/{uid}")),
+        Some(node.token()),
+        None,
+    )
+    .await;
+    assert_no_secrets_logged(&node, &[&input, &now["result"]]);
 }
 
 /// Repeated bad tokens from one address get 429, even with a good token,
