@@ -3,7 +3,22 @@
 //! Module map: `config` (flags, env, TOML), `node` (state, listeners,
 //! lifetime), `store` (SQLite/PostgreSQL), `api` (HTTP), `tls`
 //! (certificates, SNI), `secret` (ids, secrets, token hashes), `client`
-//! (the client subcommands).
+//! (the client subcommands), `analytics` (viewing time, GraphQL).
+//!
+//! Starting a node from a script or a test: give every listener port 0
+//! (`--http 127.0.0.1:0 --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 --srt
+//! 127.0.0.1:0`, or `--no-rtmp`) and a fresh `--data-dir`, then read the
+//! first line of stdout. It is printed once every listener is bound and the
+//! API answers:
+//!
+//! ```json
+//! {"ready":true,"http":"127.0.0.1:PORT","rtmp":"127.0.0.1:PORT"|null,
+//!  "rtmps":"127.0.0.1:PORT","srt":"127.0.0.1:PORT","api":"http://HOST:PORT",
+//!  "dataDir":"...","credentials":".../credentials.json"}
+//! ```
+//!
+//! Logs go to stderr (`RUST_LOG` filters them). SIGTERM or Ctrl-C stops
+//! accepting, lets sessions end (at most 5 s) and exits 0.
 
 mod analytics;
 mod api;
