@@ -1669,3 +1669,49 @@ async fn config_file_env_and_public_host() {
     );
     assert!(input.get("rtmp").is_none());
 }
+
+/// A configured certificate replaces the self-signed one; RTMPS speaks
+/// TLS 1.2 (openssl) and 1.3 (rustls). Nothing older is compiled in.
+#[tokio::test]
+async fn configured_certificate_over_tls12_and_tls13() {
+    let tmp = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["live.example.test".to_string()]).unwrap();
+    let (cert, key) = (tmp.path().join("c.pem"), tmp.path().join("k.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let dir = tmp.path().join("data");
+    let node = Node::start(
+        &dir,
+        &[
+            "--no-rtmp",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(!dir.join("tls").exists(), "no self-signed certificate made");
+    let addr = node.ready["rtmps"].as_str().unwrap().to_string();
+    let a = addr.clone();
+    let der = tokio::task::spawn_blocking(move || presented_cert(&a, "127.0.0.1", false))
+        .await
+        .unwrap();
+    assert!(
+        der == made.cert.der().to_vec(),
+        "the configured certificate"
+    );
+    let out = Command::new("openssl")
+            .args(["s_client", "-connect", &addr, old])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{old} must be refused");
+    }
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr, "-tls1_2"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("TLSv1.2"), "TLS 1.2 is accepted: {text}");
+}
