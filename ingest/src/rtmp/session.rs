@@ -149,6 +149,9 @@ impl RtmpSession {
         data: &[u8],
         events: &mut Vec<SessionEvent>,
     ) -> Result<(), SessionError> {
+        if matches!(self.stage, Stage::Failed) {
+            return Err(SessionError::Failed);
+        }
         if let Stage::Handshake(hs) = &mut self.stage {
             let r = catch_unwind(AssertUnwindSafe(|| hs.process_bytes(data)));
             let rest = match r {
@@ -388,5 +391,51 @@ impl RtmpSession {
     /// publish refusal belongs).
     pub fn command_stream_id(&self) -> u32 {
         self.guard.last_command_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn established() -> RtmpSession {
+        let mut s = RtmpSession::new();
+        let mut events = Vec::new();
+        let mut hs = vec![3u8];
+        hs.resize(1 + 2 * 1536, 0);
+        s.input(&hs, &mut events).unwrap();
+        assert!(s.established());
+        assert!(
+            !s.take_output().is_empty(),
+            "S0, S1, S2 and the session's greeting"
+        );
+        s
+    }
+
+    #[test]
+    fn hostile_chunks_fail_the_session_and_it_stays_failed() {
+        // A type 1 header on a chunk stream that never had a type 0.
+        let mut s = established();
+        let mut events = Vec::new();
+        let r = s.input(&[0x43, 0, 0, 0, 0, 0, 1, 20, 5], &mut events);
+        assert!(matches!(r, Err(SessionError::Guard(_))), "{r:?}");
+        assert_eq!(s.input(&[0], &mut events), Err(SessionError::Failed));
+        assert_eq!(s.accept(1), Err(SessionError::Failed));
+
+        // A message longer than any we accept.
+        let mut s = established();
+        let r = s.input(
+            &[0x03, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0],
+            &mut events,
+        );
+        assert!(matches!(r, Err(SessionError::Guard(_))), "{r:?}");
+    }
+
+    #[test]
+    fn bad_handshake_version_fails() {
+        let mut s = RtmpSession::new();
+        let mut events = Vec::new();
+        assert!(s.input(&[9; 1537], &mut events).is_err());
+        assert!(!s.established());
     }
 }
