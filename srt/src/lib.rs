@@ -340,6 +340,17 @@ impl Socket {
         Ok(())
     }
 
+    /// Connect as a caller (blocks until the handshake ends unless the
+    /// socket is non-blocking). Used by tests and tools; the node only listens.
+    pub fn connect(&self, addr: SocketAddr) -> Result<(), SrtError> {
+        let raw = RawAddr::from_std(addr);
+        // SAFETY: `raw` holds a valid sockaddr of `raw.len` bytes for the call.
+        check("connect", unsafe {
+            sys::srt_connect(self.id, raw.as_ptr(), raw.len)
+        })?;
+        Ok(())
+    }
+
     pub fn listen(&self, backlog: i32) -> Result<(), SrtError> {
         // SAFETY: plain value arguments.
         check("listen", unsafe { sys::srt_listen(self.id, backlog) })?;

@@ -15,6 +15,7 @@ pub const SRTO_RCVSYN: c_int = 2;
 pub const SRTO_SNDBUF: c_int = 5;
 pub const SRTO_RCVBUF: c_int = 6;
 pub const SRTO_LINGER: c_int = 7;
+pub const SRTO_RCVTIMEO: c_int = 14;
 pub const SRTO_STATE: c_int = 17;
 pub const SRTO_TSBPDMODE: c_int = 22;
 pub const SRTO_LATENCY: c_int = 23;
@@ -188,6 +189,7 @@ extern "C" {
     pub fn srt_create_socket() -> SRTSOCKET;
     pub fn srt_bind(u: SRTSOCKET, name: *const sockaddr, namelen: c_int) -> c_int;
     pub fn srt_listen(u: SRTSOCKET, backlog: c_int) -> c_int;
+    pub fn srt_connect(u: SRTSOCKET, name: *const sockaddr, namelen: c_int) -> c_int;
     pub fn srt_accept(u: SRTSOCKET, addr: *mut sockaddr, addrlen: *mut c_int) -> SRTSOCKET;
     pub fn srt_listen_callback(
         lsn: SRTSOCKET,
