@@ -12,7 +12,9 @@
 //! * messages longer than [`MAX_MEDIA_MESSAGE`] (audio/video) or
 //!   [`MAX_OTHER_MESSAGE`], and chunk sizes outside 1..=[`MAX_CHUNK_SIZE`];
 //! * AMF0 messages nested deeper than [`MAX_AMF_DEPTH`] (the library parses
-//!   AMF recursively).
+//!   AMF recursively);
+//! * commands whose first three values (name, transaction id, command
+//!   object) are missing or malformed (the library indexes them unchecked).
 //!
 //! The result: what the library buffers per connection is bounded by one
 //! chunk plus one message.
@@ -43,6 +45,10 @@ pub enum GuardError {
     ChunkSize(u32),
     #[error("AMF nested too deep")]
     AmfDepth,
+    /// A command without its name, transaction id and command object (the
+    /// library indexes them without checking).
+    #[error("command message without name, transaction id and object")]
+    ShortCommand,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -245,14 +251,15 @@ impl ChunkGuard {
                 }
                 self.chunk_size = size;
             }
-            15 | 18 | 20 => amf_depth_ok(&body)?,
+            15 | 18 => amf_depth_ok(&body)?,
+            20 => command_ok(&body)?,
             17 => {
                 let b = if body.first() == Some(&0) {
                     &body[1..]
                 } else {
                     &body[..]
                 };
-                amf_depth_ok(b)?
+                command_ok(b)?
             }
             _ => {}
         }
@@ -263,6 +270,19 @@ impl ChunkGuard {
         }
         Ok(())
     }
+}
+
+/// A command starts with three well-formed values (name, transaction id,
+/// command object); the rest only has to respect the depth bound.
+fn command_ok(mut b: &[u8]) -> Result<(), GuardError> {
+    for _ in 0..3 {
+        match amf_value(b, 0) {
+            Walk::Rest(rest) => b = rest,
+            Walk::TooDeep => return Err(GuardError::AmfDepth),
+            Walk::Stop => return Err(GuardError::ShortCommand),
+        }
+    }
+    amf_depth_ok(b)
 }
 
 fn amf_depth_ok(mut b: &[u8]) -> Result<(), GuardError> {
@@ -371,10 +391,10 @@ mod tests {
         );
 
         let mut g = ChunkGuard::new();
-        g.check(&[0x03, 0, 0, 0, 0, 0, 1, 20, 0, 0, 0, 0, 5])
+        g.check(&[0x03, 0, 0, 0, 0, 0, 1, 18, 0, 0, 0, 0, 5])
             .unwrap();
         assert_eq!(
-            g.check(&[0x43, 0xff, 0xff, 0xff, 0, 0, 1, 20, 0, 0, 0, 1]),
+            g.check(&[0x43, 0xff, 0xff, 0xff, 0, 0, 1, 18, 0, 0, 0, 1]),
             Err(GuardError::ExtendedTimestamp)
         );
     }
@@ -399,6 +419,28 @@ mod tests {
             rest = &rest[n..];
         }
         assert_eq!(g.check(&b), Err(GuardError::AmfDepth));
+    }
+
+    #[test]
+    fn commands_need_name_transaction_and_object() {
+        // connect with only a name: the library would index past its values.
+        let mut g = ChunkGuard::new();
+        let body = [0x02, 0, 1, b'x'];
+        let mut b = vec![0x03, 0, 0, 0, 0, 0, body.len() as u8, 20, 0, 0, 0, 0];
+        b.extend_from_slice(&body);
+        assert_eq!(g.check(&b), Err(GuardError::ShortCommand));
+        // An empty AMF3 command (type 17).
+        let mut g = ChunkGuard::new();
+        assert_eq!(
+            g.check(&[0x03, 0, 0, 0, 0, 0, 1, 17, 0, 0, 0, 0, 0]),
+            Err(GuardError::ShortCommand)
+        );
+        // name, transaction id, null: fine.
+        let mut g = ChunkGuard::new();
+        let body = [0x02, 0, 1, b'x', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x05];
+        let mut b = vec![0x03, 0, 0, 0, 0, 0, body.len() as u8, 20, 0, 0, 0, 0];
+        b.extend_from_slice(&body);
+        g.check(&b).unwrap();
     }
 
     #[test]
