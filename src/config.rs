@@ -76,6 +76,8 @@ pub struct ServeArgs {
     /// loses [default: 10]
     #[arg(long, env = "BANYAN_ANALYTICS_FLUSH", value_name = "SECONDS")]
     pub analytics_flush: Option<u64>,
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// The TOML file: the same keys as the flags, in snake case.
@@ -98,7 +100,7 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub max_ingest_domains: Option<usize>,
     pub analytics_flush: Option<u64>,
-    /// The cluster section, handed as is to the cluster layer.
+    /// The cluster section (see `cluster::FileCluster`).
     pub cluster: Option<toml::Table>,
 }
 
@@ -118,7 +120,9 @@ pub struct Settings {
     pub max_ingest_domains: usize,
     /// Period of the analytics flusher.
     pub analytics_flush: Duration,
-    pub cluster: Option<toml::Table>,
+    /// The cluster settings (`[cluster]` and the `--cluster-*` flags), when
+    /// this node is a cluster member.
+    pub cluster_cfg: Option<crate::cluster::ClusterConfig>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -156,6 +160,12 @@ impl Settings {
             (None, None) => None,
             _ => bail!("tls_cert and tls_key must be given together"),
         };
+        let database_url = args.database_url.or(file.database_url);
+        let cluster_cfg = crate::cluster::ClusterConfig::resolve(
+            file.cluster.as_ref(),
+            &args.cluster,
+            database_url.as_deref(),
+        )?;
         Ok(Settings {
             data_dir: args
                 .data_dir
@@ -172,7 +182,7 @@ impl Settings {
                     .unwrap_or(10),
             ),
             tls,
-            database_url: args.database_url.or(file.database_url),
+            database_url,
             max_ingest_domains: args
                 .max_ingest_domains
                 .or(file.max_ingest_domains)
@@ -183,7 +193,7 @@ impl Settings {
                     .unwrap_or(10)
                     .clamp(1, 3600),
             ),
-            cluster: file.cluster,
+            cluster_cfg,
         })
     }
 }

@@ -3,7 +3,8 @@
 //! Module map: `config` (flags, env, TOML), `node` (state, listeners,
 //! lifetime), `store` (SQLite/PostgreSQL), `api` (HTTP), `tls`
 //! (certificates, SNI), `secret` (ids, secrets, token hashes), `client`
-//! (the client subcommands), `analytics` (viewing time, GraphQL).
+//! (the client subcommands), `analytics` (viewing time, GraphQL),
+//! `cluster` (membership, origins and per-stream trees over node links).
 //!
 //! Starting a node from a script or a test: give every listener port 0
 //! (`--http 127.0.0.1:0 --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 --srt
@@ -23,6 +24,7 @@
 mod analytics;
 mod api;
 mod client;
+mod cluster;
 mod config;
 mod node;
 mod secret;
@@ -41,7 +43,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a node. Prints one JSON line on stdout when ready.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Live inputs.
     Inputs {
         #[command(flatten)]
@@ -62,6 +64,11 @@ enum Cmd {
         conn: client::Conn,
         #[command(subcommand)]
         cmd: client::DomainsCmd,
+    },
+    /// Write a new cluster certificate authority (ca.pem, ca.key) into DIR.
+    ClusterCa {
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
     },
     /// Viewing analytics.
     Analytics {
@@ -87,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => {
             init_logs("info");
-            let settings = config::Settings::resolve(args)?;
+            let settings = config::Settings::resolve(*args)?;
             node::serve(settings).await
         }
         Cmd::Inputs { conn, cmd } => {
@@ -102,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
             init_logs("warn");
             client::domains(conn, cmd).await
         }
+        Cmd::ClusterCa { out } => cluster::write_ca(&out),
         Cmd::Analytics { conn, cmd } => {
             init_logs("warn");
             client::analytics(conn, cmd).await

@@ -192,6 +192,11 @@ impl Node {
         }
     }
 
+    /// The uids of every live input (from the last rebuild).
+    pub fn input_uids(&self) -> Vec<String> {
+        self.access.lock().keys().cloned().collect()
+    }
+
     /// Whether `uid` is a live input.
     pub fn is_input(&self, uid: &str) -> bool {
         self.access.lock().contains_key(uid)
@@ -258,7 +263,8 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Load or create the default account and the tokens of credentials.json.
-async fn bootstrap(store: &Store, path: &Path) -> anyhow::Result<Credentials> {
+/// Cluster members (`shared`) use the cluster's one default account.
+async fn bootstrap(store: &Store, path: &Path, shared: bool) -> anyhow::Result<Credentials> {
     if path.exists() {
         let text = std::fs::read_to_string(path).context("reading credentials.json")?;
         let creds: Credentials = serde_json::from_str(&text).context("parsing credentials.json")?;
@@ -267,8 +273,13 @@ async fn bootstrap(store: &Store, path: &Path) -> anyhow::Result<Credentials> {
         }
         tracing::warn!(path = %path.display(), "credentials.json names an account the store does not have; making new credentials");
     }
-    let account_id = secret::new_id();
-    store.create_account(&account_id, "default").await?;
+    let mut account_id = secret::new_id();
+    if shared {
+        account_id = crate::cluster::shared_account(store, &account_id).await?;
+    }
+    if !store.account_exists(&account_id).await? {
+        store.create_account(&account_id, "default").await?;
+    }
     let api_token = secret::new_secret();
     let admin_token = secret::new_secret();
     store
@@ -305,16 +316,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     prepare_data_dir(&settings.data_dir)?;
-    if settings.cluster.is_some() {
-        tracing::warn!("the [cluster] section is not used by this build yet");
-    }
     let data_dir = settings.data_dir.canonicalize()?;
     let store = match &settings.database_url {
         Some(url) => Store::open(url).await?,
         None => Store::open_sqlite(&data_dir).await?,
     };
     let creds_path = data_dir.join("credentials.json");
-    let mut creds = bootstrap(&store, &creds_path).await?;
+    let mut creds = bootstrap(&store, &creds_path, settings.cluster_cfg.is_some()).await?;
 
     let (cert, key) = tls::node_cert_files(
         &data_dir,
@@ -414,12 +422,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     tasks.spawn(crate::analytics::run(node.clone()));
     tasks.spawn(crate::analytics::ingest_stats::run(node.clone()));
+    let cluster = match node.settings.cluster_cfg.clone() {
+        Some(cfg) => Some(crate::cluster::Cluster::start(node.clone(), cfg).await?),
+        None => None,
+    };
     let hls = banyan_egress::hls::HlsService::new(
         node.hub.clone(),
         node.views.clone(),
-        banyan_egress::hls::HlsConfig::default(),
+        banyan_egress::hls::HlsConfig {
+            fetchable: cluster.as_ref().map(|c| c.fetchable()),
+            ..banyan_egress::hls::HlsConfig::default()
+        },
     );
-    let app = crate::api::router(node.clone()).merge(hls.router());
+    let mut app = crate::api::router(node.clone()).merge(hls.router());
+    if let Some(c) = &cluster {
+        app = app.merge(c.router());
+    }
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -436,6 +454,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections");
     shutdown.cancel();
+    if let Some(c) = &cluster {
+        c.leave().await;
+    }
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
     })

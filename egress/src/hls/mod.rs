@@ -83,6 +83,10 @@ impl CaptionSource for NoCaptions {
     }
 }
 
+/// Answers whether an idle stream can be obtained on demand (see
+/// [`HlsConfig::fetchable`]).
+pub type Fetchable = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Configuration of the HLS service.
 #[derive(Clone)]
 pub struct HlsConfig {
@@ -106,6 +110,10 @@ pub struct HlsConfig {
     pub captions: Arc<dyn CaptionSource>,
     /// Upper bound of viewer sessions tracked per node.
     pub max_sessions: usize,
+    /// Streams idle in the local hub that the node can obtain on demand
+    /// (its subscribers make it fetch them): their playlists wait for media
+    /// instead of answering 404. `None`: only local streams.
+    pub fetchable: Option<Fetchable>,
 }
 
 impl Default for HlsConfig {
@@ -120,6 +128,7 @@ impl Default for HlsConfig {
             start_wait: Duration::from_secs(5),
             captions: Arc::new(NoCaptions),
             max_sessions: 100_000,
+            fetchable: None,
         }
     }
 }

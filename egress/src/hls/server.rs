@@ -184,7 +184,7 @@ impl HlsService {
                 return Some(m.clone());
             }
         }
-        if state == StreamState::Idle {
+        if state == StreamState::Idle && !self.cfg.fetchable.as_ref().is_some_and(|f| f(uid)) {
             return None;
         }
         let vtt = self.cfg.captions.webvtt(uid);

@@ -1,0 +1,945 @@
+//! The cluster: membership, stream origins and per-stream trees over the
+//! node links.
+//!
+//! * Membership: every node upserts its row in `cluster_nodes` every
+//!   [`HEARTBEAT`]; a node silent for [`DEAD_AFTER`] is dead. On the same
+//!   tick the node takes or renews the origin lease of each stream whose
+//!   broadcaster pushes to it, publishes the RTTs of its links, and reloads
+//!   a snapshot of the shared state (nodes, origins, tree edges, RTTs). The
+//!   link server and the joiners read that snapshot, never the database.
+//! * Joining: every [`DEMAND_POLL`] the node looks for streams that local
+//!   viewers (or downstream nodes) wait for and that it does not have; for
+//!   each it runs a join task: ask the origin, follow redirects, pull, and
+//!   hold the pull. The pull publishes into the local hub, so RTMP, SRT and
+//!   HLS egress serve it unchanged.
+//! * Admission (what this node answers a joiner): accept while the node has
+//!   fewer than `fanout` downstream nodes for the stream, else redirect to
+//!   the child chosen by [`banyan_topology::Tree::decide`] (shallowest free
+//!   slot in the child's subtree, then the lowest RTT to the joiner).
+//! * Leaving: no local viewer and no downstream node for [`LEAVE_AFTER`]:
+//!   the pull is dropped.
+//! * Healing: a pull whose link is lost re-joins from the origin at once,
+//!   avoiding the lost parent; the local hub's reconnect window keeps
+//!   viewers attached and rebases timestamps. When the origin moves (the
+//!   broadcaster reconnected elsewhere) or its broadcaster is away, pulls
+//!   are dropped and re-made under the new origin.
+
+mod db;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use banyan_relay::link::{
+    Admission, Admit, AdmitRequest, ClusterCa, ClusterTls, Downstream, LinkClient, LinkConfig,
+    LinkError, LinkServer, PullEnd, PullHandle,
+};
+use banyan_relay::StreamState;
+use banyan_topology::{Decision, NodeId, RttEstimates, RttTable, Tree};
+use clap::Args;
+use parking_lot::{Mutex, RwLock};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::node::Node;
+
+/// Period of the heartbeat, lease renewal and snapshot reload.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A node whose heartbeat is older than this is dead.
+pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
+/// An origin lease lasts this long unless renewed.
+pub const LEASE: Duration = Duration::from_millis(1500);
+/// Period of the check for streams wanted here and not had.
+pub const DEMAND_POLL: Duration = Duration::from_millis(150);
+/// A pull nobody here uses for this long is dropped.
+pub const LEAVE_AFTER: Duration = Duration::from_secs(5);
+/// Idle timeout of node links: a dead parent is noticed within it.
+pub const LINK_IDLE: Duration = Duration::from_millis(400);
+
+/// The `[cluster]` table of the config file. Every key has a flag and an
+/// env variable (`--cluster-node`, `BANYAN_CLUSTER_NODE`, ...).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    /// The node's name, unique in the cluster (letters, digits, `-`, `.`).
+    pub node: Option<String>,
+    /// A free-form region label; nodes of one region count as close when no
+    /// RTT was measured between them.
+    pub region: Option<String>,
+    /// The QUIC link address (UDP); port 0 picks a free port.
+    pub link: Option<SocketAddr>,
+    /// Per-stream limit of downstream nodes.
+    pub fanout: Option<usize>,
+    /// The cluster CA certificate (PEM).
+    pub ca_cert: Option<PathBuf>,
+    /// The cluster CA key (PEM): the node issues its own link certificate
+    /// from it at start.
+    pub ca_key: Option<PathBuf>,
+}
+
+/// Flags of the cluster (they win over the `[cluster]` table).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// Run as cluster node NAME (needs a postgres:// database URL)
+    #[arg(long, env = "BANYAN_CLUSTER_NODE", value_name = "NAME")]
+    pub cluster_node: Option<String>,
+    /// Region label of this node [default: default]
+    #[arg(long, env = "BANYAN_CLUSTER_REGION", value_name = "NAME")]
+    pub cluster_region: Option<String>,
+    /// QUIC link address (UDP) [default: 127.0.0.1:7700]
+    #[arg(long, env = "BANYAN_CLUSTER_LINK", value_name = "ADDR")]
+    pub cluster_link: Option<SocketAddr>,
+    /// Per-stream limit of downstream nodes [default: 4]
+    #[arg(long, env = "BANYAN_CLUSTER_FANOUT", value_name = "N")]
+    pub cluster_fanout: Option<usize>,
+    /// Cluster CA certificate (PEM)
+    #[arg(long, env = "BANYAN_CLUSTER_CA_CERT", value_name = "FILE")]
+    pub cluster_ca_cert: Option<PathBuf>,
+    /// Cluster CA key (PEM), to issue this node's link certificate
+    #[arg(long, env = "BANYAN_CLUSTER_CA_KEY", value_name = "FILE")]
+    pub cluster_ca_key: Option<PathBuf>,
+}
+
+/// The resolved cluster settings of a node.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node: String,
+    pub region: String,
+    pub link: SocketAddr,
+    pub fanout: usize,
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+}
+
+impl ClusterConfig {
+    /// Merge flags and the `[cluster]` table. `None` when neither names a
+    /// node (single-node mode).
+    pub fn resolve(
+        table: Option<&toml::Table>,
+        args: &ClusterArgs,
+        database_url: Option<&str>,
+    ) -> anyhow::Result<Option<ClusterConfig>> {
+        let file: FileCluster = match table {
+            Some(t) => toml::Value::Table(t.clone())
+                .try_into()
+                .context("the [cluster] section")?,
+            None => FileCluster::default(),
+        };
+        let Some(node) = args.cluster_node.clone().or(file.node) else {
+            if table.is_some() {
+                bail!("the [cluster] section needs `node = \"NAME\"`");
+            }
+            return Ok(None);
+        };
+        if rustls::pki_types::ServerName::try_from(node.as_str()).is_err() || node.len() > 63 {
+            bail!("cluster node name {node:?} must be a DNS-like name");
+        }
+        if !database_url
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+        {
+            bail!("a cluster node needs a shared postgres:// database_url");
+        }
+        let ca_cert = args
+            .cluster_ca_cert
+            .clone()
+            .or(file.ca_cert)
+            .context("a cluster node needs ca_cert (--cluster-ca-cert)")?;
+        let ca_key = args
+            .cluster_ca_key
+            .clone()
+            .or(file.ca_key)
+            .context("a cluster node needs ca_key (--cluster-ca-key)")?;
+        Ok(Some(ClusterConfig {
+            node,
+            region: args
+                .cluster_region
+                .clone()
+                .or(file.region)
+                .unwrap_or_else(|| "default".into()),
+            link: args
+                .cluster_link
+                .or(file.link)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
+            fanout: args.cluster_fanout.or(file.fanout).unwrap_or(4).max(1),
+            ca_cert,
+            ca_key,
+        }))
+    }
+
+    /// Issue this node's link certificate from the cluster CA.
+    fn tls(&self) -> anyhow::Result<ClusterTls> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let ca = ClusterCa {
+            cert_pem: read(&self.ca_cert)?,
+            key_pem: read(&self.ca_key)?,
+        };
+        Ok(ca.issue_node_cert(&self.node)?)
+    }
+}
+
+/// `banyan cluster-ca --out DIR`: write a new cluster CA (`ca.pem`,
+/// `ca.key`, mode 0600).
+pub fn write_ca(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let ca = ClusterCa::generate()?;
+    let cert = out.join("ca.pem");
+    let key = out.join("ca.key");
+    if key.exists() {
+        bail!("{} exists; not overwriting a cluster CA", key.display());
+    }
+    crate::tls::write_private(&cert, ca.cert_pem.as_bytes())?;
+    crate::tls::write_private(&key, ca.key_pem.as_bytes())?;
+    println!("{}\n{}", cert.display(), key.display());
+    Ok(())
+}
+
+/// Use the cluster's one default account: the first node creates it, the
+/// others add their own API and admin tokens to it (tokens are stored
+/// hashed, so each node's credentials.json carries its own tokens for the
+/// same account).
+pub async fn shared_account(
+    store: &crate::store::Store,
+    candidate: &str,
+) -> anyhow::Result<String> {
+    db::create_schema(store.pool()).await?;
+    let id = db::claim_meta(store.pool(), "default_account", candidate).await?;
+    if id == candidate {
+        return Ok(id);
+    }
+    // The winner creates the account right after its claim.
+    for _ in 0..100 {
+        if store.account_exists(&id).await? {
+            return Ok(id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the cluster's default account {id} never appeared in the store")
+}
+
+/// One peer node as the snapshot knows it.
+#[derive(Debug, Clone)]
+struct Peer {
+    region: String,
+    link: SocketAddr,
+    http: String,
+}
+
+/// The shared state as last loaded.
+#[derive(Default)]
+struct Snapshot {
+    nodes: HashMap<String, Peer>,
+    /// uid -> (origin node, broadcaster live)
+    origins: HashMap<String, (String, bool)>,
+    /// uid -> (child, parent) edges
+    edges: HashMap<String, Vec<(String, String)>>,
+    rtts: RttTable,
+}
+
+/// RTTs for the planner: measured when known, else "same region" is close.
+struct Rtts<'a>(&'a Snapshot);
+
+impl RttEstimates for Rtts<'_> {
+    fn rtt(&self, a: &NodeId, b: &NodeId) -> Option<Duration> {
+        if let Some(r) = self.0.rtts.rtt(a, b) {
+            return Some(r);
+        }
+        let ra = self.0.nodes.get(a.as_str()).map(|p| &p.region);
+        let rb = self.0.nodes.get(b.as_str()).map(|p| &p.region);
+        match (ra, rb) {
+            (Some(x), Some(y)) if x == y => Some(Duration::from_millis(1)),
+            _ => None,
+        }
+    }
+}
+
+/// A stream this node pulls (or is joining).
+#[derive(Debug, Clone, Default)]
+struct Pull {
+    parent: Option<String>,
+    origin: Option<String>,
+}
+
+/// What the link server, the HLS seam and the join tasks share.
+struct Shared {
+    me: String,
+    fanout: usize,
+    snap: RwLock<Snapshot>,
+    pulls: Mutex<HashMap<String, Pull>>,
+}
+
+impl Shared {
+    /// The live origin of `uid` on another node.
+    fn remote_origin(&self, uid: &str) -> Option<String> {
+        let snap = self.snap.read();
+        match snap.origins.get(uid) {
+            Some((node, true)) if *node != self.me && snap.nodes.contains_key(node) => {
+                Some(node.clone())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Admission for Shared {
+    fn admit(&self, req: &AdmitRequest<'_>) -> Admit {
+        if req.state == StreamState::Idle {
+            return Admit::NotHere;
+        }
+        if self
+            .pulls
+            .lock()
+            .get(req.uid)
+            .is_some_and(|p| p.parent.as_deref() == Some(req.peer))
+        {
+            return Admit::Refuse("the asking node is this node's parent".into());
+        }
+        let kids: Vec<&String> = req.children.iter().filter(|c| *c != req.peer).collect();
+        if kids.len() < self.fanout {
+            return Admit::Accept;
+        }
+        let snap = self.snap.read();
+        let me = NodeId::new(self.me.clone());
+        let joiner = NodeId::new(req.peer);
+        // This node's subtree: its downstream nodes now, and below them the
+        // stored edges.
+        let mut edges: Vec<(NodeId, NodeId)> = kids
+            .iter()
+            .filter(|k| snap.nodes.contains_key(k.as_str()))
+            .map(|k| (NodeId::new(k.as_str()), me.clone()))
+            .collect();
+        let stored = snap.edges.get(req.uid).cloned().unwrap_or_default();
+        let mut inside: HashSet<String> = edges.iter().map(|(c, _)| c.to_string()).collect();
+        // Bounded: each round adds at least one node or stops.
+        for _ in 0..stored.len() {
+            let mut added = false;
+            for (c, p) in &stored {
+                if inside.contains(p) && !inside.contains(c) && *c != self.me && c != req.peer {
+                    inside.insert(c.clone());
+                    edges.push((NodeId::new(c.as_str()), NodeId::new(p.as_str())));
+                    added = true;
+                }
+            }
+            if !added {
+                break;
+            }
+        }
+        let first_level: Vec<(NodeId, NodeId)> =
+            edges.iter().filter(|(_, p)| *p == me).cloned().collect();
+        let tree = Tree::from_edges(me.clone(), self.fanout, edges)
+            .or_else(|_| Tree::from_edges(me.clone(), usize::MAX, first_level));
+        let choice = match tree {
+            Ok(t) if t.children(&me).count() >= self.fanout => {
+                match t.decide(&me, &joiner, &Rtts(&snap)) {
+                    Decision::Redirect(c) => Some(c),
+                    Decision::Accept => None,
+                }
+            }
+            Ok(t) => {
+                // Over the limit only in a race: pick the closest child.
+                let rtts = Rtts(&snap);
+                t.children(&me)
+                    .min_by_key(|c| (rtts.rtt(&joiner, c).unwrap_or(Duration::MAX), (*c).clone()))
+                    .cloned()
+            }
+            Err(_) => None,
+        };
+        match choice.and_then(|c| snap.nodes.get(c.as_str()).map(|p| (c, p.link))) {
+            Some((node, addr)) => Admit::Redirect {
+                node: node.to_string(),
+                addr,
+            },
+            // No usable child (all dead): take the joiner rather than fail it.
+            None => Admit::Accept,
+        }
+    }
+}
+
+/// A running cluster member.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    node: Arc<Node>,
+    link: Arc<LinkServer>,
+    link_addr: SocketAddr,
+    downstream: Downstream,
+    shared: Arc<Shared>,
+    clients: Arc<Mutex<HashMap<String, LinkClient>>>,
+    connecting: Arc<Mutex<HashSet<String>>>,
+    leases: Mutex<HashSet<String>>,
+    wake: Notify,
+}
+
+fn link_config() -> LinkConfig {
+    LinkConfig {
+        idle_timeout: LINK_IDLE,
+        request_timeout: Duration::from_secs(1),
+        ..LinkConfig::default()
+    }
+}
+
+impl Cluster {
+    /// Bind the link, create the tables and start every cluster task.
+    pub async fn start(node: Arc<Node>, cfg: ClusterConfig) -> anyhow::Result<Arc<Cluster>> {
+        db::create_schema(node.store.pool())
+            .await
+            .context("creating the cluster schema")?;
+        let tls = cfg.tls().context("the node's link certificate")?;
+        let shared = Arc::new(Shared {
+            me: cfg.node.clone(),
+            fanout: cfg.fanout,
+            snap: RwLock::new(Snapshot::default()),
+            pulls: Mutex::new(HashMap::new()),
+        });
+        let (server, link_addr) =
+            LinkServer::bind_with(cfg.link, &tls, node.hub.clone(), link_config())
+                .with_context(|| format!("binding the cluster link {}", cfg.link))?;
+        let server = server.with_admission(shared.clone());
+        let downstream = server.downstream();
+        let cluster = Arc::new(Cluster {
+            cfg,
+            node: node.clone(),
+            link: Arc::new(server),
+            link_addr,
+            downstream,
+            shared,
+            clients: Arc::default(),
+            connecting: Arc::default(),
+            leases: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+        });
+        cluster.membership_tick().await?;
+        tracing::info!(node = %cluster.cfg.node, region = %cluster.cfg.region, link = %link_addr,
+            fanout = cluster.cfg.fanout, "cluster member");
+        let link = cluster.link.clone();
+        let stop = node.shutdown.clone();
+        tokio::spawn(async move { link.run(stop.cancelled_owned()).await });
+        tokio::spawn(cluster.clone().membership());
+        tokio::spawn(cluster.clone().demand());
+        Ok(cluster)
+    }
+
+    /// For the HLS service: streams that are idle here but live on another
+    /// node can be fetched on demand.
+    pub fn fetchable(&self) -> banyan_egress::hls::Fetchable {
+        let shared = self.shared.clone();
+        Arc::new(move |uid: &str| shared.remote_origin(uid).is_some())
+    }
+
+    fn pulling(&self, uid: &str) -> bool {
+        self.shared.pulls.lock().contains_key(uid)
+    }
+
+    async fn membership(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.node.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+            }
+            if let Err(e) = self.membership_tick().await {
+                tracing::warn!("cluster state: {e:#}");
+            }
+        }
+        // Tell the others at once.
+        if let Err(e) = db::remove_node(self.node.store.pool(), &self.cfg.node).await {
+            tracing::warn!("leaving the cluster: {e:#}");
+        }
+    }
+
+    /// Heartbeat, origin leases, edges and RTTs out; the snapshot in.
+    async fn membership_tick(&self) -> anyhow::Result<()> {
+        let pool = self.node.store.pool();
+        db::heartbeat(
+            pool,
+            &self.cfg.node,
+            &self.cfg.region,
+            self.link_addr,
+            self.node.addrs.http,
+        )
+        .await?;
+        // Origins: streams whose broadcaster pushes to this node.
+        for uid in self.node.input_uids() {
+            if self.pulling(&uid) {
+                continue;
+            }
+            let state = self.node.hub.state(&uid);
+            let held = self.leases.lock().contains(&uid);
+            let want = match state {
+                StreamState::Live => Some(true),
+                StreamState::Reconnecting if held => Some(false),
+                _ => None,
+            };
+            match want {
+                Some(live) => {
+                    let got = db::take_origin(pool, &uid, &self.cfg.node, live, LEASE).await?;
+                    let mut leases = self.leases.lock();
+                    if got {
+                        if leases.insert(uid.clone()) {
+                            tracing::info!(stream = %uid, "this node is the stream's origin");
+                        }
+                    } else {
+                        leases.remove(&uid);
+                    }
+                }
+                None if held => {
+                    db::release_origin(pool, &uid, &self.cfg.node).await?;
+                    self.leases.lock().remove(&uid);
+                    tracing::info!(stream = %uid, "origin lease released");
+                }
+                None => {}
+            }
+        }
+        let edges: Vec<(String, String)> = self
+            .shared
+            .pulls
+            .lock()
+            .iter()
+            .filter_map(|(u, p)| p.parent.clone().map(|p| (u.clone(), p)))
+            .collect();
+        for (uid, parent) in edges {
+            db::set_edge(pool, &uid, &self.cfg.node, &parent).await?;
+        }
+        let clients: Vec<(String, Duration)> = self
+            .clients
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.close_reason().is_none())
+            .map(|(n, c)| (n.clone(), c.rtt()))
+            .collect();
+        for (peer, rtt) in &clients {
+            db::set_rtt(pool, &self.cfg.node, peer, *rtt).await?;
+        }
+        // The snapshot.
+        let nodes = db::live_nodes(pool, DEAD_AFTER).await?;
+        let origins = db::origins(pool).await?;
+        let edges = db::edges(pool, DEAD_AFTER * 2).await?;
+        let rtts = db::rtts(pool, Duration::from_secs(10)).await?;
+        let mut snap = Snapshot::default();
+        for n in nodes {
+            snap.nodes.insert(
+                n.name,
+                Peer {
+                    region: n.region,
+                    link: n.link_addr,
+                    http: n.http_addr,
+                },
+            );
+        }
+        for (uid, node, live) in origins {
+            snap.origins.insert(uid, (node, live));
+        }
+        for (uid, child, parent) in edges {
+            if snap.nodes.contains_key(&child) && snap.nodes.contains_key(&parent) {
+                snap.edges.entry(uid).or_default().push((child, parent));
+            }
+        }
+        for (a, b, rtt) in rtts {
+            snap.rtts.set(&NodeId::new(a), &NodeId::new(b), rtt);
+        }
+        let peers: Vec<(String, SocketAddr)> = snap
+            .nodes
+            .iter()
+            .filter(|(n, _)| **n != self.cfg.node)
+            .map(|(n, p)| (n.clone(), p.link))
+            .collect();
+        metrics::gauge!("banyan_cluster_nodes").set(snap.nodes.len() as f64);
+        *self.shared.snap.write() = snap;
+        self.keep_connections(peers);
+        Ok(())
+    }
+
+    /// Keep one link to every live peer: RTTs for the planner, and joins
+    /// and heals that need no handshake.
+    fn keep_connections(&self, peers: Vec<(String, SocketAddr)>) {
+        let live: HashSet<&String> = peers.iter().map(|(n, _)| n).collect();
+        self.clients
+            .lock()
+            .retain(|n, c| live.contains(n) && c.close_reason().is_none());
+        for (name, addr) in peers {
+            if self.clients.lock().contains_key(&name)
+                || !self.connecting.lock().insert(name.clone())
+            {
+                continue;
+            }
+            let link = self.link.clone();
+            let clients = self.clients.clone();
+            let connecting = self.connecting.clone();
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(CONNECT_TIMEOUT, link.connect(addr, &name)).await;
+                match r {
+                    Ok(Ok(c)) => {
+                        clients.lock().insert(name.clone(), c);
+                    }
+                    Ok(Err(e)) => tracing::debug!(peer = %name, error = %e, "link connect failed"),
+                    Err(_) => tracing::debug!(peer = %name, "link connect timed out"),
+                }
+                connecting.lock().remove(&name);
+            });
+        }
+    }
+
+    /// The link to node `name` (reused, or made now).
+    async fn client(&self, name: &str, hint: Option<SocketAddr>) -> Result<LinkClient, String> {
+        if let Some(c) = self.clients.lock().get(name) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let addr = self
+            .shared
+            .snap
+            .read()
+            .nodes
+            .get(name)
+            .map(|p| p.link)
+            .or(hint)
+            .ok_or_else(|| format!("node {name} is not a live member"))?;
+        let c = tokio::time::timeout(CONNECT_TIMEOUT, self.link.connect(addr, name))
+            .await
+            .map_err(|_| format!("connecting to {name} timed out"))?
+            .map_err(|e| format!("connecting to {name}: {e}"))?;
+        self.clients.lock().insert(name.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Start a join for every stream wanted here and live elsewhere; wake
+    /// the membership loop when a local broadcaster needs the origin lease.
+    async fn demand(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(DEMAND_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.node.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let hub = &self.node.hub;
+            for uid in self.node.input_uids() {
+                if self.pulling(&uid) {
+                    continue;
+                }
+                let state = hub.state(&uid);
+                if state == StreamState::Live {
+                    if !self.leases.lock().contains(&uid) {
+                        self.wake.notify_one();
+                    }
+                    continue;
+                }
+                if hub.subscribers(&uid) == 0 || self.shared.remote_origin(&uid).is_none() {
+                    continue;
+                }
+                self.shared
+                    .pulls
+                    .lock()
+                    .insert(uid.clone(), Pull::default());
+                tokio::spawn(self.clone().join(uid));
+            }
+        }
+    }
+
+    /// Local viewers or downstream nodes use `uid`, or did within
+    /// [`LEAVE_AFTER`].
+    fn wanted(&self, uid: &str, idle_since: &mut Option<Instant>) -> bool {
+        if self.node.hub.subscribers(uid) > 0 {
+            *idle_since = None;
+            return true;
+        }
+        idle_since.get_or_insert_with(Instant::now).elapsed() < LEAVE_AFTER
+    }
+
+    /// Hold stream `uid` here while it is wanted: join, heal, follow the
+    /// origin, leave.
+    async fn join(self: Arc<Self>, uid: String) {
+        let span = tracing::info_span!("cluster_join", stream = %uid);
+        let _ = tracing::Instrument::instrument(self.clone().join_loop(uid.clone()), span).await;
+        // The pull's publisher is gone once the stream stops being live.
+        for _ in 0..40 {
+            if self.node.hub.state(&uid) != StreamState::Live {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.shared.pulls.lock().remove(&uid);
+        if let Err(e) = db::remove_edge(self.node.store.pool(), &uid, &self.cfg.node).await {
+            tracing::debug!("removing a tree edge: {e}");
+        }
+    }
+
+    async fn join_loop(self: Arc<Self>, uid: String) {
+        let mut avoid: HashMap<String, Instant> = HashMap::new();
+        let mut idle_since = None;
+        let mut lost_at: Option<Instant> = None;
+        // Bounded by demand: the loop ends LEAVE_AFTER after the last user.
+        loop {
+            if self.node.shutdown.is_cancelled() || !self.wanted(&uid, &mut idle_since) {
+                return;
+            }
+            let Some(origin) = self.shared.remote_origin(&uid) else {
+                tokio::time::sleep(DEMAND_POLL).await;
+                continue;
+            };
+            avoid.retain(|_, t| t.elapsed() < Duration::from_secs(2));
+            let (mut handle, parent) = match self.attempt(&uid, &origin, &avoid).await {
+                Ok(x) => x,
+                Err(JoinFail::LocalPublisher) => {
+                    tracing::info!("a broadcaster publishes here: no pull");
+                    return;
+                }
+                Err(JoinFail::Retry(why)) => {
+                    tracing::debug!(%why, "join attempt failed; retrying");
+                    metrics::counter!("banyan_cluster_join_failures_total").increment(1);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            metrics::counter!("banyan_cluster_joins_total").increment(1);
+            match lost_at.take() {
+                Some(t) => {
+                    let took = t.elapsed();
+                    metrics::histogram!("banyan_cluster_heal_seconds").record(took.as_secs_f64());
+                    tracing::info!(%parent, %origin, ms = took.as_millis() as u64, "healed: pulling from a new parent");
+                }
+                None => tracing::info!(%parent, %origin, "joined the stream's tree"),
+            }
+            self.shared.pulls.lock().insert(
+                uid.clone(),
+                Pull {
+                    parent: Some(parent.clone()),
+                    origin: Some(origin.clone()),
+                },
+            );
+            if let Err(e) =
+                db::set_edge(self.node.store.pool(), &uid, &self.cfg.node, &parent).await
+            {
+                tracing::debug!("storing a tree edge: {e}");
+            }
+            let held = self.hold(&uid, &origin, &mut handle, &mut idle_since).await;
+            drop(handle);
+            if let Some(p) = self.shared.pulls.lock().get_mut(&uid) {
+                p.parent = None;
+            }
+            match held {
+                Held::Ended(PullEnd::LinkLost(why)) => {
+                    tracing::warn!(%parent, %why, "link to the parent lost; re-joining");
+                    avoid.insert(parent, Instant::now());
+                    lost_at = Some(Instant::now());
+                }
+                Held::Ended(end) => {
+                    tracing::info!(?end, "the stream ended upstream");
+                    tokio::time::sleep(DEMAND_POLL).await;
+                }
+                Held::OriginChanged => {
+                    tracing::info!(%origin, "the origin moved or its broadcaster is away; re-joining");
+                }
+                Held::Done => return,
+            }
+        }
+    }
+
+    /// Ask the origin, follow redirects, pull.
+    async fn attempt(
+        &self,
+        uid: &str,
+        origin: &str,
+        avoid: &HashMap<String, Instant>,
+    ) -> Result<(PullHandle, String), JoinFail> {
+        let mut at = origin.to_string();
+        let mut hint = None;
+        for _ in 0..MAX_REDIRECTS {
+            if avoid.contains_key(&at) {
+                return Err(JoinFail::Retry(format!("sent to {at}, lost moments ago")));
+            }
+            let client = self.client(&at, hint).await.map_err(JoinFail::Retry)?;
+            match client.pull(uid, self.node.hub.clone()).await {
+                Ok(h) => return Ok((h, at)),
+                Err(LinkError::Redirect { node, addr }) => {
+                    tracing::debug!(from = %at, to = %node, "redirected");
+                    hint = addr.parse().ok();
+                    at = node;
+                }
+                Err(LinkError::Hub(_)) => return Err(JoinFail::LocalPublisher),
+                Err(e) => {
+                    if client.close_reason().is_some() {
+                        self.clients.lock().remove(&at);
+                    }
+                    return Err(JoinFail::Retry(format!("{at}: {e}")));
+                }
+            }
+        }
+        Err(JoinFail::Retry("too many redirects".into()))
+    }
+
+    /// Keep a pull until it ends, the origin changes, or nobody wants it.
+    async fn hold(
+        &self,
+        uid: &str,
+        origin: &str,
+        handle: &mut PullHandle,
+        idle_since: &mut Option<Instant>,
+    ) -> Held {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                end = handle.ended() => return Held::Ended(end),
+                _ = tick.tick() => {
+                    if self.node.shutdown.is_cancelled() {
+                        return Held::Done;
+                    }
+                    if !self.wanted(uid, idle_since) {
+                        tracing::info!("no viewers and no downstream nodes: leaving the tree");
+                        return Held::Done;
+                    }
+                    if self.shared.remote_origin(uid).as_deref() != Some(origin) {
+                        return Held::OriginChanged;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leave the cluster now (shutdown): origins, edges and the node's row
+    /// go, so peers react at once instead of waiting for the lease.
+    pub async fn leave(&self) {
+        if let Err(e) = db::remove_node(self.node.store.pool(), &self.cfg.node).await {
+            tracing::warn!("leaving the cluster: {e:#}");
+        }
+    }
+
+    /// `GET /cluster/nodes` and `GET /cluster/streams/{uid}` (admin token).
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/cluster/nodes", get(nodes_json))
+            .route("/cluster/streams/{uid}", get(stream_json))
+            .with_state(self.clone())
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
+const MAX_REDIRECTS: usize = 16;
+
+enum JoinFail {
+    /// A broadcaster publishes the stream on this node.
+    LocalPublisher,
+    Retry(String),
+}
+
+enum Held {
+    Ended(PullEnd),
+    OriginChanged,
+    Done,
+}
+
+async fn admin(c: &Cluster, headers: &HeaderMap) -> Result<(), Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .unwrap_or("");
+    let info = c
+        .node
+        .store
+        .token(&crate::secret::token_hash(token))
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+    match info {
+        Some(i) if i.admin => Ok(()),
+        Some(_) => Err((
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "admin token required"})),
+        )
+            .into_response()),
+        None => Err((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "missing or bad token"})),
+        )
+            .into_response()),
+    }
+}
+
+async fn nodes_json(State(c): State<Arc<Cluster>>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin(&c, &headers).await {
+        return r;
+    }
+    let snap = c.shared.snap.read();
+    let mut nodes: Vec<Value> = snap
+        .nodes
+        .iter()
+        .map(|(name, p)| {
+            json!({"name": name, "region": p.region, "link": p.link.to_string(),
+                   "http": p.http, "self": *name == c.cfg.node})
+        })
+        .collect();
+    nodes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Json(
+        json!({"node": c.cfg.node, "fanout": c.cfg.fanout, "link": c.link_addr.to_string(),
+                "nodes": nodes}),
+    )
+    .into_response()
+}
+
+async fn stream_json(
+    State(c): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    UrlPath(uid): UrlPath<String>,
+) -> Response {
+    if let Err(r) = admin(&c, &headers).await {
+        return r;
+    }
+    let snap = c.shared.snap.read();
+    let origin = snap.origins.get(&uid).cloned();
+    let edges = snap.edges.get(&uid).cloned().unwrap_or_default();
+    let pull = c.shared.pulls.lock().get(&uid).cloned();
+    // Depth of each member, walking parent links up to the origin.
+    let parent_of: HashMap<&str, &str> = edges
+        .iter()
+        .map(|(ch, p)| (ch.as_str(), p.as_str()))
+        .collect();
+    let depth = |n: &str| -> Option<usize> {
+        let mut at = n;
+        for d in 0..=parent_of.len() {
+            if Some(at) == origin.as_ref().map(|o| o.0.as_str()) {
+                return Some(d);
+            }
+            at = parent_of.get(at)?;
+        }
+        None
+    };
+    let mut members: Vec<Value> = edges
+        .iter()
+        .map(|(ch, p)| json!({"child": ch, "parent": p, "depth": depth(ch)}))
+        .collect();
+    members.sort_by(|a, b| a["child"].as_str().cmp(&b["child"].as_str()));
+    let height = edges
+        .iter()
+        .filter_map(|(ch, _)| depth(ch))
+        .max()
+        .unwrap_or(0);
+    Json(json!({
+        "uid": uid,
+        "node": c.cfg.node,
+        "origin": origin.as_ref().map(|o| &o.0),
+        "originLive": origin.as_ref().map(|o| o.1),
+        "state": format!("{:?}", c.node.hub.state(&uid)).to_lowercase(),
+        "pulledUnder": pull.as_ref().and_then(|p| p.origin.clone()),
+        "parent": pull.and_then(|p| p.parent),
+        "children": c.downstream.peers(&uid),
+        "edges": members,
+        "height": height,
+    }))
+    .into_response()
+}
