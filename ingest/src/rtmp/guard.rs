@@ -114,10 +114,16 @@ impl ChunkGuard {
 
     /// Check the next bytes of the peer's chunk stream.
     pub fn check(&mut self, mut input: &[u8]) -> Result<(), GuardError> {
-        while !input.is_empty() {
+        // A header is checked as soon as it is complete, even when it ends
+        // the input: the library acts on it at once (a type 3 header with
+        // no extended timestamp is complete after its first byte).
+        loop {
             match self.stage {
                 Stage::Basic => {
-                    self.hdr.push(input[0]);
+                    let Some(&b) = input.first() else {
+                        break;
+                    };
+                    self.hdr.push(b);
                     input = &input[1..];
                     let b0 = self.hdr[0];
                     let need = match b0 & 0x3F {
@@ -147,7 +153,8 @@ impl ChunkGuard {
                     self.hdr.extend_from_slice(&input[..take]);
                     input = &input[take..];
                     if self.hdr.len() < base {
-                        continue;
+                        // The input is exhausted.
+                        break;
                     }
                     let mut h = if fmt == 0 {
                         Header::default()
@@ -178,7 +185,7 @@ impl ChunkGuard {
                         self.hdr.extend_from_slice(&input[..take]);
                         input = &input[take..];
                         if self.hdr.len() < need {
-                            continue;
+                            break;
                         }
                     }
                     if need > base && fmt != 0 {
@@ -215,6 +222,9 @@ impl ChunkGuard {
                     }
                 }
                 Stage::Payload { left } => {
+                    if input.is_empty() {
+                        break;
+                    }
                     let n = (left as usize).min(input.len());
                     if !matches!(self.cur.type_id, 8 | 9) {
                         self.body.extend_from_slice(&input[..n]);
@@ -397,6 +407,19 @@ mod tests {
             g.check(&[0x43, 0xff, 0xff, 0xff, 0, 0, 1, 18, 0, 0, 0, 1]),
             Err(GuardError::ExtendedTimestamp)
         );
+    }
+
+    #[test]
+    fn a_header_ending_the_input_is_checked_at_once() {
+        let mut g = ChunkGuard::new();
+        // A zero-length message on csid 10, then the first 128 bytes of a
+        // 200-byte message on csid 3.
+        let mut b = vec![0x0A, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0, 0];
+        b.extend_from_slice(&[0x03, 0, 0, 0, 0, 0, 200, 18, 0, 0, 0, 0]);
+        b.extend(std::iter::repeat_n(0x05, 128));
+        g.check(&b).unwrap();
+        // A lone type 3 header of csid 10 inside the partial message.
+        assert_eq!(g.check(&[0xCA]), Err(GuardError::Interleaved));
     }
 
     #[test]
