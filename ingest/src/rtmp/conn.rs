@@ -24,6 +24,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A write that makes no progress this long closes the connection.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a player whose stream ended gets to close its side first.
+const LINGER: Duration = Duration::from_secs(2);
 const READ_BUF: usize = 64 << 10;
 const CONTROL_QUEUE: usize = 64;
 
@@ -74,12 +76,33 @@ where
         Next::Play { uid, stream_id } => {
             let end = c.play(&uid, stream_id, &shutdown).await;
             tracing::debug!(stream = %uid, ?end, "player left");
+            if matches!(end, PlayEnd::Finished) {
+                c.linger(&shutdown).await;
+            }
         }
     }
     let _ = timeout(Duration::from_secs(1), c.io.shutdown()).await;
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    /// After the end of stream, let the player close first: it answers
+    /// `NetStream.Play.Stop` with deleteStream, which would meet a closed
+    /// socket (a broken pipe in the player's log over TLS) if we closed at
+    /// once. Reads and discards until its EOF, at most `LINGER`.
+    async fn linger(&mut self, shutdown: &CancellationToken) {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        loop {
+            let read = tokio::time::timeout_at(deadline, self.io.read(&mut self.buf));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = read => match r {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                },
+            }
+        }
+    }
+
     /// Read once (with a timeout) and feed the session. `Ok(false)` at EOF.
     async fn read_some(&mut self, limit: Duration) -> Result<bool, &'static str> {
         let n = match timeout(limit, self.io.read(&mut self.buf)).await {
