@@ -57,12 +57,14 @@ mod decoder;
 mod extract;
 pub mod inject;
 mod playlist;
+mod registry;
 mod webvtt;
 
 pub use channels::{Channel, ChannelSet};
 pub use decoder::{Cea608Decoder, Cue};
 pub use extract::{Extractor, ExtractorStats, CHANNEL_TIMEOUT};
 pub use playlist::{caption_tracks, playlist_caption_lines, CaptionTrackInfo};
+pub use registry::{Registry, StreamCaptions};
 pub use webvtt::{webvtt_segment, webvtt_timestamp};
 
 /// Problems found in caption data. The extractor never returns these to its

@@ -16,6 +16,7 @@
 //! `manifest/sub-<msn>.vtt` (only with a WebVTT caption writer), `watch`;
 //! and `/watch-assets/hls.min.js`.
 
+mod captions;
 pub mod fmp4;
 pub mod playlist;
 pub mod segmenter;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use captions::{Cea608Vtt, RegistryCaptions};
 pub use playlist::CaptionLines;
 pub use server::HlsService;
 
