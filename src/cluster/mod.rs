@@ -637,7 +637,11 @@ impl Cluster {
                     }
                     continue;
                 }
-                if hub.subscribers(&uid) == 0 || self.shared.remote_origin(&uid).is_none() {
+                // Viewers waiting (through a heal or an origin move), or any
+                // subscriber of a stream that is not here at all.
+                let wanted = self.node.views.live(&uid) > 0
+                    || (state == StreamState::Idle && hub.subscribers(&uid) > 0);
+                if !wanted || self.shared.remote_origin(&uid).is_none() {
                     continue;
                 }
                 self.shared
@@ -649,10 +653,17 @@ impl Cluster {
         }
     }
 
-    /// Local viewers or downstream nodes use `uid`, or did within
-    /// [`LEAVE_AFTER`].
+    /// Local viewers (of any protocol) or downstream nodes use `uid`, or
+    /// did within [`LEAVE_AFTER`]. Other hub subscribers (a waiting HLS
+    /// muxer, the ingest meters) do not keep a pull alive by themselves.
     fn wanted(&self, uid: &str, idle_since: &mut Option<Instant>) -> bool {
-        if self.node.hub.subscribers(uid) > 0 {
+        let viewers = self.node.views.live(uid) > 0;
+        let downstream = !self.downstream.peers(uid).is_empty();
+        // Before the pull starts, a waiting subscriber is the demand.
+        let waiting = self.node.hub.state(uid) != StreamState::Live
+            && self.node.hub.subscribers(uid) > 0
+            && idle_since.is_none();
+        if viewers || downstream || waiting {
             *idle_since = None;
             return true;
         }

@@ -1,0 +1,636 @@
+//! Five real nodes on one PostgreSQL: a stream published to one node reaches
+//! players on the four others through a per-stream tree over the QUIC
+//! links, with a fan-out limit of 2; killing a middle node with `kill -9`
+//! leaves every player below it receiving; HLS on a node without the
+//! stream pulls it on demand; an unused pull is dropped; a QUIC client
+//! without a certificate of the cluster CA is refused.
+//!
+//! Players are ffmpeg (`-c copy -f framemd5`): every video packet they
+//! receive must be one of the packets published (compared by hash).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_banyan");
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Kills the child on drop.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A throw-away PostgreSQL server in a temp dir; stopped on drop.
+struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        Command::new("chown")
+            .args(["postgres", dir.path().to_str().unwrap()])
+            .status()
+            .unwrap();
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        run(&[
+            &format!("{PG_BIN}/initdb"),
+            "--no-sync",
+            "-D",
+            data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        let port = free_tcp_port();
+        let pg = Postgres { dir, port };
+        let opts = format!(
+            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+            pg.dir.path().display()
+        );
+        let log = pg.dir.path().join("log");
+        run(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data,
+            "-o",
+            &opts,
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "start",
+        ]);
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A cluster node.
+struct Node {
+    name: String,
+    proc: Proc,
+    ready: Value,
+    creds: Value,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(dir: &Path, name: &str, db: &str, ca: &Path, fanout: usize) -> Node {
+        let data = dir.join(name);
+        let log = dir.join(format!("{name}.log"));
+        let mut child = Command::new(BIN)
+            .args(["serve", "--data-dir", data.to_str().unwrap()])
+            .args(["--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
+            .args(["--rtmps", "127.0.0.1:0", "--srt", "127.0.0.1:0"])
+            .args(["--database-url", db, "--cluster-node", name])
+            .args(["--cluster-link", "127.0.0.1:0"])
+            .args(["--cluster-fanout", &fanout.to_string()])
+            .arg("--cluster-ca-cert")
+            .arg(ca.join("ca.pem"))
+            .arg("--cluster-ca-key")
+            .arg(ca.join("ca.key"))
+            .env("RUST_LOG", "info,banyan::cluster=debug")
+            .env_remove("BANYAN_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn banyan");
+        let stdout = child.stdout.take().unwrap();
+        let proc = Proc(Some(child));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node {name} did not start:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let ready: Value = serde_json::from_str(&line).unwrap();
+        let creds: Value =
+            serde_json::from_str(&std::fs::read_to_string(data.join("credentials.json")).unwrap())
+                .unwrap();
+        Node {
+            name: name.to_string(),
+            proc,
+            ready,
+            creds,
+            log,
+        }
+    }
+
+    fn http(&self) -> String {
+        format!("http://{}", self.ready["http"].as_str().unwrap())
+    }
+
+    fn rtmp(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.ready["rtmp"].as_str().unwrap())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn get_json(url: &str, token: &str) -> (u16, Value) {
+    let r = http().get(url).bearer_auth(token).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// An ffmpeg player printing one framemd5 line per video packet; each line
+/// is kept with its arrival time.
+struct Player {
+    proc: Proc,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Player {
+    fn start(url: &str) -> Player {
+        let mut child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+            .args(["-rw_timeout", "15000000", "-i", url])
+            .args(["-map", "0:v", "-c", "copy", "-f", "framemd5", "-"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg player");
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if !l.starts_with('#') {
+                    sink.lock().unwrap().push((Instant::now(), l));
+                }
+            }
+        });
+        Player {
+            proc: Proc(Some(child)),
+            lines,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    fn hashes(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, l)| l.rsplit(',').next().map(|h| h.trim().to_string()))
+            .collect()
+    }
+
+    /// Arrival times of packets after `t`.
+    fn arrivals_after(&self, t: Instant) -> Vec<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| *at > t)
+            .collect()
+    }
+}
+
+/// The hashes of the video packets of `clip`.
+fn reference_hashes(clip: &Path) -> HashSet<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(clip)
+        .args(["-map", "0:v", "-c", "copy", "-f", "framemd5", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_string()))
+        .collect()
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {limit:?}: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
+    let pg = Postgres::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    let out = Command::new(BIN)
+        .args(["cluster-ca", "--out"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A 320x240 clip, one keyframe per second, and its packet hashes.
+    let clip = tmp.path().join("clip.flv");
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "8"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", "25", "-bf", "0", "-c:a", "aac", "-f", "flv"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let reference = reference_hashes(&clip);
+    assert!(reference.len() >= 190);
+
+    let names = ["a", "b", "c", "d", "e"];
+    let mut nodes: Vec<Node> = names
+        .iter()
+        .map(|n| Node::start(tmp.path(), n, &pg.url(), &ca, 2))
+        .collect();
+    let account = nodes[0].creds["accountId"].as_str().unwrap().to_string();
+    let token = nodes[0].creds["apiToken"].as_str().unwrap().to_string();
+    let admin = nodes[0].creds["adminToken"].as_str().unwrap().to_string();
+    for n in &nodes[1..] {
+        assert_eq!(
+            n.creds["accountId"], account,
+            "every node uses the cluster's one default account"
+        );
+    }
+
+    // Every node lists the five members.
+    for n in &nodes {
+        let url = format!("{}/cluster/nodes", n.http());
+        wait_until(Duration::from_secs(5), "membership", || {
+            let (url, admin) = (url.clone(), admin.clone());
+            async move {
+                let (s, v) = get_json(&url, &admin).await;
+                s == 200 && v["nodes"].as_array().is_some_and(|a| a.len() == 5)
+            }
+        })
+        .await;
+    }
+    let (s, _) = get_json(&format!("{}/cluster/nodes", nodes[1].http()), &token).await;
+    assert_eq!(s, 403, "the cluster view needs the admin token");
+
+    // A live input, created through node a, known to every node.
+    let r = http()
+        .post(format!(
+            "{}/client/v4/accounts/{account}/stream/live_inputs",
+            nodes[0].http()
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"meta": {"name": "cluster"}}))
+        .send()
+        .await
+        .unwrap();
+    let input: Value = r.json().await.unwrap();
+    let uid = input["result"]["uid"].as_str().unwrap().to_string();
+    let key = input["result"]["rtmp"]["streamKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pkey = input["result"]["rtmpPlayback"]["streamKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for n in &nodes {
+        let url = format!("{}/{uid}/lifecycle", n.http());
+        wait_until(Duration::from_secs(5), "input known everywhere", || {
+            let url = url.clone();
+            async move {
+                let r = http().get(&url).send().await.unwrap();
+                r.status() == 200
+            }
+        })
+        .await;
+    }
+
+    // Publish to node a.
+    let _publisher = Proc(Some(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-stream_loop", "-1", "-i"])
+            .arg(&clip)
+            .args(["-c", "copy", "-t", "60", "-f", "flv", &nodes[0].rtmp(&key)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let stream_url = |n: &Node| format!("{}/cluster/streams/{uid}", n.http());
+    let a_url = stream_url(&nodes[0]);
+    wait_until(Duration::from_secs(5), "a is the origin", || {
+        let (url, admin) = (a_url.clone(), admin.clone());
+        async move { get_json(&url, &admin).await.1["origin"] == "a" }
+    })
+    .await;
+
+    // HLS on node e, which does not have the stream: it pulls it on demand.
+    let e_url = stream_url(&nodes[4]);
+    wait_until(Duration::from_secs(5), "e knows the origin", || {
+        let (url, admin) = (e_url.clone(), admin.clone());
+        async move { get_json(&url, &admin).await.1["origin"] == "a" }
+    })
+    .await;
+    let hls = format!("{}/{uid}/manifest/video.m3u8", nodes[4].http());
+    let r = http().get(&hls).send().await.unwrap();
+    assert_eq!(r.status(), 200, "HLS on a node without the stream");
+    let text = r.text().await.unwrap();
+    assert!(text.starts_with("#EXTM3U"), "{text}");
+    wait_until(Duration::from_secs(5), "e pulls for its HLS viewer", || {
+        let (url, admin) = (e_url.clone(), admin.clone());
+        async move { get_json(&url, &admin).await.1["parent"].is_string() }
+    })
+    .await;
+
+    // Players on b, c, d, e.
+    let mut players: HashMap<String, Player> = HashMap::new();
+    for n in &nodes[1..] {
+        players.insert(n.name.clone(), Player::start(&n.rtmp(&pkey)));
+        // Join one at a time, so the tree fills level by level.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) && players.values().any(|p| p.count() < 50) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (name, p) in &players {
+        assert!(
+            p.count() >= 50,
+            "player on {name} got {} packets",
+            p.count()
+        );
+    }
+
+    // The tree: a serves at most 2 nodes, and it is at least 2 deep.
+    let (_, tree) = get_json(&a_url, &admin).await;
+    eprintln!("tree: {tree}");
+    let a_children = tree["children"].as_array().unwrap().len();
+    assert!(a_children <= 2, "origin serves {a_children} nodes: {tree}");
+    assert!(tree["height"].as_u64().unwrap() >= 2, "{tree}");
+    let edges: Vec<(String, String)> = tree["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["child"].as_str().unwrap().to_string(),
+                e["parent"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(edges.len(), 4, "every other node is in the tree: {tree}");
+    // A middle node: a child of a with children of its own.
+    let middle = edges
+        .iter()
+        .filter(|(_, p)| p == "a")
+        .map(|(c, _)| c.clone())
+        .find(|c| edges.iter().any(|(_, p)| p == c))
+        .expect("a middle node");
+    let orphans: Vec<String> = edges
+        .iter()
+        .filter(|(_, p)| *p == middle)
+        .map(|(c, _)| c.clone())
+        .collect();
+    eprintln!("killing {middle}; below it: {orphans:?}");
+
+    // kill -9 the middle node; the players below it keep receiving.
+    let killed_at = Instant::now();
+    let idx = names.iter().position(|n| *n == middle).unwrap();
+    nodes[idx].proc.kill9();
+    players.remove(&middle);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for o in &orphans {
+        let p = &players[o];
+        assert!(p.proc.0.is_some());
+        let after = p.arrivals_after(killed_at);
+        assert!(
+            after.len() >= 50,
+            "player on {o} got {} packets after the kill",
+            after.len()
+        );
+        let mut gaps = vec![after[0].duration_since(killed_at)];
+        gaps.extend(after.windows(2).map(|w| w[1].duration_since(w[0])));
+        let worst = gaps.iter().max().unwrap();
+        eprintln!("player on {o}: longest gap after the kill {worst:?}");
+        assert!(
+            *worst < Duration::from_secs(2),
+            "player on {o} stalled {worst:?}"
+        );
+    }
+    for (name, p) in players.iter_mut() {
+        assert!(p.proc.running(), "player on {name} still running");
+    }
+    for n in &nodes {
+        if orphans.contains(&n.name) {
+            let log = n.log_text();
+            if let Some(l) = log.lines().find(|l| l.contains("healed")) {
+                eprintln!("{}: {}", n.name, l.rsplit("ms=").next().unwrap_or(l));
+            }
+        }
+    }
+    let (_, tree) = get_json(&a_url, &admin).await;
+    eprintln!("tree after the kill: {tree}");
+    assert!(tree["children"].as_array().unwrap().len() <= 2, "{tree}");
+
+    // Every packet any player got is one that was published.
+    for (name, p) in &players {
+        let hashes = p.hashes();
+        let foreign = hashes.iter().filter(|h| !reference.contains(*h)).count();
+        assert_eq!(
+            foreign,
+            0,
+            "player on {name}: {foreign} of {} packets unknown",
+            hashes.len()
+        );
+    }
+
+    // Origin upload: fan-out times the stream, not the number of nodes.
+    let metrics = http()
+        .get(format!("{}/metrics", nodes[0].http()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let tx = metric(&metrics, "banyan_link_bytes_total{direction=\"tx\"}");
+    let ingest = metric(&metrics, "banyan_ingest_bytes_total");
+    eprintln!(
+        "origin: link tx {tx} bytes, ingest {ingest} bytes, ratio {:.2}",
+        tx / ingest.max(1.0)
+    );
+    assert!(
+        tx > 0.0 && tx < 3.0 * ingest,
+        "origin upload {tx} vs ingest {ingest}"
+    );
+
+    // An outsider: a certificate from another CA is refused at the
+    // handshake; one from the cluster CA gets through (the check can fail).
+    let (_, v) = get_json(&format!("{}/cluster/nodes", nodes[0].http()), &admin).await;
+    let link: std::net::SocketAddr = v["link"].as_str().unwrap().parse().unwrap();
+    let other = banyan_relay::link::ClusterCa::generate()
+        .unwrap()
+        .issue_node_cert("mallory")
+        .unwrap();
+    let bind: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let r = banyan_relay::link::LinkClient::connect(bind, link, "a", &other).await;
+    assert!(r.is_err(), "a client of another CA must not connect");
+    let ca_cert = std::fs::read_to_string(ca.join("ca.pem")).unwrap();
+    let ca_key = std::fs::read_to_string(ca.join("ca.key")).unwrap();
+    let insider = banyan_relay::link::ClusterCa {
+        cert_pem: ca_cert,
+        key_pem: ca_key,
+    }
+    .issue_node_cert("probe")
+    .unwrap();
+    let client = banyan_relay::link::LinkClient::connect(bind, link, "a", &insider)
+        .await
+        .expect("a client of the cluster CA connects");
+    drop(client);
+
+    // Leaving: with its player gone, a leaf drops its pull within ~5 s
+    // (not e: its HLS muxer keeps watching for a while).
+    let parents: HashSet<&str> = tree["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["parent"].as_str())
+        .collect();
+    let leaf = players
+        .keys()
+        .filter(|n| *n != "e" && !parents.contains(n.as_str()))
+        .min()
+        .expect("a leaf with a player")
+        .clone();
+    players.remove(&leaf);
+    let leaf_node = &nodes[names.iter().position(|n| *n == leaf).unwrap()];
+    let leaf_url = stream_url(leaf_node);
+    let dropped_at = Instant::now();
+    let mut left = false;
+    while dropped_at.elapsed() < Duration::from_secs(9) && !left {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let v = get_json(&leaf_url, &admin).await.1;
+        left = v["parent"].is_null() && v["children"].as_array().is_some_and(|c| c.is_empty());
+    }
+    let log = leaf_node.log_text();
+    assert!(
+        left,
+        "{leaf} still pulls; its log ends with:\n{}",
+        tail(&log, 30)
+    );
+    eprintln!(
+        "{leaf} left the tree {:?} after its last viewer",
+        dropped_at.elapsed()
+    );
+}
