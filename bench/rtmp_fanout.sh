@@ -209,7 +209,7 @@ done
 # --- the table --------------------------------------------------------------------------
 TABLE=$CACHE/rtmp-fanout-$STAMP.md
 {
-    echo "| players | server | CPU s / viewer-min | RSS / player (KiB) | latency p50 / p95 / p99 (ms) | first frame p50 / p95 (ms) | first frame is key | lag behind live after join p50 / p95 (ms) | frames lost | server CPU (cores) | load tool CPU (cores) | machine busy |"
+    echo "| players | server | CPU s / viewer-min | RSS / player (KiB) | latency p50 / p95 / p99 (ms) | first frame p50 / p95 (ms) | first frame is key | behind live 3 s after join p50 / p95 (ms) | frames lost | server CPU (cores) | load tool CPU (cores) | machine busy |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     jq -r '"| \(.players_ok)/\(.players) | \(.label) | \(.server.cpu_s_per_viewer_min) | \(.server.rss_kib_per_player) | \(.latency_ms.p50) / \(.latency_ms.p95) / \(.latency_ms.p99) | \(.join.ttff_ms_p50) / \(.join.ttff_ms_p95) | \(.join.first_frame_keyframe_share * 100 | round)% | \(.join.lag_3s_ms_p50) / \(.join.lag_3s_ms_p95) | \(.loss.lost)/\(.loss.expected) | \(.server.measure_cpu_cores) | \(.client.cpu_cores) | \(.client.machine_busy_share * 100 | round)% (load \(.client.loadavg_1m)) |"' "$RESULTS"
     echo
@@ -218,7 +218,7 @@ TABLE=$CACHE/rtmp-fanout-$STAMP.md
     echo "| players | CPU / viewer-min | RSS / player | latency p95 | first frame p50 |"
     echo "|---:|---:|---:|---:|---:|"
     jq -rs '
-      def r(a; b): if (b // 0) == 0 then "n/a" else ((a / b) * 100 | round / 100 | tostring) end;
+      def r(a; b): if (b // 0) == 0 then "n/a" else ((a / b) * 1000 | round / 1000 | tostring) end;
       group_by(.players)[] as $g
       | ($g | map(select(.label == "nginx")) | first) as $n
       | ($g | map(select(.label == "banyan")) | first) as $b

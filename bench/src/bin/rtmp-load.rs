@@ -210,9 +210,13 @@ struct PlayerReport {
     first_keyframe: bool,
     /// Publish-to-receive latency of the first frame.
     first_latency_us: Option<u64>,
-    /// Running maximum of the latency over the first `LAG_WINDOW`: how far behind live a
-    /// player that starts at its first frame and plays at the stream's pace stays.
+    /// How far behind live a player that starts at its first frame and plays at the pace of
+    /// the timestamps it receives (stalling when a frame is late) is at the end of
+    /// `LAG_WINDOW`: play instant minus publish instant of its last frame in the window. A
+    /// server that compresses a join backlog's timestamps lets such a player catch up.
     lag_us: u64,
+    /// Playout model: play instant and received timestamp of the previous frame.
+    playout: Option<(Instant, u32)>,
     early_sum_us: u64,
     early_n: u64,
     steady_sum_us: u64,
@@ -539,6 +543,16 @@ fn on_video(
         shared.joined.fetch_add(1, Ordering::Relaxed);
         now
     });
+    let play_at = match rep.playout {
+        None => now,
+        Some((prev_at, prev_ts)) => {
+            let step = ts.wrapping_sub(prev_ts);
+            // A timestamp going backwards (or jumping by more than a minute) plays at once.
+            let step = if step > 60_000 { 0 } else { step };
+            (prev_at + Duration::from_millis(u64::from(step))).max(now)
+        }
+    };
+    rep.playout = Some((play_at, ts));
     let Some(sent) = shared.lookup(flv::fingerprint(data)) else {
         rep.unmatched += 1;
         return;
@@ -557,7 +571,7 @@ fn on_video(
     }
     let since_first = now.saturating_duration_since(first);
     if since_first < LAG_WINDOW {
-        rep.lag_us = rep.lag_us.max(lat);
+        rep.lag_us = micros(play_at.saturating_duration_since(sent.at));
     }
     if since_first < JOIN_WINDOW {
         rep.early_sum_us += lat;
