@@ -492,6 +492,12 @@ impl Subscriber {
         &self.stream.uid
     }
 
+    /// The next item if one is ready now, without waiting. Lets a writer
+    /// gather every frame already available into one socket write.
+    pub fn try_recv(&mut self) -> Option<Item> {
+        self.poll().ok()
+    }
+
     /// The next item. Waits while the stream has nothing new.
     pub async fn recv(&mut self) -> Item {
         loop {
