@@ -16,6 +16,8 @@
 //!   `viewer.accounts.streamMinutesViewedAdaptiveGroups` query.
 //! * [`ingest_stats`]: per-stream ingest bitrate and frame-rate gauges.
 
+#[cfg(test)]
+mod bench;
 pub mod db;
 pub mod flush;
 pub mod graphql;
