@@ -20,6 +20,9 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// The tests of this file run one at a time (CPU).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Kills the child on drop.
 struct Proc(Option<Child>);
 
@@ -316,6 +319,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
+    let _serial = SERIAL.lock().await;
     let pg = Postgres::start();
     let tmp = tempfile::tempdir().unwrap();
     let ca = tmp.path().join("ca");
@@ -633,4 +637,138 @@ async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
         "{leaf} left the tree {:?} after its last viewer",
         dropped_at.elapsed()
     );
+}
+
+fn publisher(clip: &Path, url: &str) -> Proc {
+    Proc(Some(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-stream_loop", "-1", "-i"])
+            .arg(clip)
+            .args(["-c", "copy", "-t", "60", "-f", "flv", url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+/// The broadcaster moves from node a to node c: the origin lease moves, and
+/// node b's viewer keeps playing from the tree re-formed under c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tree_follows_the_broadcaster_to_another_node() {
+    let _serial = SERIAL.lock().await;
+    let pg = Postgres::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    let out = Command::new(BIN)
+        .args(["cluster-ca", "--out"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let clip = tmp.path().join("clip.flv");
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-t",
+            "4",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", "25", "-bf", "0", "-f", "flv"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::start(tmp.path(), n, &pg.url(), &ca, 4))
+        .collect();
+    let account = nodes[0].creds["accountId"].as_str().unwrap().to_string();
+    let token = nodes[0].creds["apiToken"].as_str().unwrap().to_string();
+    let admin = nodes[0].creds["adminToken"].as_str().unwrap().to_string();
+    let input: Value = http()
+        .post(format!(
+            "{}/client/v4/accounts/{account}/stream/live_inputs",
+            nodes[0].http()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uid = input["result"]["uid"].as_str().unwrap().to_string();
+    let key = input["result"]["rtmp"]["streamKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pkey = input["result"]["rtmpPlayback"]["streamKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for n in &nodes {
+        let url = format!("{}/{uid}/lifecycle", n.http());
+        wait_until(Duration::from_secs(5), "input known everywhere", || {
+            let url = url.clone();
+            async move { http().get(&url).send().await.unwrap().status() == 200 }
+        })
+        .await;
+    }
+    let mut first = publisher(&clip, &nodes[0].rtmp(&key));
+    let b_url = format!("{}/cluster/streams/{uid}", nodes[1].http());
+    wait_until(Duration::from_secs(5), "b sees origin a", || {
+        let (url, admin) = (b_url.clone(), admin.clone());
+        async move { get_json(&url, &admin).await.1["origin"] == "a" }
+    })
+    .await;
+    let player = Player::start(&nodes[1].rtmp(&pkey));
+    wait_until(Duration::from_secs(10), "b plays from a", || {
+        let n = player.count();
+        async move { n >= 25 }
+    })
+    .await;
+
+    // The broadcaster drops and comes back on node c.
+    first.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let moved_at = Instant::now();
+    let _second = publisher(&clip, &nodes[2].rtmp(&key));
+    wait_until(Duration::from_secs(8), "b pulls from c", || {
+        let (url, admin) = (b_url.clone(), admin.clone());
+        async move {
+            let v = get_json(&url, &admin).await.1;
+            v["origin"] == "c" && v["parent"] == "c"
+        }
+    })
+    .await;
+    eprintln!(
+        "b re-joined under c {:?} after the broadcaster moved",
+        moved_at.elapsed()
+    );
+    let mut player = player;
+    wait_until(
+        Duration::from_secs(8),
+        "b's player gets frames from c",
+        || {
+            let n = player
+                .arrivals_after(moved_at + Duration::from_millis(500))
+                .len();
+            async move { n >= 25 }
+        },
+    )
+    .await;
+    assert!(player.proc.running(), "the viewer on b stayed connected");
 }

@@ -699,6 +699,13 @@ impl Cluster {
             }
             let Some(origin) = self.shared.remote_origin(&uid) else {
                 tokio::time::sleep(DEMAND_POLL).await;
+                // No pull is held here (a dropped one is gone by now): live
+                // means a broadcaster publishes to this node, which becomes
+                // the origin.
+                if self.node.hub.state(&uid) == StreamState::Live {
+                    tracing::info!("a broadcaster publishes here: no pull");
+                    return;
+                }
                 continue;
             };
             avoid.retain(|_, t| t.elapsed() < Duration::from_secs(2));
