@@ -240,6 +240,8 @@ pub struct PlayEncoder {
     writer: ChunkWriter,
     stream_id: u32,
     last_ts: u32,
+    /// Time of the last video message sent.
+    last_video_ts: Option<u32>,
 }
 
 impl PlayEncoder {
@@ -248,6 +250,7 @@ impl PlayEncoder {
             writer,
             stream_id,
             last_ts: 0,
+            last_video_ts: None,
         }
     }
 
@@ -301,6 +304,15 @@ impl PlayEncoder {
         let ts = rtmp_time(frame.dts);
         match frame.track {
             Track::Video => {
+                // RTMP time has 1 ms resolution: video frames closer than
+                // that (a join backlog of more than 20 frames, compressed by
+                // the hub) would share a timestamp, which players and
+                // recorders take as non-monotonic. Keep video increasing.
+                let ts = match self.last_video_ts {
+                    Some(last) if ts <= last && last - ts < 1000 => last.wrapping_add(1),
+                    _ => ts,
+                };
+                self.last_video_ts = Some(ts);
                 self.last_ts = ts;
                 let h = flv::video_tag_header(frame);
                 self.writer.write(
@@ -474,6 +486,27 @@ mod tests {
         let mut out = BytesMut::new();
         amf_encode(&mut out, &Amf::Object(&[("a", Amf::Bool(true))]));
         assert_eq!(&out[..], &[3, 0, 1, b'a', 1, 1, 0, 0, 9]);
+    }
+
+    #[test]
+    fn video_times_stay_increasing_below_one_millisecond() {
+        let mut enc = PlayEncoder::new(ChunkWriter::new(4096), 1);
+        // 22 frames compressed into 20 ms, then the live edge.
+        let mut dts: Vec<i64> = (0..22).map(|i| i * 1800 / 21).collect();
+        dts.push(1800 + 3000);
+        let mut times = Vec::new();
+        for d in dts {
+            let mut out = BytesMut::new();
+            enc.frame(
+                &mut out,
+                &Frame::video(d, d, d == 0, Bytes::from_static(&[0; 8])),
+            );
+            // A type-0 chunk header: basic header, then 3 bytes of time.
+            assert_eq!(out[0] >> 6, 0);
+            times.push(u32::from_be_bytes([0, out[1], out[2], out[3]]));
+        }
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+        assert_eq!(times[22], 53, "the live edge keeps its own time");
     }
 
     #[test]
