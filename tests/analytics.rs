@@ -434,6 +434,34 @@ async fn minutes_per_creator_over_rtmp_srt_and_hls() {
     assert!(sa > 14.0 && sc > 6.0, "viewers got {sa} s and {sc} s");
     settle().await;
 
+    // Live metrics: ingest rate per stream, flushes.
+    let text = http()
+        .get(format!("{}/metrics", node.api()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |name: &str, uid: &str| -> f64 {
+        let prefix = format!("{name}{{uid=\"{uid}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} not in /metrics"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    for u in [&ua, &ub, &uc] {
+        let fps = gauge("banyan_ingest_fps", u);
+        assert!((20.0..=30.0).contains(&fps), "{u}: {fps} fps");
+        assert!(gauge("banyan_ingest_bitrate_bps", u) > 10_000.0);
+    }
+    assert!(
+        text.contains("banyan_analytics_flushes_total{result=\"ok\"}"),
+        "{text}"
+    );
+
     // Per creator, most watched first.
     let g = by(&node, "creator", json!(["sum_minutesViewed_DESC"])).await;
     let names: Vec<&str> = g
