@@ -98,6 +98,8 @@ pub struct SubscribeOptions {
 struct Entry {
     frame: Frame,
     info: Arc<MediaInfo>,
+    /// When the publisher pushed it: the start of the relay-added latency.
+    pushed: Instant,
 }
 
 struct Inner {
@@ -301,6 +303,8 @@ impl Hub {
             need_keyframe: true,
             last_info: 0,
             squeeze: None,
+            delivered: 0,
+            latency: metrics::histogram!("banyan_relay_latency_seconds"),
         }
     }
 
@@ -420,7 +424,11 @@ impl Publisher {
             }
             inner.bytes += frame.payload.len();
             let info = inner.info.clone();
-            inner.entries.push_back(Entry { frame, info });
+            inner.entries.push_back(Entry {
+                frame,
+                info,
+                pushed: Instant::now(),
+            });
             inner.evict(self.hub.cfg.max_buffer_bytes);
             inner.head()
         };
@@ -485,6 +493,9 @@ pub struct Subscriber {
     need_keyframe: bool,
     last_info: u64,
     squeeze: Option<Squeeze>,
+    /// Video frames handed out, to sample the latency histogram.
+    delivered: u64,
+    latency: metrics::Histogram,
 }
 
 impl Subscriber {
@@ -585,6 +596,14 @@ impl Subscriber {
                     frame.pts = map(frame.pts);
                     frame.dts = map(frame.dts);
                 }
+            }
+            if frame.track == Track::Video {
+                // Sample one video frame in eight: the time it spent in the
+                // hub between the publisher's push and this hand-over.
+                if self.delivered.is_multiple_of(8) {
+                    self.latency.record(entry.pushed.elapsed().as_secs_f64());
+                }
+                self.delivered += 1;
             }
             return Ok(Item::Frame(frame));
         }
