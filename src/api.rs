@@ -391,7 +391,7 @@ fn input_json(node: &Node, r: &LiveInputRow) -> Value {
     let srt = format!("srt://{}", node.authority(node.addrs.srt));
     let http = node.api_url();
     let meta: Value = serde_json::from_str(&r.meta).unwrap_or_else(|_| json!({}));
-    let captions: Value = serde_json::from_str(&r.captions).unwrap_or_else(|_| json!([]));
+    let captions = crate::captions::input_captions(&node.captions, r);
     let mut v = json!({
         "uid": r.uid,
         "created": rfc3339(r.created),

@@ -23,6 +23,7 @@
 
 mod analytics;
 mod api;
+mod captions;
 mod client;
 mod cluster;
 mod config;

@@ -53,6 +53,8 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub keys: Arc<KeyTable>,
     pub views: Arc<Views>,
+    /// Caption channels present per stream and declared per input.
+    pub captions: Arc<banyan_captions::Registry>,
     pub addrs: Addrs,
     pub tls: Arc<SniResolver>,
     pub tls_config: Arc<rustls::ServerConfig>,
@@ -108,6 +110,7 @@ impl Node {
             .all_inputs()
             .await
             .context("loading live inputs")?;
+        crate::captions::load_declared(&self.captions, &rows);
         let mut entries = Vec::with_capacity(rows.len() * 2);
         let mut access = HashMap::with_capacity(rows.len());
         for r in rows {
@@ -356,10 +359,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let keys = Arc::new(KeyTable::new());
     let views = Views::new();
+    let captions = banyan_captions::Registry::new();
     let ctx = banyan_ingest::Context {
         hub: hub.clone(),
         keys: keys.clone(),
         views: views.clone(),
+        captions: captions.clone(),
     };
     let shutdown = CancellationToken::new();
     // Binds now (port 0 allowed) and serves in the background. The key
@@ -384,6 +389,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         hub,
         keys,
         views,
+        captions,
         addrs,
         tls: resolver,
         tls_config,
@@ -431,6 +437,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         node.views.clone(),
         banyan_egress::hls::HlsConfig {
             fetchable: cluster.as_ref().map(|c| c.fetchable()),
+            captions: Arc::new(banyan_egress::hls::RegistryCaptions::new(
+                node.captions.clone(),
+            )),
             ..banyan_egress::hls::HlsConfig::default()
         },
     );

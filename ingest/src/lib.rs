@@ -23,6 +23,8 @@ pub struct Context {
     pub hub: Arc<Hub>,
     pub keys: Arc<KeyTable>,
     pub views: Arc<Views>,
+    /// Caption channels of the streams published here (ingest writes them).
+    pub captions: Arc<banyan_captions::Registry>,
 }
 
 /// Errors of the ingest crate.

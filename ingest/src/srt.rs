@@ -236,6 +236,7 @@ async fn publish(
         }
     };
     let mut demux = Demuxer::new();
+    let mut cc = banyan_captions::StreamCaptions::new(ctx.captions.clone(), &uid);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut logged = (0u64, Instant::now() - Duration::from_secs(60));
     loop {
@@ -256,7 +257,14 @@ async fn publish(
                 while let Some(ev) = demux.poll() {
                     match ev {
                         DemuxEvent::Config { video, audio } => publisher.set_info(video, audio),
-                        DemuxEvent::Frame(f) => publisher.push(f),
+                        DemuxEvent::Frame(f) => {
+                            // Captions found in a video frame follow it.
+                            let captions = cc.video(&f);
+                            publisher.push(f);
+                            if let Some(c) = captions {
+                                publisher.push(c);
+                            }
+                        }
                     }
                 }
                 let errors = demux.errors();

@@ -169,6 +169,7 @@ async fn node(latency_ms: u64) -> Node {
         hub: Hub::new(HubConfig::default()),
         keys,
         views: Views::new(),
+        captions: banyan_captions::Registry::new(),
     };
     let shutdown = CancellationToken::new();
     let cfg = SrtConfig {

@@ -291,6 +291,7 @@ async fn relay_added_latency() {
         hub: Hub::new(HubConfig::default()),
         keys,
         views: Views::new(),
+        captions: banyan_captions::Registry::new(),
     };
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();

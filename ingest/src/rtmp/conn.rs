@@ -6,7 +6,8 @@ use std::time::Duration;
 use banyan_egress::rtmp::{play, PlayEnd, PlayOptions};
 use banyan_relay::access::Direction;
 use banyan_relay::views::Protocol;
-use banyan_relay::{Frame, Publisher, SubscribeOptions};
+use banyan_captions::StreamCaptions;
+use banyan_relay::{Publisher, SubscribeOptions};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -272,6 +273,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         shutdown: &CancellationToken,
     ) -> &'static str {
         let mut demux = FlvDemux::new();
+        let mut cc = StreamCaptions::new(self.ctx.captions.clone(), publisher.uid());
         loop {
             let read = tokio::select! {
                 _ = shutdown.cancelled() => return "shutdown",
@@ -287,10 +289,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             for e in events {
                 match e {
                     SessionEvent::Video { timestamp, data } => {
-                        handle_tag(&mut publisher, &mut demux, demux_video(timestamp, data))
+                        handle_tag(&mut publisher, &mut demux, &mut cc, demux_video(timestamp, data))
                     }
                     SessionEvent::Audio { timestamp, data } => {
-                        handle_tag(&mut publisher, &mut demux, demux_audio(timestamp, data))
+                        handle_tag(&mut publisher, &mut demux, &mut cc, demux_audio(timestamp, data))
                     }
                     SessionEvent::PublishFinished => {
                         let _ = self.flush().await;
@@ -380,6 +382,7 @@ fn demux_audio(
 fn handle_tag(
     publisher: &mut Publisher,
     demux: &mut FlvDemux,
+    cc: &mut StreamCaptions,
     f: impl FnOnce(&mut FlvDemux) -> Result<TagEvent, crate::flv::TagError>,
 ) {
     match f(demux) {
@@ -387,10 +390,13 @@ fn handle_tag(
             publisher.set_info(demux.video_config().cloned(), demux.audio_config().cloned());
         }
         Ok(TagEvent::Frame(frame)) => {
-            if frame.track == banyan_relay::Track::Video {
-                on_video_frame(publisher, &frame);
-            }
+            // Captions found in a video frame follow it, with its times;
+            // the frame itself goes on untouched.
+            let captions = cc.video(&frame);
             publisher.push(frame);
+            if let Some(c) = captions {
+                publisher.push(c);
+            }
         }
         Ok(TagEvent::Nothing) => {}
         Err(e) => {
@@ -400,10 +406,6 @@ fn handle_tag(
         }
     }
 }
-
-/// Every published video frame passes here before it is pushed to the hub.
-/// Captions extraction hooks in here (it may push a caption frame first).
-fn on_video_frame(_publisher: &mut Publisher, _frame: &Frame) {}
 
 fn log_session_error(e: &SessionError) {
     match e {

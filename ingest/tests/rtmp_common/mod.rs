@@ -98,6 +98,7 @@ impl Server {
             hub: hub.clone(),
             keys: keys.clone(),
             views: views.clone(),
+            captions: banyan_captions::Registry::new(),
         };
         let shutdown = CancellationToken::new();
         let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
