@@ -76,6 +76,13 @@ pub struct ServeArgs {
     /// loses [default: 10]
     #[arg(long, env = "BANYAN_ANALYTICS_FLUSH", value_name = "SECONDS")]
     pub analytics_flush: Option<u64>,
+    /// Failed publish/play attempts an address gets per window before it
+    /// is refused for the rest of the window [default: 20]
+    #[arg(long, env = "BANYAN_AUTH_FAIL_MAX", value_name = "N")]
+    pub auth_fail_max: Option<u32>,
+    /// Seconds of the failed-attempt window [default: 60]
+    #[arg(long, env = "BANYAN_AUTH_FAIL_WINDOW", value_name = "SECONDS")]
+    pub auth_fail_window: Option<u64>,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
 }
@@ -100,6 +107,8 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub max_ingest_domains: Option<usize>,
     pub analytics_flush: Option<u64>,
+    pub auth_fail_max: Option<u32>,
+    pub auth_fail_window: Option<u64>,
     /// The cluster section (see `cluster::FileCluster`).
     pub cluster: Option<toml::Table>,
 }
@@ -120,6 +129,9 @@ pub struct Settings {
     pub max_ingest_domains: usize,
     /// Period of the analytics flusher.
     pub analytics_flush: Duration,
+    /// Failed publish/play attempts allowed per address and window.
+    pub auth_fail_max: u32,
+    pub auth_fail_window: Duration,
     /// The cluster settings (`[cluster]` and the `--cluster-*` flags), when
     /// this node is a cluster member.
     pub cluster_cfg: Option<crate::cluster::ClusterConfig>,
@@ -192,6 +204,17 @@ impl Settings {
                     .or(file.analytics_flush)
                     .unwrap_or(10)
                     .clamp(1, 3600),
+            ),
+            auth_fail_max: args
+                .auth_fail_max
+                .or(file.auth_fail_max)
+                .unwrap_or(20)
+                .max(1),
+            auth_fail_window: Duration::from_secs(
+                args.auth_fail_window
+                    .or(file.auth_fail_window)
+                    .unwrap_or(60)
+                    .clamp(1, 86_400),
             ),
             cluster_cfg,
         })

@@ -365,6 +365,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         keys: keys.clone(),
         views: views.clone(),
         captions: captions.clone(),
+        admission: banyan_ingest::admission::Admission::new(
+            {
+                // Ingest learns a custom domain's account from the resolver.
+                let resolver = resolver.clone();
+                Arc::new(move |name: &str| resolver.account_of(name))
+            },
+            banyan_ingest::admission::FailLimit {
+                max: settings.auth_fail_max,
+                window: settings.auth_fail_window,
+            },
+        ),
     };
     let shutdown = CancellationToken::new();
     // Binds now (port 0 allowed) and serves in the background. The key

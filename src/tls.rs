@@ -150,7 +150,6 @@ impl SniResolver {
 
     /// The account owning a custom domain (for ingest to refuse another
     /// account's key arriving through it), `None` for the node's own names.
-    #[allow(dead_code)] // Wired when ingest reports the SNI of a session.
     pub fn account_of(&self, server_name: &str) -> Option<String> {
         self.domains
             .read()

@@ -6,6 +6,7 @@
 //! protocol bytes. Nothing here knows about the cluster or the store: keys are
 //! looked up in the in-memory [`KeyTable`] snapshot.
 
+pub mod admission;
 pub mod flv;
 pub mod rtmp;
 pub mod srt;
@@ -25,6 +26,9 @@ pub struct Context {
     pub views: Arc<Views>,
     /// Caption channels of the streams published here (ingest writes them).
     pub captions: Arc<banyan_captions::Registry>,
+    /// Custom domains' accounts and the failed-attempt limiter
+    /// (`Default::default()`: no custom domains, the default limit).
+    pub admission: Arc<admission::Admission>,
 }
 
 /// Errors of the ingest crate.

@@ -8,6 +8,12 @@
 //! wrong passphrase, an unknown stream id, a disabled input or a caller in
 //! file mode is refused during the handshake, before any media flows.
 //!
+//! Failed attempts count against the caller's address
+//! ([`crate::admission`]): a limited address is refused (`OVERLOAD`) before
+//! its stream id is looked up. libsrt refuses a wrong passphrase after the
+//! callback, out of our sight, so every admitted handshake counts as a
+//! failure until the connection is accepted, which takes it back.
+//!
 //! A publisher's messages go through the [`Demuxer`](crate::ts::Demuxer)
 //! into the hub; a player is handed to [`banyan_egress::srt::play`].
 
@@ -17,12 +23,13 @@ use std::time::Duration;
 
 use banyan_relay::access::{Direction, KeyTable};
 use banyan_relay::{Hub, StreamState};
-use banyan_srt::server::{reject, Channel, Decision, Incoming, Mode, Server, ServerConfig};
+use banyan_srt::server::{reject, Channel, Decision, Gate, Incoming, Mode, Server, ServerConfig};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::ts::{DemuxEvent, Demuxer};
 use crate::{Context, IngestError};
 
@@ -159,6 +166,36 @@ fn decide(keys: &KeyTable, hub: &Hub, sid: &str) -> Decision {
     }
 }
 
+/// The listener's [`Gate`]: keys, hub state and the failed-attempt limiter.
+struct SrtGate {
+    keys: Arc<KeyTable>,
+    hub: Arc<Hub>,
+    admission: Arc<Admission>,
+}
+
+impl Gate for SrtGate {
+    fn decide(&self, stream_id: &str) -> Decision {
+        decide(&self.keys, &self.hub, stream_id)
+    }
+
+    fn decide_from(&self, stream_id: &str, peer: Option<SocketAddr>) -> Decision {
+        let Some(ip) = peer.map(|p| p.ip()) else {
+            return self.decide(stream_id);
+        };
+        if !self.admission.may_try(ip, "srt") {
+            return Decision::Reject(reject::OVERLOAD);
+        }
+        let d = self.decide(stream_id);
+        match d {
+            // A disabled input or a busy stream is not a guess at a secret.
+            Decision::Reject(reject::FORBIDDEN | reject::CONFLICT) => {}
+            // Refused now, or (accepted) until the connection arrives.
+            _ => self.admission.failed(ip),
+        }
+        d
+    }
+}
+
 /// Bind the SRT listener on `addr` (port 0 allowed) and serve it in the
 /// background until `shutdown` fires. Returns the bound address as soon as
 /// the listener is up.
@@ -168,9 +205,11 @@ pub async fn serve(
     ctx: Context,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, IngestError> {
-    let keys = ctx.keys.clone();
-    let hub = ctx.hub.clone();
-    let gate = move |sid: &str| decide(&keys, &hub, sid);
+    let gate = SrtGate {
+        keys: ctx.keys.clone(),
+        hub: ctx.hub.clone(),
+        admission: ctx.admission.clone(),
+    };
     let scfg = ServerConfig {
         latency: cfg.latency,
         receive_tsbpd: cfg.receive_tsbpd,
@@ -200,6 +239,8 @@ pub async fn serve(
 }
 
 fn dispatch(inc: Incoming, ctx: &Context, shutdown: &CancellationToken) {
+    // The handshake succeeded (right passphrase): take back its failure.
+    ctx.admission.forgive(inc.peer.ip());
     let Ok(id) = StreamId::parse(&inc.stream_id) else {
         return;
     };

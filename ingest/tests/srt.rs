@@ -170,6 +170,7 @@ async fn node(latency_ms: u64) -> Node {
         keys,
         views: Views::new(),
         captions: banyan_captions::Registry::new(),
+        admission: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let cfg = SrtConfig {

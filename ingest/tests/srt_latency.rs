@@ -292,6 +292,7 @@ async fn relay_added_latency() {
         keys,
         views: Views::new(),
         captions: banyan_captions::Registry::new(),
+        admission: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();

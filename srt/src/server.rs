@@ -60,10 +60,19 @@ pub enum Decision {
     Reject(i32),
 }
 
-/// Admission control, called in libsrt's listen callback (keep it cheap:
-/// no I/O, no waiting) and once more when the connection is accepted.
+/// Admission control, called in libsrt's listen callback
+/// ([`Gate::decide_from`]; keep it cheap: no I/O, no waiting) and once more
+/// when the connection is accepted ([`Gate::decide`]). A caller refused by
+/// libsrt after the callback (a wrong passphrase) is never accepted.
 pub trait Gate: Send + Sync + 'static {
     fn decide(&self, stream_id: &str) -> Decision;
+
+    /// The decision in the listen callback, knowing the caller's address
+    /// (`None` if libsrt gave none usable). Defaults to [`Gate::decide`].
+    fn decide_from(&self, stream_id: &str, peer: Option<SocketAddr>) -> Decision {
+        let _ = peer;
+        self.decide(stream_id)
+    }
 }
 
 impl<F: Fn(&str) -> Decision + Send + Sync + 'static> Gate for F {
@@ -226,7 +235,7 @@ unsafe extern "C" fn listen_hook(
     opaque: *mut c_void,
     ns: sys::SRTSOCKET,
     hsversion: c_int,
-    _peer: *const libc::sockaddr,
+    peer: *const libc::sockaddr,
     streamid: *const c_char,
 ) -> c_int {
     let r = std::panic::catch_unwind(|| {
@@ -244,7 +253,10 @@ unsafe extern "C" fn listen_hook(
             // HSv4 callers cannot carry a stream id.
             return Err(reject::BAD_REQUEST);
         }
-        match hook.gate.decide(&sid) {
+        // SAFETY: libsrt passes the caller's address (or null), valid for
+        // the call.
+        let peer = unsafe { crate::sockaddr_to_std(peer) }.ok();
+        match hook.gate.decide_from(&sid, peer) {
             Decision::Reject(code) => Err(code),
             Decision::Accept { passphrase, .. } => {
                 if let Some(p) = passphrase {
@@ -277,6 +289,7 @@ fn reject_label(code: i32) -> &'static str {
         reject::BAD_MODE => "bad_mode",
         reject::UNAUTHORIZED => "unauthorized",
         reject::CONFLICT => "conflict",
+        reject::OVERLOAD => "overload",
         reject::UNACCEPTABLE => "unacceptable",
         _ => "bad_request",
     }

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use banyan_captions::StreamCaptions;
 use banyan_egress::rtmp::{play, PlayEnd, PlayOptions};
 use banyan_relay::access::Direction;
 use banyan_relay::views::Protocol;
-use banyan_captions::StreamCaptions;
 use banyan_relay::{Publisher, SubscribeOptions};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -41,18 +41,34 @@ enum Next {
     Close,
 }
 
+/// Where a connection comes from, for admission.
+#[derive(Debug, Clone)]
+pub(super) struct Origin {
+    /// The peer's address (failed attempts are counted per address).
+    pub ip: std::net::IpAddr,
+    /// The account owning the custom domain named in SNI, if any: only its
+    /// keys are accepted on this connection.
+    pub domain_account: Option<String>,
+}
+
 struct Conn<S> {
     io: S,
     session: RtmpSession,
     ctx: Context,
     protocol: Protocol,
+    origin: Origin,
     buf: Vec<u8>,
     events: Vec<SessionEvent>,
 }
 
 /// Drive one connection to its end.
-pub(super) async fn run<S>(io: S, ctx: Context, protocol: Protocol, shutdown: CancellationToken)
-where
+pub(super) async fn run<S>(
+    io: S,
+    ctx: Context,
+    protocol: Protocol,
+    origin: Origin,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut c = Conn {
@@ -60,6 +76,7 @@ where
         session: RtmpSession::new(),
         ctx,
         protocol,
+        origin,
         buf: vec![0; READ_BUF],
         events: Vec::new(),
     };
@@ -170,6 +187,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
     }
 
+    /// Whether the peer may try a key now (not rate-limited); refusals are
+    /// counted.
+    fn may_try(&self) -> bool {
+        if self
+            .ctx
+            .admission
+            .may_try(self.origin.ip, self.protocol.as_str())
+        {
+            return true;
+        }
+        refuse("rate_limited");
+        tracing::info!(
+            protocol = self.protocol.as_str(),
+            peer = %self.origin.ip,
+            "refused: too many failed attempts from this address"
+        );
+        false
+    }
+
+    /// A key arriving through a custom domain must be of the domain's
+    /// account; the node's own names admit every account.
+    fn domain_allows(&self, g: &banyan_relay::access::Grant) -> bool {
+        self.origin
+            .domain_account
+            .as_ref()
+            .is_none_or(|account| *account == g.account)
+    }
+
     /// Act on one event of the command phase.
     fn command(&mut self, e: SessionEvent) -> Option<Next> {
         match e {
@@ -195,6 +240,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             }
             SessionEvent::Publish { request_id, key } => {
                 let sid = self.session.command_stream_id();
+                if !self.may_try() {
+                    self.session.status(
+                        sid,
+                        "error",
+                        "NetStream.Publish.Denied",
+                        "too many failed attempts; try again later",
+                    );
+                    return Some(Next::Close);
+                }
                 let grant = self.ctx.keys.lookup_key(&key);
                 let (reason, code, text) = match &grant {
                     None => ("bad_key", "NetStream.Publish.BadName", "unknown stream key"),
@@ -202,6 +256,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         "bad_key",
                         "NetStream.Publish.Denied",
                         "this key does not allow publishing",
+                    ),
+                    Some(g) if !self.domain_allows(g) => (
+                        "domain_account",
+                        "NetStream.Publish.Denied",
+                        "this key does not belong to this domain",
                     ),
                     Some(g) if !g.enabled => (
                         "disabled",
@@ -212,6 +271,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 };
                 if !reason.is_empty() {
                     refuse(reason);
+                    if reason != "disabled" {
+                        self.ctx.admission.failed(self.origin.ip);
+                    }
                     tracing::info!(protocol = self.protocol.as_str(), reason, "publish refused");
                     self.session.status(sid, "error", code, text);
                     return Some(Next::Close);
@@ -239,14 +301,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 }
             }
             SessionEvent::Play { key, stream_id, .. } => {
+                if !self.may_try() {
+                    self.session.status(
+                        stream_id,
+                        "error",
+                        "NetStream.Play.Failed",
+                        "too many failed attempts; try again later",
+                    );
+                    return Some(Next::Close);
+                }
                 let grant = self
                     .ctx
                     .keys
                     .lookup_key(&key)
                     .filter(|g| g.direction == Direction::Play);
+                let grant = match grant {
+                    Some(g) if !self.domain_allows(&g) => {
+                        refuse("domain_account");
+                        tracing::info!(
+                            protocol = self.protocol.as_str(),
+                            "play refused: the key does not belong to this domain"
+                        );
+                        None
+                    }
+                    Some(g) => Some(g),
+                    None => {
+                        refuse("bad_key");
+                        tracing::info!(protocol = self.protocol.as_str(), "play refused: bad key");
+                        None
+                    }
+                };
                 let Some(g) = grant else {
-                    refuse("bad_key");
-                    tracing::info!(protocol = self.protocol.as_str(), "play refused: bad key");
+                    self.ctx.admission.failed(self.origin.ip);
                     self.session.status(
                         stream_id,
                         "error",
@@ -288,12 +374,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             let events = std::mem::take(&mut self.events);
             for e in events {
                 match e {
-                    SessionEvent::Video { timestamp, data } => {
-                        handle_tag(&mut publisher, &mut demux, &mut cc, demux_video(timestamp, data))
-                    }
-                    SessionEvent::Audio { timestamp, data } => {
-                        handle_tag(&mut publisher, &mut demux, &mut cc, demux_audio(timestamp, data))
-                    }
+                    SessionEvent::Video { timestamp, data } => handle_tag(
+                        &mut publisher,
+                        &mut demux,
+                        &mut cc,
+                        demux_video(timestamp, data),
+                    ),
+                    SessionEvent::Audio { timestamp, data } => handle_tag(
+                        &mut publisher,
+                        &mut demux,
+                        &mut cc,
+                        demux_audio(timestamp, data),
+                    ),
                     SessionEvent::PublishFinished => {
                         let _ = self.flush().await;
                         return "unpublished";

@@ -10,7 +10,9 @@
 //! URLs: `rtmp(s)://HOST/live/<streamKey>` publishes (a publish key of an
 //! enabled live input), `rtmp(s)://HOST/live/<playbackKey>` plays. Policy:
 //! a second publisher on a live input is refused while the first is live;
-//! the first keeps the stream.
+//! the first keeps the stream. Over RTMPS to a custom ingest domain (SNI),
+//! only keys of the domain's account are accepted; failed attempts count
+//! against the source address ([`crate::admission`]).
 
 mod conn;
 pub mod guard;
@@ -64,15 +66,28 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             tracing::debug!(%peer, protocol = protocol.as_str(), "rtmp connection");
+            let mut origin = conn::Origin {
+                ip: peer.ip(),
+                domain_account: None,
+            };
             match acceptor {
-                None => conn::run(tcp, ctx, protocol, shutdown).await,
+                None => conn::run(tcp, ctx, protocol, origin, shutdown).await,
                 Some(acceptor) => {
                     let tls = tokio::select! {
                         _ = shutdown.cancelled() => return,
                         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
                     };
                     match tls {
-                        Ok(Ok(stream)) => conn::run(stream, ctx, protocol, shutdown).await,
+                        Ok(Ok(stream)) => {
+                            // A custom domain named in SNI admits only its
+                            // own account's keys.
+                            origin.domain_account = stream
+                                .get_ref()
+                                .1
+                                .server_name()
+                                .and_then(|name| ctx.admission.domain_account(name));
+                            conn::run(stream, ctx, protocol, origin, shutdown).await
+                        }
                         Ok(Err(e)) => {
                             metrics::counter!("banyan_rtmp_connections_refused_total", "reason" => "tls")
                                 .increment(1);

@@ -99,6 +99,7 @@ impl Server {
             keys: keys.clone(),
             views: views.clone(),
             captions: banyan_captions::Registry::new(),
+            admission: Default::default(),
         };
         let shutdown = CancellationToken::new();
         let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
