@@ -72,6 +72,21 @@ pub struct ServeArgs {
     /// Ingest domains allowed per account [default: 5]
     #[arg(long, env = "BANYAN_MAX_INGEST_DOMAINS", value_name = "N")]
     pub max_ingest_domains: Option<usize>,
+    /// Seconds an RTMP(S) client has from connecting to a completed
+    /// handshake, however it paces its bytes [default: 10]
+    #[arg(long, env = "BANYAN_HANDSHAKE_TIMEOUT", value_name = "SECONDS")]
+    pub handshake_timeout: Option<u64>,
+    /// Seconds an RTMP(S) client has from its handshake to publish or play,
+    /// and a publisher between two media messages [default: 30]
+    #[arg(long, env = "BANYAN_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
+    /// Connections served at once per TCP listener (RTMP, RTMPS, HTTP);
+    /// more are refused [default: 10000]
+    #[arg(long, env = "BANYAN_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds an HTTP client has to send a request's headers [default: 10]
+    #[arg(long, env = "BANYAN_HTTP_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub http_header_timeout: Option<u64>,
     /// Seconds between analytics writes: the most viewing time a crash
     /// loses [default: 10]
     #[arg(long, env = "BANYAN_ANALYTICS_FLUSH", value_name = "SECONDS")]
@@ -106,6 +121,10 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub database_url: Option<String>,
     pub max_ingest_domains: Option<usize>,
+    pub handshake_timeout: Option<u64>,
+    pub idle_timeout: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub http_header_timeout: Option<u64>,
     pub analytics_flush: Option<u64>,
     pub auth_fail_max: Option<u32>,
     pub auth_fail_window: Option<u64>,
@@ -127,6 +146,11 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub database_url: Option<String>,
     pub max_ingest_domains: usize,
+    /// Limits against slow, silent or too many clients.
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub http_header_timeout: Duration,
     /// Period of the analytics flusher.
     pub analytics_flush: Duration,
     /// Failed publish/play attempts allowed per address and window.
@@ -199,6 +223,14 @@ impl Settings {
                 .max_ingest_domains
                 .or(file.max_ingest_domains)
                 .unwrap_or(5),
+            handshake_timeout: secs(args.handshake_timeout.or(file.handshake_timeout), 10),
+            idle_timeout: secs(args.idle_timeout.or(file.idle_timeout), 30),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(10_000)
+                .max(1),
+            http_header_timeout: secs(args.http_header_timeout.or(file.http_header_timeout), 10),
             analytics_flush: Duration::from_secs(
                 args.analytics_flush
                     .or(file.analytics_flush)
@@ -219,6 +251,11 @@ impl Settings {
             cluster_cfg,
         })
     }
+}
+
+/// A timeout in seconds: the default when unset, at least one second.
+fn secs(v: Option<u64>, default: u64) -> Duration {
+    Duration::from_secs(v.unwrap_or(default).clamp(1, 86_400))
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {

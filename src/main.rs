@@ -27,6 +27,7 @@ mod captions;
 mod client;
 mod cluster;
 mod config;
+mod httpd;
 mod node;
 mod secret;
 mod store;

@@ -306,9 +306,10 @@ async fn serve_rtmp(
     tls: Option<Arc<rustls::ServerConfig>>,
     ctx: banyan_ingest::Context,
     shutdown: CancellationToken,
+    limits: banyan_ingest::rtmp::Limits,
 ) {
     let which = if tls.is_some() { "RTMPS" } else { "RTMP" };
-    if let Err(e) = banyan_ingest::rtmp::serve(listener, tls, ctx, shutdown).await {
+    if let Err(e) = banyan_ingest::rtmp::serve_with(listener, tls, ctx, shutdown, limits).await {
         tracing::error!("{which} listener stopped: {e}");
     }
 }
@@ -424,14 +425,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(path = %creds_path.display(), "credentials (account id, API and admin tokens)");
 
     let mut tasks = tokio::task::JoinSet::new();
+    let s = &node.settings;
+    let limits = banyan_ingest::rtmp::Limits {
+        handshake_timeout: s.handshake_timeout,
+        idle_timeout: s.idle_timeout,
+        max_connections: s.max_connections,
+    };
     if let Some(l) = rtmp {
-        tasks.spawn(serve_rtmp(l, None, ctx.clone(), shutdown.clone()));
+        tasks.spawn(serve_rtmp(l, None, ctx.clone(), shutdown.clone(), limits));
     }
     tasks.spawn(serve_rtmp(
         rtmps,
         Some(node.tls_config.clone()),
         ctx.clone(),
         shutdown.clone(),
+        limits,
     ));
     tasks.spawn(node.clone().watch_status());
     if node.settings.database_url.is_some() {
@@ -458,14 +466,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(c) = &cluster {
         app = app.merge(c.router());
     }
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(http, app).with_graceful_shutdown(http_shutdown.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!("HTTP server: {e}");
-        }
-    });
+    let http_limits = crate::httpd::HttpLimits {
+        header_timeout: node.settings.http_header_timeout,
+        max_connections: node.settings.max_connections,
+    };
+    tasks.spawn(crate::httpd::serve(
+        http,
+        app,
+        http_limits,
+        shutdown.clone(),
+    ));
 
     let a = &node.addrs;
     tracing::info!(http = %a.http, rtmp = ?a.rtmp, rtmps = %a.rtmps, srt = %a.srt, "listening");

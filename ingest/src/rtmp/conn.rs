@@ -51,12 +51,23 @@ pub(super) struct Origin {
     pub domain_account: Option<String>,
 }
 
+/// The time limits of a connection (see [`super::Limits`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Setup {
+    /// When the RTMP handshake must be complete (set at accept).
+    pub handshake_deadline: tokio::time::Instant,
+    /// Most time from the handshake to publish or play, and between two
+    /// media messages of a publisher.
+    pub idle_timeout: Duration,
+}
+
 struct Conn<S> {
     io: S,
     session: RtmpSession,
     ctx: Context,
     protocol: Protocol,
     origin: Origin,
+    setup: Setup,
     buf: Vec<u8>,
     events: Vec<SessionEvent>,
 }
@@ -67,6 +78,7 @@ pub(super) async fn run<S>(
     ctx: Context,
     protocol: Protocol,
     origin: Origin,
+    setup: Setup,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -77,6 +89,7 @@ pub(super) async fn run<S>(
         ctx,
         protocol,
         origin,
+        setup,
         buf: vec![0; READ_BUF],
         events: Vec::new(),
     };
@@ -133,7 +146,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             .increment(n as u64);
         if let Err(e) = self.session.input(&self.buf[..n], &mut self.events) {
             log_session_error(&e);
-            return Err("protocol");
+            return Err(match e {
+                SessionError::Handshake(_) => "handshake",
+                _ => "protocol",
+            });
         }
         Ok(true)
     }
@@ -152,20 +168,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     /// Handshake and commands, up to an accepted publish or play.
     async fn commands(&mut self) -> Next {
+        // Deadlines, not per-read timeouts: a peer trickling one byte at a
+        // time must not hold the connection open.
+        let mut commands_deadline = None;
         loop {
-            let limit = if self.session.established() {
-                IDLE_TIMEOUT
+            let now = tokio::time::Instant::now();
+            let deadline = if self.session.established() {
+                *commands_deadline.get_or_insert(now + self.setup.idle_timeout)
             } else {
-                HANDSHAKE_TIMEOUT
+                self.setup.handshake_deadline
             };
-            match self.read_some(limit).await {
+            match self
+                .read_some(deadline.saturating_duration_since(now))
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return Next::Close,
                 Err(why) => {
-                    if !self.session.established() {
-                        refuse("handshake");
-                    } else if why == "protocol" {
+                    // A session that failed on bad chunks is no longer
+                    // `established`: the reason decides, not the stage.
+                    if why == "protocol" {
                         refuse("protocol");
+                    } else if !self.session.established() {
+                        refuse("handshake");
                     }
                     return Next::Close;
                 }
@@ -360,18 +385,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     ) -> &'static str {
         let mut demux = FlvDemux::new();
         let mut cc = StreamCaptions::new(self.ctx.captions.clone(), publisher.uid());
+        // Progress is a complete media message, not a byte: a publisher
+        // trickling bytes is dropped after the idle timeout.
+        let mut last_media = tokio::time::Instant::now();
         loop {
+            let limit = (last_media + self.setup.idle_timeout)
+                .saturating_duration_since(tokio::time::Instant::now());
             let read = tokio::select! {
                 _ = shutdown.cancelled() => return "shutdown",
                 _ = publisher.kicked() => return "kicked",
-                r = self.read_some(IDLE_TIMEOUT) => r,
+                r = self.read_some(limit) => r,
             };
             match read {
                 Ok(true) => {}
                 Ok(false) => return "closed",
+                Err("timeout") => {
+                    refuse("idle");
+                    return "no media within the idle timeout";
+                }
                 Err(why) => return why,
             }
             let events = std::mem::take(&mut self.events);
+            if events
+                .iter()
+                .any(|e| matches!(e, SessionEvent::Video { .. } | SessionEvent::Audio { .. }))
+            {
+                last_media = tokio::time::Instant::now();
+            }
             for e in events {
                 match e {
                     SessionEvent::Video { timestamp, data } => handle_tag(

@@ -30,13 +30,52 @@ use crate::{Context, IngestError};
 
 pub use conn::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, STALL_TIMEOUT};
 
-/// Accept RTMP (`tls = None`) or RTMPS connections until `shutdown`.
+/// Limits of one RTMP(S) listener against slow, silent or too many peers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time from accept to a completed RTMP handshake (TLS included),
+    /// however the peer paces its bytes.
+    pub handshake_timeout: Duration,
+    /// A client that has not started publishing or playing this long after
+    /// its handshake, or a publisher that completes no message this long (a
+    /// trickle of bytes is not progress), is disconnected.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are closed at accept, logged and
+    /// counted in `banyan_connections_refused_total{reason="limit"}`.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Accept RTMP (`tls = None`) or RTMPS connections until `shutdown`, with
+/// the default [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     ctx: Context,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
+    serve_with(listener, tls, ctx, shutdown, Limits::default()).await
+}
+
+/// Accept RTMP (`tls = None`) or RTMPS connections until `shutdown`.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    ctx: Context,
+    shutdown: CancellationToken,
+    limits: Limits,
+) -> Result<(), IngestError> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut last_limit_warning: Option<tokio::time::Instant> = None;
     let acceptor = tls.map(TlsAcceptor::from);
     let protocol = if acceptor.is_some() {
         Protocol::Rtmps
@@ -60,22 +99,41 @@ pub async fn serve(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("banyan_connections_refused_total", "reason" => "limit", "listener" => protocol.as_str())
+                .increment(1);
+            // One warning per 10 s at most: a flood must not flood the log.
+            let now = tokio::time::Instant::now();
+            if last_limit_warning.is_none_or(|t| now - t >= Duration::from_secs(10)) {
+                last_limit_warning = Some(now);
+                tracing::warn!(%peer, protocol = protocol.as_str(), max = limits.max_connections,
+                    "connection refused: connection limit reached");
+            }
+            drop(tcp);
+            continue;
+        };
+        let accepted_at = tokio::time::Instant::now();
         let _ = tcp.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let setup = conn::Setup {
+                handshake_deadline: accepted_at + limits.handshake_timeout,
+                idle_timeout: limits.idle_timeout,
+            };
             tracing::debug!(%peer, protocol = protocol.as_str(), "rtmp connection");
             let mut origin = conn::Origin {
                 ip: peer.ip(),
                 domain_account: None,
             };
             match acceptor {
-                None => conn::run(tcp, ctx, protocol, origin, shutdown).await,
+                None => conn::run(tcp, ctx, protocol, origin, setup, shutdown).await,
                 Some(acceptor) => {
                     let tls = tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+                        r = tokio::time::timeout_at(setup.handshake_deadline, acceptor.accept(tcp)) => r,
                     };
                     match tls {
                         Ok(Ok(stream)) => {
@@ -86,7 +144,7 @@ pub async fn serve(
                                 .1
                                 .server_name()
                                 .and_then(|name| ctx.admission.domain_account(name));
-                            conn::run(stream, ctx, protocol, origin, shutdown).await
+                            conn::run(stream, ctx, protocol, origin, setup, shutdown).await
                         }
                         Ok(Err(e)) => {
                             metrics::counter!("banyan_rtmp_connections_refused_total", "reason" => "tls")
