@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use banyan_captions::StreamCaptions;
-use banyan_egress::rtmp::{play, PlayEnd, PlayOptions};
+use banyan_egress::rtmp::{play, PlayEnd, PlayOptions, PLAY_CHUNK_SIZE};
 use banyan_relay::access::Direction;
 use banyan_relay::views::Protocol;
 use banyan_relay::{Publisher, SubscribeOptions};
@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{RtmpSession, SessionError, SessionEvent, CHUNK_SIZE};
+use super::session::{RtmpSession, SessionError, SessionEvent};
 use crate::flv::{FlvDemux, TagEvent};
 use crate::Context;
 
@@ -28,6 +28,8 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a player whose stream ended gets to close its side first.
 const LINGER: Duration = Duration::from_secs(2);
 const READ_BUF: usize = 64 << 10;
+/// A player sends little after play (acknowledgements, ping responses).
+const PLAY_READ_BUF: usize = 2 << 10;
 const CONTROL_QUEUE: usize = 64;
 
 /// Why a connection was closed early, for logs and metrics.
@@ -458,11 +460,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
         let opts = PlayOptions {
             stream_id,
-            chunk_size: CHUNK_SIZE as usize,
+            chunk_size: PLAY_CHUNK_SIZE,
             stall_timeout: STALL_TIMEOUT,
         };
         let cancel = shutdown.child_token();
-        let protocol = self.protocol;
+        // The command phase's large read buffer is not needed any more.
+        self.buf = vec![0; PLAY_READ_BUF];
+        let read_bytes =
+            metrics::counter!("banyan_ingest_bytes_total", "protocol" => self.protocol.as_str());
         let (mut rd, mut wr) = tokio::io::split(&mut self.io);
         let session = &mut self.session;
         let buf = &mut self.buf;
@@ -473,8 +478,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                metrics::counter!("banyan_ingest_bytes_total", "protocol" => protocol.as_str())
-                    .increment(n as u64);
+                read_bytes.increment(n as u64);
                 if let Err(e) = session.input(&buf[..n], &mut events) {
                     log_session_error(&e);
                     return;
