@@ -256,9 +256,10 @@ async fn ffplay_checks(input: &Input, proto: Proto, secs: u64) {
 }
 
 /// How much of the source's end may be missing, in seconds: none over RTMP
-/// ingest. Over SRT ingest the node drops what libsrt still holds in its
-/// receive buffer (up to the TSBPD latency, and the audio PES that carries
-/// several AAC frames) when the publisher closes; see the report.
+/// ingest. Over SRT, ffmpeg's caller closes its socket without lingering
+/// (libsrt's live mode), so what it had not sent yet is lost, typically the
+/// last frame or two and one audio PES of several AAC frames; a bare
+/// srt-live-transmit receiver loses the same tail, so it is not the node.
 fn tail_slack(ingest: Proto) -> f64 {
     match ingest {
         Proto::Srt => 0.3,
