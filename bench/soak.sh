@@ -133,7 +133,8 @@ done
 
 # One line per poll in hls.log: ok or fail.
 hls_poller() {
-    local master=$1 origin media seg r end=$((SECONDS + SOAK_S))
+    # Ends before the node is stopped.
+    local master=$1 origin media seg r end=$((SECONDS + SOAK_S - 20))
     origin=${master%%/"${master#*//*/}"}
     absolute() { case "$2" in http*) echo "$2" ;; /*) echo "$origin$2" ;; *) echo "${1%/*}/$2" ;; esac; }
     while [ $SECONDS -lt $end ]; do
@@ -164,9 +165,9 @@ probe() {
 echo "soak: $STREAMS streams, $RTMP_VIEWERS RTMP + $SRT_VIEWERS SRT + $HLS_VIEWERS HLS viewers, $SOAK_MINUTES min; output in $OUT" >&2
 probe first
 sleep $((SOAK_S - 60 - 50 > 0 ? SOAK_S - 60 - 50 : 0))
+live=$(curl -sf "$API/metrics" | awk '/^banyan_viewers/ {s += $2} END {print s + 0}')
 probe last
 sleep 5
-live=$(curl -sf "$API/metrics" | awk '/^banyan_viewers/ {s += $2} END {print s + 0}')
 wait "${PIDS[2]}" 2>/dev/null || true # rtmp-load ends by itself about now
 kill "$NODE" 2>/dev/null || true
 sleep 2
@@ -181,7 +182,7 @@ awk -F, -v last=$((SOAK_S - 70)) 'NR > 1 && $1 <= 60 { fr += $2; fc += $3; fn++ 
       printf "first minute: RSS %.1f MiB, CPU %.1f%%\n", fr / fn / 1024, fc / fn
       printf "last minute:  RSS %.1f MiB, CPU %.1f%%\n", lr / ln / 1024, lc / ln
       printf "peak RSS %.1f MiB\n", peak / 1024 }' "$OUT/samples.csv"
-echo "viewers connected near the end (banyan_viewers): $live"
+echo "viewers connected before the last probe (banyan_viewers): $live"
 for p in first last; do
     jq -c "{probe: \"$p\", latency_ms: .latency_ms, loss: .loss}" "$OUT/probe-$p.json" 2>/dev/null \
         || echo "probe $p: no result (see $OUT/probe.log)"
