@@ -2,13 +2,16 @@
 //
 // Usage: node tests/browser/play.mjs WATCH_URL [--seconds 10] [--max-latency 3]
 //                                              [--captions] [--timeout 40]
+//                                              [--caption-text TEXT]...
 // Needs `npm ci --prefix web` (playwright-core) and /usr/bin/chromium
 // (or CHROMIUM=path). Prints one JSON line and exits 0 on success, 1 on failure.
 //
 // Checks: playback starts; video.currentTime advances by at least --seconds
 // with no stall (a 1.5 s window in which currentTime did not move); hls.js's
 // reported latency stays under --max-latency once playing; with --captions,
-// at least one cue appears in video.textTracks.
+// at least one cue appears in video.textTracks; with --caption-text (any
+// number of them), a cue of a subtitles track (the WebVTT rendition) has
+// one of these texts (lines joined by spaces).
 
 import { createRequire } from 'node:module';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -21,13 +24,14 @@ const require = createRequire(join(here, '..', '..', 'web', 'package.json'));
 const { chromium } = require('playwright-core');
 
 function parseArgs(argv) {
-  const o = { url: null, seconds: 10, maxLatency: 3, captions: false, timeout: 40 };
+  const o = { url: null, seconds: 10, maxLatency: 3, captions: false, timeout: 40, texts: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--seconds') o.seconds = Number(argv[++i]);
     else if (a === '--max-latency') o.maxLatency = Number(argv[++i]);
     else if (a === '--captions') o.captions = true;
     else if (a === '--timeout') o.timeout = Number(argv[++i]);
+    else if (a === '--caption-text') { o.captions = true; o.texts.push(argv[++i]); }
     else if (!o.url) o.url = a;
   }
   if (!o.url) {
@@ -41,7 +45,8 @@ const opts = parseArgs(process.argv.slice(2));
 const userDir = mkdtempSync(join(tmpdir(), 'banyan-chromium-'));
 const result = {
   ok: false, url: opts.url, started: false, playedSeconds: 0, stalls: 0,
-  maxLatency: null, latencies: [], cues: 0, captionTracks: [], errors: [], reason: null,
+  maxLatency: null, latencies: [], cues: 0, captionTracks: [], cueTexts: [], textMatched: false,
+  errors: [], reason: null,
 };
 let context;
 const hardStop = setTimeout(() => {
@@ -75,6 +80,7 @@ try {
       kind: t.kind, label: t.label, language: t.language, mode: t.mode,
       cues: t.cues ? t.cues.length : 0,
       text: t.cues && t.cues.length ? t.cues[t.cues.length - 1].text : '',
+      texts: t.cues ? Array.from(t.cues).slice(-50).map((c) => `${t.kind}: ${c.text.replace(/\s+/g, ' ').trim()}`) : [],
     }));
     const h = window.hls;
     return {
@@ -104,7 +110,15 @@ try {
     }
     result.captionTracks = s.tracks;
     result.cues = s.tracks.reduce((n, t) => n + t.cues, 0);
-    const enough = result.playedSeconds >= opts.seconds && (!opts.captions || result.cues > 0);
+    for (const t of s.tracks) {
+      for (const x of t.texts) {
+        if (!result.cueTexts.includes(x) && result.cueTexts.length < 100) result.cueTexts.push(x);
+      }
+    }
+    result.textMatched = opts.texts.length === 0 || result.cueTexts.some(
+      (x) => x.startsWith('subtitles: ') && opts.texts.includes(x.slice('subtitles: '.length)));
+    const enough = result.playedSeconds >= opts.seconds
+      && (!opts.captions || (result.cues > 0 && result.textMatched));
     if (enough) break;
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -115,6 +129,7 @@ try {
   if (result.maxLatency === null) fails.push('hls.latency never reported');
   else if (result.maxLatency >= opts.maxLatency) fails.push(`latency ${result.maxLatency.toFixed(2)} s >= ${opts.maxLatency} s`);
   if (opts.captions && result.cues === 0) fails.push('no caption cues in video.textTracks');
+  if (!result.textMatched) fails.push('no expected text in a subtitles track');
   if (result.reason) fails.unshift(result.reason);
   result.reason = fails.length ? fails.join('; ') : null;
   result.ok = fails.length === 0;
