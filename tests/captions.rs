@@ -540,9 +540,8 @@ async fn captions_survive_every_path_and_reach_hls_and_the_browser() {
                 .trim_end_matches(".vtt")
                 .parse()
                 .unwrap();
-            if !vtt.contains_key(&msn) {
-                let doc = node.get(&format!("/{ua}/manifest/{name}")).await;
-                vtt.insert(msn, doc);
+            if let std::collections::btree_map::Entry::Vacant(slot) = vtt.entry(msn) {
+                slot.insert(node.get(&format!("/{ua}/manifest/{name}")).await);
             }
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
