@@ -29,6 +29,10 @@
 //!   byte pairs), producing timed [`Cue`]s.
 //! * [`webvtt_segment`] — a WebVTT segment for one video segment, with
 //!   `X-TIMESTAMP-MAP` so players align it to the video.
+//! * [`Registry`] — the node's caption state: channels present per
+//!   published stream and the platform's declarations per live input;
+//!   [`StreamCaptions`] is the per-stream ingest tap that keeps it current
+//!   (RTMP and SRT publishers pass every video frame through it).
 //! * [`inject`] — the other direction, for sample media and tests: builds
 //!   `cc_data` and SEI NAL units and inserts them into Annex B H.264.
 //!
