@@ -7,10 +7,11 @@
 //! once over RTMP, RTMPS and SRT. Each player's video and audio packets,
 //! normalised the same way as the source's (see `common`), must be one
 //! contiguous run of the source's, starting on a keyframe and running to
-//! the source's last packet.
+//! the source's last packet (over SRT ingest, less the short tail ffmpeg's
+//! SRT caller drops when it closes: see `tail_slack`).
 //!
 //! The same publish also serves:
-//! - a player joining 3.5 s in (mid-GOP): its first packet is a keyframe,
+//! - a player joining more than 3 s in, mid-GOP: its first packet is a keyframe,
 //!   ffmpeg decodes everything without an error, and its first packet
 //!   arrives quickly (time printed);
 //! - ffplay, headless but decoding, for 4 s over RTMPS or SRT: no decode
@@ -34,8 +35,9 @@ use tokio::process::Command;
 /// frame-by-frame comparison should not depend on CPU contention.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Seconds after going live at which the late player joins (mid-GOP).
-const LATE_JOIN: f64 = 3.5;
+/// The late player joins once the stream is past this many seconds, in
+/// the middle of a GOP (see `wait_mid_gop`).
+const LATE_JOIN: usize = 3;
 /// The node's reconnect window, in seconds.
 const WINDOW: &str = "1";
 
@@ -207,7 +209,8 @@ fn errors_but_eof(log: &str) -> Vec<&str> {
 }
 
 /// ffplay, headless with SDL's dummy drivers (so it really decodes), for
-/// `secs`; then its log is checked for playback and decode errors.
+/// `secs` or a little more; then its log is checked for playback and
+/// decode errors.
 async fn ffplay_checks(input: &Input, proto: Proto, secs: u64) {
     let mut c = Command::new("ffplay");
     c.env("SDL_VIDEODRIVER", "dummy")
@@ -226,19 +229,46 @@ async fn ffplay_checks(input: &Input, proto: Proto, secs: u64) {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut ffplay = Client::spawn(c, &format!("ffplay over {}", proto.name()));
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let early = ffplay.child.try_wait().ok().flatten();
+    // The status line shows the audio-video clock once frames play.
+    let playing = |log: &str| {
+        log.split(['\r', '\n'])
+            .filter(|l| l.contains("A-V:") && !l.trim_start().starts_with("nan"))
+            .count()
+    };
+    let mut stderr = ffplay.child.stderr.take().expect("piped stderr");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            sink.lock().expect("log lock").push_str(&text);
+        }
+    });
+    // `secs` at least; longer (bounded) if a loaded machine made it start
+    // late, until it has shown some 40 status lines of playing.
+    let started = Instant::now();
+    let mut early = None;
+    while started.elapsed() < Duration::from_secs(secs + 5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        early = ffplay.child.try_wait().ok().flatten();
+        let enough = playing(&log.lock().expect("log lock")) >= 40;
+        if early.is_some() || (enough && started.elapsed() >= Duration::from_secs(secs)) {
+            break;
+        }
+    }
     ffplay.stop().await;
-    let log = ffplay.stderr().await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), reader).await;
+    let log = log.lock().expect("log lock").clone();
     let what = format!("ffplay over {}", proto.name());
     assert!(early.is_none(), "{what} exited early ({early:?}): {log}");
     assert!(log.contains("Video: h264"), "{what} saw no video: {log}");
     assert!(log.contains("Audio: aac"), "{what} saw no audio: {log}");
-    // The status line shows the audio-video clock once frames play.
-    let playing = log
-        .split(['\r', '\n'])
-        .filter(|l| l.contains("A-V:") && !l.trim_start().starts_with("nan"))
-        .count();
+    let playing = playing(&log);
     assert!(playing >= 10, "{what} did not play: {log}");
     let bad: Vec<&str> = log
         .split(['\r', '\n'])
@@ -282,8 +312,9 @@ fn check_arrived(played: &Hashes, what: &str, min_video: usize, slack: f64) -> u
         short as f64 <= slack * common::FPS as f64,
         "{what}: video stopped {short} frames before the source's end"
     );
-    // AAC at 44.1 kHz is 43 frames a second against 30 video frames.
-    let min_audio = played.video.len() * 13 / 10;
+    // AAC at 44.1 kHz is 43 frames a second against 30 video frames; the
+    // audio of a compressed join backlog (up to a GOP) is skipped.
+    let min_audio = played.video.len().saturating_sub(GOP) * 13 / 10;
     let a = common::assert_run(
         &played.audio,
         &src.hashes.audio,
@@ -301,8 +332,9 @@ fn check_arrived(played: &Hashes, what: &str, min_video: usize, slack: f64) -> u
     start
 }
 
-/// How many video frames after the first arrived stamped within 10 ms of
-/// it (the hub's compressed join backlog), from framemd5 text.
+/// How many video frames after the first arrived stamped within 25 ms of
+/// it (the hub compresses a join backlog into 20 ms; the next live frame
+/// is 33 ms later), from framemd5 text.
 fn compressed_backlog(framemd5: &str) -> usize {
     let tb = framemd5
         .lines()
@@ -317,8 +349,29 @@ fn compressed_backlog(framemd5: &str) -> usize {
         .collect();
     dts.iter()
         .skip(1)
-        .take_while(|d| (**d - dts[0]) * tb < 0.010)
+        .take_while(|d| (**d - dts[0]) * tb < 0.025)
         .count()
+}
+
+/// Wait until the stream is in the middle of a GOP, past `LATE_JOIN`
+/// seconds, judged by the last frame a player has written to `md5` so far;
+/// returns that frame's index in the source.
+async fn wait_mid_gop(md5: &std::path::Path) -> usize {
+    let src = source();
+    for _ in 0..500 {
+        let played = Hashes::read(md5);
+        let at = played
+            .video
+            .last()
+            .and_then(|h| src.hashes.video.iter().position(|s| s == h));
+        if let Some(i) = at {
+            if i >= LATE_JOIN * common::FPS && (5..=15).contains(&(i % GOP)) {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the stream never reached {LATE_JOIN} s in {md5:?}");
 }
 
 async fn matrix_from(ingest: Proto, late: Proto, ffplay: Option<Proto>) {
@@ -332,7 +385,6 @@ async fn matrix_from(ingest: Proto, late: Proto, ffplay: Option<Proto>) {
 
     let mut publisher = publish(&input, ingest);
     node.wait_connected(input.uid(), &mut publisher).await;
-    let live_at = Instant::now();
 
     let mut players = Vec::new();
     for proto in Proto::ALL {
@@ -340,7 +392,8 @@ async fn matrix_from(ingest: Proto, late: Proto, ffplay: Option<Proto>) {
         players.push((proto, player(&input, proto, &out), out));
     }
 
-    tokio::time::sleep_until((live_at + Duration::from_secs_f64(LATE_JOIN)).into()).await;
+    let rtmp_out = &players[0].2;
+    let joined_at = wait_mid_gop(rtmp_out).await;
     let mut late_player = LateJoiner::spawn(&input, late);
 
     if let Some(p) = ffplay {
@@ -389,8 +442,11 @@ async fn matrix_from(ingest: Proto, late: Proto, ffplay: Option<Proto>) {
             "{ingest_name} -> {proto}: end of stream {:.2} s after the publisher left",
             after.as_secs_f64()
         );
+        // ffmpeg closes its connection a little before its process exits
+        // (hundreds of ms on a loaded machine): the bound is loose, yet an
+        // end of stream that ignored the window would come at once.
         assert!(
-            after.as_secs_f64() >= 0.8,
+            after.as_secs_f64() >= 0.3,
             "{ingest_name} -> {proto}: end of stream before the reconnect window ({after:?})"
         );
     }
@@ -423,14 +479,14 @@ async fn matrix_from(ingest: Proto, late: Proto, ffplay: Option<Proto>) {
     let start = check_arrived(&played, &what, total - 6 * GOP, tail_slack(ingest));
     assert!(
         start >= 2 * GOP,
-        "{what}: joined {LATE_JOIN} s in but got the stream from source packet {start}"
+        "{what}: joined at source frame {joined_at} but got the stream from source packet {start}"
     );
     let bad = errors_but_eof(&late_log);
     assert!(bad.is_empty(), "{what}: decode errors {bad:?}");
     let backlog = compressed_backlog(&late_text);
     println!(
-        "{what}: joined {LATE_JOIN} s in, first packet (keyframe {start}, then {backlog} frames \
-         of backlog within 10 ms) after {:.0} ms, {} frames decoded without error",
+        "{what}: joined at source frame {joined_at}, first packet (keyframe {start}, then \
+         {backlog} frames of compressed backlog) after {:.0} ms, {} frames decoded without error",
         ttff.as_secs_f64() * 1000.0,
         played.video.len()
     );
