@@ -399,6 +399,7 @@ pub struct Source {
 pub fn source() -> &'static Source {
     static SRC: OnceLock<Source> = OnceLock::new();
     SRC.get_or_init(|| {
+        remove_stale_sources();
         let dir = std::env::temp_dir().join(format!("banyan-e2e-src-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let ts = dir.join("src.ts");
@@ -461,6 +462,27 @@ pub fn source() -> &'static Source {
             keyframes,
         }
     })
+}
+
+/// The source lives as long as the test process; remove those of test
+/// processes that are gone.
+fn remove_stale_sources() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("banyan-e2e-src-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// `played` must be a contiguous run of `reference` of at least `min`
