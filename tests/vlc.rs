@@ -1,7 +1,8 @@
 //! VLC plays SRT and RTMP from the real binary.
 //!
 //! ffmpeg publishes the source clip over RTMP; two VLCs (`cvlc`, run as the
-//! unprivileged user `nobody`, since VLC refuses root) play it at once, one
+//! unprivileged user `nobody` when the tests run as root, since VLC refuses
+//! root) play it at once, one
 //! over SRT and one over RTMP, for 6 s each, writing what they receive to
 //! an MPEG-TS file. Each file must hold an H.264 stream of enough frames
 //! whose slices are a contiguous run of the source's from a keyframe, and
@@ -32,9 +33,24 @@ fn have_cvlc() -> bool {
         .is_ok()
 }
 
+/// VLC refuses to run as root: as root, run it as `nobody`.
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
 fn vlc(input: &Input, proto: Proto, out: &Path) -> Client {
-    let mut c = Command::new("runuser");
-    c.args(["-u", "nobody", "--", "cvlc", "-I", "dummy"])
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--", "cvlc"]);
+        c
+    } else {
+        Command::new("cvlc")
+    };
+    c.args(["-I", "dummy"])
         .args(["--run-time", &RUN_TIME.to_string(), "--play-and-exit"])
         .arg(input.play_url(proto))
         .arg("--sout")
