@@ -1,6 +1,7 @@
 //! `hls-load`: many HLS viewers in one process, polling the way players do.
 //!
-//! Every viewer fetches the multivariant playlist once, takes its first variant, fetches the
+//! Every viewer fetches the multivariant playlist once (a media playlist given instead is used
+//! as is), takes its first variant, fetches the
 //! media playlist and the init section (`EXT-X-MAP`), then loops:
 //! - **LL-HLS** (the media playlist has `EXT-X-PART-INF`): a blocking playlist request for the
 //!   next part (`_HLS_msn=M&_HLS_part=P`, computed from the playlist it has), then every part
@@ -189,6 +190,10 @@ async fn viewer(url: String, c: Arc<Counters>, stop: Arc<AtomicBool>) {
         }
         if let Ok(body) = get(&client, &url, &c).await {
             let text = String::from_utf8_lossy(&body);
+            // A media playlist given directly (no multivariant): poll it.
+            if text.contains("#EXTINF") || text.contains("#EXT-X-TARGETDURATION") {
+                break url.clone();
+            }
             if let Some(u) = text
                 .lines()
                 .map(str::trim)
