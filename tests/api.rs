@@ -4,6 +4,9 @@
 //! everywhere and reads the ready line (`{"ready":true,"http":..}`) from its
 //! stdout.
 
+mod pg;
+
+use pg::Postgres;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -1304,85 +1307,6 @@ async fn rtmps_certificate_is_chosen_by_sni() {
         .await
         .unwrap();
     assert!(after == default, "a removed domain falls back at once");
-}
-
-/// A throw-away PostgreSQL server in a temp dir; stopped on drop.
-struct Postgres {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-impl Postgres {
-    fn start() -> Postgres {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        Command::new("chown")
-            .args(["postgres", dir.path().to_str().unwrap()])
-            .status()
-            .unwrap();
-        let data = dir.path().join("data");
-        let data = data.to_str().unwrap();
-        run(&[
-            &format!("{PG_BIN}/initdb"),
-            "--no-sync",
-            "-D",
-            data,
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-        ]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = Postgres { dir, port };
-        let opts = format!(
-            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.dir.path().display()
-        );
-        let log = pg.dir.path().join("log");
-        run(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            data,
-            "-o",
-            &opts,
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "start",
-        ]);
-        pg
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
-            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .output();
-    }
 }
 
 /// The same node code on PostgreSQL: credentials, inputs, accounts and

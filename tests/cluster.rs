@@ -8,6 +8,9 @@
 //! Players are ffmpeg (`-c copy -f framemd5`): every video packet they
 //! receive must be one of the packets published (compared by hash).
 
+mod pg;
+
+use pg::Postgres;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,7 +21,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_banyan");
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// The tests of this file run one at a time (CPU).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -45,87 +47,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// A throw-away PostgreSQL server in a temp dir; stopped on drop.
-struct Postgres {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Postgres {
-    fn start() -> Postgres {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        Command::new("chown")
-            .args(["postgres", dir.path().to_str().unwrap()])
-            .status()
-            .unwrap();
-        let data = dir.path().join("data");
-        let data = data.to_str().unwrap();
-        run(&[
-            &format!("{PG_BIN}/initdb"),
-            "--no-sync",
-            "-D",
-            data,
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-        ]);
-        let port = free_tcp_port();
-        let pg = Postgres { dir, port };
-        let opts = format!(
-            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.dir.path().display()
-        );
-        let log = pg.dir.path().join("log");
-        run(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            data,
-            "-o",
-            &opts,
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "start",
-        ]);
-        pg
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
-            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A cluster node.
