@@ -14,7 +14,7 @@ packages=(
   chromium                                           # the browser for the watch page test
   nginx libnginx-mod-rtmp libnginx-mod-stream        # the peer in benchmarks
   postgresql                                         # cluster state and its tests
-  sqlite3 procps iproute2 util-linux                 # inspection and test plumbing
+  sqlite3 procps iproute2 util-linux openssl curl    # inspection and test plumbing
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -24,7 +24,7 @@ if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if [ -f web/package-lock.json ]; then
