@@ -78,6 +78,9 @@ pub struct FileCluster {
     pub region: Option<String>,
     /// The QUIC link address (UDP); port 0 picks a free port.
     pub link: Option<SocketAddr>,
+    /// The link address peers are told to use, when it differs from `link`
+    /// (NAT, a port forward, a proxy); default: the bound link address.
+    pub advertise: Option<SocketAddr>,
     /// Per-stream limit of downstream nodes.
     pub fanout: Option<usize>,
     /// The cluster CA certificate (PEM).
@@ -99,6 +102,9 @@ pub struct ClusterArgs {
     /// QUIC link address (UDP) [default: 127.0.0.1:7700]
     #[arg(long, env = "BANYAN_CLUSTER_LINK", value_name = "ADDR")]
     pub cluster_link: Option<SocketAddr>,
+    /// Link address announced to peers [default: the bound link address]
+    #[arg(long, env = "BANYAN_CLUSTER_ADVERTISE", value_name = "ADDR")]
+    pub cluster_advertise: Option<SocketAddr>,
     /// Per-stream limit of downstream nodes [default: 4]
     #[arg(long, env = "BANYAN_CLUSTER_FANOUT", value_name = "N")]
     pub cluster_fanout: Option<usize>,
@@ -116,6 +122,7 @@ pub struct ClusterConfig {
     pub node: String,
     pub region: String,
     pub link: SocketAddr,
+    pub advertise: Option<SocketAddr>,
     pub fanout: usize,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
@@ -170,6 +177,7 @@ impl ClusterConfig {
                 .cluster_link
                 .or(file.link)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
+            advertise: args.cluster_advertise.or(file.advertise),
             fanout: args.cluster_fanout.or(file.fanout).unwrap_or(4).max(1),
             ca_cert,
             ca_key,
@@ -466,7 +474,7 @@ impl Cluster {
             pool,
             &self.cfg.node,
             &self.cfg.region,
-            self.link_addr,
+            self.cfg.advertise.unwrap_or(self.link_addr),
             self.node.addrs.http,
         )
         .await?;
