@@ -8,133 +8,24 @@
 //! Players are ffmpeg (`-c copy -f framemd5`): every video packet they
 //! receive must be one of the packets published (compared by hash).
 
+mod cluster_node;
 mod pg;
 
+use cluster_node::{get_json, http, Node, Proc, BIN};
 use pg::Postgres;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_banyan");
+const LINK: &[&str] = &["--cluster-link", "127.0.0.1:0"];
 
 /// The tests of this file run one at a time (CPU).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Kills the child on drop.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.0
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A cluster node.
-struct Node {
-    name: String,
-    proc: Proc,
-    ready: Value,
-    creds: Value,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(dir: &Path, name: &str, db: &str, ca: &Path, fanout: usize) -> Node {
-        let data = dir.join(name);
-        let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(BIN)
-            .args(["serve", "--data-dir", data.to_str().unwrap()])
-            .args(["--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
-            .args(["--rtmps", "127.0.0.1:0", "--srt", "127.0.0.1:0"])
-            .args(["--database-url", db, "--cluster-node", name])
-            .args(["--cluster-link", "127.0.0.1:0"])
-            .args(["--cluster-fanout", &fanout.to_string()])
-            .arg("--cluster-ca-cert")
-            .arg(ca.join("ca.pem"))
-            .arg("--cluster-ca-key")
-            .arg(ca.join("ca.key"))
-            .env("RUST_LOG", "info,banyan::cluster=debug")
-            .env_remove("BANYAN_DATA_DIR")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn banyan");
-        let stdout = child.stdout.take().unwrap();
-        let proc = Proc(Some(child));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node {name} did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        let ready: Value = serde_json::from_str(&line).unwrap();
-        let creds: Value =
-            serde_json::from_str(&std::fs::read_to_string(data.join("credentials.json")).unwrap())
-                .unwrap();
-        Node {
-            name: name.to_string(),
-            proc,
-            ready,
-            creds,
-            log,
-        }
-    }
-
-    fn http(&self) -> String {
-        format!("http://{}", self.ready["http"].as_str().unwrap())
-    }
-
-    fn rtmp(&self, key: &str) -> String {
-        format!("rtmp://{}/live/{key}", self.ready["rtmp"].as_str().unwrap())
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
-async fn get_json(url: &str, token: &str) -> (u16, Value) {
-    let r = http().get(url).bearer_auth(token).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 /// An ffmpeg player printing one framemd5 line per video packet; each line
 /// is kept with its arrival time.
@@ -280,7 +171,7 @@ async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
     let names = ["a", "b", "c", "d", "e"];
     let mut nodes: Vec<Node> = names
         .iter()
-        .map(|n| Node::start(tmp.path(), n, &pg.url(), &ca, 2))
+        .map(|n| Node::start(tmp.path(), n, &pg.url(), &ca, 2, LINK))
         .collect();
     let account = nodes[0].creds["accountId"].as_str().unwrap().to_string();
     let token = nodes[0].creds["apiToken"].as_str().unwrap().to_string();
@@ -614,7 +505,7 @@ async fn the_tree_follows_the_broadcaster_to_another_node() {
     assert!(st.success());
     let nodes: Vec<Node> = ["a", "b", "c"]
         .iter()
-        .map(|n| Node::start(tmp.path(), n, &pg.url(), &ca, 4))
+        .map(|n| Node::start(tmp.path(), n, &pg.url(), &ca, 4, LINK))
         .collect();
     let account = nodes[0].creds["accountId"].as_str().unwrap().to_string();
     let token = nodes[0].creds["apiToken"].as_str().unwrap().to_string();

@@ -11,21 +11,21 @@
 //! one's delay behind the player on the origin is the path's delay plus a
 //! small overhead.
 
+mod cluster_node;
 mod pg;
 
+use cluster_node::{http, Node, BIN};
 use pg::Postgres;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::net::UdpSocket;
-
-const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 
 /// One-way delay between two different regions.
 const FAR: Duration = Duration::from_millis(40);
@@ -42,13 +42,6 @@ impl Drop for Proc {
     }
 }
 
-/// A cluster node.
-struct Node {
-    _proc: Proc,
-    ready: Value,
-    creds: Value,
-}
-
 struct NodeSpec<'a> {
     name: &'a str,
     region: &'a str,
@@ -56,78 +49,17 @@ struct NodeSpec<'a> {
     advertise: SocketAddr,
 }
 
-impl Node {
-    fn start(dir: &Path, spec: &NodeSpec, db: &str, ca: &Path, fanout: usize) -> Node {
-        let name = spec.name;
-        let data = dir.join(name);
-        let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(BIN)
-            .args(["serve", "--data-dir", data.to_str().unwrap()])
-            .args(["--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
-            .args(["--rtmps", "127.0.0.1:0", "--srt", "127.0.0.1:0"])
-            .args(["--database-url", db, "--cluster-node", name])
-            .args(["--cluster-region", spec.region])
-            .args(["--cluster-link", &spec.link.to_string()])
-            .args(["--cluster-advertise", &spec.advertise.to_string()])
-            .args(["--cluster-fanout", &fanout.to_string()])
-            .arg("--cluster-ca-cert")
-            .arg(ca.join("ca.pem"))
-            .arg("--cluster-ca-key")
-            .arg(ca.join("ca.key"))
-            .env("RUST_LOG", "info,banyan::cluster=debug")
-            .env_remove("BANYAN_DATA_DIR")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn banyan");
-        let stdout = child.stdout.take().unwrap();
-        let proc = Proc(Some(child));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node {name} did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        let ready: Value = serde_json::from_str(&line).unwrap();
-        let creds: Value =
-            serde_json::from_str(&std::fs::read_to_string(data.join("credentials.json")).unwrap())
-                .unwrap();
-        Node {
-            _proc: proc,
-            ready,
-            creds,
-        }
-    }
-
-    fn http(&self) -> String {
-        format!("http://{}", self.ready["http"].as_str().unwrap())
-    }
-
-    fn rtmp(&self, key: &str) -> String {
-        format!("rtmp://{}/live/{key}", self.ready["rtmp"].as_str().unwrap())
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
-async fn get_json(url: &str, token: &str) -> Value {
-    let r = http().get(url).bearer_auth(token).send().await.unwrap();
-    r.json().await.unwrap_or(Value::Null)
+fn start_node(dir: &Path, spec: &NodeSpec, db: &str, ca: &Path, fanout: usize) -> Node {
+    let (link, advertise) = (spec.link.to_string(), spec.advertise.to_string());
+    let extra = [
+        "--cluster-region",
+        spec.region,
+        "--cluster-link",
+        &link,
+        "--cluster-advertise",
+        &advertise,
+    ];
+    Node::start(dir, spec.name, db, ca, fanout, &extra)
 }
 
 async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F)
@@ -344,7 +276,7 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
     }
     let nodes: Vec<Node> = specs
         .iter()
-        .map(|s| Node::start(tmp.path(), s, &pg.url(), &ca, 2))
+        .map(|s| start_node(tmp.path(), s, &pg.url(), &ca, 2))
         .collect();
     let by_name = |n: &str| &nodes[specs.iter().position(|s| s.name == n).unwrap()];
     let (o, x, z, y) = (by_name("o"), by_name("x"), by_name("z"), by_name("y"));
@@ -358,14 +290,14 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
         wait_until(Duration::from_secs(5), "membership", || {
             let (url, admin) = (url.clone(), admin.clone());
             async move {
-                get_json(&url, &admin).await["nodes"]
+                get_json_value(&url, &admin).await["nodes"]
                     .as_array()
                     .is_some_and(|a| a.len() == 4)
             }
         })
         .await;
     }
-    let v = get_json(&format!("{}/cluster/nodes", y.http()), &admin).await;
+    let v = get_json_value(&format!("{}/cluster/nodes", y.http()), &admin).await;
     for n in v["nodes"].as_array().unwrap() {
         let s = specs.iter().find(|s| n["name"] == s.name).unwrap();
         assert_eq!(n["link"], s.advertise.to_string(), "{v}");
@@ -444,7 +376,7 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
         let url = stream(n);
         wait_until(Duration::from_secs(8), "every node knows origin o", || {
             let (url, admin) = (url.clone(), admin.clone());
-            async move { get_json(&url, &admin).await["origin"] == "o" }
+            async move { get_json_value(&url, &admin).await["origin"] == "o" }
         })
         .await;
     }
@@ -456,7 +388,7 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
         let url = stream(node);
         wait_until(Duration::from_secs(8), "a first joiner under o", || {
             let (url, admin) = (url.clone(), admin.clone());
-            async move { get_json(&url, &admin).await["parent"] == "o" }
+            async move { get_json_value(&url, &admin).await["parent"] == "o" }
         })
         .await;
     }
@@ -464,12 +396,12 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
     let url = stream(y);
     wait_until(Duration::from_secs(8), "y joins", || {
         let (url, admin) = (url.clone(), admin.clone());
-        async move { get_json(&url, &admin).await["parent"].is_string() }
+        async move { get_json_value(&url, &admin).await["parent"].is_string() }
     })
     .await;
-    let tree = get_json(&stream(o), &admin).await;
+    let tree = get_json_value(&stream(o), &admin).await;
     eprintln!("tree: {tree}");
-    let y_parent = get_json(&stream(y), &admin).await["parent"].clone();
+    let y_parent = get_json_value(&stream(y), &admin).await["parent"].clone();
     assert_eq!(y_parent, "x", "y attaches under its nearest node: {tree}");
     let mut kids: Vec<&str> = tree["children"]
         .as_array()
@@ -507,7 +439,7 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
         }
     }
     assert!(failures.is_empty(), "{failures:?}");
-    let tree = get_json(&stream(o), &admin).await;
+    let tree = get_json_value(&stream(o), &admin).await;
     eprintln!("tree: {tree}");
     let edges: Vec<(&str, &str)> = tree["edges"]
         .as_array()
@@ -517,4 +449,8 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
         .collect();
     assert_eq!(edges, [("x", "o"), ("y", "x"), ("z", "o")], "{tree}");
     eprintln!("took {:?}", t0.elapsed());
+}
+
+async fn get_json_value(url: &str, token: &str) -> Value {
+    cluster_node::get_json(url, token).await.1
 }
