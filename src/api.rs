@@ -6,7 +6,9 @@
 //! Error codes: 10000 missing or bad token (401), 10001 operator token
 //! required (403), 10003 not found (404), 10005 bad request (400), 10009
 //! conflict (409), 10013 body too large (413), 10429 too many failed
-//! token attempts from this address (429), 10100 internal (500).
+//! token attempts from this address (429), 10100 internal (500), 10503 the
+//! database is unreachable for now, retry later (503, within the store's
+//! connection timeout; live streams are not affected).
 //!
 //! Tokens are bound to one account; another account's objects answer 404.
 //! The admin token belongs to the default account and may also manage
@@ -77,6 +79,17 @@ impl ApiError {
     fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, 10009, message)
     }
+    /// The database cannot be reached now (503). The outage itself is
+    /// logged once by the background tasks, not per request.
+    fn unavailable(e: &dyn std::fmt::Display) -> ApiError {
+        tracing::debug!("API: {e:#}");
+        metrics::counter!("banyan_api_unavailable_total").increment(1);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            10503,
+            "the database is unreachable; retry later",
+        )
+    }
     fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!("API: {e}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 10100, "internal error")
@@ -85,13 +98,19 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if crate::store::unavailable(&e) {
+            return ApiError::unavailable(&e);
+        }
         ApiError::internal(e)
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        ApiError::internal(format!("{e:#}"))
+        match e.downcast_ref::<sqlx::Error>() {
+            Some(db) if crate::store::unavailable(db) => ApiError::unavailable(&e),
+            _ => ApiError::internal(format!("{e:#}")),
+        }
     }
 }
 

@@ -186,11 +186,14 @@ impl Node {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.rebuild_keys().await {
-                tracing::warn!("refreshing keys from the store: {e:#}");
-            }
-            if let Err(e) = self.reload_domains().await {
-                tracing::warn!("refreshing domains from the store: {e:#}");
+            // In an outage the keys and domains last loaded stay in force.
+            let r = match self.rebuild_keys().await {
+                Ok(()) => self.reload_domains().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => self.store.note_ok(),
+                Err(e) => self.store.note_failure("refreshing keys and domains", &e),
             }
         }
     }

@@ -66,6 +66,29 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Since when the database has been unreachable (None: reachable).
+    down_since: std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
+}
+
+/// How long a query waits for a PostgreSQL connection before it fails: a
+/// database that is down (restarting, unreachable) gives bounded errors
+/// (the API answers 503, the cluster's tick fails and retries) instead of
+/// stalls.
+pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// True when `e` says the database cannot be reached now (down, restarting,
+/// connection lost or pool exhausted) rather than that a query is wrong.
+pub fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        // Connection exceptions (08...) and operator intervention (57P0x:
+        // shutdown, starting up).
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
 }
 
 const SCHEMA: &[&str] = &[
@@ -161,7 +184,11 @@ impl Store {
         let opts: AnyConnectOptions = url.parse().context("database URL")?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(if backend == Backend::Sqlite {
+                Duration::from_secs(10)
+            } else {
+                PG_ACQUIRE_TIMEOUT
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -182,7 +209,46 @@ impl Store {
         crate::analytics::create_schema(&pool)
             .await
             .context("creating the analytics schema")?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            down_since: Default::default(),
+        })
+    }
+
+    /// Note a failed background use of the store (`what` failed): an outage
+    /// is logged once when it starts (then at debug level) and once when
+    /// it ends, however many tasks keep retrying through it. Other errors
+    /// are logged each time.
+    pub fn note_failure(&self, what: &str, e: &anyhow::Error) {
+        let outage = e
+            .chain()
+            .any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(unavailable));
+        if !outage {
+            tracing::warn!("{what}: {e:#}");
+            return;
+        }
+        metrics::counter!("banyan_store_unavailable_total").increment(1);
+        let mut down = self.down_since.lock();
+        if down.is_none() {
+            *down = Some(std::time::Instant::now());
+            tracing::warn!(
+                "the database is unreachable ({what}: {e:#}); live streams carry on, \
+                 retrying in the background"
+            );
+        } else {
+            tracing::debug!("{what}: {e:#}");
+        }
+    }
+
+    /// Note a successful use of the store: ends an outage (logged once).
+    pub fn note_ok(&self) {
+        let mut down = self.down_since.lock();
+        if let Some(t) = down.take() {
+            tracing::info!(
+                secs = t.elapsed().as_secs_f64(),
+                "the database is reachable again"
+            );
+        }
     }
 
     pub async fn close(&self) {

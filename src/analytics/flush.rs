@@ -150,6 +150,7 @@ pub async fn flush_once(node: &Node, batcher: &mut Batcher, since_ms: &mut i64) 
     metrics::histogram!("banyan_analytics_flush_seconds").record(started.elapsed().as_secs_f64());
     match result {
         Ok(rows) => {
+            node.store.note_ok();
             batcher.clear();
             metrics::counter!("banyan_analytics_flushes_total", "result" => "ok").increment(1);
             metrics::counter!("banyan_analytics_rows_total").increment(rows as u64);
@@ -157,7 +158,10 @@ pub async fn flush_once(node: &Node, batcher: &mut Batcher, since_ms: &mut i64) 
         }
         Err(e) => {
             metrics::counter!("banyan_analytics_flushes_total", "result" => "error").increment(1);
-            tracing::warn!("analytics flush failed, kept for the next one: {e}");
+            node.store.note_failure(
+                "analytics flush (kept for the next one)",
+                &anyhow::Error::from(e),
+            );
         }
     }
 }

@@ -223,15 +223,22 @@ pub async fn remove_edge(pool: &AnyPool, uid: &str, child: &str) -> sqlx::Result
     Ok(())
 }
 
-/// Every edge refreshed within `fresh`: `(uid, child, parent)`. Older ones
-/// are deleted.
-pub async fn edges(pool: &AnyPool, fresh: Duration) -> sqlx::Result<Vec<(String, String, String)>> {
+/// Every edge refreshed within `fresh`: `(uid, child, parent)`. With
+/// `sweep`, older ones are deleted.
+pub async fn edges(
+    pool: &AnyPool,
+    fresh: Duration,
+    sweep: bool,
+) -> sqlx::Result<Vec<(String, String, String)>> {
     let cutoff = now_micros() - micros(fresh);
-    sqlx::query("DELETE FROM stream_tree WHERE updated_at < $1")
+    if sweep {
+        sqlx::query("DELETE FROM stream_tree WHERE updated_at < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?;
+    }
+    let rows = sqlx::query("SELECT uid, child, parent FROM stream_tree WHERE updated_at >= $1")
         .bind(cutoff)
-        .execute(pool)
-        .await?;
-    let rows = sqlx::query("SELECT uid, child, parent FROM stream_tree")
         .fetch_all(pool)
         .await?;
     rows.iter()

@@ -18,6 +18,12 @@
 //!   slot in the child's subtree, then the lowest RTT to the joiner).
 //! * Leaving: no local viewer and no downstream node for [`LEAVE_AFTER`]:
 //!   the pull is dropped.
+//! * Database outages: the links, pulls and trees live outside the database,
+//!   so streams that flow keep flowing while it is down; the snapshot is
+//!   frozen (no joins to new origins, no deaths declared), the outage is
+//!   logged once, and when the database is back the node re-registers,
+//!   renews its leases and edges, and waits [`SETTLE`] before it believes
+//!   the staleness of anyone else's rows.
 //! * Healing: a pull whose link is lost re-joins from the origin at once,
 //!   avoiding the lost parent; the local hub's reconnect window keeps
 //!   viewers attached and rebases timestamps. When the origin moves (the
@@ -65,6 +71,17 @@ pub const DEMAND_POLL: Duration = Duration::from_millis(150);
 pub const LEAVE_AFTER: Duration = Duration::from_secs(5);
 /// Idle timeout of node links: a dead parent is noticed within it.
 pub const LINK_IDLE: Duration = Duration::from_millis(400);
+/// After the database comes back from an outage, every heartbeat and lease
+/// in it is stale at once: for this long after this node's first write
+/// succeeds again, peers, origins and edges missing from the database are
+/// kept from the last snapshot (every live peer rewrites its rows within
+/// it), and stale edges are not swept. A peer is judged dead by the age of
+/// its heartbeat only while this node's own writes have been succeeding
+/// for longer than that.
+pub const SETTLE: Duration = Duration::from_millis(2500);
+/// A membership tick that takes longer than this is abandoned (a database
+/// that stopped answering on an open connection) and counts as failed.
+const TICK_LIMIT: Duration = Duration::from_secs(4);
 
 /// The `[cluster]` table of the config file. Every key has a flag and an
 /// env variable (`--cluster-node`, `BANYAN_CLUSTER_NODE`, ...).
@@ -255,6 +272,31 @@ struct Snapshot {
     rtts: RttTable,
 }
 
+impl Snapshot {
+    /// Keep what `old` knew and the database does not show (yet): peers,
+    /// origins and the edges of children with no edge of their own.
+    fn keep_missing(&mut self, old: &Snapshot) {
+        for (name, peer) in &old.nodes {
+            self.nodes
+                .entry(name.clone())
+                .or_insert_with(|| peer.clone());
+        }
+        for (uid, origin) in &old.origins {
+            self.origins
+                .entry(uid.clone())
+                .or_insert_with(|| origin.clone());
+        }
+        for (uid, old_edges) in &old.edges {
+            let edges = self.edges.entry(uid.clone()).or_default();
+            for (child, parent) in old_edges {
+                if !edges.iter().any(|(c, _)| c == child) {
+                    edges.push((child.clone(), parent.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// RTTs for the planner: measured when known, else "same region" is close.
 struct Rtts<'a>(&'a Snapshot);
 
@@ -386,6 +428,9 @@ pub struct Cluster {
     connecting: Arc<Mutex<HashSet<String>>>,
     leases: Mutex<HashSet<String>>,
     wake: Notify,
+    /// Since when this node's membership writes have been succeeding
+    /// without a failure (None: the last tick failed, or none ran yet).
+    db_ok_since: Mutex<Option<Instant>>,
 }
 
 fn link_config() -> LinkConfig {
@@ -425,6 +470,7 @@ impl Cluster {
             connecting: Arc::default(),
             leases: Mutex::new(HashSet::new()),
             wake: Notify::new(),
+            db_ok_since: Mutex::new(None),
         });
         cluster.membership_tick().await?;
         tracing::info!(node = %cluster.cfg.node, region = %cluster.cfg.region, link = %link_addr,
@@ -457,8 +503,15 @@ impl Cluster {
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
             }
-            if let Err(e) = self.membership_tick().await {
-                tracing::warn!("cluster state: {e:#}");
+            let r = tokio::time::timeout(TICK_LIMIT, self.membership_tick())
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut.into()));
+            match r {
+                Ok(()) => self.node.store.note_ok(),
+                Err(e) => {
+                    *self.db_ok_since.lock() = None;
+                    self.node.store.note_failure("cluster heartbeat", &e);
+                }
             }
         }
         // Tell the others at once.
@@ -478,6 +531,14 @@ impl Cluster {
             self.node.addrs.http,
         )
         .await?;
+        // Right after an outage, others' rows may be stale only because
+        // they could not write either.
+        let settled = self
+            .db_ok_since
+            .lock()
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            >= SETTLE;
         // Origins: streams whose broadcaster pushes to this node.
         for uid in self.node.input_uids() {
             if self.pulling(&uid) {
@@ -533,7 +594,7 @@ impl Cluster {
         // The snapshot.
         let nodes = db::live_nodes(pool, DEAD_AFTER).await?;
         let origins = db::origins(pool).await?;
-        let edges = db::edges(pool, DEAD_AFTER * 2).await?;
+        let edges = db::edges(pool, DEAD_AFTER * 2, settled).await?;
         let rtts = db::rtts(pool, Duration::from_secs(10)).await?;
         let mut snap = Snapshot::default();
         for n in nodes {
@@ -556,6 +617,9 @@ impl Cluster {
         }
         for (a, b, rtt) in rtts {
             snap.rtts.set(&NodeId::new(a), &NodeId::new(b), rtt);
+        }
+        if !settled {
+            snap.keep_missing(&self.shared.snap.read());
         }
         let peers: Vec<(String, SocketAddr)> = snap
             .nodes
@@ -881,7 +945,18 @@ async fn admin(c: &Cluster, headers: &HeaderMap) -> Result<(), Response> {
         .store
         .token(&crate::secret::token_hash(token))
         .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+        .map_err(|e| {
+            if crate::store::unavailable(&e) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": "the database is unreachable; retry later"})),
+                )
+                    .into_response()
+            } else {
+                tracing::error!("cluster API: {e}");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        })?;
     match info {
         Some(i) if i.admin => Ok(()),
         Some(_) => Err((
@@ -968,4 +1043,59 @@ async fn stream_json(
         "height": height,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(port: u16) -> Peer {
+        Peer {
+            region: "r".into(),
+            link: SocketAddr::from(([127, 0, 0, 1], port)),
+            http: String::new(),
+        }
+    }
+
+    /// Right after a database outage the first read shows only this node:
+    /// the peers, the origin and the edges of the last snapshot are kept;
+    /// what the database does show wins.
+    #[test]
+    fn an_unsettled_snapshot_keeps_what_the_database_lost() {
+        let mut old = Snapshot::default();
+        for (n, p) in [("a", 1), ("b", 2), ("c", 3)] {
+            old.nodes.insert(n.into(), peer(p));
+        }
+        old.origins.insert("u".into(), ("a".into(), true));
+        old.origins.insert("v".into(), ("c".into(), true));
+        old.edges.insert(
+            "u".into(),
+            vec![("b".into(), "a".into()), ("c".into(), "a".into())],
+        );
+
+        let mut fresh = Snapshot::default();
+        fresh.nodes.insert("b".into(), peer(2));
+        fresh.nodes.insert("c".into(), peer(30));
+        fresh.origins.insert("v".into(), ("b".into(), true));
+        fresh
+            .edges
+            .insert("u".into(), vec![("c".into(), "b".into())]);
+        fresh.keep_missing(&old);
+
+        let mut names: Vec<&String> = fresh.nodes.keys().collect();
+        names.sort();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(fresh.nodes["c"].link.port(), 30, "the fresh row wins");
+        assert_eq!(fresh.origins["u"], ("a".to_string(), true));
+        assert_eq!(fresh.origins["v"], ("b".to_string(), true));
+        let mut edges = fresh.edges["u"].clone();
+        edges.sort();
+        assert_eq!(
+            edges,
+            [
+                ("b".to_string(), "a".to_string()),
+                ("c".to_string(), "b".to_string())
+            ]
+        );
+    }
 }

@@ -130,3 +130,128 @@ pub async fn get_json(url: &str, token: &str) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
+
+/// An ffmpeg RTMP player printing one framemd5 line per video packet (each
+/// flushed at once); each line is kept with its arrival time.
+pub struct Player {
+    pub proc: Proc,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+}
+
+impl Player {
+    pub fn start(url: &str) -> Player {
+        let mut child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+            .args(["-rw_timeout", "15000000", "-i", url])
+            .args(["-map", "0:v", "-c", "copy", "-flush_packets", "1"])
+            .args(["-f", "framemd5", "-"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg player");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if !l.starts_with('#') {
+                    sink.lock().unwrap().push((std::time::Instant::now(), l));
+                }
+            }
+        });
+        Player {
+            proc: Proc(Some(child)),
+            lines,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    /// The packet hashes, in arrival order.
+    pub fn hashes(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, l)| l.rsplit(',').next().map(|h| h.trim().to_string()))
+            .collect()
+    }
+
+    /// The packets' timestamps (pts, in the stream's time base), in order.
+    pub fn pts(&self) -> Vec<i64> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, l)| l.split(',').nth(2)?.trim().parse().ok())
+            .collect()
+    }
+
+    /// Arrival times of packets after `t`.
+    pub fn arrivals_after(&self, t: std::time::Instant) -> Vec<std::time::Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| *at > t)
+            .collect()
+    }
+
+    /// The longest time without a packet between `from` and `to`
+    /// (counting from `from` to the first packet and from the last to `to`),
+    /// and when it began.
+    pub fn longest_gap(
+        &self,
+        from: std::time::Instant,
+        to: std::time::Instant,
+    ) -> (Duration, std::time::Instant) {
+        let mut at = from;
+        let mut worst = (Duration::ZERO, from);
+        for t in self.arrivals_after(from).into_iter().filter(|t| *t <= to) {
+            if t.duration_since(at) > worst.0 {
+                worst = (t.duration_since(at), at);
+            }
+            at = t;
+        }
+        if to.saturating_duration_since(at) > worst.0 {
+            worst = (to.saturating_duration_since(at), at);
+        }
+        worst
+    }
+}
+
+/// An 8 s 320x240 25 fps clip (one keyframe per second, AAC) for looping
+/// publishers.
+pub fn make_clip(path: &Path) {
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "8"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-tune", "zerolatency", "-g", "25", "-bf", "0"])
+        .args(["-c:a", "aac", "-f", "flv"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The hashes of the video packets of `clip`.
+pub fn reference_hashes(clip: &Path) -> std::collections::HashSet<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(clip)
+        .args(["-map", "0:v", "-c", "copy", "-f", "framemd5", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_string()))
+        .collect()
+}

@@ -48,23 +48,46 @@ impl Postgres {
             .unwrap()
             .port();
         let pg = Postgres { dir, port };
-        let opts = format!(
-            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.dir.path().display()
-        );
-        let log = pg.dir.path().join("log");
-        run(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            data,
-            "-o",
-            &opts,
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "start",
-        ]);
+        pg.start_again();
         pg
+    }
+
+    /// `pg_ctl start` on the same data dir and port (after a stop).
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.dir.path().display(),
+            self.port
+        );
+        let log = self.dir.path().join("log");
+        let out = self.pg_ctl(&["-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pg_ctl stop -m immediate`: the server and its connections vanish
+    /// at once (no checkpoint; the next start recovers from the WAL).
+    #[allow(dead_code)]
+    pub fn stop_immediate(&self) {
+        let out = self.pg_ctl(&["-m", "immediate", "stop"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        let data = self.dir.path().join("data");
+        Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
+            .args(["-D", data.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     pub fn url(&self) -> String {
@@ -74,10 +97,6 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
-            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .output();
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
     }
 }
