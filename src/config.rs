@@ -80,7 +80,7 @@ pub struct ServeArgs {
     /// and a publisher between two media messages [default: 30]
     #[arg(long, env = "BANYAN_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub idle_timeout: Option<u64>,
-    /// Connections served at once per TCP listener (RTMP, RTMPS, HTTP);
+    /// Connections served at once per listener (RTMP, RTMPS, HTTP, SRT);
     /// more are refused [default: 10000]
     #[arg(long, env = "BANYAN_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,

@@ -386,7 +386,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // table is empty until the rebuild below: until then SRT refuses.
     let srt = banyan_ingest::srt::serve(
         settings.srt,
-        banyan_ingest::srt::SrtConfig::default(),
+        banyan_ingest::srt::SrtConfig {
+            max_connections: settings.max_connections,
+            ..Default::default()
+        },
         ctx.clone(),
         shutdown.clone(),
     )

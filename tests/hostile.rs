@@ -1,7 +1,8 @@
 //! Hostile and clumsy clients against the real binary: silent and
 //! trickling connections, HTTP slowloris, a publisher whose bytes slow to a
-//! trickle, viewers that never read, a connection flood beyond the limit,
-//! and handcrafted bogus RTMP chunks. Each time a real ffmpeg stream (the
+//! trickle, viewers that never read, connection floods beyond the limit
+//! (RTMP and HTTP; SRT, refused at its handshake), and handcrafted bogus
+//! RTMP chunks. Each time a real ffmpeg stream (the
 //! witness) runs alongside and must get every frame.
 //!
 //! Malformed JSON and oversized API bodies are covered by tests/api.rs.
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use reliab::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -387,6 +389,236 @@ async fn a_connection_flood_beyond_the_limit_is_refused_and_the_node_keeps_worki
         "the refusal reason is not in the log"
     );
     witness.check().await;
+}
+
+/// An SRT caller through the binding: connected, or the reject code the
+/// listener answered with.
+fn srt_call(addr: &str, stream_id: &str, passphrase: &str) -> Result<banyan_srt::Socket, i32> {
+    let s = banyan_srt::Socket::new().expect("srt socket");
+    s.set_str(banyan_srt::sys::SRTO_STREAMID, stream_id)
+        .expect("stream id");
+    s.set_passphrase(passphrase).expect("passphrase");
+    match s.connect(addr.parse().expect("srt address")) {
+        Ok(()) => Ok(s),
+        Err(_) => Err(s.reject_reason()),
+    }
+}
+
+/// Video packets of a framemd5 file and the longest step between two
+/// successive ones, in seconds (read from the file's `#tb 0:` line).
+fn video_steps(path: &std::path::Path) -> (usize, f64) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#tb 0:"))
+        .and_then(|t| {
+            let (n, d) = t.trim().split_once('/')?;
+            Some(n.parse::<f64>().ok()? / d.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0);
+    let video: Vec<Packet> = packets(path)
+        .into_iter()
+        .filter(|p| p.stream == 0)
+        .collect();
+    let mut max = 0.0f64;
+    for w in video.windows(2) {
+        let step = (w[1].dts - w[0].dts) as f64 * tb;
+        assert!(
+            step >= 0.0,
+            "video dts went back: {} then {}",
+            w[0].dts,
+            w[1].dts
+        );
+        max = max.max(step);
+    }
+    (video.len(), max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srt_flood_beyond_the_limit_is_refused_at_the_handshake_and_slots_come_back() {
+    let _one = SERIAL.lock().await;
+    let dir = tempdir();
+    // The witness takes two SRT slots (publisher and player), two held
+    // players the rest; every caller beyond is refused at the handshake.
+    let node = start(dir.path(), &["--max-connections", "4"]);
+    let srt = node.addr("srt");
+    let input = node.create_input("srt-witness").await;
+    let uid = input["uid"].as_str().expect("uid").to_string();
+    let publish_url = format!(
+        "srt://{srt}?streamid={}&passphrase={}",
+        input["srt"]["streamId"].as_str().expect("srt.streamId"),
+        input["srt"]["passphrase"].as_str().expect("srt.passphrase")
+    );
+    let play_id = input["srtPlayback"]["streamId"]
+        .as_str()
+        .expect("srtPlayback.streamId")
+        .to_string();
+    let play_pass = input["srtPlayback"]["passphrase"]
+        .as_str()
+        .expect("srtPlayback.passphrase")
+        .to_string();
+    let play_url = format!("srt://{srt}?streamid={play_id}&passphrase={play_pass}");
+
+    // The witness: ffmpeg publishes the clip over SRT, ffmpeg plays 10 s.
+    let mut c = ffmpeg();
+    c.args(["-re", "-stream_loop", "-1", "-i"])
+        .arg(clip("testsrc2"))
+        .args(["-c", "copy", "-f", "mpegts", &publish_url]);
+    let mut publisher = Client::spawn(c);
+    node.wait_status(&uid, "connected", 15).await;
+    let out = dir.path().join("srt-witness.md5");
+    let mut c = ffmpeg();
+    c.args(["-i", &play_url, "-t", "10"])
+        .args(FRAMEMD5)
+        .arg("-y")
+        .arg(&out);
+    let mut player = Client::spawn(c);
+    let until = Instant::now() + Duration::from_secs(10);
+    while video_steps(&out).0 < 3 {
+        assert!(
+            Instant::now() < until,
+            "the SRT witness player got no frames; node log:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Watch the witness while the rest happens: frames keep arriving.
+    let watched = out.clone();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watching2 = watching.clone();
+    let watcher = tokio::spawn(async move {
+        let (mut last_count, mut last_change) = (0, Instant::now());
+        let mut longest = Duration::ZERO;
+        while watching2.load(std::sync::atomic::Ordering::Relaxed) {
+            let n = video_steps(&watched).0;
+            if n != last_count {
+                longest = longest.max(last_change.elapsed());
+                (last_count, last_change) = (n, Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        longest.max(last_change.elapsed())
+    });
+
+    // Two players fill the limit.
+    let (id, pass, a) = (play_id.clone(), play_pass.clone(), srt.clone());
+    let held = tokio::task::spawn_blocking(move || {
+        (0..2)
+            .map(|i| srt_call(&a, &id, &pass).unwrap_or_else(|e| panic!("holder {i} refused: {e}")))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("holders");
+
+    // The flood: srt-live-transmit callers (told not to retry) and callers
+    // through the binding, which read the reject code.
+    let mut slt = Vec::new();
+    for i in 0..4 {
+        let mut c = Command::new("srt-live-transmit");
+        c.args(["-a:no", &play_url, "file://con"])
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.path().join(format!("slt{i}.err"))).expect("stderr file"),
+            );
+        slt.push(Client::spawn(c));
+    }
+    let (id, pass, a) = (play_id.clone(), play_pass.clone(), srt.clone());
+    let codes = tokio::task::spawn_blocking(move || {
+        (0..8)
+            .map(|_| srt_call(&a, &id, &pass).err())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("flood");
+    assert!(
+        codes
+            .iter()
+            .all(|c| *c == Some(banyan_srt::server::reject::OVERLOAD)),
+        "callers beyond the limit got {codes:?}, want SRT_REJX_OVERLOAD (1402) each"
+    );
+    for (i, c) in slt.iter_mut().enumerate() {
+        let st = c.wait(10.0).await;
+        let err =
+            std::fs::read_to_string(dir.path().join(format!("slt{i}.err"))).unwrap_or_default();
+        assert!(
+            st.is_some() && err.contains("REJECT") && err.contains("rejection reason"),
+            "srt-live-transmit {i} was not refused ({st:?}):\n{err}"
+        );
+    }
+    let m = node.metrics().await;
+    let refused = counter(
+        &m,
+        "banyan_connections_refused_total",
+        &["reason=\"limit\"", "listener=\"srt\""],
+    );
+    assert_eq!(refused, 12.0, "SRT refusals counted:\n{m}");
+    let log = node.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("connection limit reached"))
+        .collect();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("srt"),
+        "want one SRT limit warning for the whole flood, got {warnings:#?}"
+    );
+
+    // The flood goes away: slots come back, however many times they are
+    // taken and given back.
+    drop(held);
+    let (id, pass, a) = (play_id.clone(), play_pass.clone(), srt.clone());
+    tokio::task::spawn_blocking(move || {
+        for i in 0..10 {
+            let s = (0..100)
+                .find_map(|_| match srt_call(&a, &id, &pass) {
+                    Ok(s) => Some(s),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        None
+                    }
+                })
+                .unwrap_or_else(|| panic!("no slot for caller {i} after the flood"));
+            drop(s);
+        }
+    })
+    .await
+    .expect("callers after the flood");
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let stalled = watcher.await.expect("watcher");
+    // A real player still gets the stream.
+    let late = dir.path().join("late.md5");
+    let mut c = ffmpeg();
+    c.args(["-i", &play_url, "-frames:v", "30"])
+        .args(FRAMEMD5)
+        .arg("-y")
+        .arg(&late);
+    let mut late_player = Client::spawn(c);
+    let st = late_player.wait(15.0).await;
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "a player after the flood failed: {st:?}; node log:\n{}",
+        node.log_text()
+    );
+    assert!(
+        video_steps(&late).0 >= 30,
+        "the late player got too few frames"
+    );
+
+    let st = player.wait(20.0).await;
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "the SRT witness player did not finish cleanly: {st:?}"
+    );
+    let (frames, step) = video_steps(&out);
+    assert!(
+        frames >= 10 * 30 * 9 / 10 && step <= 0.1,
+        "SRT witness: {frames} video frames, longest step {step:.3} s"
+    );
+    assert!(
+        stalled <= Duration::from_millis(500),
+        "the SRT witness stalled {stalled:?} while the flood came and went"
+    );
+    publisher.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,9 @@
 //! wrong passphrase, an unknown stream id, a disabled input or a caller in
 //! file mode is refused during the handshake, before any media flows.
 //!
+//! Beyond [`SrtConfig::max_connections`] a caller is refused in the same
+//! callback with `OVERLOAD`, before anything else is looked at.
+//!
 //! Failed attempts count against the caller's address
 //! ([`crate::admission`]): a limited address is refused (`OVERLOAD`) before
 //! its stream id is looked up. libsrt refuses a wrong passphrase after the
@@ -44,6 +47,12 @@ pub struct SrtConfig {
     pub receive_tsbpd: bool,
     /// Messages queued per connection between libsrt's thread and tokio.
     pub queue: usize,
+    /// Connections at once (publishers, players and handshakes admitted
+    /// but not yet accepted). More are refused at the handshake with
+    /// `SRT_REJX_OVERLOAD` (1402), logged once per 10 s at most and counted
+    /// in `banyan_connections_refused_total{reason="limit",listener="srt"}`.
+    /// Default 10000.
+    pub max_connections: usize,
 }
 
 impl Default for SrtConfig {
@@ -52,6 +61,7 @@ impl Default for SrtConfig {
             latency: Duration::from_millis(120),
             receive_tsbpd: false,
             queue: 4096,
+            max_connections: 10_000,
         }
     }
 }
@@ -215,6 +225,7 @@ pub async fn serve(
         receive_tsbpd: cfg.receive_tsbpd,
         receive_queue: cfg.queue,
         send_queue: cfg.queue,
+        max_connections: cfg.max_connections,
         ..ServerConfig::default()
     };
     let (server, mut incoming) = Server::start(addr, scfg, Arc::new(gate))?;

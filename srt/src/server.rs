@@ -12,14 +12,21 @@
 //! [`Gate`] looks the stream id up in memory and answers with the direction
 //! and the passphrase, which the callback sets on the new socket, or with a
 //! reject code. A wrong passphrase is then refused by libsrt itself.
+//!
+//! The callback also enforces [`ServerConfig::max_connections`]: the
+//! connections the thread holds plus the handshakes admitted and not yet
+//! accepted ([`Slots`]) may not exceed it. A caller beyond it is refused
+//! with [`reject::OVERLOAD`] before its stream id is looked up, counted in
+//! `banyan_connections_refused_total{reason="limit",listener="srt"}`, and
+//! logged once per 10 s at most.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libc::{c_char, c_int, c_void};
@@ -98,6 +105,10 @@ pub struct ServerConfig {
     /// Messages per player waiting for the thread.
     pub send_queue: usize,
     pub backlog: i32,
+    /// Connections at once (publishers, players and admitted handshakes
+    /// not yet accepted); callers beyond it are refused at the handshake
+    /// with [`reject::OVERLOAD`].
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +120,7 @@ impl Default for ServerConfig {
             receive_queue: 4096,
             send_queue: 4096,
             backlog: 64,
+            max_connections: 10_000,
         }
     }
 }
@@ -142,6 +154,7 @@ pub struct Incoming {
 /// A running listener. Dropping it stops the thread and closes every socket.
 pub struct Server {
     local_addr: SocketAddr,
+    slots: Arc<Slots>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -160,7 +173,11 @@ impl Server {
         lsn.set_nonblocking(true)?;
         lsn.bind(addr)?;
         let local_addr = lsn.local_addr()?;
-        let hook = Box::new(Hook { gate: gate.clone() });
+        let slots = Arc::new(Slots::new(cfg.max_connections));
+        let hook = Box::new(Hook {
+            gate: gate.clone(),
+            slots: slots.clone(),
+        });
         // The callback state must outlive every call libsrt may still make
         // from its own threads, even while the listener closes: it is leaked
         // on purpose (one small allocation per listener).
@@ -183,6 +200,7 @@ impl Server {
         let (accept_tx, accept_rx) = mpsc::channel(cfg.accept_queue.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let slots2 = slots.clone();
         let thread = std::thread::Builder::new()
             .name(format!("srt-{}", local_addr.port()))
             .spawn(move || {
@@ -191,6 +209,7 @@ impl Server {
                     conns: HashMap::new(),
                     accept_tx,
                     gate,
+                    slots: slots2,
                     cfg,
                     buf: vec![0u8; 1500],
                 };
@@ -200,6 +219,7 @@ impl Server {
         Ok((
             Server {
                 local_addr,
+                slots,
                 stop,
                 thread: Some(thread),
             },
@@ -209,6 +229,12 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Connection slots in use: connections the thread holds plus
+    /// handshakes admitted and not yet accepted.
+    pub fn connections(&self) -> usize {
+        self.slots.in_use()
     }
 }
 
@@ -227,10 +253,112 @@ fn check_rc(op: &'static str, rc: c_int) -> Result<(), SrtError> {
 
 struct Hook {
     gate: Arc<dyn Gate>,
+    slots: Arc<Slots>,
 }
 
-/// libsrt's listen callback: decide on the stream id, set the passphrase on
-/// the new socket, or reject.
+/// The connection count of a listener, shared by libsrt's callback (which
+/// reserves) and the driver thread (which accepts and closes).
+struct Slots {
+    max: usize,
+    /// Connections the driver thread holds (the length of its map).
+    live: AtomicUsize,
+    /// Sockets admitted by the callback and not yet accepted by the thread.
+    pending: Mutex<HashSet<sys::SRTSOCKET>>,
+    /// When the last limit warning was logged.
+    warned: Mutex<Option<Instant>>,
+}
+
+/// `SRTS_BROKEN`: this state and the later ones (closing, closed,
+/// nonexistent) mean a socket will never be accepted.
+const SRTS_BROKEN: c_int = 6;
+
+/// `srt_getsockstate`.
+fn state(s: sys::SRTSOCKET) -> c_int {
+    // SAFETY: a plain query by id; libsrt answers SRTS_NONEXIST for ids it
+    // no longer knows.
+    unsafe { sys::srt_getsockstate(s) }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Slots {
+    fn new(max: usize) -> Slots {
+        Slots {
+            max,
+            live: AtomicUsize::new(0),
+            pending: Mutex::new(HashSet::new()),
+            warned: Mutex::new(None),
+        }
+    }
+
+    fn in_use(&self) -> usize {
+        let mut pending = lock(&self.pending);
+        Self::prune(&mut pending);
+        self.live.load(Ordering::SeqCst) + pending.len()
+    }
+
+    /// Handshakes that failed after the callback (a wrong passphrase) or
+    /// broke before their accept never reach the thread: give their slots
+    /// back.
+    fn prune(pending: &mut HashSet<sys::SRTSOCKET>) {
+        pending.retain(|&s| state(s) < SRTS_BROKEN);
+    }
+
+    /// Take a slot for the handshake of `ns`; false at the limit.
+    fn reserve(&self, ns: sys::SRTSOCKET) -> bool {
+        let mut pending = lock(&self.pending);
+        if self.live.load(Ordering::SeqCst) + pending.len() >= self.max {
+            // Only when needed: the pending set is usually empty.
+            Self::prune(&mut pending);
+            if self.live.load(Ordering::SeqCst) + pending.len() >= self.max {
+                return false;
+            }
+        }
+        pending.insert(ns);
+        true
+    }
+
+    /// The handshake of `ns` was refused.
+    fn release(&self, ns: sys::SRTSOCKET) {
+        lock(&self.pending).remove(&ns);
+    }
+
+    /// The thread accepted `ns` and now holds `live` connections (with
+    /// `ns` if it kept it): one step for the callback, so the connection
+    /// is counted exactly once.
+    fn accepted(&self, ns: sys::SRTSOCKET, live: usize) {
+        let mut pending = lock(&self.pending);
+        self.live.store(live, Ordering::SeqCst);
+        pending.remove(&ns);
+    }
+
+    /// Count a refusal at the limit; log it once per 10 s at most.
+    fn refused(&self, peer: Option<SocketAddr>) {
+        metrics::counter!("banyan_connections_refused_total", "reason" => "limit", "listener" => "srt")
+            .increment(1);
+        let now = Instant::now();
+        let mut warned = lock(&self.warned);
+        if warned.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+            *warned = Some(now);
+            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+            tracing::warn!(%peer, protocol = "srt", max = self.max,
+                "connection refused: connection limit reached");
+        }
+    }
+}
+
+/// Why the listen callback refused a caller.
+enum Refusal {
+    /// Beyond [`ServerConfig::max_connections`] (counted apart).
+    Limit,
+    /// Refused with this reject code.
+    Code(i32),
+}
+
+/// libsrt's listen callback: enforce the connection limit, decide on the
+/// stream id, set the passphrase on the new socket, or reject.
 unsafe extern "C" fn listen_hook(
     opaque: *mut c_void,
     ns: sys::SRTSOCKET,
@@ -241,45 +369,75 @@ unsafe extern "C" fn listen_hook(
     let r = std::panic::catch_unwind(|| {
         // SAFETY: `opaque` is the leaked Hook installed in `Server::start`.
         let hook = unsafe { &*(opaque as *const Hook) };
+        // SAFETY: libsrt passes the caller's address (or null), valid for
+        // the call.
+        let peer = unsafe { crate::sockaddr_to_std(peer) }.ok();
+        // The limit first: a flood costs no key lookup and no failed
+        // attempt against the caller's address.
+        if !hook.slots.reserve(ns) {
+            hook.slots.refused(peer);
+            return Err(Refusal::Limit);
+        }
         let sid = if streamid.is_null() {
             String::new()
         } else {
-            // SAFETY: libsrt passes a NUL-terminated buffer valid for the call.
+            // SAFETY: libsrt passes a NUL-terminated buffer valid for the
+            // call.
             unsafe { CStr::from_ptr(streamid) }
                 .to_string_lossy()
                 .into_owned()
         };
-        if hsversion < 5 {
-            // HSv4 callers cannot carry a stream id.
-            return Err(reject::BAD_REQUEST);
+        let d = admit_handshake(hook, ns, hsversion, peer, &sid);
+        if d.is_err() {
+            hook.slots.release(ns);
         }
-        // SAFETY: libsrt passes the caller's address (or null), valid for
-        // the call.
-        let peer = unsafe { crate::sockaddr_to_std(peer) }.ok();
-        match hook.gate.decide_from(&sid, peer) {
-            Decision::Reject(code) => Err(code),
-            Decision::Accept { passphrase, .. } => {
-                if let Some(p) = passphrase {
-                    // SAFETY: `ns` is the socket being accepted, alive for
-                    // the callback; we do not close it (libsrt does on reject).
-                    let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw(ns) });
-                    if s.set_passphrase(&p).is_err() {
-                        return Err(reject::UNACCEPTABLE);
-                    }
-                }
-                Ok(())
-            }
-        }
+        d.map_err(Refusal::Code)
     });
     let code = match r {
         Ok(Ok(())) => return 0,
-        Ok(Err(code)) => code,
-        Err(_) => reject::BAD_REQUEST,
+        Ok(Err(Refusal::Limit)) => reject::OVERLOAD,
+        Ok(Err(Refusal::Code(code))) => {
+            metrics::counter!("banyan_srt_rejected_total", "reason" => reject_label(code))
+                .increment(1);
+            code
+        }
+        Err(_) => {
+            metrics::counter!("banyan_srt_rejected_total", "reason" => "bad_request").increment(1);
+            reject::BAD_REQUEST
+        }
     };
-    metrics::counter!("banyan_srt_rejected_total", "reason" => reject_label(code)).increment(1);
     // SAFETY: plain value arguments on the socket being refused.
     unsafe { sys::srt_setrejectreason(ns, code) };
     -1
+}
+
+/// The admission of a handshake that got a connection slot: `ns` is the
+/// socket libsrt is creating for it.
+fn admit_handshake(
+    hook: &Hook,
+    ns: sys::SRTSOCKET,
+    hsversion: c_int,
+    peer: Option<SocketAddr>,
+    sid: &str,
+) -> Result<(), i32> {
+    if hsversion < 5 {
+        // HSv4 callers cannot carry a stream id.
+        return Err(reject::BAD_REQUEST);
+    }
+    match hook.gate.decide_from(sid, peer) {
+        Decision::Reject(code) => Err(code),
+        Decision::Accept { passphrase, .. } => {
+            if let Some(p) = passphrase {
+                // SAFETY: `ns` is the socket being accepted, alive for the
+                // callback; we do not close it (libsrt does on reject).
+                let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw(ns) });
+                if s.set_passphrase(&p).is_err() {
+                    return Err(reject::UNACCEPTABLE);
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 fn reject_label(code: i32) -> &'static str {
@@ -316,6 +474,7 @@ struct Driver {
     conns: HashMap<sys::SRTSOCKET, Conn>,
     accept_tx: mpsc::Sender<Incoming>,
     gate: Arc<dyn Gate>,
+    slots: Arc<Slots>,
     cfg: ServerConfig,
     buf: Vec<u8>,
 }
@@ -381,11 +540,20 @@ impl Driver {
         for (_, c) in self.conns.drain() {
             epoll.remove(&c.sock);
         }
+        self.count();
     }
 
+    /// Publish the number of connections held to the listen callback
+    /// after a close (a count that only falls needs no lock).
+    fn count(&self) {
+        self.slots.live.store(self.conns.len(), Ordering::SeqCst);
+    }
+
+    /// Every connection leaves through here (or the drain at the end).
     fn close(&mut self, epoll: &Epoll, fd: sys::SRTSOCKET) {
         if let Some(c) = self.conns.remove(&fd) {
             epoll.remove(&c.sock);
+            self.count();
             tracing::debug!(sock = fd, "srt connection closed");
         }
     }
@@ -402,6 +570,7 @@ impl Driver {
                     return;
                 }
             };
+            let id = sock.id();
             if let Some((fd, inc)) = self.admit(epoll, sock, peer) {
                 if self.accept_tx.try_send(inc).is_err() {
                     metrics::counter!("banyan_srt_dropped_total", "dir" => "accept").increment(1);
@@ -409,6 +578,9 @@ impl Driver {
                     self.close(epoll, fd);
                 }
             }
+            // Held or closed by now: the handshake's slot becomes the
+            // connection's, or goes back.
+            self.slots.accepted(id, self.conns.len());
         }
     }
 
@@ -456,7 +628,17 @@ impl Driver {
         if epoll.add(&sock, ev).is_err() {
             return None;
         }
+        // A caller gone between its handshake and this accept: libsrt
+        // raises no event for a socket already broken when added, so it
+        // would be held forever (and a publisher would keep its stream).
+        // Broken later, the epoll reports it.
+        if state(sock.id()) >= SRTS_BROKEN {
+            epoll.remove(&sock);
+            tracing::debug!(%peer, "srt caller gone before its accept");
+            return None;
+        }
         let fd = sock.id();
+        // Counted in the caller, with its handshake's slot released.
         self.conns.insert(fd, Conn { sock, kind });
         metrics::counter!("banyan_srt_connections_total", "mode" => match mode { Mode::Receive => "publish", Mode::Send => "play" })
             .increment(1);
@@ -553,5 +735,125 @@ impl Driver {
             );
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASS: &str = "limit-test-passphrase";
+
+    /// Publishers only; the stream id "secret" needs [`PASS`].
+    fn gate(sid: &str) -> Decision {
+        Decision::Accept {
+            mode: Mode::Receive,
+            passphrase: (sid == "secret").then(|| PASS.to_string()),
+        }
+    }
+
+    fn start(max: usize) -> (Server, mpsc::Receiver<Incoming>) {
+        let cfg = ServerConfig {
+            max_connections: max,
+            ..ServerConfig::default()
+        };
+        Server::start("127.0.0.1:0".parse().unwrap(), cfg, Arc::new(gate)).expect("listener")
+    }
+
+    /// A caller: its socket, or the reject reason it got.
+    fn call(addr: SocketAddr, sid: &str, pass: Option<&str>) -> Result<Socket, i32> {
+        let s = Socket::new().expect("socket");
+        s.set_str(sys::SRTO_STREAMID, sid).expect("stream id");
+        if let Some(p) = pass {
+            s.set_passphrase(p).expect("passphrase");
+        }
+        match s.connect(addr) {
+            Ok(()) => Ok(s),
+            Err(_) => Err(s.reject_reason()),
+        }
+    }
+
+    fn recv(incoming: &mut mpsc::Receiver<Incoming>) -> Incoming {
+        for _ in 0..250 {
+            if let Ok(inc) = incoming.try_recv() {
+                return inc;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no connection handed over");
+    }
+
+    fn wait_in_use(server: &Server, want: usize) {
+        for _ in 0..500 {
+            if server.connections() == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{} slots in use, want {want} ({} connections held)",
+            server.connections(),
+            server.slots.live.load(Ordering::SeqCst),
+        );
+    }
+
+    #[test]
+    fn callers_beyond_the_limit_are_refused_and_every_close_frees_its_slot() {
+        let (server, mut incoming) = start(2);
+        let addr = server.local_addr();
+        let a = call(addr, "a", None).expect("first caller");
+        let b = call(addr, "b", None).expect("second caller");
+        for _ in 0..3 {
+            assert_eq!(call(addr, "c", None).err(), Some(reject::OVERLOAD));
+        }
+        wait_in_use(&server, 2);
+        let mut held = vec![recv(&mut incoming), recv(&mut incoming)];
+
+        // The caller hangs up.
+        drop(a);
+        wait_in_use(&server, 1);
+        // The consumer goes away (the publisher's channel is dropped).
+        let c = call(addr, "c", None).expect("a slot after a caller left");
+        wait_in_use(&server, 2);
+        held.clear();
+        wait_in_use(&server, 1);
+        drop(c);
+        drop(b);
+        wait_in_use(&server, 0);
+
+        // Many short connections leak nothing, whichever side ends them
+        // and however soon.
+        for i in 0..30 {
+            let s = call(addr, &format!("s{i}"), None).expect("short caller");
+            match i % 3 {
+                0 => drop(s),
+                1 => {
+                    wait_in_use(&server, 1);
+                    drop(s);
+                }
+                _ => {
+                    let inc = recv(&mut incoming);
+                    drop(inc);
+                    wait_in_use(&server, 0);
+                }
+            }
+            wait_in_use(&server, 0);
+            while incoming.try_recv().is_ok() {}
+        }
+        // Handshakes libsrt refuses after the callback (no passphrase
+        // where one is required) give their slots back too.
+        for _ in 0..4 {
+            let r = call(addr, "secret", None);
+            assert!(
+                matches!(r, Err(code) if code != reject::OVERLOAD),
+                "a caller without the passphrase must fail on its own"
+            );
+        }
+        let x = call(addr, "secret", Some(PASS)).expect("with the passphrase");
+        let y = call(addr, "y", None).expect("the second slot");
+        assert_eq!(call(addr, "z", None).err(), Some(reject::OVERLOAD));
+        drop((x, y));
+        wait_in_use(&server, 0);
+        while incoming.try_recv().is_ok() {}
     }
 }
