@@ -2,8 +2,8 @@
 //! trickling connections, HTTP slowloris, a publisher whose bytes slow to a
 //! trickle, viewers that never read, connection floods beyond the limit
 //! (RTMP and HTTP; SRT, refused at its handshake), and handcrafted bogus
-//! RTMP chunks. Each time a real ffmpeg stream (the
-//! witness) runs alongside and must get every frame.
+//! RTMP chunks. Each time a real ffmpeg stream (the witness) runs alongside
+//! and must get every frame.
 //!
 //! Malformed JSON and oversized API bodies are covered by tests/api.rs.
 
