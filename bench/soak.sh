@@ -7,7 +7,9 @@
 # whole run; streams 2..STREAMS are published by ffmpeg from a pre-encoded clip
 # (`-re -stream_loop -1 -c copy`); SRT viewers (srt-live-transmit to /dev/null) and HLS pollers
 # (curl: multivariant playlist, media playlist, newest segment, every second) are spread over
-# them. Two short latency probes (rtmp-load, 5 players, 40 s of measurement, on an extra input)
+# them. HLS viewers are `hls-load` (bench/src/bin/hls-load.rs): LL-HLS players in one process
+# per stream (blocking playlist reloads, every new part), at most HLS_STREAMS streams; they
+# report their errors and the media they fetched. Two short latency probes (rtmp-load, 5 players, 40 s of measurement, on an extra input)
 # run in the first and the last minute.
 #
 # Settings (environment):
@@ -15,9 +17,10 @@
 #   STREAMS=20        streams published
 #   RTMP_VIEWERS=900  RTMP viewers on stream 1 (one rtmp-load process)
 #   SRT_VIEWERS=40    SRT viewers over streams 2..STREAMS
-#   HLS_VIEWERS=60    HLS pollers over streams 2..STREAMS
+#   HLS_VIEWERS=60    LL-HLS viewers over streams 2..HLS_STREAMS+1
+#   HLS_STREAMS=4     streams the HLS viewers are spread over (one hls-load process each)
 #   OUT=DIR           where the CSV, logs and JSON go [bench/.cache/soak-<time>]
-#   BANYAN_BIN, RTMP_LOAD_BIN  binaries to use instead of building them (release)
+#   BANYAN_BIN, RTMP_LOAD_BIN, HLS_LOAD_BIN  binaries to use instead of building them (release)
 # The full soak (defaults) is about 1,000 viewers for 10 minutes; on a shared 2-core machine
 # use e.g. SOAK_MINUTES=3 RTMP_VIEWERS=100 SRT_VIEWERS=10 HLS_VIEWERS=10.
 # Needs: ffmpeg, srt-live-transmit, curl, jq, cargo. Everything started is stopped on exit.
@@ -30,16 +33,19 @@ STREAMS=${STREAMS:-20}
 RTMP_VIEWERS=${RTMP_VIEWERS:-900}
 SRT_VIEWERS=${SRT_VIEWERS:-40}
 HLS_VIEWERS=${HLS_VIEWERS:-60}
+HLS_STREAMS=${HLS_STREAMS:-4}
 OUT=${OUT:-$CACHE/soak-$(date +%Y%m%d-%H%M%S)}
 [ "$SOAK_MINUTES" -ge 2 ] || { echo "SOAK_MINUTES must be at least 2" >&2; exit 2; }
 [ "$STREAMS" -ge 2 ] || { echo "STREAMS must be at least 2" >&2; exit 2; }
 mkdir -p "$CACHE" "$OUT"
 
-if [ -z "${BANYAN_BIN:-}" ] || [ -z "${RTMP_LOAD_BIN:-}" ]; then
+if [ -z "${BANYAN_BIN:-}" ] || [ -z "${RTMP_LOAD_BIN:-}" ] || [ -z "${HLS_LOAD_BIN:-}" ]; then
     TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-    (cd "$ROOT" && cargo build --release -q -p banyan -p banyan-bench --bin banyan --bin rtmp-load)
+    (cd "$ROOT" && cargo build --release -q -p banyan -p banyan-bench --bin banyan --bin rtmp-load \
+        --bin hls-load)
     BANYAN_BIN=${BANYAN_BIN:-$TARGET/release/banyan}
     RTMP_LOAD_BIN=${RTMP_LOAD_BIN:-$TARGET/release/rtmp-load}
+    HLS_LOAD_BIN=${HLS_LOAD_BIN:-$TARGET/release/hls-load}
 fi
 
 CLIP=$CACHE/soak-320x240.flv
@@ -131,29 +137,14 @@ for v in $(seq 0 $((SRT_VIEWERS - 1))); do
     PIDS+=("$!")
 done
 
-# One line per poll in hls.log: ok or fail.
-hls_poller() {
-    # Ends before the node is stopped.
-    local master=$1 origin media seg r end=$((SECONDS + SOAK_S - 20))
-    origin=${master%%/"${master#*//*/}"}
-    absolute() { case "$2" in http*) echo "$2" ;; /*) echo "$origin$2" ;; *) echo "${1%/*}/$2" ;; esac; }
-    while [ $SECONDS -lt $end ]; do
-        r=fail
-        media=$(curl -sf --max-time 5 "$master" | grep -v '^#' | head -n1) || true
-        if [ -n "$media" ]; then
-            media=$(absolute "$master" "$media")
-            seg=$(curl -sf --max-time 5 "$media" | grep -v '^#' | grep . | tail -n1) || true
-            if [ -n "$seg" ] && curl -sf --max-time 5 -o /dev/null "$(absolute "$media" "$seg")"; then
-                r=ok
-            fi
-        fi
-        echo "$r" >>"$OUT/hls.log"
-        sleep 1
-    done
-}
-for v in $(seq 0 $((HLS_VIEWERS - 1))); do
-    i=$((1 + v % (STREAMS - 1)))
-    hls_poller "$(jq -r .hls.url <<<"${INPUTS[$i]}")" &
+# HLS viewers: one hls-load per stream, for the whole soak (they end 20 s before it).
+HLS_STREAMS=$(( HLS_STREAMS < STREAMS - 1 ? HLS_STREAMS : STREAMS - 1 ))
+for h in $(seq 1 "$HLS_STREAMS"); do
+    n=$(( HLS_VIEWERS / HLS_STREAMS + (h <= HLS_VIEWERS % HLS_STREAMS ? 1 : 0) ))
+    [ "$n" -gt 0 ] || continue
+    "$HLS_LOAD_BIN" --url "$(jq -r .hls.url <<<"${INPUTS[$h]}")" --viewers "$n" --ramp 20 \
+        --baseline 1 --measure $((SOAK_S - 30)) --label "hls-$h" \
+        >"$OUT/hls-load-$h.json" 2>>"$OUT/hls-load.log" &
     PIDS+=("$!")
 done
 
@@ -165,7 +156,9 @@ probe() {
 echo "soak: $STREAMS streams, $RTMP_VIEWERS RTMP + $SRT_VIEWERS SRT + $HLS_VIEWERS HLS viewers, $SOAK_MINUTES min; output in $OUT" >&2
 probe first
 sleep $((SOAK_S - 60 - 50 > 0 ? SOAK_S - 60 - 50 : 0))
-live=$(curl -sf "$API/metrics" | awk '/^banyan_viewers/ {s += $2} END {print s + 0}')
+METRICS=$(curl -sf "$API/metrics")
+live=$(awk '/^banyan_viewers/ {s += $2} END {print s + 0}' <<<"$METRICS")
+srt_live=$(awk '/^banyan_viewers\{.*protocol="srt"/ {s += $2} END {print s + 0}' <<<"$METRICS")
 probe last
 sleep 5
 wait "${PIDS[2]}" 2>/dev/null || true # rtmp-load ends by itself about now
@@ -189,4 +182,8 @@ for p in first last; do
 done
 jq -c '{rtmp_viewers: .players, latency_ms: .latency_ms, loss: .loss}' "$OUT/rtmp-load.json" 2>/dev/null \
     || echo "rtmp-load: no result (see $OUT/rtmp-load.log)"
-echo "HLS polls: $(grep -c '^ok' "$OUT/hls.log" 2>/dev/null) ok, $(grep -c '^fail' "$OUT/hls.log" 2>/dev/null) failed"
+for h in $(seq 1 "$HLS_STREAMS"); do
+    jq -c '{hls: .label, viewers, requests_per_s, errors, media_per_viewer_s}' "$OUT/hls-load-$h.json" \
+        2>/dev/null || echo "hls-load $h: no result (see $OUT/hls-load.log)"
+done
+echo "SRT viewers connected before the last probe: $srt_live of $SRT_VIEWERS"

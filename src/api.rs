@@ -49,6 +49,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
     fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
@@ -251,15 +255,66 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request(format!("unreadable body: {e}"))
             }
         })?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        serde_json::from_slice(text)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        decode_json(&bytes).map(JsonBody)
     }
+}
+
+/// Decode a request body as every endpoint does: a body of only whitespace
+/// is `{}`; anything that is not the expected JSON is a 400 with the reason.
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// The endpoints that take a JSON body (GraphQL has its own, see
+/// [`crate::analytics::graphql::check_request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `POST .../live_inputs`, `PUT .../live_inputs/{uid}`.
+    LiveInput,
+    /// `POST /client/v4/accounts`.
+    Account,
+    /// `POST .../ingest_domains`.
+    Domain,
+}
+
+/// Decode and check a request body of `kind` exactly as its endpoint does
+/// before it touches the store: the entry point of the `api_bodies` fuzz
+/// target. `Ok` means the endpoint would go on to store the request.
+pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
+    match kind {
+        BodyKind::LiveInput => {
+            let body: InputBody = decode_json(bytes)?;
+            body.check()?;
+            let mut row = LiveInputRow {
+                uid: String::new(),
+                account_id: String::new(),
+                created: 0,
+                modified: 0,
+                meta: "{}".into(),
+                default_creator: String::new(),
+                enabled: true,
+                stream_key: String::new(),
+                playback_key: String::new(),
+                srt_passphrase: String::new(),
+                srt_play_passphrase: String::new(),
+                captions: "[]".into(),
+            };
+            body.apply(&mut row);
+        }
+        BodyKind::Account => {
+            account_name(decode_json(bytes)?)?;
+        }
+        BodyKind::Domain => {
+            new_domain(decode_json(bytes)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// The router of the API, public per-input endpoints and metrics.
@@ -559,16 +614,21 @@ struct AccountBody {
     name: Option<String>,
 }
 
+fn account_name(body: AccountBody) -> Result<String, ApiError> {
+    let name = body.name.unwrap_or_default();
+    if name.trim().is_empty() || name.len() > 256 {
+        return Err(ApiError::bad_request("name: 1 to 256 bytes required"));
+    }
+    Ok(name)
+}
+
 async fn create_account(
     State(node): State<St>,
     auth: Auth,
     JsonBody(body): JsonBody<AccountBody>,
 ) -> ApiResult {
     auth.admin()?;
-    let name = body.name.unwrap_or_default();
-    if name.trim().is_empty() || name.len() > 256 {
-        return Err(ApiError::bad_request("name: 1 to 256 bytes required"));
-    }
+    let name = account_name(body)?;
     let id = secret::new_id();
     node.store.create_account(&id, &name).await?;
     let token = secret::new_secret();
@@ -613,17 +673,8 @@ fn valid_domain(d: &str) -> bool {
         })
 }
 
-fn domain_json(d: &DomainRow) -> Value {
-    json!({"domain": d.domain, "created": rfc3339(d.created)})
-}
-
-async fn add_domain(
-    State(node): State<St>,
-    auth: Auth,
-    Path(account): Path<String>,
-    JsonBody(body): JsonBody<DomainBody>,
-) -> ApiResult {
-    auth.scope(&account)?;
+/// The checked (domain, certificate PEM, key PEM) of an upload.
+fn new_domain(body: DomainBody) -> Result<(String, String, String), ApiError> {
     let (Some(domain), Some(cert), Some(key)) = (body.domain, body.certificate, body.private_key)
     else {
         return Err(ApiError::bad_request(
@@ -638,6 +689,21 @@ async fn add_domain(
     }
     crate::tls::validate_domain_cert(&domain, &cert, &key)
         .map_err(|e| ApiError::bad_request(format!("certificate: {e}")))?;
+    Ok((domain, cert, key))
+}
+
+fn domain_json(d: &DomainRow) -> Value {
+    json!({"domain": d.domain, "created": rfc3339(d.created)})
+}
+
+async fn add_domain(
+    State(node): State<St>,
+    auth: Auth,
+    Path(account): Path<String>,
+    JsonBody(body): JsonBody<DomainBody>,
+) -> ApiResult {
+    auth.scope(&account)?;
+    let (domain, cert, key) = new_domain(body)?;
     if node.store.domain(&domain).await?.is_some() {
         return Err(ApiError::conflict(format!(
             "{domain} is already registered"
@@ -743,6 +809,37 @@ mod tests {
         assert!(valid_domain("push.example.com"));
         for bad in ["localhost", "a..b", "-a.b", "A.b", "a_b.c", ""] {
             assert!(!valid_domain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_checked_as_their_endpoints_do() {
+        let ok = |kind, body: &str| check_body(kind, body.as_bytes()).map_err(|e| e.message);
+        assert_eq!(ok(BodyKind::LiveInput, ""), Ok(()));
+        assert_eq!(
+            ok(
+                BodyKind::LiveInput,
+                r#"{"meta":{"a":[1]},"captions":[{"instreamId":"CC1","language":"en"}]}"#
+            ),
+            Ok(())
+        );
+        assert_eq!(ok(BodyKind::Account, r#"{"name":"yoga"}"#), Ok(()));
+        for (kind, body) in [
+            (
+                BodyKind::LiveInput,
+                r#"{"captions":[{"instreamId":"CC9","language":"en"}]}"#,
+            ),
+            (BodyKind::LiveInput, r#"{"enabled":"yes"}"#),
+            (BodyKind::LiveInput, "[1,2"),
+            (BodyKind::Account, r#"{"name":" "}"#),
+            (BodyKind::Domain, r#"{"domain":"push.example.com"}"#),
+            (
+                BodyKind::Domain,
+                r#"{"domain":"push.example.com","certificate":"x","privateKey":"y"}"#,
+            ),
+        ] {
+            let e = check_body(kind, body.as_bytes()).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{body}: {e:?}");
         }
     }
 

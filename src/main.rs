@@ -1,10 +1,6 @@
 //! `banyan`: the node (`banyan serve`) and the clients of its HTTP API.
 //!
-//! Module map: `config` (flags, env, TOML), `node` (state, listeners,
-//! lifetime), `store` (SQLite/PostgreSQL), `api` (HTTP), `tls`
-//! (certificates, SNI), `secret` (ids, secrets, token hashes), `client`
-//! (the client subcommands), `analytics` (viewing time, GraphQL),
-//! `cluster` (membership, origins and per-stream trees over node links).
+//! The code lives in the library (src/lib.rs has the module map).
 //!
 //! Starting a node from a script or a test: give every listener port 0
 //! (`--http 127.0.0.1:0 --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 --srt
@@ -21,17 +17,7 @@
 //! Logs go to stderr (`RUST_LOG` filters them). SIGTERM or Ctrl-C stops
 //! accepting, lets sessions end (at most 5 s) and exits 0.
 
-mod analytics;
-mod api;
-mod captions;
-mod client;
-mod cluster;
-mod config;
-mod httpd;
-mod node;
-mod secret;
-mod store;
-mod tls;
+use banyan::{client, cluster, config, node};
 
 use clap::{Parser, Subcommand};
 

@@ -283,7 +283,8 @@ async fn bootstrap(store: &Store, path: &Path, shared: bool) -> anyhow::Result<C
     if shared {
         account_id = crate::cluster::shared_account(store, &account_id).await?;
     }
-    if !store.account_exists(&account_id).await? {
+    let created = !store.account_exists(&account_id).await?;
+    if created {
         store.create_account(&account_id, "default").await?;
     }
     let api_token = secret::new_secret();
@@ -294,7 +295,11 @@ async fn bootstrap(store: &Store, path: &Path, shared: bool) -> anyhow::Result<C
     store
         .add_token(&secret::token_hash(&admin_token), &account_id, true)
         .await?;
-    tracing::info!(account = %account_id, "created the default account and its tokens");
+    if created {
+        tracing::info!(account = %account_id, "created the default account and this node's tokens");
+    } else {
+        tracing::info!(account = %account_id, "joined the cluster's default account with this node's own tokens");
+    }
     Ok(Credentials {
         account_id,
         api_token,
@@ -317,11 +322,25 @@ async fn serve_rtmp(
     }
 }
 
+/// How often the metrics recorder folds histogram samples into summaries.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 /// Run `banyan serve` until SIGTERM or Ctrl-C.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // Histogram samples wait in the recorder until an upkeep folds them into
+    // their summaries; without one they pile up between scrapes (or forever
+    // when nothing scrapes), so memory would grow with the traffic.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     prepare_data_dir(&settings.data_dir)?;
     let data_dir = settings.data_dir.canonicalize()?;
     let store = match &settings.database_url {

@@ -620,6 +620,8 @@ pub struct PlayOptions {
     pub chunk_size: u32,
     /// A write that makes no progress this long ends playback.
     pub stall_timeout: Duration,
+    /// The `protocol` label of `banyan_egress_bytes_total`: `rtmp` or `rtmps`.
+    pub protocol: &'static str,
 }
 
 /// Why playback ended.
@@ -676,7 +678,7 @@ pub async fn play<W: AsyncWrite + Unpin>(
     let writer = ChunkWriter::new(opts.chunk_size as usize);
     let mut enc = PlayEncoder::new(writer, opts.stream_id);
     let mut out = Batch::new();
-    let bytes_out = metrics::counter!("banyan_egress_bytes_total", "protocol" => "rtmp");
+    let bytes_out = metrics::counter!("banyan_egress_bytes_total", "protocol" => opts.protocol);
     let mut control_open = true;
     // Announced before anything else of ours; the session's earlier
     // messages (queued in `control`) are single chunks either way.

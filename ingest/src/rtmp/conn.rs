@@ -462,6 +462,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             stream_id,
             chunk_size: PLAY_CHUNK_SIZE,
             stall_timeout: STALL_TIMEOUT,
+            protocol: self.protocol.as_str(),
         };
         let cancel = shutdown.child_token();
         // The command phase's large read buffer is not needed any more.

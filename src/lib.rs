@@ -1,0 +1,23 @@
+//! The node's library: everything `banyan` (src/main.rs) runs, in modules.
+//!
+//! Module map: `config` (flags, env, TOML), `node` (state, listeners,
+//! lifetime), `store` (SQLite/PostgreSQL), `api` (HTTP), `httpd` (the HTTP
+//! server: limits, timeouts), `tls` (certificates, SNI), `secret` (ids,
+//! secrets, token hashes), `client` (the client subcommands), `analytics`
+//! (viewing time, GraphQL), `captions` (the caption registry of the node),
+//! `cluster` (membership, origins and per-stream trees over node links).
+//!
+//! The binary is the only user; the library exists so that the fuzz targets
+//! (fuzz/) reach the parsers of API bodies that live here.
+
+pub mod analytics;
+pub mod api;
+pub mod captions;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod httpd;
+pub mod node;
+pub mod secret;
+pub mod store;
+pub mod tls;
