@@ -9,10 +9,15 @@
 // at the publisher -> frame presented in the page. Frames of the first --skip seconds after
 // playback starts are left out. Prints one JSON line per page (p50/p95 ms, frames, hls.js's
 // own latency estimate). Needs web/node_modules (playwright-core) and /usr/bin/chromium.
+//
+// Each page gets its own browser context. Pages opened as tabs of one context are not all
+// rendered: headless Chromium runs the rendering steps of only the newest tab at full rate, so
+// an older tab's requestVideoFrameCallback fires about once a second while its video plays
+// all frames. The output also gives the callbacks per second and, from
+// getVideoPlaybackQuality(), the frames decoded and dropped over the same window, so such a
+// measurement artifact cannot pass for choppy playback again.
 
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -35,13 +40,11 @@ if (!opts.pages.length) {
   process.exit(2);
 }
 
-const userDir = mkdtempSync(join(tmpdir(), 'banyan-g2g-'));
-let context;
+let browser;
 const hardStop = setTimeout(() => finish(1), (opts.seconds + opts.skip + 60) * 1000);
 async function finish(code) {
   clearTimeout(hardStop);
-  try { if (context) await context.close(); } catch (_) { /* closing anyway */ }
-  try { rmSync(userDir, { recursive: true, force: true }); } catch (_) { /* best effort */ }
+  try { if (browser) await browser.close(); } catch (_) { /* closing anyway */ }
   process.exit(code);
 }
 
@@ -54,14 +57,28 @@ function measure({ skip, seconds }) {
     const ctx = c.getContext('2d', { willReadFrequently: true });
     const lat = []; const hlsLat = [];
     let bad = 0; let first = null; let last = -1;
+    // Callbacks and playback quality over the sampled window.
+    let calls = 0; let q0 = null; let t0 = null;
     const done = (reason) => {
       lat.sort((a, b) => a - b);
       const q = (f) => (lat.length ? lat[Math.round((lat.length - 1) * f)] : null);
       hlsLat.sort((a, b) => a - b);
+      const v = document.querySelector('video');
+      let rates = {};
+      if (q0 && v) {
+        const q1 = v.getVideoPlaybackQuality();
+        const s = (performance.now() - t0) / 1000;
+        rates = {
+          callbacks_per_s: +(calls / s).toFixed(1),
+          decoded_per_s: +((q1.totalVideoFrames - q0.totalVideoFrames) / s).toFixed(1),
+          dropped: q1.droppedVideoFrames - q0.droppedVideoFrames,
+        };
+      }
       resolve({
         reason, frames: lat.length, undecodable: bad, p50_ms: q(0.5), p95_ms: q(0.95),
         min_ms: q(0), max_ms: q(1),
         hlsjs_latency_s_p50: hlsLat.length ? hlsLat[Math.floor(hlsLat.length / 2)] : null,
+        ...rates,
       });
     };
     const wait = () => {
@@ -91,6 +108,8 @@ function measure({ skip, seconds }) {
         const val = w & 0xffffff;
         const check = (val ^ (val >>> 8) ^ (val >>> 16) ^ 0xa5) & 0xff;
         if (t - first >= skip * 1000) {
+          if (q0 === null) { q0 = v.getVideoPlaybackQuality(); t0 = t; }
+          calls++;
           if ((w >>> 24) === check) {
             if (val !== last) lat.push((at - val) & 0xffffff);
             last = val;
@@ -110,7 +129,7 @@ function measure({ skip, seconds }) {
 }
 
 try {
-  context = await chromium.launchPersistentContext(userDir, {
+  browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -120,6 +139,7 @@ try {
       '--disable-backgrounding-occluded-windows'],
   });
   const runs = opts.pages.map(async ({ label, url }) => {
+    const context = await browser.newContext();
     const page = await context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));

@@ -1,8 +1,14 @@
 //! The watch page in headless Chromium (tests/browser/play.mjs with
 //! playwright-core from web/node_modules): playback starts, advances 10 s
-//! without stalls, and hls.js reports a latency under 3 s.
+//! without stalls, hls.js reports a latency under 3 s, and the page shows
+//! the source's frames: at least 80% of its 25 frames/s presented
+//! (requestVideoFrameCallback) and decoded (getVideoPlaybackQuality), no
+//! more than 10% dropped, no frame held for longer than half a second.
 
 mod hls_common;
+
+/// Frame rate of the test clip (hls_common::make_clip).
+const SOURCE_FPS: f64 = 25.0;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -81,6 +87,8 @@ async fn watch_page_plays_at_low_latency_in_chromium() {
                 .arg(root.join("tests/browser/play.mjs"))
                 .args([url.as_str(), "--seconds", "10", "--max-latency", "3"])
                 .args(["--timeout", "30"])
+                .args(["--min-fps", &(SOURCE_FPS * 0.8).to_string()])
+                .args(["--max-dropped", "0.1"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -101,6 +109,23 @@ async fn watch_page_plays_at_low_latency_in_chromium() {
     assert_eq!(v["ok"], true);
     assert!(v["playedSeconds"].as_f64().unwrap() >= 10.0);
     assert!(v["maxLatency"].as_f64().unwrap() < 3.0);
+    let presented = v["presentedFps"]
+        .as_f64()
+        .expect("presented frames counted");
+    let decoded = v["decodedFps"].as_f64().expect("decoded frames counted");
+    let dropped = v["droppedFrames"].as_f64().unwrap();
+    let total = v["decodedFrames"].as_f64().unwrap();
+    let gap = v["maxFrameGapMs"].as_f64().unwrap();
+    assert!(
+        (SOURCE_FPS * 0.8..=SOURCE_FPS * 1.2).contains(&presented),
+        "{presented} frames/s presented for a {SOURCE_FPS} frames/s source"
+    );
+    assert!(decoded >= SOURCE_FPS * 0.8, "{decoded} frames/s decoded");
+    assert!(
+        dropped <= 0.1 * total,
+        "{dropped} of {total} frames dropped"
+    );
+    assert!(gap <= 500.0, "a frame was held for {gap} ms");
 }
 
 /// Wait for the guarded child (bounded), returning success and its output.

@@ -3,6 +3,7 @@
 // Usage: node tests/browser/play.mjs WATCH_URL [--seconds 10] [--max-latency 3]
 //                                              [--captions] [--timeout 40]
 //                                              [--caption-text TEXT]...
+//                                              [--min-fps N] [--max-dropped F]
 // Needs `npm ci --prefix web` (playwright-core) and /usr/bin/chromium
 // (or CHROMIUM=path). Prints one JSON line and exits 0 on success, 1 on failure.
 //
@@ -12,6 +13,14 @@
 // at least one cue appears in video.textTracks; with --caption-text (any
 // number of them), a cue of a subtitles track (the WebVTT rendition) has
 // one of these texts (lines joined by spaces).
+//
+// Frames are counted once playback has settled (after its first 2 s), the
+// same window as the latency: `presentedFps` is distinct frames presented
+// per second (requestVideoFrameCallback, a new mediaTime each), `decodedFps`
+// and `droppedFrames` come from video.getVideoPlaybackQuality(), and
+// `maxFrameGapMs` is the longest step of mediaTime between two presented
+// frames in that window. With --min-fps, presentedFps and decodedFps must reach N; with
+// --max-dropped, at most that fraction of the decoded frames may be dropped.
 
 import { createRequire } from 'node:module';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -24,7 +33,10 @@ const require = createRequire(join(here, '..', '..', 'web', 'package.json'));
 const { chromium } = require('playwright-core');
 
 function parseArgs(argv) {
-  const o = { url: null, seconds: 10, maxLatency: 3, captions: false, timeout: 40, texts: [] };
+  const o = {
+    url: null, seconds: 10, maxLatency: 3, captions: false, timeout: 40, texts: [],
+    minFps: null, maxDropped: null,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--seconds') o.seconds = Number(argv[++i]);
@@ -32,6 +44,8 @@ function parseArgs(argv) {
     else if (a === '--captions') o.captions = true;
     else if (a === '--timeout') o.timeout = Number(argv[++i]);
     else if (a === '--caption-text') { o.captions = true; o.texts.push(argv[++i]); }
+    else if (a === '--min-fps') o.minFps = Number(argv[++i]);
+    else if (a === '--max-dropped') o.maxDropped = Number(argv[++i]);
     else if (!o.url) o.url = a;
   }
   if (!o.url) {
@@ -46,6 +60,8 @@ const userDir = mkdtempSync(join(tmpdir(), 'banyan-chromium-'));
 const result = {
   ok: false, url: opts.url, started: false, playedSeconds: 0, stalls: 0,
   maxLatency: null, latencies: [], cues: 0, captionTracks: [], cueTexts: [], textMatched: false,
+  presentedFps: null, decodedFps: null, decodedFrames: null, droppedFrames: null,
+  maxFrameGapMs: null,
   errors: [], reason: null,
 };
 let context;
@@ -76,6 +92,26 @@ try {
 
   const sample = () => page.evaluate(() => {
     const v = document.getElementById('video');
+    // Count presented frames from the first sample on (one hook per page).
+    if (!window.__frames && typeof v.requestVideoFrameCallback === 'function') {
+      const f = { distinct: 0, last: null, maxGap: 0 };
+      window.__frames = f;
+      const onFrame = (_now, md) => {
+        if (md.mediaTime !== f.last) {
+          if (f.last !== null && md.mediaTime > f.last) {
+            f.maxGap = Math.max(f.maxGap, md.mediaTime - f.last);
+          }
+          f.distinct += 1;
+          f.last = md.mediaTime;
+        }
+        v.requestVideoFrameCallback(onFrame);
+      };
+      v.requestVideoFrameCallback(onFrame);
+    }
+    const q = v.getVideoPlaybackQuality();
+    const f = window.__frames || { distinct: 0, maxGap: 0 };
+    const maxGap = f.maxGap;
+    f.maxGap = 0; // the longest step since the previous sample
     const tracks = Array.from(v.textTracks).map((t) => ({
       kind: t.kind, label: t.label, language: t.language, mode: t.mode,
       cues: t.cues ? t.cues.length : 0,
@@ -87,6 +123,8 @@ try {
       t: v.currentTime, paused: v.paused, ready: v.readyState,
       latency: h && typeof h.latency === 'number' && isFinite(h.latency) ? h.latency : null,
       tracks, missing: document.getElementById('missing').textContent.trim(),
+      now: performance.now(), presented: f.distinct, maxGap,
+      decoded: q.totalVideoFrames, dropped: q.droppedVideoFrames,
     };
   });
 
@@ -94,6 +132,9 @@ try {
   let startT = null;
   let lastT = -1;
   let lastMove = Date.now();
+  let frames0 = null;
+  let frames1 = null;
+  let maxGap = 0;
   while (Date.now() < deadline) {
     const s = await sample();
     if (s.missing) { result.reason = `page: ${s.missing}`; break; }
@@ -106,6 +147,11 @@ try {
       if (s.latency !== null && result.playedSeconds > 2) {
         result.latencies.push(Number(s.latency.toFixed(3)));
         result.maxLatency = Math.max(result.maxLatency ?? 0, s.latency);
+      }
+      if (result.playedSeconds > 2) {
+        if (frames0 === null) frames0 = s;
+        else maxGap = Math.max(maxGap, s.maxGap);
+        frames1 = s;
       }
     }
     result.captionTracks = s.tracks;
@@ -122,6 +168,15 @@ try {
     if (enough) break;
     await new Promise((r) => setTimeout(r, 250));
   }
+  if (frames0 && frames1 && frames1.now - frames0.now >= 1000) {
+    const secs = (frames1.now - frames0.now) / 1000;
+    const decoded = frames1.decoded - frames0.decoded;
+    result.presentedFps = Number(((frames1.presented - frames0.presented) / secs).toFixed(1));
+    result.decodedFps = Number((decoded / secs).toFixed(1));
+    result.decodedFrames = decoded;
+    result.droppedFrames = frames1.dropped - frames0.dropped;
+    result.maxFrameGapMs = Math.round(maxGap * 1000);
+  }
   const fails = [];
   if (!result.started) fails.push('playback did not start');
   if (result.playedSeconds < opts.seconds) fails.push(`played ${result.playedSeconds.toFixed(2)} s < ${opts.seconds} s`);
@@ -130,6 +185,19 @@ try {
   else if (result.maxLatency >= opts.maxLatency) fails.push(`latency ${result.maxLatency.toFixed(2)} s >= ${opts.maxLatency} s`);
   if (opts.captions && result.cues === 0) fails.push('no caption cues in video.textTracks');
   if (!result.textMatched) fails.push('no expected text in a subtitles track');
+  if (opts.minFps !== null || opts.maxDropped !== null) {
+    if (result.decodedFps === null) fails.push('frames not counted (played under 3 s)');
+  }
+  if (opts.minFps !== null && result.decodedFps !== null) {
+    if (result.presentedFps < opts.minFps) fails.push(`${result.presentedFps} frames/s presented < ${opts.minFps}`);
+    if (result.decodedFps < opts.minFps) fails.push(`${result.decodedFps} frames/s decoded < ${opts.minFps}`);
+  }
+  if (opts.maxDropped !== null && result.decodedFps !== null) {
+    const total = result.decodedFrames;
+    if (result.droppedFrames > opts.maxDropped * Math.max(total, 1)) {
+      fails.push(`${result.droppedFrames} of ${total} frames dropped (> ${opts.maxDropped * 100}%)`);
+    }
+  }
   if (result.reason) fails.unshift(result.reason);
   result.reason = fails.length ? fails.join('; ') : null;
   result.ok = fails.length === 0;
