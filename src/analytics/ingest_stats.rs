@@ -1,7 +1,8 @@
 //! Ingest bitrate and frame rate per live stream, as gauges
 //! `banyan_ingest_bitrate_bps{uid}` and `banyan_ingest_fps{uid}`.
 //!
-//! A watcher task looks for live inputs every few seconds and attaches one
+//! A watcher task looks for live inputs (the node's key table, never the
+//! store) every few seconds and attaches one
 //! counting subscriber (a hub cursor: no copy of the media) to each live
 //! stream. Rates are measured over media time (video decode timestamps), so
 //! the join backlog a new cursor receives in a burst does not inflate them.
@@ -14,7 +15,6 @@ use std::time::Duration;
 
 use banyan_relay::{Item, StreamState, SubscribeOptions, Track, CLOCK_HZ};
 use parking_lot::Mutex;
-use sqlx::Row;
 
 use crate::node::Node;
 
@@ -102,14 +102,9 @@ pub async fn run(node: Arc<Node>) {
             _ = node.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let uids: Vec<String> = match sqlx::query("SELECT uid FROM live_inputs")
-            .fetch_all(node.store.pool())
-            .await
-        {
-            Ok(rows) => rows.iter().filter_map(|r| r.try_get("uid").ok()).collect(),
-            Err(_) => continue,
-        };
-        for uid in uids {
+        // The inputs of the last key-table rebuild: no store call here, so
+        // the meters keep attaching while the database is unreachable.
+        for uid in node.input_uids() {
             if node.hub.state(&uid) != StreamState::Live || watching.lock().contains(&uid) {
                 continue;
             }

@@ -79,6 +79,12 @@ pub const LINK_IDLE: Duration = Duration::from_millis(400);
 /// its heartbeat only while this node's own writes have been succeeding
 /// for longer than that.
 pub const SETTLE: Duration = Duration::from_millis(2500);
+/// An origin lease missing from the database (expired because the origin's
+/// renewals are late: a database outage, a loaded origin) is still believed
+/// for this long after it was last seen, while its node is a member: pulls
+/// under it are not torn down for a late write. A lease that moved to
+/// another node or whose broadcaster is away shows at once.
+pub const ORIGIN_GRACE: Duration = Duration::from_secs(4);
 /// A membership tick that takes longer than this is abandoned (a database
 /// that stopped answering on an open connection) and counts as failed.
 const TICK_LIMIT: Duration = Duration::from_secs(4);
@@ -273,6 +279,38 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Keep what the database lost but this node knows better: peers it
+    /// holds an open link to (`linked`: alive whatever the age of their
+    /// heartbeat, which lags after an outage or under load; a dead peer's
+    /// link closes within [`LINK_IDLE`]) and origins missing from the
+    /// database that were seen there within [`ORIGIN_GRACE`] (`seen`) and
+    /// whose node is still a member.
+    fn keep_live(
+        &mut self,
+        old: &Snapshot,
+        linked: &HashSet<String>,
+        seen: &HashMap<String, Instant>,
+        now: Instant,
+    ) {
+        for name in linked {
+            if let Some(peer) = old.nodes.get(name) {
+                self.nodes
+                    .entry(name.clone())
+                    .or_insert_with(|| peer.clone());
+            }
+        }
+        for (uid, origin) in &old.origins {
+            let recent = seen
+                .get(uid)
+                .is_some_and(|t| now.saturating_duration_since(*t) < ORIGIN_GRACE);
+            if recent && self.nodes.contains_key(&origin.0) {
+                self.origins
+                    .entry(uid.clone())
+                    .or_insert_with(|| origin.clone());
+            }
+        }
+    }
+
     /// Keep what `old` knew and the database does not show (yet): peers,
     /// origins and the edges of children with no edge of their own.
     fn keep_missing(&mut self, old: &Snapshot) {
@@ -431,6 +469,8 @@ pub struct Cluster {
     /// Since when this node's membership writes have been succeeding
     /// without a failure (None: the last tick failed, or none ran yet).
     db_ok_since: Mutex<Option<Instant>>,
+    /// When each origin lease was last read from the database.
+    origins_seen: Mutex<HashMap<String, Instant>>,
 }
 
 fn link_config() -> LinkConfig {
@@ -471,6 +511,7 @@ impl Cluster {
             leases: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             db_ok_since: Mutex::new(None),
+            origins_seen: Mutex::new(HashMap::new()),
         });
         cluster.membership_tick().await?;
         tracing::info!(node = %cluster.cfg.node, region = %cluster.cfg.region, link = %link_addr,
@@ -607,9 +648,22 @@ impl Cluster {
                 },
             );
         }
+        let now = Instant::now();
+        let mut seen = self.origins_seen.lock();
         for (uid, node, live) in origins {
+            seen.insert(uid.clone(), now);
             snap.origins.insert(uid, (node, live));
         }
+        seen.retain(|_, t| now.saturating_duration_since(*t) < ORIGIN_GRACE);
+        let linked: HashSet<String> = self
+            .clients
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.close_reason().is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        snap.keep_live(&self.shared.snap.read(), &linked, &seen, now);
+        drop(seen);
         for (uid, child, parent) in edges {
             if snap.nodes.contains_key(&child) && snap.nodes.contains_key(&parent) {
                 snap.edges.entry(uid).or_default().push((child, parent));
@@ -810,11 +864,16 @@ impl Cluster {
                     origin: Some(origin.clone()),
                 },
             );
-            if let Err(e) =
-                db::set_edge(self.node.store.pool(), &uid, &self.cfg.node, &parent).await
-            {
-                tracing::debug!("storing a tree edge: {e}");
-            }
+            // Stored in the background: the pull is held (and the next
+            // membership tick rewrites the edge) whether or not the
+            // database answers now.
+            let pool = self.node.store.pool().clone();
+            let (u, me, p) = (uid.clone(), self.cfg.node.clone(), parent.clone());
+            tokio::spawn(async move {
+                if let Err(e) = db::set_edge(&pool, &u, &me, &p).await {
+                    tracing::debug!("storing a tree edge: {e}");
+                }
+            });
             let held = self.hold(&uid, &origin, &mut handle, &mut idle_since).await;
             drop(handle);
             if let Some(p) = self.shared.pulls.lock().get_mut(&uid) {
@@ -1055,6 +1114,42 @@ mod tests {
             link: SocketAddr::from(([127, 0, 0, 1], port)),
             http: String::new(),
         }
+    }
+
+    /// A peer with an open link stays a member whatever its heartbeat's
+    /// age; an origin lease that went missing a moment ago stays while its
+    /// node does; an old one, or one of a node gone, does not.
+    #[test]
+    fn links_and_recent_leases_outlive_late_writes() {
+        let mut old = Snapshot::default();
+        for (n, p) in [("a", 1), ("b", 2), ("c", 3)] {
+            old.nodes.insert(n.into(), peer(p));
+        }
+        old.origins.insert("u".into(), ("a".into(), true));
+        old.origins.insert("v".into(), ("c".into(), true));
+        old.origins.insert("w".into(), ("a".into(), true));
+        let now = Instant::now();
+        let mut seen = HashMap::new();
+        seen.insert("u".to_string(), now - Duration::from_millis(1500));
+        seen.insert("v".to_string(), now - Duration::from_millis(1500));
+        seen.insert("w".to_string(), now - ORIGIN_GRACE);
+        let linked: HashSet<String> = ["a".to_string()].into();
+
+        let mut fresh = Snapshot::default();
+        fresh.nodes.insert("b".into(), peer(2));
+        fresh.keep_live(&old, &linked, &seen, now);
+        let mut names: Vec<&String> = fresh.nodes.keys().collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"], "c has no link and no heartbeat");
+        assert_eq!(fresh.origins.get("u"), Some(&("a".to_string(), true)));
+        assert!(!fresh.origins.contains_key("v"), "its node is gone");
+        assert!(!fresh.origins.contains_key("w"), "missing for too long");
+
+        // What the database shows wins.
+        let mut fresh = Snapshot::default();
+        fresh.origins.insert("u".into(), ("b".into(), false));
+        fresh.keep_live(&old, &linked, &seen, now);
+        assert_eq!(fresh.origins["u"], ("b".to_string(), false));
     }
 
     /// Right after a database outage the first read shows only this node:
