@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 const LINK: &[&str] = &["--cluster-link", "127.0.0.1:0"];
-/// How long PostgreSQL stays down: well past the heartbeat's death
-/// threshold (1.5 s) and the origin lease (1.5 s); `BANYAN_PG_OUTAGE_SECS`
-/// tries other lengths by hand.
+/// How long PostgreSQL stays down: ten times the heartbeat's death
+/// threshold (1.5 s) and the origin lease (1.5 s), and longer than the
+/// hub's reconnect window (10 s), so every row in the database is long
+/// stale when it returns; `BANYAN_PG_OUTAGE_SECS` tries other lengths by
+/// hand.
 fn outage() -> Duration {
     let secs = std::env::var("BANYAN_PG_OUTAGE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5u64);
+        .unwrap_or(15u64);
     Duration::from_secs(secs.clamp(3, 120))
 }
 
