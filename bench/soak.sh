@@ -162,6 +162,7 @@ srt_live=$(awk '/^banyan_viewers\{.*protocol="srt"/ {s += $2} END {print s + 0}'
 probe last
 sleep 5
 wait "${PIDS[2]}" 2>/dev/null || true # rtmp-load ends by itself about now
+curl -sf "$API/metrics" >"$OUT/metrics-end.txt" || true
 kill "$NODE" 2>/dev/null || true
 sleep 2
 
@@ -187,3 +188,5 @@ for h in $(seq 1 "$HLS_STREAMS"); do
         2>/dev/null || echo "hls-load $h: no result (see $OUT/hls-load.log)"
 done
 echo "SRT viewers connected before the last probe: $srt_live of $SRT_VIEWERS"
+echo "frames the node skipped for slow subscribers, by reason (metrics-end.txt):"
+grep '^banyan_frames_dropped_total' "$OUT/metrics-end.txt" 2>/dev/null || echo "  none"
