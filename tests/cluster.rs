@@ -11,13 +11,12 @@
 mod cluster_node;
 mod pg;
 
-use cluster_node::{get_json, http, Node, Proc, BIN};
+use cluster_node::{
+    get_json, http, make_clip, publisher, reference_hashes, wait_until, Node, Player, BIN,
+};
 use pg::Postgres;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -26,81 +25,6 @@ const LINK: &[&str] = &["--cluster-link", "127.0.0.1:0"];
 
 /// The tests of this file run one at a time (CPU).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// An ffmpeg player printing one framemd5 line per video packet; each line
-/// is kept with its arrival time.
-struct Player {
-    proc: Proc,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Player {
-    fn start(url: &str) -> Player {
-        let mut child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-            .args(["-rw_timeout", "15000000", "-i", url])
-            .args(["-map", "0:v", "-c", "copy", "-f", "framemd5", "-"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ffmpeg player");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines() {
-                let Ok(l) = l else { break };
-                if !l.starts_with('#') {
-                    sink.lock().unwrap().push((Instant::now(), l));
-                }
-            }
-        });
-        Player {
-            proc: Proc(Some(child)),
-            lines,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.lines.lock().unwrap().len()
-    }
-
-    fn hashes(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(_, l)| l.rsplit(',').next().map(|h| h.trim().to_string()))
-            .collect()
-    }
-
-    /// Arrival times of packets after `t`.
-    fn arrivals_after(&self, t: Instant) -> Vec<Instant> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(at, _)| *at)
-            .filter(|at| *at > t)
-            .collect()
-    }
-}
-
-/// The hashes of the video packets of `clip`.
-fn reference_hashes(clip: &Path) -> HashSet<String> {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i"])
-        .arg(clip)
-        .args(["-map", "0:v", "-c", "copy", "-f", "framemd5", "-"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_string()))
-        .collect()
-}
 
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -112,21 +36,6 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
         .filter(|l| l.starts_with(name_and_labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {limit:?}: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,23 +57,7 @@ async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
 
     // A 320x240 clip, one keyframe per second, and its packet hashes.
     let clip = tmp.path().join("clip.flv");
-    let st = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "8"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-g", "25", "-bf", "0", "-c:a", "aac", "-f", "flv"])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    make_clip(&clip);
     let reference = reference_hashes(&clip);
     assert!(reference.len() >= 190);
 
@@ -232,17 +125,7 @@ async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
     }
 
     // Publish to node a.
-    let _publisher = Proc(Some(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-stream_loop", "-1", "-i"])
-            .arg(&clip)
-            .args(["-c", "copy", "-t", "60", "-f", "flv", &nodes[0].rtmp(&key)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let _publisher = publisher(&clip, &nodes[0].rtmp(&key), 60);
     let stream_url = |n: &Node| format!("{}/cluster/streams/{uid}", n.http());
     let a_url = stream_url(&nodes[0]);
     wait_until(Duration::from_secs(5), "a is the origin", || {
@@ -451,20 +334,6 @@ async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
     );
 }
 
-fn publisher(clip: &Path, url: &str) -> Proc {
-    Proc(Some(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-stream_loop", "-1", "-i"])
-            .arg(clip)
-            .args(["-c", "copy", "-t", "60", "-f", "flv", url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ))
-}
-
 /// The broadcaster moves from node a to node c: the origin lease moves, and
 /// node b's viewer keeps playing from the tree re-formed under c.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,7 +408,7 @@ async fn the_tree_follows_the_broadcaster_to_another_node() {
         })
         .await;
     }
-    let mut first = publisher(&clip, &nodes[0].rtmp(&key));
+    let mut first = publisher(&clip, &nodes[0].rtmp(&key), 60);
     let b_url = format!("{}/cluster/streams/{uid}", nodes[1].http());
     wait_until(Duration::from_secs(5), "b sees origin a", || {
         let (url, admin) = (b_url.clone(), admin.clone());
@@ -557,7 +426,7 @@ async fn the_tree_follows_the_broadcaster_to_another_node() {
     first.kill9();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let moved_at = Instant::now();
-    let _second = publisher(&clip, &nodes[2].rtmp(&key));
+    let _second = publisher(&clip, &nodes[2].rtmp(&key), 60);
     wait_until(Duration::from_secs(8), "b pulls from c", || {
         let (url, admin) = (b_url.clone(), admin.clone());
         async move {

@@ -14,9 +14,11 @@
 mod cluster_node;
 mod pg;
 
-use cluster_node::{get_json, http, make_clip, reference_hashes, Node, Player, Proc, BIN};
+use cluster_node::{
+    get_json, http, make_clip, publisher, reference_hashes, wait_until, Node, Player, BIN,
+};
 use pg::Postgres;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -33,21 +35,6 @@ fn outage() -> Duration {
         .and_then(|s| s.parse().ok())
         .unwrap_or(15u64);
     Duration::from_secs(secs.clamp(3, 120))
-}
-
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {limit:?}: {what}");
 }
 
 /// GET with a timeout of its own: (status, body, time taken); status 0 when
@@ -202,17 +189,7 @@ async fn streams_survive_a_postgres_restart() {
     }
 
     // Publish to a; play on a and on b (b pulls over the link).
-    let _publisher = Proc(Some(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-stream_loop", "-1", "-i"])
-            .arg(&clip)
-            .args(["-c", "copy", "-t", "180", "-f", "flv", &nodes[0].rtmp(key)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let _publisher = publisher(&clip, &nodes[0].rtmp(key), 180);
     let stream_url = |n: &Node| format!("{}/cluster/streams/{uid}", n.http());
     let b_url = stream_url(&nodes[1]);
     wait_until(Duration::from_secs(5), "b knows the origin", || {

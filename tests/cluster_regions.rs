@@ -14,7 +14,7 @@
 mod cluster_node;
 mod pg;
 
-use cluster_node::{http, Node, BIN};
+use cluster_node::{http, publisher, wait_until, Node, BIN};
 use pg::Postgres;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -60,21 +60,6 @@ fn start_node(dir: &Path, spec: &NodeSpec, db: &str, ca: &Path, fanout: usize) -
         &advertise,
     ];
     Node::start(dir, spec.name, db, ca, fanout, &extra)
-}
-
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {limit:?}: {what}");
 }
 
 /// A free UDP port on loopback.
@@ -360,17 +345,7 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
         })
         .await;
     }
-    let _publisher = Proc(Some(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-stream_loop", "-1", "-i"])
-            .arg(&clip)
-            .args(["-c", "copy", "-t", "60", "-f", "flv", &o.rtmp(key)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let _publisher = publisher(&clip, &o.rtmp(key), 60);
     let stream = |n: &Node| format!("{}/cluster/streams/{uid}", n.http());
     for n in &nodes {
         let url = stream(n);

@@ -255,3 +255,36 @@ pub fn reference_hashes(clip: &Path) -> std::collections::HashSet<String> {
         .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_string()))
         .collect()
 }
+
+/// Poll `f` every 100 ms until it holds; panics with `what` after `limit`.
+/// Returns the time it took.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {limit:?}: {what}");
+}
+
+/// An ffmpeg publisher looping `clip` in real time to `url` for at most
+/// `seconds`.
+pub fn publisher(clip: &Path, url: &str, seconds: u32) -> Proc {
+    Proc(Some(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-stream_loop", "-1", "-i"])
+            .arg(clip)
+            .args(["-c", "copy", "-t", &seconds.to_string(), "-f", "flv", url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg publisher"),
+    ))
+}
