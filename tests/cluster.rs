@@ -12,14 +12,13 @@ mod cluster_node;
 mod pg;
 
 use cluster_node::{
-    get_json, http, make_clip, publisher, reference_hashes, wait_until, Node, Player, BIN,
+    get_json, http, input_everywhere, make_clip, publisher, reference_hashes, wait_members,
+    wait_until, Input, Node, Player, BIN,
 };
 use pg::Postgres;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use serde_json::{json, Value};
 
 const LINK: &[&str] = &["--cluster-link", "127.0.0.1:0"];
 
@@ -77,52 +76,12 @@ async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
     }
 
     // Every node lists the five members.
-    for n in &nodes {
-        let url = format!("{}/cluster/nodes", n.http());
-        wait_until(Duration::from_secs(5), "membership", || {
-            let (url, admin) = (url.clone(), admin.clone());
-            async move {
-                let (s, v) = get_json(&url, &admin).await;
-                s == 200 && v["nodes"].as_array().is_some_and(|a| a.len() == 5)
-            }
-        })
-        .await;
-    }
+    wait_members(&nodes, &admin, 5).await;
     let (s, _) = get_json(&format!("{}/cluster/nodes", nodes[1].http()), &token).await;
     assert_eq!(s, 403, "the cluster view needs the admin token");
 
     // A live input, created through node a, known to every node.
-    let r = http()
-        .post(format!(
-            "{}/client/v4/accounts/{account}/stream/live_inputs",
-            nodes[0].http()
-        ))
-        .bearer_auth(&token)
-        .json(&json!({"meta": {"name": "cluster"}}))
-        .send()
-        .await
-        .unwrap();
-    let input: Value = r.json().await.unwrap();
-    let uid = input["result"]["uid"].as_str().unwrap().to_string();
-    let key = input["result"]["rtmp"]["streamKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let pkey = input["result"]["rtmpPlayback"]["streamKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for n in &nodes {
-        let url = format!("{}/{uid}/lifecycle", n.http());
-        wait_until(Duration::from_secs(5), "input known everywhere", || {
-            let url = url.clone();
-            async move {
-                let r = http().get(&url).send().await.unwrap();
-                r.status() == 200
-            }
-        })
-        .await;
-    }
+    let Input { uid, key, pkey } = input_everywhere(&nodes[0], &nodes, "cluster").await;
 
     // Publish to node a.
     let _publisher = publisher(&clip, &nodes[0].rtmp(&key), 60);
@@ -376,38 +335,8 @@ async fn the_tree_follows_the_broadcaster_to_another_node() {
         .iter()
         .map(|n| Node::start(tmp.path(), n, &pg.url(), &ca, 4, LINK))
         .collect();
-    let account = nodes[0].creds["accountId"].as_str().unwrap().to_string();
-    let token = nodes[0].creds["apiToken"].as_str().unwrap().to_string();
     let admin = nodes[0].creds["adminToken"].as_str().unwrap().to_string();
-    let input: Value = http()
-        .post(format!(
-            "{}/client/v4/accounts/{account}/stream/live_inputs",
-            nodes[0].http()
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let uid = input["result"]["uid"].as_str().unwrap().to_string();
-    let key = input["result"]["rtmp"]["streamKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let pkey = input["result"]["rtmpPlayback"]["streamKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for n in &nodes {
-        let url = format!("{}/{uid}/lifecycle", n.http());
-        wait_until(Duration::from_secs(5), "input known everywhere", || {
-            let url = url.clone();
-            async move { http().get(&url).send().await.unwrap().status() == 200 }
-        })
-        .await;
-    }
+    let Input { uid, key, pkey } = input_everywhere(&nodes[0], &nodes, "broadcaster").await;
     let mut first = publisher(&clip, &nodes[0].rtmp(&key), 60);
     let b_url = format!("{}/cluster/streams/{uid}", nodes[1].http());
     wait_until(Duration::from_secs(5), "b sees origin a", || {

@@ -15,13 +15,14 @@ mod cluster_node;
 mod pg;
 
 use cluster_node::{
-    get_json, http, make_clip, publisher, reference_hashes, wait_until, Node, Player, BIN,
+    get_json, input_everywhere, make_clip, publisher, reference_hashes, wait_members, wait_until,
+    Input, Node, Player, BIN,
 };
 use pg::Postgres;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const LINK: &[&str] = &["--cluster-link", "127.0.0.1:0"];
 /// How long PostgreSQL stays down: ten times the heartbeat's death
@@ -148,48 +149,17 @@ async fn streams_survive_a_postgres_restart() {
     let token = nodes[0].creds["apiToken"].as_str().unwrap().to_string();
     let admin = nodes[0].creds["adminToken"].as_str().unwrap().to_string();
     let members = |v: &Value| v["nodes"].as_array().map_or(0, |a| a.len());
-    for n in &nodes {
-        let url = format!("{}/cluster/nodes", n.http());
-        wait_until(Duration::from_secs(5), "membership", || {
-            let (url, admin) = (url.clone(), admin.clone());
-            async move {
-                let (s, v) = get_json(&url, &admin).await;
-                s == 200 && members(&v) == 3
-            }
-        })
-        .await;
-    }
+    wait_members(&nodes, &admin, 3).await;
 
     // A live input, known to every node.
+    let Input { uid, key, pkey } = input_everywhere(&nodes[0], &nodes, "pg-restart").await;
     let inputs = format!(
         "{}/client/v4/accounts/{account}/stream/live_inputs",
         nodes[0].http()
     );
-    let r = http()
-        .post(&inputs)
-        .bearer_auth(&token)
-        .json(&json!({"meta": {"name": "pg-restart"}}))
-        .send()
-        .await
-        .unwrap();
-    let input: Value = r.json().await.unwrap();
-    let uid = input["result"]["uid"].as_str().unwrap().to_string();
-    let key = input["result"]["rtmp"]["streamKey"].as_str().unwrap();
-    let pkey = input["result"]["rtmpPlayback"]["streamKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for n in &nodes {
-        let url = format!("{}/{uid}/lifecycle", n.http());
-        wait_until(Duration::from_secs(5), "input known everywhere", || {
-            let url = url.clone();
-            async move { http().get(&url).send().await.unwrap().status() == 200 }
-        })
-        .await;
-    }
 
     // Publish to a; play on a and on b (b pulls over the link).
-    let _publisher = publisher(&clip, &nodes[0].rtmp(key), 180);
+    let _publisher = publisher(&clip, &nodes[0].rtmp(&key), 180);
     let stream_url = |n: &Node| format!("{}/cluster/streams/{uid}", n.http());
     let b_url = stream_url(&nodes[1]);
     wait_until(Duration::from_secs(5), "b knows the origin", || {

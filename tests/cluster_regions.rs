@@ -14,7 +14,7 @@
 mod cluster_node;
 mod pg;
 
-use cluster_node::{http, publisher, wait_until, Node, BIN};
+use cluster_node::{input_everywhere, publisher, wait_members, wait_until, Input, Node, BIN};
 use pg::Postgres;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::UdpSocket;
 
 /// One-way delay between two different regions.
@@ -265,23 +265,10 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
         .collect();
     let by_name = |n: &str| &nodes[specs.iter().position(|s| s.name == n).unwrap()];
     let (o, x, z, y) = (by_name("o"), by_name("x"), by_name("z"), by_name("y"));
-    let account = o.creds["accountId"].as_str().unwrap().to_string();
-    let token = o.creds["apiToken"].as_str().unwrap().to_string();
     let admin = o.creds["adminToken"].as_str().unwrap().to_string();
 
     // Every node knows the four, at their proxies' addresses.
-    for n in &nodes {
-        let url = format!("{}/cluster/nodes", n.http());
-        wait_until(Duration::from_secs(5), "membership", || {
-            let (url, admin) = (url.clone(), admin.clone());
-            async move {
-                get_json_value(&url, &admin).await["nodes"]
-                    .as_array()
-                    .is_some_and(|a| a.len() == 4)
-            }
-        })
-        .await;
-    }
+    wait_members(&nodes, &admin, 4).await;
     let v = get_json_value(&format!("{}/cluster/nodes", y.http()), &admin).await;
     for n in v["nodes"].as_array().unwrap() {
         let s = specs.iter().find(|s| n["name"] == s.name).unwrap();
@@ -318,34 +305,8 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
     assert!(r < 20.0, "y->x {r} ms");
 
     // A live input, published to o.
-    let input: Value = http()
-        .post(format!(
-            "{}/client/v4/accounts/{account}/stream/live_inputs",
-            o.http()
-        ))
-        .bearer_auth(&token)
-        .json(&json!({"meta": {"name": "regions"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let uid = input["result"]["uid"].as_str().unwrap().to_string();
-    let key = input["result"]["rtmp"]["streamKey"].as_str().unwrap();
-    let pkey = input["result"]["rtmpPlayback"]["streamKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for n in &nodes {
-        let url = format!("{}/{uid}/lifecycle", n.http());
-        wait_until(Duration::from_secs(5), "input known everywhere", || {
-            let url = url.clone();
-            async move { http().get(&url).send().await.unwrap().status() == 200 }
-        })
-        .await;
-    }
-    let _publisher = publisher(&clip, &o.rtmp(key), 60);
+    let Input { uid, key, pkey } = input_everywhere(o, &nodes, "regions").await;
+    let _publisher = publisher(&clip, &o.rtmp(&key), 60);
     let stream = |n: &Node| format!("{}/cluster/streams/{uid}", n.http());
     for n in &nodes {
         let url = stream(n);

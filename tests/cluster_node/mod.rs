@@ -288,3 +288,67 @@ pub fn publisher(clip: &Path, url: &str, seconds: u32) -> Proc {
             .expect("spawn ffmpeg publisher"),
     ))
 }
+
+/// A live input created through one node and known to every node.
+pub struct Input {
+    pub uid: String,
+    /// The RTMP stream key (publishing).
+    pub key: String,
+    /// The RTMP playback key.
+    pub pkey: String,
+}
+
+/// Create a live input named `name` through `via` (with its credentials)
+/// and wait until every node of `nodes` knows it.
+pub async fn input_everywhere(via: &Node, nodes: &[Node], name: &str) -> Input {
+    let account = via.creds["accountId"].as_str().unwrap();
+    let token = via.creds["apiToken"].as_str().unwrap();
+    let input: Value = http()
+        .post(format!(
+            "{}/client/v4/accounts/{account}/stream/live_inputs",
+            via.http()
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"meta": {"name": name}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let field = |path: [&str; 2]| {
+        input["result"][path[0]][path[1]]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {path:?} in {input}"))
+            .to_string()
+    };
+    let created = Input {
+        uid: input["result"]["uid"].as_str().unwrap().to_string(),
+        key: field(["rtmp", "streamKey"]),
+        pkey: field(["rtmpPlayback", "streamKey"]),
+    };
+    for n in nodes {
+        let url = format!("{}/{}/lifecycle", n.http(), created.uid);
+        wait_until(Duration::from_secs(5), "input known everywhere", || {
+            let url = url.clone();
+            async move { http().get(&url).send().await.unwrap().status() == 200 }
+        })
+        .await;
+    }
+    created
+}
+
+/// Wait until every node of `nodes` lists `count` members.
+pub async fn wait_members(nodes: &[Node], admin: &str, count: usize) {
+    for n in nodes {
+        let url = format!("{}/cluster/nodes", n.http());
+        wait_until(Duration::from_secs(5), "membership", || {
+            let url = url.clone();
+            async move {
+                let (s, v) = get_json(&url, admin).await;
+                s == 200 && v["nodes"].as_array().is_some_and(|a| a.len() == count)
+            }
+        })
+        .await;
+    }
+}
