@@ -365,7 +365,15 @@ struct Shared {
     fanout: usize,
     snap: RwLock<Snapshot>,
     pulls: Mutex<HashMap<String, Pull>>,
+    /// Per stream, nodes accepted as children whose pull is not served yet
+    /// (at most [`ADMIT_HOLD`] old): they count against the fan-out, so
+    /// two nodes asking at once (orphans healing together) cannot both
+    /// take the last place.
+    admitted: Mutex<HashMap<String, Vec<(String, Instant)>>>,
 }
+
+/// How long an accepted child counts before its pull shows up as served.
+const ADMIT_HOLD: Duration = Duration::from_secs(2);
 
 impl Shared {
     /// The live origin of `uid` on another node.
@@ -393,7 +401,31 @@ impl Admission for Shared {
         {
             return Admit::Refuse("the asking node is this node's parent".into());
         }
-        let kids: Vec<&String> = req.children.iter().filter(|c| *c != req.peer).collect();
+        let mut admitted = self.admitted.lock();
+        let recent = admitted.entry(req.uid.to_string()).or_default();
+        recent.retain(|(p, at)| {
+            at.elapsed() < ADMIT_HOLD && !req.children.contains(p) && p != req.peer
+        });
+        let kids: Vec<String> = req
+            .children
+            .iter()
+            .filter(|c| *c != req.peer)
+            .chain(recent.iter().map(|(p, _)| p))
+            .cloned()
+            .collect();
+        let answer = self.place(req, &kids);
+        if answer == Admit::Accept {
+            recent.push((req.peer.to_string(), Instant::now()));
+        }
+        admitted.retain(|_, v| !v.is_empty());
+        answer
+    }
+}
+
+impl Shared {
+    /// Where a joiner goes, given the children this node serves or has
+    /// just accepted (`kids`, the joiner not among them).
+    fn place(&self, req: &AdmitRequest<'_>, kids: &[String]) -> Admit {
         if kids.len() < self.fanout {
             return Admit::Accept;
         }
@@ -493,6 +525,7 @@ impl Cluster {
             fanout: cfg.fanout,
             snap: RwLock::new(Snapshot::default()),
             pulls: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(HashMap::new()),
         });
         let (server, link_addr) =
             LinkServer::bind_with(cfg.link, &tls, node.hub.clone(), link_config())
@@ -1114,6 +1147,36 @@ mod tests {
             link: SocketAddr::from(([127, 0, 0, 1], port)),
             http: String::new(),
         }
+    }
+
+    #[test]
+    fn nodes_asking_at_once_cannot_both_take_the_last_place() {
+        let mut snap = Snapshot::default();
+        for (i, n) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            snap.nodes.insert(n.into(), peer(9000 + i as u16));
+        }
+        let shared = Shared {
+            me: "a".into(),
+            fanout: 2,
+            snap: RwLock::new(snap),
+            pulls: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(HashMap::new()),
+        };
+        // a serves b; c and d ask before either of them is served.
+        let served = vec!["b".to_string()];
+        let ask = |peer| AdmitRequest {
+            uid: "s",
+            peer,
+            children: &served,
+            state: StreamState::Live,
+        };
+        assert_eq!(shared.admit(&ask("c")), Admit::Accept);
+        match shared.admit(&ask("d")) {
+            Admit::Redirect { node, .. } => assert!(node == "b" || node == "c", "{node}"),
+            other => panic!("d must go below a child, got {other:?}"),
+        }
+        // Asking again (a retry) does not count twice.
+        assert_eq!(shared.admit(&ask("c")), Admit::Accept);
     }
 
     /// A peer with an open link stays a member whatever its heartbeat's
