@@ -12,8 +12,8 @@ mod cluster_node;
 mod pg;
 
 use cluster_node::{
-    get_json, http, input_everywhere, make_clip, publisher, reference_hashes, wait_members,
-    wait_until, Input, Node, Player, BIN,
+    cluster_ca, get_json, http, input_everywhere, make_clip, publisher, reference_hashes,
+    wait_members, wait_until, Input, Node, Player,
 };
 use pg::Postgres;
 use std::collections::{HashMap, HashSet};
@@ -42,17 +42,7 @@ async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
     let _serial = SERIAL.lock().await;
     let pg = Postgres::start();
     let tmp = tempfile::tempdir().unwrap();
-    let ca = tmp.path().join("ca");
-    let out = Command::new(BIN)
-        .args(["cluster-ca", "--out"])
-        .arg(&ca)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ca = cluster_ca(tmp.path());
 
     // A 320x240 clip, one keyframe per second, and its packet hashes.
     let clip = tmp.path().join("clip.flv");
@@ -300,13 +290,7 @@ async fn the_tree_follows_the_broadcaster_to_another_node() {
     let _serial = SERIAL.lock().await;
     let pg = Postgres::start();
     let tmp = tempfile::tempdir().unwrap();
-    let ca = tmp.path().join("ca");
-    let out = Command::new(BIN)
-        .args(["cluster-ca", "--out"])
-        .arg(&ca)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let ca = cluster_ca(tmp.path());
     let clip = tmp.path().join("clip.flv");
     let st = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error"])

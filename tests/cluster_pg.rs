@@ -15,11 +15,10 @@ mod cluster_node;
 mod pg;
 
 use cluster_node::{
-    get_json, input_everywhere, make_clip, publisher, reference_hashes, wait_members, wait_until,
-    Input, Node, Player, BIN,
+    cluster_ca, get_json, input_everywhere, make_clip, publisher, reference_hashes, wait_members,
+    wait_until, Input, Node, Player,
 };
 use pg::Postgres;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -130,13 +129,7 @@ fn secs_after(t0: Instant, t: Instant) -> f64 {
 async fn streams_survive_a_postgres_restart() {
     let pg = Postgres::start();
     let tmp = tempfile::tempdir().unwrap();
-    let ca = tmp.path().join("ca");
-    let out = Command::new(BIN)
-        .args(["cluster-ca", "--out"])
-        .arg(&ca)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let ca = cluster_ca(tmp.path());
     let clip = tmp.path().join("clip.flv");
     make_clip(&clip);
     let reference = reference_hashes(&clip);

@@ -14,7 +14,9 @@
 mod cluster_node;
 mod pg;
 
-use cluster_node::{input_everywhere, publisher, wait_members, wait_until, Input, Node, BIN};
+use cluster_node::{
+    cluster_ca, input_everywhere, publisher, wait_members, wait_until, Input, Node,
+};
 use pg::Postgres;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -209,13 +211,7 @@ async fn a_joiner_attaches_to_its_nearest_node_and_latency_follows_the_path() {
     let t0 = Instant::now();
     let pg = Postgres::start();
     let tmp = tempfile::tempdir().unwrap();
-    let ca = tmp.path().join("ca");
-    let out = Command::new(BIN)
-        .args(["cluster-ca", "--out"])
-        .arg(&ca)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let ca = cluster_ca(tmp.path());
 
     // A 320x240 clip, one keyframe per second.
     let clip = tmp.path().join("clip.flv");

@@ -352,3 +352,19 @@ pub async fn wait_members(nodes: &[Node], admin: &str, count: usize) {
         .await;
     }
 }
+
+/// A new cluster certificate authority in `dir` (`banyan cluster-ca`).
+pub fn cluster_ca(dir: &Path) -> std::path::PathBuf {
+    let ca = dir.join("ca");
+    let out = Command::new(BIN)
+        .args(["cluster-ca", "--out"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ca
+}
