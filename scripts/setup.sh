@@ -16,6 +16,9 @@ packages=(
   postgresql                                         # cluster state and its tests
   sqlite3 procps iproute2 util-linux openssl curl    # inspection and test plumbing
 )
+# Node and npm run the browser tests (playwright-core); take Debian's only when
+# the machine has none of its own.
+command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
