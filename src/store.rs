@@ -123,6 +123,13 @@ const SCHEMA: &[&str] = &[
         created BIGINT NOT NULL)",
 ];
 
+/// Columns added to tables of an older node's database, applied in order at
+/// every start: `(table, column, definition)`. A column that is already
+/// there is left alone, so a database of any earlier version is brought up
+/// to date and a new one (whose `CREATE TABLE` already has the column)
+/// is untouched.
+const UPGRADES: &[(&str, &str, &str)] = &[];
+
 const INPUT_COLUMNS: &str = "uid, account_id, created, modified, meta, default_creator, enabled, \
      stream_key, playback_key, srt_passphrase, srt_play_passphrase, captions";
 
@@ -159,6 +166,42 @@ fn domain_from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
         key_pem: r.try_get("key_pem")?,
         created: r.try_get("created")?,
     })
+}
+
+/// Add `column` to `table` unless it is already there.
+async fn add_column(
+    pool: &AnyPool,
+    backend: Backend,
+    table: &str,
+    column: &str,
+    def: &str,
+) -> sqlx::Result<()> {
+    let exists: i64 = match backend {
+        Backend::Sqlite => {
+            sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = $1"
+            ))
+            .bind(column)
+            .fetch_one(pool)
+            .await?
+        }
+        Backend::Postgres => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_one(pool)
+            .await?
+        }
+    };
+    if exists == 0 {
+        pool.execute(format!("ALTER TABLE {table} ADD COLUMN {column} {def}").as_str())
+            .await?;
+        tracing::info!(table, column, "database upgraded: column added");
+    }
+    Ok(())
 }
 
 impl Store {
@@ -205,6 +248,11 @@ impl Store {
         }
         for stmt in SCHEMA {
             pool.execute(*stmt).await.context("creating the schema")?;
+        }
+        for (table, column, def) in UPGRADES {
+            add_column(&pool, backend, table, column, def)
+                .await
+                .with_context(|| format!("upgrading the schema: {table}.{column}"))?;
         }
         crate::analytics::create_schema(&pool)
             .await
