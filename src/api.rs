@@ -778,12 +778,11 @@ async fn views(State(node): State<St>, Path(uid): Path<String>) -> Response {
     Json(json!({"liveViewers": node.views.live(&uid)})).into_response()
 }
 
-async fn metrics_text(State(node): State<St>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(),
-    )
-        .into_response()
+/// `/metrics` on the public port: the admin token only (scrapers use the
+/// metrics listener).
+async fn metrics_text(State(node): State<St>, auth: Auth) -> ApiResult {
+    auth.admin()?;
+    Ok(crate::exposition::answer(&node))
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub struct ServeArgs {
     /// SRT listener (UDP) [default: 127.0.0.1:8890]
     #[arg(long, env = "BANYAN_SRT", value_name = "ADDR")]
     pub srt: Option<SocketAddr>,
-    /// HTTP listener: API, HLS, watch page, metrics [default: 127.0.0.1:8080]
+    /// HTTP listener: API, HLS, watch page [default: 127.0.0.1:8080]
     #[arg(long, env = "BANYAN_HTTP", value_name = "ADDR")]
     pub http: Option<SocketAddr>,
     /// Host name written into returned URLs [default: the bound address]
@@ -100,6 +100,27 @@ pub struct ServeArgs {
     pub auth_fail_window: Option<u64>,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
+    /// Prometheus metrics listener (no token; keep it private). On the
+    /// public HTTP port /metrics needs the admin token [default: 127.0.0.1:9090]
+    #[arg(long, env = "BANYAN_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Per-stream series (ingest bitrate, fps): off, hashed (a keyed hash
+    /// of the uid in label `stream`) or uid (label `uid`) [default: off]
+    #[arg(long, env = "BANYAN_METRICS_PER_STREAM", value_name = "MODE")]
+    pub metrics_per_stream: Option<PerStream>,
+}
+
+/// Which per-stream metric series a node exports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PerStream {
+    /// None at all.
+    #[default]
+    Off,
+    /// Labelled `stream` with a short keyed hash of the uid.
+    Hashed,
+    /// Labelled `uid` with the uid.
+    Uid,
 }
 
 /// The TOML file: the same keys as the flags, in snake case.
@@ -130,6 +151,8 @@ pub struct FileConfig {
     pub auth_fail_window: Option<u64>,
     /// The cluster section (see `cluster::FileCluster`).
     pub cluster: Option<toml::Table>,
+    pub metrics: Option<SocketAddr>,
+    pub metrics_per_stream: Option<PerStream>,
 }
 
 /// The resolved settings of a node.
@@ -159,6 +182,10 @@ pub struct Settings {
     /// The cluster settings (`[cluster]` and the `--cluster-*` flags), when
     /// this node is a cluster member.
     pub cluster_cfg: Option<crate::cluster::ClusterConfig>,
+    /// The metrics listener.
+    pub metrics: SocketAddr,
+    /// Per-stream metric series.
+    pub metrics_per_stream: PerStream,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -249,6 +276,14 @@ impl Settings {
                     .clamp(1, 86_400),
             ),
             cluster_cfg,
+            metrics: args
+                .metrics
+                .or(file.metrics)
+                .unwrap_or(addr("127.0.0.1:9090")),
+            metrics_per_stream: args
+                .metrics_per_stream
+                .or(file.metrics_per_stream)
+                .unwrap_or_default(),
         })
     }
 }
@@ -288,6 +323,26 @@ mod tests {
         assert_eq!(s.rtmp, Some(addr("127.0.0.1:1935")));
         assert_eq!(s.reconnect_window, Duration::from_secs(3));
         assert_eq!(s.max_ingest_domains, 5);
+        assert_eq!(s.metrics, addr("127.0.0.1:9090"));
+        assert_eq!(s.metrics_per_stream, PerStream::Off);
+    }
+
+    #[test]
+    fn per_stream_metrics_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "metrics = \"127.0.0.1:9999\"\nmetrics_per_stream = \"hashed\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.metrics, addr("127.0.0.1:9999"));
+        assert_eq!(s.metrics_per_stream, PerStream::Hashed);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! lifetime), `store` (SQLite/PostgreSQL), `api` (HTTP), `httpd` (the HTTP
 //! server: limits, timeouts), `tls` (certificates, SNI), `secret` (ids,
 //! secrets, token hashes), `client` (the client subcommands), `analytics`
-//! (viewing time, GraphQL), `captions` (the caption registry of the node),
+//! (viewing time, GraphQL), `captions` (the caption registry of the node), `exposition`
+//! (the Prometheus text, per-stream series, the metrics listener),
 //! `cluster` (membership, origins and per-stream trees over node links).
 //!
 //! The binary is the only user; the library exists so that the fuzz targets
@@ -16,6 +17,7 @@ pub mod captions;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod exposition;
 pub mod httpd;
 pub mod node;
 pub mod secret;

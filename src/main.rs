@@ -4,14 +4,15 @@
 //!
 //! Starting a node from a script or a test: give every listener port 0
 //! (`--http 127.0.0.1:0 --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 --srt
-//! 127.0.0.1:0`, or `--no-rtmp`) and a fresh `--data-dir`, then read the
+//! 127.0.0.1:0 --metrics 127.0.0.1:0`, or `--no-rtmp`) and a fresh `--data-dir`, then read the
 //! first line of stdout. It is printed once every listener is bound and the
 //! API answers:
 //!
 //! ```json
 //! {"ready":true,"http":"127.0.0.1:PORT","rtmp":"127.0.0.1:PORT"|null,
 //!  "rtmps":"127.0.0.1:PORT","srt":"127.0.0.1:PORT","api":"http://HOST:PORT",
-//!  "dataDir":"...","credentials":".../credentials.json"}
+//!  "dataDir":"...","credentials":".../credentials.json",
+//!  "metrics":"127.0.0.1:PORT"}
 //! ```
 //!
 //! Logs go to stderr (`RUST_LOG` filters them). SIGTERM or Ctrl-C stops

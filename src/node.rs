@@ -34,6 +34,8 @@ pub struct Addrs {
     pub rtmp: Option<SocketAddr>,
     pub rtmps: SocketAddr,
     pub srt: SocketAddr,
+    /// The metrics listener.
+    pub metrics: SocketAddr,
 }
 
 /// `<data-dir>/credentials.json`, mode 0600.
@@ -69,6 +71,8 @@ pub struct Node {
     /// Inputs seen connected since this node started (for `status`).
     seen_live: Mutex<HashSet<String>>,
     rebuild: tokio::sync::Mutex<()>,
+    /// Per-stream series and how they are labelled (see `exposition`).
+    pub exposition: crate::exposition::Exposition,
 }
 
 impl Node {
@@ -376,6 +380,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let rtmps = TcpListener::bind(settings.rtmps)
         .await
         .with_context(|| format!("binding RTMPS {}", settings.rtmps))?;
+    let metrics_listener = TcpListener::bind(settings.metrics)
+        .await
+        .with_context(|| format!("binding metrics {}", settings.metrics))?;
+    let exposition = crate::exposition::Exposition::new(
+        settings.metrics_per_stream,
+        crate::exposition::load_key(&data_dir)?,
+    );
     let hub = Hub::new(HubConfig {
         reconnect_window: settings.reconnect_window,
         ..HubConfig::default()
@@ -419,6 +430,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         rtmp: rtmp.as_ref().map(|l| l.local_addr()).transpose()?,
         rtmps: rtmps.local_addr()?,
         srt,
+        metrics: metrics_listener.local_addr()?,
     };
     let node = Arc::new(Node {
         settings,
@@ -437,6 +449,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         domains_stamp: Mutex::new(None),
         seen_live: Mutex::new(HashSet::new()),
         rebuild: tokio::sync::Mutex::new(()),
+        exposition,
     });
     node.rebuild_keys().await?;
     node.reload_domains().await?;
@@ -501,9 +514,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         http_limits,
         shutdown.clone(),
     ));
+    // Scrapers are few: a small cap keeps this listener from being a way
+    // around the public one's limit.
+    tasks.spawn(crate::httpd::serve(
+        metrics_listener,
+        crate::exposition::router(node.clone()),
+        crate::httpd::HttpLimits {
+            header_timeout: node.settings.http_header_timeout,
+            max_connections: node.settings.max_connections.min(64),
+        },
+        shutdown.clone(),
+    ));
 
     let a = &node.addrs;
-    tracing::info!(http = %a.http, rtmp = ?a.rtmp, rtmps = %a.rtmps, srt = %a.srt, "listening");
+    tracing::info!(http = %a.http, rtmp = ?a.rtmp, rtmps = %a.rtmps, srt = %a.srt, metrics = %a.metrics, "listening");
     ready_line(&node, &creds_path);
 
     wait_for_signal().await;
@@ -525,7 +549,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 /// Print the one JSON line on stdout that says the node is ready, with the
 /// real addresses: `{"ready":true,"http":..,"rtmp":..|null,"rtmps":..,
-/// "srt":..,"api":..,"dataDir":..,"credentials":..}`.
+/// "srt":..,"api":..,"dataDir":..,"credentials":..,"metrics":..}`.
 fn ready_line(node: &Node, creds: &Path) {
     use std::io::Write as _;
     let a = &node.addrs;
@@ -538,6 +562,7 @@ fn ready_line(node: &Node, creds: &Path) {
         "api": node.api_url(),
         "dataDir": node.settings.data_dir.display().to_string(),
         "credentials": creds.display().to_string(),
+        "metrics": a.metrics.to_string(),
     });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");

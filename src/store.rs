@@ -212,6 +212,11 @@ impl Store {
             // SQLite gives its -wal and -shm files the mode of the database.
             crate::tls::write_private(&path, b"").context("creating the database file")?;
         }
+        // Whatever mode an older file had: the database holds every secret.
+        for file in ["banyan.db", "banyan.db-wal", "banyan.db-shm"] {
+            crate::tls::make_private(&data_dir.join(file))
+                .with_context(|| format!("setting {file} to 0600"))?;
+        }
         let url = format!("sqlite://{}?mode=rwc", path.display());
         Store::open(&url).await
     }

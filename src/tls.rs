@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,7 +22,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Write a file readable by the owner only.
+/// Write a file readable by the owner only: a new file is created 0600,
+/// an existing one is set to 0600 before anything is written into it,
+/// whatever its mode was.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -29,8 +32,24 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(data)?;
     f.sync_all()
+}
+
+/// Set an existing secret file to 0600 (a no-op when it already is); a
+/// missing file is not an error.
+pub fn make_private(path: &Path) -> std::io::Result<()> {
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if mode != 0o600 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        tracing::warn!(path = %path.display(), "secret file was mode {mode:o}; set to 600");
+    }
+    Ok(())
 }
 
 /// The node's own certificate and key files: configured, or a self-signed
@@ -42,12 +61,20 @@ pub fn node_cert_files(
     public_host: Option<&str>,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     if let Some((c, k)) = configured {
+        // The operator's own file: not changed, but a key others can read
+        // is worth a warning.
+        if let Ok(m) = std::fs::metadata(k) {
+            if m.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %k.display(), "the TLS key is readable by other users (mode {:o})", m.permissions().mode() & 0o777);
+            }
+        }
         return Ok((c.clone(), k.clone()));
     }
     let dir = data_dir.join("tls");
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     if cert.exists() && key.exists() {
+        make_private(&key).context("setting the tls key to 0600")?;
         return Ok((cert, key));
     }
     std::fs::create_dir_all(&dir).context("creating the tls dir")?;
@@ -184,15 +211,34 @@ pub fn server_config(resolver: Arc<SniResolver>) -> anyhow::Result<Arc<rustls::S
 mod tests {
     use super::*;
 
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_files_are_0600_whatever_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&p, b"new").unwrap();
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        make_private(&p).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        make_private(&dir.path().join("missing")).unwrap();
+    }
+
     #[test]
     fn self_signed_is_made_once_and_private() {
-        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = node_cert_files(dir.path(), None, Some("live.example.test")).unwrap();
-        let mode = std::fs::metadata(&k).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(mode(&k), 0o600);
         let pem = std::fs::read(&c).unwrap();
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
         let again = node_cert_files(dir.path(), None, None).unwrap();
+        assert_eq!(mode(&k), 0o600, "an existing key is set back to 0600");
         assert_eq!(std::fs::read(&again.0).unwrap(), pem);
         let ck = certified_key(&pem, &std::fs::read(&k).unwrap()).unwrap();
         server_config(SniResolver::new(ck)).unwrap();

@@ -1,13 +1,14 @@
-//! Ingest bitrate and frame rate per live stream, as gauges
-//! `banyan_ingest_bitrate_bps{uid}` and `banyan_ingest_fps{uid}`.
+//! Ingest bitrate and frame rate per live stream, exported as
+//! `banyan_ingest_bitrate_bps` and `banyan_ingest_fps` when
+//! `--metrics-per-stream` is not `off` (see `exposition` for the labels).
 //!
 //! A watcher task looks for live inputs (the node's key table, never the
 //! store) every few seconds and attaches one
 //! counting subscriber (a hub cursor: no copy of the media) to each live
 //! stream. Rates are measured over media time (video decode timestamps), so
 //! the join backlog a new cursor receives in a burst does not inflate them.
-//! Cardinality is bounded by the number of live inputs; a gauge goes to 0
-//! when its stream ends.
+//! Cardinality is bounded by the number of live inputs; a stream's series
+//! goes away when it ends.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -70,14 +71,12 @@ async fn measure(node: Arc<Node>, uid: String, watching: Arc<Mutex<HashSet<Strin
     let mut meter = RateMeter::default();
     let mut tick = tokio::time::interval(WINDOW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let labels = [("uid", uid.clone())];
     loop {
         tokio::select! {
             _ = node.shutdown.cancelled() => break,
             _ = tick.tick() => {
                 if let Some((bps, fps)) = meter.take() {
-                    metrics::gauge!("banyan_ingest_bitrate_bps", &labels).set(bps);
-                    metrics::gauge!("banyan_ingest_fps", &labels).set(fps);
+                    node.exposition.set(&uid, bps, fps);
                 }
             }
             item = sub.recv() => match item {
@@ -87,13 +86,15 @@ async fn measure(node: Arc<Node>, uid: String, watching: Arc<Mutex<HashSet<Strin
             }
         }
     }
-    metrics::gauge!("banyan_ingest_bitrate_bps", &labels).set(0.0);
-    metrics::gauge!("banyan_ingest_fps", &labels).set(0.0);
+    node.exposition.remove(&uid);
     watching.lock().remove(&uid);
 }
 
 /// Watch for live streams until shutdown.
 pub async fn run(node: Arc<Node>) {
+    if !node.exposition.per_stream() {
+        return;
+    }
     let watching: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tick = tokio::time::interval(WINDOW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
