@@ -33,6 +33,9 @@ use serde_json::{json, Map, Value};
 
 use crate::node::Node;
 use crate::secret;
+
+mod tokens;
+pub use tokens::MAX_TOKENS_PER_ACCOUNT;
 use crate::store::{now_micros, DomainRow, LiveInputRow, TokenInfo};
 
 /// Largest request body accepted.
@@ -281,6 +284,8 @@ pub enum BodyKind {
     Account,
     /// `POST .../ingest_domains`.
     Domain,
+    /// `POST /client/v4/accounts/{id}/tokens`.
+    Token,
 }
 
 /// Decode and check a request body of `kind` exactly as its endpoint does
@@ -312,6 +317,9 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
         }
         BodyKind::Domain => {
             new_domain(decode_json(bytes)?)?;
+        }
+        BodyKind::Token => {
+            tokens::token_name(decode_json(bytes)?)?;
         }
     }
     Ok(())
@@ -345,6 +353,15 @@ pub fn router(node: St) -> Router {
             &format!("{stream}/ingest_domains/{{domain}}"),
             axum::routing::delete(remove_domain),
         )
+        .route(
+            "/client/v4/accounts/{account}/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route(
+            "/client/v4/accounts/{account}/tokens/{token_id}",
+            axum::routing::delete(tokens::revoke_token),
+        )
+        .route("/client/v4/admin/rotate", post(tokens::rotate_admin))
         .route("/{uid}/lifecycle", get(lifecycle))
         .route("/{uid}/views", get(views))
         .route("/metrics", get(metrics_text))
@@ -823,6 +840,8 @@ mod tests {
             Ok(())
         );
         assert_eq!(ok(BodyKind::Account, r#"{"name":"yoga"}"#), Ok(()));
+        assert_eq!(ok(BodyKind::Token, ""), Ok(()));
+        assert_eq!(ok(BodyKind::Token, r#"{"name":"ci"}"#), Ok(()));
         for (kind, body) in [
             (
                 BodyKind::LiveInput,
@@ -831,6 +850,7 @@ mod tests {
             (BodyKind::LiveInput, r#"{"enabled":"yes"}"#),
             (BodyKind::LiveInput, "[1,2"),
             (BodyKind::Account, r#"{"name":" "}"#),
+            (BodyKind::Token, r#"{"name":7}"#),
             (BodyKind::Domain, r#"{"domain":"push.example.com"}"#),
             (
                 BodyKind::Domain,

@@ -12,6 +12,9 @@ use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+mod tokens;
+pub use tokens::TokenRow;
+
 /// An account.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -100,7 +103,9 @@ const SCHEMA: &[&str] = &[
         hash TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
         admin BIGINT NOT NULL,
-        created BIGINT NOT NULL)",
+        created BIGINT NOT NULL,
+        id TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS live_inputs (
         uid TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
@@ -128,7 +133,12 @@ const SCHEMA: &[&str] = &[
 /// there is left alone, so a database of any earlier version is brought up
 /// to date and a new one (whose `CREATE TABLE` already has the column)
 /// is untouched.
-const UPGRADES: &[(&str, &str, &str)] = &[];
+const UPGRADES: &[(&str, &str, &str)] = &[
+    ("api_tokens", "id", "TEXT NOT NULL DEFAULT ''"),
+    ("api_tokens", "name", "TEXT NOT NULL DEFAULT ''"),
+];
+
+
 
 const INPUT_COLUMNS: &str = "uid, account_id, created, modified, meta, default_creator, enabled, \
      stream_key, playback_key, srt_passphrase, srt_play_passphrase, captions";
@@ -259,6 +269,11 @@ impl Store {
                 .await
                 .with_context(|| format!("upgrading the schema: {table}.{column}"))?;
         }
+        for stmt in tokens::AFTER_UPGRADES {
+            pool.execute(*stmt)
+                .await
+                .context("upgrading the schema: token ids")?;
+        }
         crate::analytics::create_schema(&pool)
             .await
             .context("creating the analytics schema")?;
@@ -353,18 +368,11 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Store a token by its hash.
+    /// Store a token by its hash (with a new id and no name).
     pub async fn add_token(&self, hash: &str, account_id: &str, admin: bool) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO api_tokens (hash, account_id, admin, created) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(hash)
-        .bind(account_id)
-        .bind(admin as i64)
-        .bind(now_micros())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.add_named_token(hash, account_id, admin, &crate::secret::new_id(), "")
+            .await
+            .map(|_| ())
     }
 
     /// The token with this hash, if any.
@@ -568,6 +576,8 @@ mod tests {
         let t = s.token(&h).await.unwrap().unwrap();
         assert!(t.admin && t.account_id == a);
         assert!(s.token("nope").await.unwrap().is_none());
+
+        tokens::tests::round_trip_on(s, &a, &b, &h).await;
 
         let uid = crate::secret::new_id();
         let mut i = input(&uid, &a);

@@ -1,6 +1,6 @@
 //! The JSON bodies of the HTTP API (live inputs, accounts, ingest domains
-//! with their PEM certificates and keys), decoded and checked as the
-//! endpoints do: no panic, and every refusal is a 400 with a reason, never a
+//! with their PEM certificates and keys, API tokens), decoded and checked
+//! as the endpoints do: no panic, and every refusal is a 400 with a reason, never a
 //! server error. The first byte picks the endpoint, the rest is the body.
 #![no_main]
 
@@ -11,10 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {
         return;
     };
-    let kind = match pick % 3 {
+    let kind = match pick % 4 {
         0 => BodyKind::LiveInput,
         1 => BodyKind::Account,
-        _ => BodyKind::Domain,
+        2 => BodyKind::Domain,
+        _ => BodyKind::Token,
     };
     if let Err(e) = check_body(kind, body) {
         assert_eq!(e.status().as_u16(), 400, "{kind:?}: {e:?}");
