@@ -149,7 +149,7 @@ NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
 B=$WORK/banyan
 mkdir -p "$B"
 RUST_LOG=warn "$BANYAN" serve --data-dir "$B/data" --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
-    --srt 127.0.0.1:0 --http 127.0.0.1:0 > "$B/stdout" 2> "$B/stderr" &
+    --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 > "$B/stdout" 2> "$B/stderr" &
 BANYAN_PID=$!
 PIDS+=("$BANYAN_PID")
 ready=""

@@ -156,7 +156,7 @@ start_banyan() {
     rm -rf "$dir"
     mkdir -p "$dir"
     RUST_LOG=warn nice -n "$NICE" "$BANYAN" serve --data-dir "$dir/data" --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
-        --srt 127.0.0.1:0 --http 127.0.0.1:0 > "$dir/stdout" 2> "$dir/stderr" &
+        --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 > "$dir/stdout" 2> "$dir/stderr" &
     SERVER_PID=$!
     local i ready=""
     for i in $(seq 200); do

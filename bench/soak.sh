@@ -68,12 +68,13 @@ trap cleanup EXIT INT TERM
 # The node, every port picked by itself.
 DATA=$OUT/data
 "$BANYAN_BIN" serve --data-dir "$DATA" --http 127.0.0.1:0 --rtmp 127.0.0.1:0 \
-    --rtmps 127.0.0.1:0 --srt 127.0.0.1:0 >"$OUT/ready.json" 2>"$OUT/node.log" &
+    --rtmps 127.0.0.1:0 --srt 127.0.0.1:0 --metrics 127.0.0.1:0 >"$OUT/ready.json" 2>"$OUT/node.log" &
 NODE=$!
 PIDS+=("$NODE")
 for _ in $(seq 100); do [ -s "$OUT/ready.json" ] && break; sleep 0.1; done
 [ -s "$OUT/ready.json" ] || { echo "node did not start" >&2; cat "$OUT/node.log" >&2; exit 1; }
 API=$(jq -r .api "$OUT/ready.json")
+METRICS_URL="http://$(jq -r .metrics "$OUT/ready.json")/metrics"
 ACCOUNT=$(jq -r .accountId "$DATA/credentials.json")
 TOKEN=$(jq -r .apiToken "$DATA/credentials.json")
 
@@ -156,13 +157,13 @@ probe() {
 echo "soak: $STREAMS streams, $RTMP_VIEWERS RTMP + $SRT_VIEWERS SRT + $HLS_VIEWERS HLS viewers, $SOAK_MINUTES min; output in $OUT" >&2
 probe first
 sleep $((SOAK_S - 60 - 50 > 0 ? SOAK_S - 60 - 50 : 0))
-METRICS=$(curl -sf "$API/metrics")
+METRICS=$(curl -sf "$METRICS_URL")
 live=$(awk '/^banyan_viewers/ {s += $2} END {print s + 0}' <<<"$METRICS")
 srt_live=$(awk '/^banyan_viewers\{.*protocol="srt"/ {s += $2} END {print s + 0}' <<<"$METRICS")
 probe last
 sleep 5
 wait "${PIDS[2]}" 2>/dev/null || true # rtmp-load ends by itself about now
-curl -sf "$API/metrics" >"$OUT/metrics-end.txt" || true
+curl -sf "$METRICS_URL" >"$OUT/metrics-end.txt" || true
 kill "$NODE" 2>/dev/null || true
 sleep 2
 

@@ -91,7 +91,7 @@ start_banyan() {
     local dir=$WORK/banyan-$RANDOM
     mkdir -p "$dir"
     RUST_LOG=warn "$BANYAN" serve --data-dir "$dir/data" --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
-        --srt 127.0.0.1:0 --http 127.0.0.1:0 > "$dir/stdout" 2> "$dir/stderr" &
+        --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 > "$dir/stdout" 2> "$dir/stderr" &
     NODE_PID=$!
     PIDS+=("$NODE_PID")
     local i ready=""

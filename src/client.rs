@@ -1,4 +1,4 @@
-//! The client subcommands: `banyan inputs|accounts|domains|analytics ...`,
+//! The client subcommands: `banyan inputs|accounts|tokens|admin|domains|analytics ...`,
 //! thin callers of the HTTP API. They read `<data-dir>/credentials.json`,
 //! or take `--api`, `--account` and `--token`, and print the result as
 //! pretty JSON on stdout (errors on stderr, exit status 1).
@@ -79,6 +79,28 @@ pub enum AccountsCmd {
     },
     /// List accounts.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCmd {
+    /// Create an API token for the account (prints its secret once).
+    Create {
+        /// A name to recognise it by in `list`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the account's API tokens (ids and names, never secrets).
+    List,
+    /// Revoke a token: it is refused from the next request on.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Replace the admin token by a new one (the old one stops working) and
+    /// write the new one into the data dir's credentials.json (0600); the
+    /// token is printed only when there is no such file to hold it.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,6 +309,60 @@ pub async fn accounts(conn: Conn, cmd: AccountsCmd) -> anyhow::Result<()> {
         AccountsCmd::List => c.call(reqwest::Method::GET, url, None).await?,
     };
     print(&v)
+}
+
+pub async fn tokens(conn: Conn, cmd: TokensCmd) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let c = conn.client(false)?;
+    let url = format!("{}/client/v4/accounts/{}/tokens", c.api, c.account);
+    let v = match cmd {
+        TokensCmd::Create { name } => {
+            let body = name.map_or_else(|| json!({}), |n| json!({"name": n}));
+            c.call(Method::POST, url, Some(body)).await?
+        }
+        TokensCmd::List => c.call(Method::GET, url, None).await?,
+        TokensCmd::Revoke { id } => {
+            c.call(Method::DELETE, format!("{url}/{id}"), None)
+                .await?
+        }
+    };
+    print(&v)
+}
+
+pub async fn admin(conn: Conn, cmd: AdminCmd) -> anyhow::Result<()> {
+    let AdminCmd::Rotate = cmd;
+    let c = conn.client(true)?;
+    let v = c
+        .call(
+            reqwest::Method::POST,
+            format!("{}/client/v4/admin/rotate", c.api),
+            None,
+        )
+        .await?;
+    let new = v["token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no token in the answer"))?;
+    let path = credentials_path(&conn.data_dir);
+    let saved = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut creds: Credentials =
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            if creds.admin_token == c.token || creds.admin_token == new {
+                creds.admin_token = new.to_string();
+                crate::tls::write_private(&path, serde_json::to_string_pretty(&creds)?.as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                true
+            } else {
+                false
+            }
+        }
+        Err(_) => false,
+    };
+    if saved {
+        print(&json!({"rotated": true, "credentials": path.display().to_string()}))
+    } else {
+        print(&json!({"rotated": true, "token": new}))
+    }
 }
 
 pub async fn domains(conn: Conn, cmd: DomainsCmd) -> anyhow::Result<()> {

@@ -104,8 +104,9 @@ pub struct ServeArgs {
     /// public HTTP port /metrics needs the admin token [default: 127.0.0.1:9090]
     #[arg(long, env = "BANYAN_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// Per-stream series (ingest bitrate, fps): off, hashed (a keyed hash
-    /// of the uid in label `stream`) or uid (label `uid`) [default: off]
+    /// Per-stream series (ingest bitrate, fps): off, hashed (label `stream`
+    /// is a keyed hash of the uid) or uid (label `stream` is the uid)
+    /// [default: off]
     #[arg(long, env = "BANYAN_METRICS_PER_STREAM", value_name = "MODE")]
     pub metrics_per_stream: Option<PerStream>,
 }
@@ -119,7 +120,7 @@ pub enum PerStream {
     Off,
     /// Labelled `stream` with a short keyed hash of the uid.
     Hashed,
-    /// Labelled `uid` with the uid.
+    /// Labelled `stream` with the uid.
     Uid,
 }
 

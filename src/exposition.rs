@@ -4,11 +4,11 @@
 //!
 //! Per-stream series (`banyan_ingest_bitrate_bps`, `banyan_ingest_fps`) are
 //! kept here rather than in the global recorder, so that no uid ever
-//! enters it: `--metrics-per-stream off` (the default) exports none,
-//! `hashed` labels them `stream="<keyed hash>"` (12 hex digits of
-//! SHA-256(node key ‖ uid); the key is `<data-dir>/metrics.key`, 0600, so a
-//! reader of the metrics cannot test a guessed uid), and `uid` labels them
-//! with the uid. A stream's series goes away when it ends, and at once when
+//! enters it: `--metrics-per-stream off` (the default) exports none; the
+//! other modes label them `stream`: `hashed` with a keyed hash (12 hex
+//! digits of SHA-256(node key ‖ uid); the key is `<data-dir>/metrics.key`,
+//! 0600, so a reader of the metrics cannot test a guessed uid), `uid` with
+//! the uid itself. A stream's series goes away when it ends, and at once when
 //! its input is deleted: cardinality is bounded by the live inputs.
 
 use std::collections::HashMap;
@@ -69,7 +69,7 @@ impl Exposition {
     pub fn label(&self, uid: &str) -> Option<String> {
         match self.mode {
             PerStream::Off => None,
-            PerStream::Uid => Some(format!("uid=\"{}\"", escape(uid))),
+            PerStream::Uid => Some(format!("stream=\"{}\"", escape(uid))),
             PerStream::Hashed => Some(format!("stream=\"{}\"", stream_hash(&self.key, uid))),
         }
     }
@@ -207,7 +207,7 @@ mod tests {
         plain.set(uid, 1000.0, 30.0);
         assert!(plain
             .render_streams(|_| true)
-            .contains(&format!("banyan_ingest_bitrate_bps{{uid=\"{uid}\"}} 1000")));
+            .contains(&format!("banyan_ingest_bitrate_bps{{stream=\"{uid}\"}} 1000")));
         // A deleted input's series is gone at once, an ended stream's too.
         assert_eq!(plain.render_streams(|_| false), "");
         plain.remove(uid);

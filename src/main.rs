@@ -47,6 +47,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: client::AccountsCmd,
     },
+    /// The account's API tokens.
+    Tokens {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: client::TokensCmd,
+    },
+    /// Operator tasks (need the admin token).
+    Admin {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: client::AdminCmd,
+    },
     /// Custom RTMPS ingest domains.
     Domains {
         #[command(flatten)]
@@ -93,6 +107,14 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Accounts { conn, cmd } => {
             init_logs("warn");
             client::accounts(conn, cmd).await
+        }
+        Cmd::Tokens { conn, cmd } => {
+            init_logs("warn");
+            client::tokens(conn, cmd).await
+        }
+        Cmd::Admin { conn, cmd } => {
+            init_logs("warn");
+            client::admin(conn, cmd).await
         }
         Cmd::Domains { conn, cmd } => {
             init_logs("warn");

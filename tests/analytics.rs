@@ -48,6 +48,10 @@ impl Node {
             "127.0.0.1:0",
             "--analytics-flush",
             &flush,
+            "--metrics",
+            "127.0.0.1:0",
+            "--metrics-per-stream",
+            "uid",
         ];
         args.extend(extra);
         let mut child = Command::new(BIN)
@@ -439,7 +443,10 @@ async fn minutes_per_creator_over_rtmp_srt_and_hls() {
 
     // Live metrics: ingest rate per stream, flushes.
     let text = http()
-        .get(format!("{}/metrics", node.api()))
+        .get(format!(
+            "http://{}/metrics",
+            node.ready["metrics"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap()
@@ -447,7 +454,7 @@ async fn minutes_per_creator_over_rtmp_srt_and_hls() {
         .await
         .unwrap();
     let gauge = |name: &str, uid: &str| -> f64 {
-        let prefix = format!("{name}{{uid=\"{uid}\"}} ");
+        let prefix = format!("{name}{{stream=\"{uid}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .unwrap_or_else(|| panic!("{prefix} not in /metrics"))

@@ -48,6 +48,8 @@ impl Node {
             "127.0.0.1:0",
             "--srt",
             "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
         ];
         if !extra
             .iter()
@@ -870,14 +872,34 @@ async fn lifecycle_views_and_metrics() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let resp = http()
-        .get(format!("{}/metrics", node.api()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let text = resp.text().await.unwrap();
-    assert!(text.contains("banyan_live_inputs_created_total"), "{text}");
+    // On the public port /metrics needs the admin token; the metrics
+    // listener answers without one.
+    let (s, _) = call(Method::GET, &format!("{}/metrics", node.api()), None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(
+        Method::GET,
+        &format!("{}/metrics", node.api()),
+        Some(node.token()),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "an account token is not enough");
+    for (url, token) in [
+        (format!("{}/metrics", node.api()), Some(node.admin())),
+        (
+            format!("http://{}/metrics", node.ready["metrics"].as_str().unwrap()),
+            None,
+        ),
+    ] {
+        let mut req = http().get(&url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{url}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("banyan_live_inputs_created_total"), "{text}");
+    }
 }
 
 #[tokio::test]
@@ -903,6 +925,8 @@ fn plain_rtmp_on_a_public_address_needs_consent() {
             "--data-dir",
             dir.to_str().unwrap(),
             "--http",
+            "127.0.0.1:0",
+            "--metrics",
             "127.0.0.1:0",
         ])
         .args([
@@ -1504,7 +1528,10 @@ async fn failed_token_attempts_are_rate_limited() {
     let (s, v) = call(Method::GET, &url, Some(node.token()), None).await;
     failure(s, &v, StatusCode::TOO_MANY_REQUESTS, "blocked address");
     let metrics = http()
-        .get(format!("{}/metrics", node.api()))
+        .get(format!(
+            "http://{}/metrics",
+            node.ready["metrics"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap()
@@ -1528,7 +1555,8 @@ async fn config_file_env_and_public_host() {
         &cfg,
         format!(
             "# a node\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\nrtmps = \"127.0.0.1:0\"\n\
-             srt = \"127.0.0.1:0\"\npublic_host = \"file.example.test\"\n",
+             srt = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n\
+             public_host = \"file.example.test\"\n",
             dir.display()
         ),
     )

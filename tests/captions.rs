@@ -90,6 +90,7 @@ impl Node {
             .args(["serve", "--data-dir", data.to_str().unwrap()])
             .args(["--http", "127.0.0.1:0", "--rtmps", "127.0.0.1:0"])
             .args(["--srt", "127.0.0.1:0", "--no-rtmp"])
+            .args(["--metrics", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("node.log")).unwrap())

@@ -205,7 +205,7 @@ async fn five_nodes_share_a_stream_through_a_tree_that_heals() {
 
     // Origin upload: fan-out times the stream, not the number of nodes.
     let metrics = http()
-        .get(format!("{}/metrics", nodes[0].http()))
+        .get(nodes[0].metrics_url())
         .send()
         .await
         .unwrap()

@@ -81,6 +81,8 @@ impl Node {
             "127.0.0.1:0",
             "--srt",
             "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
         ];
         args.extend(extra);
         if !extra.iter().any(|a| a.starts_with("--rtmp")) {
@@ -137,7 +139,10 @@ impl Node {
 
     /// The sum of a counter's samples whose labels include `label`.
     async fn counter(&self, name: &str, label: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.api()))
+        let text = reqwest::get(format!(
+            "http://{}/metrics",
+            self.ready["metrics"].as_str().unwrap()
+        ))
             .await
             .unwrap()
             .text()

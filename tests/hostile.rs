@@ -97,7 +97,7 @@ async fn http_slowloris_is_cut_off_and_other_calls_are_served() {
     let mut slow = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(&http).await.expect("connect");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
             .await
             .expect("request line");
         slow.push(s);

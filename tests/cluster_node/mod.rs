@@ -60,6 +60,7 @@ impl Node {
         let mut child = Command::new(BIN)
             .args(["serve", "--data-dir", data.to_str().unwrap()])
             .args(["--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
+            .args(["--metrics", "127.0.0.1:0"])
             .args(["--rtmps", "127.0.0.1:0", "--srt", "127.0.0.1:0"])
             .args(["--database-url", db, "--cluster-node", name])
             .args(extra)
@@ -107,6 +108,14 @@ impl Node {
 
     pub fn http(&self) -> String {
         format!("http://{}", self.ready["http"].as_str().unwrap())
+    }
+
+    /// `/metrics` on the node's metrics listener.
+    pub fn metrics_url(&self) -> String {
+        format!(
+            "http://{}/metrics",
+            self.ready["metrics"].as_str().unwrap()
+        )
     }
 
     pub fn rtmp(&self, key: &str) -> String {

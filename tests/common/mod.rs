@@ -64,6 +64,8 @@ impl Node {
             "127.0.0.1:0",
             "--srt",
             "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
         ];
         args.extend(extra);
         let mut child = std::process::Command::new(BIN)
@@ -112,6 +114,14 @@ impl Node {
 
     pub fn api(&self) -> String {
         format!("http://{}", self.ready["http"].as_str().expect("http"))
+    }
+
+    /// `/metrics` on the node's metrics listener (no token).
+    pub fn metrics_url(&self) -> String {
+        format!(
+            "http://{}/metrics",
+            self.ready["metrics"].as_str().expect("metrics")
+        )
     }
 
     fn inputs(&self, rest: &str) -> String {

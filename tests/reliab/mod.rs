@@ -46,6 +46,8 @@ impl Node {
             "127.0.0.1:0",
             "--srt",
             "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -183,10 +185,11 @@ impl Node {
         }
     }
 
-    /// The node's `/metrics` text.
+    /// The node's `/metrics` text (from its metrics listener).
     pub async fn metrics(&self) -> String {
+        let addr = self.ready["metrics"].as_str().expect("metrics");
         http()
-            .get(format!("{}/metrics", self.api()))
+            .get(format!("http://{addr}/metrics"))
             .send()
             .await
             .expect("metrics")
