@@ -35,8 +35,8 @@ use crate::node::Node;
 use crate::secret;
 
 mod tokens;
-pub use tokens::MAX_TOKENS_PER_ACCOUNT;
 use crate::store::{now_micros, DomainRow, LiveInputRow, TokenInfo};
+pub use tokens::MAX_TOKENS_PER_ACCOUNT;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;

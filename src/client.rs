@@ -321,10 +321,7 @@ pub async fn tokens(conn: Conn, cmd: TokensCmd) -> anyhow::Result<()> {
             c.call(Method::POST, url, Some(body)).await?
         }
         TokensCmd::List => c.call(Method::GET, url, None).await?,
-        TokensCmd::Revoke { id } => {
-            c.call(Method::DELETE, format!("{url}/{id}"), None)
-                .await?
-        }
+        TokensCmd::Revoke { id } => c.call(Method::DELETE, format!("{url}/{id}"), None).await?,
     };
     print(&v)
 }
@@ -345,8 +342,8 @@ pub async fn admin(conn: Conn, cmd: AdminCmd) -> anyhow::Result<()> {
     let path = credentials_path(&conn.data_dir);
     let saved = match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let mut creds: Credentials =
-                serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            let mut creds: Credentials = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
             if creds.admin_token == c.token || creds.admin_token == new {
                 creds.admin_token = new.to_string();
                 crate::tls::write_private(&path, serde_json::to_string_pretty(&creds)?.as_bytes())

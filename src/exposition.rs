@@ -166,9 +166,11 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|axum::extract::State(node): axum::extract::State<Arc<Node>>| async move {
-                answer(&node)
-            }),
+            get(
+                |axum::extract::State(node): axum::extract::State<Arc<Node>>| async move {
+                    answer(&node)
+                },
+            ),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(node)
@@ -205,9 +207,9 @@ mod tests {
 
         let plain = Exposition::new(PerStream::Uid, [1; KEY_LEN]);
         plain.set(uid, 1000.0, 30.0);
-        assert!(plain
-            .render_streams(|_| true)
-            .contains(&format!("banyan_ingest_bitrate_bps{{stream=\"{uid}\"}} 1000")));
+        assert!(plain.render_streams(|_| true).contains(&format!(
+            "banyan_ingest_bitrate_bps{{stream=\"{uid}\"}} 1000"
+        )));
         // A deleted input's series is gone at once, an ended stream's too.
         assert_eq!(plain.render_streams(|_| false), "");
         plain.remove(uid);

@@ -138,8 +138,6 @@ const UPGRADES: &[(&str, &str, &str)] = &[
     ("api_tokens", "name", "TEXT NOT NULL DEFAULT ''"),
 ];
 
-
-
 const INPUT_COLUMNS: &str = "uid, account_id, created, modified, meta, default_creator, enabled, \
      stream_key, playback_key, srt_passphrase, srt_play_passphrase, captions";
 

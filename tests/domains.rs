@@ -143,11 +143,11 @@ impl Node {
             "http://{}/metrics",
             self.ready["metrics"].as_str().unwrap()
         ))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
         text.lines()
             .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

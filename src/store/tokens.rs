@@ -115,7 +115,6 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
-
 }
 
 #[cfg(test)]

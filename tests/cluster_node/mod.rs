@@ -112,10 +112,7 @@ impl Node {
 
     /// `/metrics` on the node's metrics listener.
     pub fn metrics_url(&self) -> String {
-        format!(
-            "http://{}/metrics",
-            self.ready["metrics"].as_str().unwrap()
-        )
+        format!("http://{}/metrics", self.ready["metrics"].as_str().unwrap())
     }
 
     pub fn rtmp(&self, key: &str) -> String {
