@@ -130,16 +130,49 @@ pub(super) mod tests {
         let th = crate::secret::token_hash("account-token");
         let tid = crate::secret::new_id();
         let row = s.add_named_token(&th, a, false, &tid, "ci").await.unwrap();
-        assert_eq!(s.list_tokens(&a).await.unwrap(), vec![row]);
+        assert_eq!(s.list_tokens(a).await.unwrap(), vec![row]);
         assert!(!s.revoke_token(b, &tid).await.unwrap());
         assert!(s.token(&th).await.unwrap().is_some());
         assert!(s.revoke_token(a, &tid).await.unwrap());
         assert!(s.token(&th).await.unwrap().is_none());
-        assert!(s.list_tokens(&a).await.unwrap().is_empty());
+        assert!(s.list_tokens(a).await.unwrap().is_empty());
         let h2 = crate::secret::token_hash("new-admin");
         assert!(!s.rotate_admin_token(&th, &h2).await.unwrap());
         assert!(s.rotate_admin_token(h, &h2).await.unwrap());
         assert!(s.token(h).await.unwrap().is_none());
         assert!(s.token(&h2).await.unwrap().unwrap().admin);
+    }
+
+    /// A database of a node from before token ids: its tokens get ids and
+    /// can be listed and revoked.
+    #[tokio::test]
+    async fn older_tokens_get_ids() {
+        use sqlx::Executor as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("banyan.db");
+        {
+            sqlx::any::install_default_drivers();
+            let url = format!("sqlite://{}?mode=rwc", path.display());
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            pool.execute(
+                "CREATE TABLE api_tokens (hash TEXT PRIMARY KEY, account_id TEXT NOT NULL, \
+                 admin BIGINT NOT NULL, created BIGINT NOT NULL)",
+            )
+            .await
+            .unwrap();
+            let h = crate::secret::token_hash("old");
+            pool.execute(format!("INSERT INTO api_tokens VALUES ('{h}', 'acct', 0, 1)").as_str())
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let s = Store::open_sqlite(dir.path()).await.unwrap();
+        let list = s.list_tokens("acct").await.unwrap();
+        let h = crate::secret::token_hash("old");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].id, h[..32]);
+        assert!(crate::secret::is_id(&list[0].id));
+        assert!(s.revoke_token("acct", &list[0].id).await.unwrap());
+        assert!(s.token(&h).await.unwrap().is_none());
     }
 }
