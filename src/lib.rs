@@ -5,7 +5,8 @@
 //! server: limits, timeouts), `tls` (certificates, SNI), `secret` (ids,
 //! secrets, token hashes), `client` (the client subcommands), `analytics`
 //! (viewing time, GraphQL), `captions` (the caption registry of the node),
-//! `cluster` (membership, origins and per-stream trees over node links).
+//! `cluster` (membership, origins and per-stream trees over node links),
+//! `playback` (signed playback: signing keys, tokens, the HLS gate).
 //!
 //! The binary is the only user; the library exists so that the fuzz targets
 //! (fuzz/) reach the parsers of API bodies that live here.
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod httpd;
 pub mod node;
+pub mod playback;
 pub mod secret;
 pub mod store;
 pub mod tls;

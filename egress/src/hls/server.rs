@@ -2,15 +2,16 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -19,8 +20,10 @@ use tokio::time::Instant;
 use banyan_relay::views::{Protocol, ViewerGuard, Views};
 use banyan_relay::{Hub, Item, StreamState, SubscribeOptions, CLOCK_HZ};
 
+use super::access::{valid_segment, AccessRequest, AllowOrigin};
 use super::playlist::{self, MEDIA_PLAYLIST, SUBTITLES_PLAYLIST};
 use super::segmenter::{Segmenter, SegmenterConfig};
+use super::session::{may_start, SessionKey, Verdict};
 use super::{web, HlsConfig};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -77,14 +80,45 @@ struct Session {
     last_seen: Instant,
     /// The stream's live edge (media ticks) at the last fetch.
     edge: i64,
+    /// The client address it counts against.
+    ip: Option<IpAddr>,
     _guard: ViewerGuard,
+}
+
+/// Counted sessions: in total and per client address.
+#[derive(Default)]
+struct SessionCounts {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl SessionCounts {
+    fn remove(&mut self, ip: Option<IpAddr>) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(ip) = ip {
+            if let Some(n) = self.per_address.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+fn uncounted(reason: &'static str) {
+    metrics::counter!("banyan_hls_sessions_uncounted_total", "reason" => reason).increment(1);
 }
 
 /// The HLS egress of a node: per-stream muxers and viewer sessions.
 ///
 /// Viewer counting: the multivariant playlist hands each fetch a fresh
-/// session id in the media playlist URL (`media.m3u8?s=<id>`); parts and
-/// segments carry no id, so they stay cacheable. A session is a live viewer
+/// session id in the media playlist URL (`media.m3u8?s=<id>`), signed by
+/// the node for this stream (see [`super::session`]); parts and segments
+/// carry no id, so they stay cacheable. An id that is forged, another
+/// stream's, or first used more than a minute after its issue is served
+/// but not counted, and so is a new session beyond
+/// [`HlsConfig::sessions_per_address`] of one client address. A session is a live viewer
 /// (a [`Protocol::Hls`] viewer in [`Views`]) from its first media playlist
 /// fetch until [`HlsConfig::session_timeout`] passes without one. Each
 /// fetch accrues, as delivered media time, how far the stream's live edge
@@ -99,7 +133,8 @@ pub struct HlsService {
     cfg: HlsConfig,
     streams: Mutex<HashMap<String, Arc<StreamMux>>>,
     sessions: Mutex<HashMap<String, HashMap<u64, Session>>>,
-    session_count: Mutex<usize>,
+    session_count: Mutex<SessionCounts>,
+    session_key: SessionKey,
     web: web::Assets,
     sweeper: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -117,13 +152,18 @@ impl HlsService {
     /// stops idle muxers and expires sessions).
     pub fn new(hub: Arc<Hub>, views: Arc<Views>, cfg: HlsConfig) -> Arc<Self> {
         let web = web::Assets::locate(cfg.web_dir.clone());
+        let session_key = match &cfg.session_secret {
+            Some(s) => SessionKey::new(s),
+            None => SessionKey::random(),
+        };
         let svc = Arc::new(HlsService {
+            session_key,
             hub,
             views,
             cfg,
             streams: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
-            session_count: Mutex::new(0),
+            session_count: Mutex::new(SessionCounts::default()),
             web,
             sweeper: Mutex::new(None),
         });
@@ -219,14 +259,19 @@ impl HlsService {
         Some(mux)
     }
 
-    fn new_session_id() -> u64 {
+    fn new_session_id(&self, uid: &str) -> String {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_i64(now_ms());
-        h.finish()
+        let now = (now_ms() / 1000).max(0) as u64;
+        self.session_key.issue(uid, now, h.finish())
     }
 
-    /// Account one media playlist fetch of session `sid`.
-    fn account(&self, uid: &str, sid: u64, edge: i64) {
+    /// Account one media playlist fetch of session `id` from `ip`.
+    fn account(&self, uid: &str, id: &str, edge: i64, ip: Option<IpAddr>) {
+        let Verdict::Valid { key: sid, issued } = self.session_key.verify(uid, id) else {
+            uncounted("invalid");
+            return;
+        };
         let now = Instant::now();
         let mut sessions = self.sessions.lock();
         let per = sessions.entry(uid.to_string()).or_default();
@@ -240,17 +285,33 @@ impl HlsService {
             s.last_seen = now;
             return;
         }
+        if !may_start(issued, (now_ms() / 1000).max(0) as u64) {
+            uncounted("expired");
+            if per.is_empty() {
+                sessions.remove(uid);
+            }
+            return;
+        }
         let mut count = self.session_count.lock();
-        if *count >= self.cfg.max_sessions {
+        if count.total >= self.cfg.max_sessions {
             metrics::counter!("banyan_hls_sessions_refused_total").increment(1);
             return;
         }
-        *count += 1;
+        if let Some(ip) = ip {
+            let n = count.per_address.entry(ip).or_insert(0);
+            if *n >= self.cfg.sessions_per_address {
+                uncounted("per_address");
+                return;
+            }
+            *n += 1;
+        }
+        count.total += 1;
         per.insert(
             sid,
             Session {
                 last_seen: now,
                 edge,
+                ip,
                 _guard: self.views.viewer(uid, Protocol::Hls),
             },
         );
@@ -260,15 +321,17 @@ impl HlsService {
         let now = Instant::now();
         {
             let mut sessions = self.sessions.lock();
-            let mut removed = 0;
+            let mut count = self.session_count.lock();
             sessions.retain(|_, per| {
-                let before = per.len();
-                per.retain(|_, s| now.duration_since(s.last_seen) < self.cfg.session_timeout);
-                removed += before - per.len();
+                per.retain(|_, s| {
+                    let keep = now.duration_since(s.last_seen) < self.cfg.session_timeout;
+                    if !keep {
+                        count.remove(s.ip);
+                    }
+                    keep
+                });
                 !per.is_empty()
             });
-            let mut count = self.session_count.lock();
-            *count = count.saturating_sub(removed);
         }
         let idle: Vec<Arc<StreamMux>> = {
             let mut map = self.streams.lock();
@@ -299,11 +362,22 @@ async fn sweep(svc: Weak<HlsService>) {
 }
 
 async fn cors(mut res: Response) -> Response {
+    let allow = res.extensions_mut().remove::<AllowOrigin>();
     let h = res.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    match allow {
+        None | Some(AllowOrigin::Any) => {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+        Some(AllowOrigin::Only(origin)) => {
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            if let Some(v) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            }
+        }
+    }
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges"),
@@ -321,6 +395,47 @@ async fn preflight() -> Response {
         ],
     )
         .into_response()
+}
+
+/// Resolve the first path segment of a playback request to a stream, or
+/// answer the refusal (which never names a uid, nor allows any page).
+fn authorize(
+    svc: &HlsService,
+    segment: &str,
+    headers: &HeaderMap,
+    client: Option<SocketAddr>,
+) -> Result<(String, AllowOrigin), Response> {
+    let refuse = |status: StatusCode| {
+        let text = match status {
+            StatusCode::FORBIDDEN => "forbidden\n",
+            StatusCode::UNAUTHORIZED => "a valid playback token is required\n",
+            _ => "not found\n",
+        };
+        let mut res = (status, text).into_response();
+        res.extensions_mut().insert(AllowOrigin::Only(None));
+        res
+    };
+    if !valid_segment(segment) {
+        return Err(refuse(StatusCode::NOT_FOUND));
+    }
+    let req = AccessRequest {
+        segment,
+        origin: headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        client: client.map(|a| a.ip()),
+    };
+    match svc.cfg.access.check(&req) {
+        Ok(g) => Ok((g.uid, g.cors)),
+        Err(status) => {
+            let reason = if status == StatusCode::FORBIDDEN {
+                "forbidden"
+            } else {
+                "unauthorized"
+            };
+            metrics::counter!("banyan_hls_requests_refused_total", "reason" => reason)
+                .increment(1);
+            Err(refuse(status))
+        }
+    }
 }
 
 fn not_found() -> Response {
@@ -426,21 +541,36 @@ fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
 
 async fn manifest_file(
     State(svc): State<Arc<HlsService>>,
-    Path((uid, file)): Path<(String, String)>,
+    Path((segment, file)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
-    method: Method,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
-    if uid.len() > 128 {
-        return not_found();
-    }
-    let Some(mux) = svc.stream(&uid) else {
+    let client = client.map(|Extension(ConnectInfo(a))| a);
+    let (uid, cors) = match authorize(&svc, &segment, &headers, client) {
+        Ok(g) => g,
+        Err(res) => return res,
+    };
+    let mut res = serve_file(&svc, &uid, &file, &q, &headers, client).await;
+    res.extensions_mut().insert(cors);
+    res
+}
+
+async fn serve_file(
+    svc: &Arc<HlsService>,
+    uid: &str,
+    file: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    client: Option<SocketAddr>,
+) -> Response {
+    let Some(mux) = svc.stream(uid) else {
         return not_found();
     };
-    let _ = method;
-    match file.as_str() {
-        "video.m3u8" => multivariant(&svc, &uid, &mux).await,
-        MEDIA_PLAYLIST => media_playlist(&svc, &uid, &mux, &q).await,
+    let ip = client.map(|a| a.ip());
+    match file {
+        "video.m3u8" => multivariant(svc, uid, &mux).await,
+        MEDIA_PLAYLIST => media_playlist(svc, uid, &mux, q, ip).await,
         SUBTITLES_PLAYLIST if mux.has_vtt => {
             let body = playlist::subtitles(&mux.seg.lock());
             text(body, PLAYLIST_TYPE, CACHE_PLAYLIST)
@@ -448,20 +578,20 @@ async fn manifest_file(
         f => {
             if let Some(id) = numbered(f, "init-", ".mp4") {
                 let init = mux.seg.lock().init(id);
-                return init.map_or_else(not_found, |b| media_body(b, "video/mp4", &headers));
+                return init.map_or_else(not_found, |b| media_body(b, "video/mp4", headers));
             }
             if let Some(msn) = numbered(f, "seg-", ".m4s") {
                 let data = mux.seg.lock().segment(msn).and_then(|s| s.data.clone());
                 return data
-                    .map_or_else(not_found, |b| media_body(b, "video/iso.segment", &headers));
+                    .map_or_else(not_found, |b| media_body(b, "video/iso.segment", headers));
             }
             if let Some(index) = numbered(f, "part-", ".m4s") {
-                return part(&svc, &mux, index, &headers).await;
+                return part(svc, &mux, index, headers).await;
             }
             if let Some(msn) = numbered(f, "sub-", ".vtt") {
                 let vtt = mux.seg.lock().segment(msn).and_then(|s| s.vtt.clone());
                 return vtt.map_or_else(not_found, |b| {
-                    let mut res = media_body(b, "text/vtt", &headers);
+                    let mut res = media_body(b, "text/vtt", headers);
                     res.headers_mut().insert(
                         header::CACHE_CONTROL,
                         HeaderValue::from_static(CACHE_IMMUTABLE),
@@ -482,8 +612,8 @@ async fn multivariant(svc: &HlsService, uid: &str, mux: &StreamMux) -> Response 
     {
         return not_found();
     }
-    let sid = HlsService::new_session_id();
-    let media_uri = format!("{MEDIA_PLAYLIST}?s={sid:016x}");
+    let sid = svc.new_session_id(uid);
+    let media_uri = format!("{MEDIA_PLAYLIST}?s={sid}");
     let subs = mux.has_vtt.then_some(SUBTITLES_PLAYLIST);
     let captions = svc.cfg.captions.caption_lines(uid, subs);
     let body = playlist::multivariant(&mux.seg.lock(), &media_uri, &captions);
@@ -495,6 +625,7 @@ async fn media_playlist(
     uid: &str,
     mux: &StreamMux,
     q: &HashMap<String, String>,
+    ip: Option<IpAddr>,
 ) -> Response {
     let msn = q.get("_HLS_msn").and_then(|v| v.parse::<u64>().ok());
     let part = q.get("_HLS_part").and_then(|v| v.parse::<u64>().ok());
@@ -523,8 +654,8 @@ async fn media_playlist(
         }
         (playlist::media(&s), s.edge())
     };
-    if let Some(sid) = q.get("s").and_then(|v| u64::from_str_radix(v, 16).ok()) {
-        svc.account(uid, sid, edge);
+    if let Some(sid) = q.get("s") {
+        svc.account(uid, sid, edge, ip);
     }
     text(body, PLAYLIST_TYPE, CACHE_PLAYLIST)
 }
@@ -551,15 +682,18 @@ async fn part(svc: &HlsService, mux: &StreamMux, index: u64, headers: &HeaderMap
     not_found()
 }
 
-async fn watch_page(State(svc): State<Arc<HlsService>>, Path(uid): Path<String>) -> Response {
-    if uid.len() > 128
-        || !uid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return not_found();
+async fn watch_page(
+    State(svc): State<Arc<HlsService>>,
+    Path(segment): Path<String>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Response {
+    let client = client.map(|Extension(ConnectInfo(a))| a);
+    if let Err(res) = authorize(&svc, &segment, &headers, client) {
+        return res;
     }
-    let html = svc.web.page(&uid);
+    // The page loads everything under the same segment (uid or token).
+    let html = svc.web.page(&segment);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
