@@ -504,7 +504,11 @@ fn input_json(node: &Node, r: &LiveInputRow) -> Value {
     v
 }
 
-pub(crate) async fn load_input(node: &Node, account: &str, uid: &str) -> Result<LiveInputRow, ApiError> {
+pub(crate) async fn load_input(
+    node: &Node,
+    account: &str,
+    uid: &str,
+) -> Result<LiveInputRow, ApiError> {
     if !secret::is_id(uid) {
         return Err(ApiError::not_found("live input"));
     }
@@ -773,11 +777,7 @@ async fn remove_domain(
 
 // ---- public per-input endpoints and metrics
 
-async fn lifecycle(
-    State(node): State<St>,
-    Path(segment): Path<String>,
-    parts: Parts,
-) -> Response {
+async fn lifecycle(State(node): State<St>, Path(segment): Path<String>, parts: Parts) -> Response {
     let Some(uid) = crate::playback::api::public_uid(&node, &segment, &parts) else {
         return (
             StatusCode::NOT_FOUND,

@@ -252,7 +252,11 @@ async fn signed_playback_end_to_end() {
     let b = api.input(json!({})).await;
     let c = api.input(json!({})).await;
     assert_eq!(b.0["recording"]["requireSignedURLs"], json!(false));
-    let (ua, ub, uc) = (a.uid().to_string(), b.uid().to_string(), c.uid().to_string());
+    let (ua, ub, uc) = (
+        a.uid().to_string(),
+        b.uid().to_string(),
+        c.uid().to_string(),
+    );
 
     // Signing keys: the private key once, then only ids.
     let key = api.ok(Method::POST, "/keys", None).await;
@@ -344,7 +348,11 @@ async fn signed_playback_end_to_end() {
         (StatusCode::OK, json!({"isInput": true, "live": true}))
     );
     // The public input plays by uid, open to every page.
-    let (s, h, _) = get(&format!("{base}/{ub}/manifest/video.m3u8"), Some("https://any.example")).await;
+    let (s, h, _) = get(
+        &format!("{base}/{ub}/manifest/video.m3u8"),
+        Some("https://any.example"),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["access-control-allow-origin"], "*");
 
@@ -393,8 +401,10 @@ async fn signed_playback_end_to_end() {
         &key,
         &ua,
         now() + 600,
-        Some(json!([{"type": "ip.src", "ip": ["127.0.0.1/32"], "action": "allow"},
-                    {"type": "any", "action": "block"}])),
+        Some(
+            json!([{"type": "ip.src", "ip": ["127.0.0.1/32"], "action": "allow"},
+                    {"type": "any", "action": "block"}]),
+        ),
     );
     let geo = platform_sign(
         &key,
@@ -431,7 +441,11 @@ async fn signed_playback_end_to_end() {
 
     // allowedOrigins: a browser on another site is refused; the allowed one
     // gets its own origin back, never `*`.
-    let (s, h, body) = get(&format!("{t_base}/manifest/video.m3u8"), Some("https://evil.example")).await;
+    let (s, h, body) = get(
+        &format!("{t_base}/manifest/video.m3u8"),
+        Some("https://evil.example"),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(h.get("access-control-allow-origin").is_none());
     assert!(!body.contains(&ua));
@@ -452,14 +466,24 @@ async fn signed_playback_end_to_end() {
             "absolute URI {u} in a playlist"
         );
     }
-    assert!(!mv.contains(&ua) && !mp.contains(&ua), "playlists name the uid");
+    assert!(
+        !mv.contains(&ua) && !mp.contains(&ua),
+        "playlists name the uid"
+    );
 
     // A deleted key stops its tokens at once.
     let key3 = api.ok(Method::POST, "/keys", None).await;
     let by3 = platform_sign(&key3, &ua, now() + 600, None);
-    assert_eq!(probe(&format!("{base}/{by3}/manifest/video.m3u8")).await.0, StatusCode::OK);
-    api.ok(Method::DELETE, &format!("/keys/{}", key3["id"].as_str().unwrap()), None)
-        .await;
+    assert_eq!(
+        probe(&format!("{base}/{by3}/manifest/video.m3u8")).await.0,
+        StatusCode::OK
+    );
+    api.ok(
+        Method::DELETE,
+        &format!("/keys/{}", key3["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
     assert_eq!(
         probe(&format!("{base}/{by3}/manifest/video.m3u8")).await,
         unauthorized
@@ -478,14 +502,28 @@ async fn signed_playback_end_to_end() {
             .unwrap_or("null"),
     )
     .unwrap();
-    assert_eq!(res["ok"], json!(true), "hls.js on the signed watch page: {res}");
+    assert_eq!(
+        res["ok"],
+        json!(true),
+        "hls.js on the signed watch page: {res}"
+    );
     assert!(ff.wait(60.0).await.is_some(), "ffmpeg did not finish");
     let played = Hashes::read(&md5);
     let src = &common::source().hashes;
     // The publisher loops the clip: the reference is the clip three times.
     let thrice = |v: &Vec<String>| v.iter().chain(v).chain(v).cloned().collect::<Vec<_>>();
-    common::assert_run(&played.video, &thrice(&src.video), 120, "HLS video (platform token)");
-    common::assert_run(&played.audio, &thrice(&src.audio), 150, "HLS audio (platform token)");
+    common::assert_run(
+        &played.video,
+        &thrice(&src.video),
+        120,
+        "HLS video (platform token)",
+    );
+    common::assert_run(
+        &played.audio,
+        &thrice(&src.audio),
+        150,
+        "HLS audio (platform token)",
+    );
 
     // ---- viewer counts nobody can forge
     let views_a = t_base.clone();
@@ -565,13 +603,24 @@ async fn signed_playback_end_to_end() {
             .unwrap();
         assert!(r.status().is_success());
     }
-    assert_eq!(live_viewers(&b_base).await, 4, "sessions per address capped");
+    assert_eq!(
+        live_viewers(&b_base).await,
+        4,
+        "sessions per address capped"
+    );
 
     // minutesViewed: the witness's input accrues, the attacked one never.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let m = minutes(&api).await;
-    assert!(m.get(&ua).copied().unwrap_or(0.0) > 0.0, "witness minutes: {m:?}");
-    assert_eq!(m.get(&uc).copied().unwrap_or(0.0), 0.0, "attacked input: {m:?}");
+    assert!(
+        m.get(&ua).copied().unwrap_or(0.0) > 0.0,
+        "witness minutes: {m:?}"
+    );
+    assert_eq!(
+        m.get(&uc).copied().unwrap_or(0.0),
+        0.0,
+        "attacked input: {m:?}"
+    );
 
     witness.stop().await;
     for mut p in pubs {

@@ -172,7 +172,9 @@ async fn token(
                 node.store
                     .signing_key_pem(&account, None)
                     .await?
-                    .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 10100, "internal error"))?
+                    .ok_or_else(|| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 10100, "internal error")
+                    })?
             }
         },
     };

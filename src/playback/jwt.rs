@@ -190,7 +190,8 @@ fn int(v: &Value) -> Option<i64> {
 /// algorithm and the claims' types, not the signature nor the times.
 pub fn parse(token: &str) -> Result<Parsed<'_>, JwtError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed);
     };
@@ -312,8 +313,9 @@ mod tests {
         assert!(allowed(&rules, ip("127.0.0.1")));
         assert!(!allowed(&rules, ip("192.0.2.1")));
         assert!(!allowed(&rules, None));
-        let block = parse_rules(&json!([{"type": "ip.src", "ip": ["192.0.2.0/24"], "action": "block"}]))
-            .unwrap();
+        let block =
+            parse_rules(&json!([{"type": "ip.src", "ip": ["192.0.2.0/24"], "action": "block"}]))
+                .unwrap();
         assert!(!allowed(&block, ip("192.0.2.9")));
         assert!(allowed(&block, ip("198.51.100.1")), "no rule matched");
         assert!(allowed(&[], ip("1.1.1.1")));
@@ -350,7 +352,10 @@ mod tests {
         let forged_payload = URL_SAFE_NO_PAD.encode(other.to_string());
         parts[1] = &forged_payload;
         let forged = parts.join(".");
-        assert_eq!(verify(&parse(&forged).unwrap(), &n, &e), Err(JwtError::Signature));
+        assert_eq!(
+            verify(&parse(&forged).unwrap(), &n, &e),
+            Err(JwtError::Signature)
+        );
         let key2 = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
         let (n2, e2) = (key2.n().to_bytes_be(), key2.e().to_bytes_be());
         assert_eq!(verify(&p, &n2, &e2), Err(JwtError::Signature));

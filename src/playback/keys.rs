@@ -211,19 +211,30 @@ mod tests {
         assert!(k.private_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
         let (pem, jwk) = export(&k).unwrap();
         assert_eq!(STANDARD.decode(pem).unwrap(), k.private_pem.as_bytes());
-        let jwk: serde_json::Value = serde_json::from_slice(&STANDARD.decode(jwk).unwrap()).unwrap();
+        let jwk: serde_json::Value =
+            serde_json::from_slice(&STANDARD.decode(jwk).unwrap()).unwrap();
         assert_eq!(jwk["kid"], "k1");
         assert_eq!(jwk["n"], k.n.as_str());
         store.insert_signing_key("a", &k, 1, false).await.unwrap();
         let own = generate("own".into()).unwrap();
         store.insert_signing_key("a", &own, 2, true).await.unwrap();
-        assert_eq!(store.list_signing_keys("a").await.unwrap(), vec![("k1".to_string(), 1)]);
+        assert_eq!(
+            store.list_signing_keys("a").await.unwrap(),
+            vec![("k1".to_string(), 1)]
+        );
         assert_eq!(store.list_signing_keys("b").await.unwrap(), vec![]);
         let (id, _) = store.signing_key_pem("a", None).await.unwrap().unwrap();
         assert_eq!(id, "own");
-        assert!(store.signing_key_pem("b", Some("k1")).await.unwrap().is_none());
+        assert!(store
+            .signing_key_pem("b", Some("k1"))
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(store.public_signing_keys().await.unwrap().len(), 2);
-        assert!(!store.delete_signing_key("a", "own").await.unwrap(), "not listed");
+        assert!(
+            !store.delete_signing_key("a", "own").await.unwrap(),
+            "not listed"
+        );
         assert!(!store.delete_signing_key("b", "k1").await.unwrap());
         assert!(store.delete_signing_key("a", "k1").await.unwrap());
         let first = store.cluster_secret("s", "one").await.unwrap();

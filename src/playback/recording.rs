@@ -85,7 +85,11 @@ pub fn merge(stored: &str, given: &Value) -> Result<Recording, String> {
                         for o in list {
                             match o.as_str() {
                                 Some(o) if valid_origin(o) => out.push(o.to_ascii_lowercase()),
-                                _ => return Err(bad("a list of host names (\"*.example.com\", \"*\")")),
+                                _ => {
+                                    return Err(bad(
+                                        "a list of host names (\"*.example.com\", \"*\")",
+                                    ))
+                                }
                             }
                         }
                         Some(out)
@@ -139,8 +143,11 @@ mod tests {
     #[test]
     fn defaults_merge_and_errors() {
         assert_eq!(load("{}"), Recording::default());
-        let r = merge("{}", &json!({"requireSignedURLs": true, "allowedOrigins": ["Example.com"]}))
-            .unwrap();
+        let r = merge(
+            "{}",
+            &json!({"requireSignedURLs": true, "allowedOrigins": ["Example.com"]}),
+        )
+        .unwrap();
         assert!(r.require_signed_urls);
         assert_eq!(r.allowed_origins, Some(vec!["example.com".to_string()]));
         let stored = serde_json::to_string(&r).unwrap();

@@ -17,8 +17,7 @@ pub const MAX_SEGMENT: usize = 2048;
 pub fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_SEGMENT
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 

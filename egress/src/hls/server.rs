@@ -397,26 +397,29 @@ async fn preflight() -> Response {
         .into_response()
 }
 
-/// Resolve the first path segment of a playback request to a stream, or
-/// answer the refusal (which never names a uid, nor allows any page).
+/// The answer to a refused playback request: it never names a uid, nor
+/// allows any page to read it.
+fn refuse(status: StatusCode) -> Response {
+    let text = match status {
+        StatusCode::FORBIDDEN => "forbidden\n",
+        StatusCode::UNAUTHORIZED => "a valid playback token is required\n",
+        _ => "not found\n",
+    };
+    let mut res = (status, text).into_response();
+    res.extensions_mut().insert(AllowOrigin::Only(None));
+    res
+}
+
+/// Resolve the first path segment of a playback request to a stream and
+/// its CORS answer, or the status of the refusal.
 fn authorize(
     svc: &HlsService,
     segment: &str,
     headers: &HeaderMap,
     client: Option<SocketAddr>,
-) -> Result<(String, AllowOrigin), Response> {
-    let refuse = |status: StatusCode| {
-        let text = match status {
-            StatusCode::FORBIDDEN => "forbidden\n",
-            StatusCode::UNAUTHORIZED => "a valid playback token is required\n",
-            _ => "not found\n",
-        };
-        let mut res = (status, text).into_response();
-        res.extensions_mut().insert(AllowOrigin::Only(None));
-        res
-    };
+) -> Result<(String, AllowOrigin), StatusCode> {
     if !valid_segment(segment) {
-        return Err(refuse(StatusCode::NOT_FOUND));
+        return Err(StatusCode::NOT_FOUND);
     }
     let req = AccessRequest {
         segment,
@@ -431,9 +434,8 @@ fn authorize(
             } else {
                 "unauthorized"
             };
-            metrics::counter!("banyan_hls_requests_refused_total", "reason" => reason)
-                .increment(1);
-            Err(refuse(status))
+            metrics::counter!("banyan_hls_requests_refused_total", "reason" => reason).increment(1);
+            Err(status)
         }
     }
 }
@@ -549,7 +551,7 @@ async fn manifest_file(
     let client = client.map(|Extension(ConnectInfo(a))| a);
     let (uid, cors) = match authorize(&svc, &segment, &headers, client) {
         Ok(g) => g,
-        Err(res) => return res,
+        Err(status) => return refuse(status),
     };
     let mut res = serve_file(&svc, &uid, &file, &q, &headers, client).await;
     res.extensions_mut().insert(cors);
@@ -689,8 +691,8 @@ async fn watch_page(
     headers: HeaderMap,
 ) -> Response {
     let client = client.map(|Extension(ConnectInfo(a))| a);
-    if let Err(res) = authorize(&svc, &segment, &headers, client) {
-        return res;
+    if let Err(status) = authorize(&svc, &segment, &headers, client) {
+        return refuse(status);
     }
     // The page loads everything under the same segment (uid or token).
     let html = svc.web.page(&segment);
