@@ -3,9 +3,10 @@
 //! Egress does not know what a token is: the binary answers through
 //! [`PlaybackAccess`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 /// Longest first path segment accepted (a uid or a signed token).
 pub const MAX_SEGMENT: usize = 2048;
@@ -65,6 +66,75 @@ impl PlaybackAccess for OpenAccess {
             uid: req.segment.to_string(),
             cors: AllowOrigin::Any,
         })
+    }
+}
+
+/// The CORS headers of every HLS answer: `*`, unless the handler decided
+/// otherwise (an [`AllowOrigin`] in the response extensions).
+pub(crate) async fn cors(mut res: Response) -> Response {
+    let allow = res.extensions_mut().remove::<AllowOrigin>();
+    let h = res.headers_mut();
+    match allow {
+        None | Some(AllowOrigin::Any) => {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+        Some(AllowOrigin::Only(origin)) => {
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            if let Some(v) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            }
+        }
+    }
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges"),
+    );
+    res
+}
+
+/// The answer to a refused playback request: it never names a uid, nor
+/// allows any page to read it.
+pub(crate) fn refuse(status: StatusCode) -> Response {
+    let text = match status {
+        StatusCode::FORBIDDEN => "forbidden\n",
+        StatusCode::UNAUTHORIZED => "a valid playback token is required\n",
+        _ => "not found\n",
+    };
+    let mut res = (status, text).into_response();
+    res.extensions_mut().insert(AllowOrigin::Only(None));
+    res
+}
+
+/// Resolve the first path segment of a playback request to a stream and
+/// its CORS answer, or the status of the refusal.
+pub(crate) fn authorize(
+    access: &dyn PlaybackAccess,
+    segment: &str,
+    headers: &HeaderMap,
+    client: Option<SocketAddr>,
+) -> Result<(String, AllowOrigin), StatusCode> {
+    if !valid_segment(segment) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    let req = AccessRequest {
+        segment,
+        origin: headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        client: client.map(|a| a.ip()),
+    };
+    match access.check(&req) {
+        Ok(g) => Ok((g.uid, g.cors)),
+        Err(status) => {
+            let reason = if status == StatusCode::FORBIDDEN {
+                "forbidden"
+            } else {
+                "unauthorized"
+            };
+            metrics::counter!("banyan_hls_requests_refused_total", "reason" => reason).increment(1);
+            Err(status)
+        }
     }
 }
 

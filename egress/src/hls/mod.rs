@@ -21,6 +21,7 @@ pub mod access;
 mod captions;
 pub mod fmp4;
 pub mod playlist;
+mod range;
 pub mod segmenter;
 mod server;
 pub mod session;

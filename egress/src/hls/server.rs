@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,15 +19,15 @@ use tokio::time::Instant;
 use banyan_relay::views::{Protocol, ViewerGuard, Views};
 use banyan_relay::{Hub, Item, StreamState, SubscribeOptions, CLOCK_HZ};
 
-use super::access::{valid_segment, AccessRequest, AllowOrigin};
+use super::access::{authorize, cors, refuse};
 use super::playlist::{self, MEDIA_PLAYLIST, SUBTITLES_PLAYLIST};
+use super::range::{media_body, CACHE_IMMUTABLE};
 use super::segmenter::{Segmenter, SegmenterConfig};
-use super::session::{may_start, SessionKey, Verdict};
+use super::session::{may_start, SessionCounts, SessionKey, Verdict};
 use super::{web, HlsConfig};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const CACHE_PLAYLIST: &str = "public, max-age=1";
-const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -83,27 +82,6 @@ struct Session {
     /// The client address it counts against.
     ip: Option<IpAddr>,
     _guard: ViewerGuard,
-}
-
-/// Counted sessions: in total and per client address.
-#[derive(Default)]
-struct SessionCounts {
-    total: usize,
-    per_address: HashMap<IpAddr, usize>,
-}
-
-impl SessionCounts {
-    fn remove(&mut self, ip: Option<IpAddr>) {
-        self.total = self.total.saturating_sub(1);
-        if let Some(ip) = ip {
-            if let Some(n) = self.per_address.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_address.remove(&ip);
-                }
-            }
-        }
-    }
 }
 
 fn uncounted(reason: &'static str) {
@@ -361,30 +339,6 @@ async fn sweep(svc: Weak<HlsService>) {
     }
 }
 
-async fn cors(mut res: Response) -> Response {
-    let allow = res.extensions_mut().remove::<AllowOrigin>();
-    let h = res.headers_mut();
-    match allow {
-        None | Some(AllowOrigin::Any) => {
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            );
-        }
-        Some(AllowOrigin::Only(origin)) => {
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
-            if let Some(v) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            }
-        }
-    }
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges"),
-    );
-    res
-}
-
 async fn preflight() -> Response {
     (
         StatusCode::NO_CONTENT,
@@ -395,49 +349,6 @@ async fn preflight() -> Response {
         ],
     )
         .into_response()
-}
-
-/// The answer to a refused playback request: it never names a uid, nor
-/// allows any page to read it.
-fn refuse(status: StatusCode) -> Response {
-    let text = match status {
-        StatusCode::FORBIDDEN => "forbidden\n",
-        StatusCode::UNAUTHORIZED => "a valid playback token is required\n",
-        _ => "not found\n",
-    };
-    let mut res = (status, text).into_response();
-    res.extensions_mut().insert(AllowOrigin::Only(None));
-    res
-}
-
-/// Resolve the first path segment of a playback request to a stream and
-/// its CORS answer, or the status of the refusal.
-fn authorize(
-    svc: &HlsService,
-    segment: &str,
-    headers: &HeaderMap,
-    client: Option<SocketAddr>,
-) -> Result<(String, AllowOrigin), StatusCode> {
-    if !valid_segment(segment) {
-        return Err(StatusCode::NOT_FOUND);
-    }
-    let req = AccessRequest {
-        segment,
-        origin: headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        client: client.map(|a| a.ip()),
-    };
-    match svc.cfg.access.check(&req) {
-        Ok(g) => Ok((g.uid, g.cors)),
-        Err(status) => {
-            let reason = if status == StatusCode::FORBIDDEN {
-                "forbidden"
-            } else {
-                "unauthorized"
-            };
-            metrics::counter!("banyan_hls_requests_refused_total", "reason" => reason).increment(1);
-            Err(status)
-        }
-    }
 }
 
 fn not_found() -> Response {
@@ -453,84 +364,6 @@ fn text(body: String, ctype: &'static str, cache: &'static str) -> Response {
         body,
     )
         .into_response()
-}
-
-/// A media body, honouring a single `Range: bytes=` request.
-fn media_body(data: Bytes, ctype: &'static str, headers: &HeaderMap) -> Response {
-    let len = data.len() as u64;
-    let base = [
-        (header::CONTENT_TYPE, ctype),
-        (header::CACHE_CONTROL, CACHE_IMMUTABLE),
-        (header::ACCEPT_RANGES, "bytes"),
-    ];
-    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return (base, data).into_response();
-    };
-    match parse_range(range, len) {
-        RangeAnswer::Full => (base, data).into_response(),
-        RangeAnswer::Part(a, b) => {
-            let mut res = (base, data.slice(a as usize..=b as usize)).into_response();
-            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
-                res.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            res
-        }
-        RangeAnswer::Unsatisfiable => {
-            let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                res.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            res
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum RangeAnswer {
-    /// Ignore the header (malformed or several ranges): send everything.
-    Full,
-    /// Inclusive byte range.
-    Part(u64, u64),
-    Unsatisfiable,
-}
-
-fn parse_range(v: &str, len: u64) -> RangeAnswer {
-    let Some(spec) = v.trim().strip_prefix("bytes=") else {
-        return RangeAnswer::Full;
-    };
-    if spec.contains(',') {
-        return RangeAnswer::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeAnswer::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let parsed = if a.is_empty() {
-        // The last `b` bytes.
-        match b.parse::<u64>() {
-            Ok(0) => return RangeAnswer::Unsatisfiable,
-            Ok(n) => (len.saturating_sub(n), len.saturating_sub(1)),
-            Err(_) => return RangeAnswer::Full,
-        }
-    } else {
-        let Ok(start) = a.parse::<u64>() else {
-            return RangeAnswer::Full;
-        };
-        let end = if b.is_empty() {
-            len.saturating_sub(1)
-        } else {
-            match b.parse::<u64>() {
-                Ok(e) if e >= start => e.min(len.saturating_sub(1)),
-                _ => return RangeAnswer::Full,
-            }
-        };
-        (start, end)
-    };
-    if len == 0 || parsed.0 >= len {
-        return RangeAnswer::Unsatisfiable;
-    }
-    RangeAnswer::Part(parsed.0, parsed.1)
 }
 
 /// Parse `<prefix><number><suffix>`.
@@ -549,7 +382,7 @@ async fn manifest_file(
     headers: HeaderMap,
 ) -> Response {
     let client = client.map(|Extension(ConnectInfo(a))| a);
-    let (uid, cors) = match authorize(&svc, &segment, &headers, client) {
+    let (uid, cors) = match authorize(svc.cfg.access.as_ref(), &segment, &headers, client) {
         Ok(g) => g,
         Err(status) => return refuse(status),
     };
@@ -691,7 +524,7 @@ async fn watch_page(
     headers: HeaderMap,
 ) -> Response {
     let client = client.map(|Extension(ConnectInfo(a))| a);
-    if let Err(status) = authorize(&svc, &segment, &headers, client) {
+    if let Err(status) = authorize(svc.cfg.access.as_ref(), &segment, &headers, client) {
         return refuse(status);
     }
     // The page loads everything under the same segment (uid or token).
@@ -723,19 +556,6 @@ async fn web_asset(State(svc): State<Arc<HlsService>>, Path(file): Path<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), RangeAnswer::Part(0, 9));
-        assert_eq!(parse_range("bytes=90-", 100), RangeAnswer::Part(90, 99));
-        assert_eq!(parse_range("bytes=-10", 100), RangeAnswer::Part(90, 99));
-        assert_eq!(parse_range("bytes=50-500", 100), RangeAnswer::Part(50, 99));
-        assert_eq!(parse_range("bytes=100-", 100), RangeAnswer::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeAnswer::Full);
-        assert_eq!(parse_range("items=0-1", 100), RangeAnswer::Full);
-        assert_eq!(parse_range("bytes=9-1", 100), RangeAnswer::Full);
-        assert_eq!(parse_range("bytes=x-", 100), RangeAnswer::Full);
-    }
 
     #[test]
     fn numbered_names() {

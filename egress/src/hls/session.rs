@@ -7,6 +7,9 @@
 //! being used within [`START_WINDOW_SECS`] of its issue (a started session
 //! then lives while it keeps fetching).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+
 use ring::hmac;
 
 /// A session must make its first counted fetch within this long of issue.
@@ -97,6 +100,27 @@ impl SessionKey {
 /// Whether a session issued at `issued` may still start at `now`.
 pub fn may_start(issued: u64, now: u64) -> bool {
     issued <= now.saturating_add(SKEW_SECS) && now.saturating_sub(issued) <= START_WINDOW_SECS
+}
+
+/// Counted sessions: in total and per client address.
+#[derive(Default)]
+pub(crate) struct SessionCounts {
+    pub total: usize,
+    pub per_address: HashMap<IpAddr, usize>,
+}
+
+impl SessionCounts {
+    pub fn remove(&mut self, ip: Option<IpAddr>) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(ip) = ip {
+            if let Some(n) = self.per_address.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
