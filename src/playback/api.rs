@@ -181,6 +181,13 @@ async fn token(
     let claims = token_claims(&body, &input.uid, &kid, now)?;
     let der = keys::der(&pem)?;
     let token = super::jwt::sign(&der, &kid, &claims)?;
+    let max = banyan_egress::hls::access::MAX_SEGMENT;
+    if token.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "the token would be {} bytes, over the {max} a playback URL takes: fewer accessRules",
+            token.len()
+        )));
+    }
     metrics::counter!("banyan_playback_tokens_issued_total").increment(1);
     Ok(ok(json!({"token": token})))
 }
