@@ -197,3 +197,99 @@ impl PlaybackAccess for Gate {
         self.resolve(req.segment, req.origin, req.client)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(uid: &str, account: &str, recording: &str) -> LiveInputRow {
+        LiveInputRow {
+            uid: uid.into(),
+            account_id: account.into(),
+            created: 0,
+            modified: 0,
+            meta: "{}".into(),
+            default_creator: String::new(),
+            enabled: true,
+            stream_key: String::new(),
+            playback_key: String::new(),
+            srt_passphrase: String::new(),
+            srt_play_passphrase: String::new(),
+            captions: "[]".into(),
+            recording: recording.into(),
+        }
+    }
+
+    #[test]
+    fn the_gate_decides_without_telling_what_exists() {
+        use base64::Engine as _;
+        let gate = Gate::default();
+        gate.set_inputs(&[
+            row(
+                "guarded",
+                "acct",
+                r#"{"requireSignedURLs":true,"allowedOrigins":["ok.example"]}"#,
+            ),
+            row("open", "acct", "{}"),
+            row("theirs", "other", "{}"),
+        ]);
+        let key = keys::generate("k1".into()).unwrap();
+        let der = keys::der(&key.private_pem).unwrap();
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let public = |account: &str| PublicKey {
+            account: account.into(),
+            n: e.decode(&key.n).unwrap(),
+            e: e.decode(&key.e).unwrap(),
+        };
+        gate.set_keys(HashMap::from([("k1".to_string(), public("acct"))]));
+        let sign =
+            |sub: &str, exp: i64| jwt::sign(&der, "k1", &json!({"sub": sub, "exp": exp})).unwrap();
+        let later = now_secs() + 600;
+        let local = "127.0.0.1".parse().ok();
+
+        let ok = gate.resolve(&sign("guarded", later), None, local).unwrap();
+        assert_eq!(ok.uid, "guarded");
+        assert_eq!(ok.cors, AllowOrigin::Only(None));
+        let ok = gate
+            .resolve(&sign("guarded", later), Some("https://ok.example"), local)
+            .unwrap();
+        assert_eq!(
+            ok.cors,
+            AllowOrigin::Only(Some("https://ok.example".into()))
+        );
+        assert_eq!(
+            gate.resolve(&sign("guarded", later), Some("https://evil.example"), local),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            gate.resolve("open", None, local).unwrap().cors,
+            AllowOrigin::Any
+        );
+        assert_eq!(
+            gate.resolve(&sign("open", later), None, local).unwrap().uid,
+            "open"
+        );
+        for (what, segment) in [
+            ("bare uid of a guarded input", "guarded".to_string()),
+            ("unknown uid", "nothing".to_string()),
+            ("token for an unknown uid", sign("nothing", later)),
+            ("token for another account's input", sign("theirs", later)),
+            ("expired token", sign("guarded", now_secs() - 1)),
+            ("garbage", "a.b.c".to_string()),
+        ] {
+            assert_eq!(
+                gate.resolve(&segment, None, local),
+                Err(StatusCode::UNAUTHORIZED),
+                "{what}"
+            );
+        }
+        // A cached token stops with its key, and with its key's account.
+        let t = sign("guarded", later);
+        assert!(gate.resolve(&t, None, local).is_ok());
+        gate.set_keys(HashMap::from([("k1".to_string(), public("other"))]));
+        assert_eq!(gate.resolve(&t, None, local), Err(StatusCode::UNAUTHORIZED));
+        gate.set_keys(HashMap::new());
+        assert_eq!(gate.resolve(&t, None, local), Err(StatusCode::UNAUTHORIZED));
+    }
+}
