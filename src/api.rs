@@ -56,7 +56,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
-    fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -77,13 +77,13 @@ impl ApiError {
             "an operator (admin) token is required",
         )
     }
-    fn not_found(what: &str) -> ApiError {
+    pub(crate) fn not_found(what: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, 10003, format!("{what} not found"))
     }
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, 10005, message)
     }
-    fn conflict(message: impl Into<String>) -> ApiError {
+    pub(crate) fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, 10009, message)
     }
     /// The database cannot be reached now (503). The outage itself is
@@ -134,11 +134,11 @@ impl IntoResponse for ApiError {
 }
 
 /// A successful answer in the envelope.
-fn ok(result: Value) -> Response {
+pub(crate) fn ok(result: Value) -> Response {
     Json(json!({"result": result, "success": true, "errors": [], "messages": []})).into_response()
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// Failed token attempts per source address: past [`AuthLimiter::MAX`]
 /// failures within [`AuthLimiter::WINDOW`], the address gets 429 until the
@@ -223,7 +223,7 @@ impl FromRequestParts<St> for Auth {
 
 impl Auth {
     /// The token may act on `account`: another account is "not found".
-    fn scope(&self, account: &str) -> Result<(), ApiError> {
+    pub(crate) fn scope(&self, account: &str) -> Result<(), ApiError> {
         if self.0.account_id == account {
             Ok(())
         } else {
@@ -241,7 +241,7 @@ impl Auth {
 }
 
 /// A JSON body; an empty body is `{}`. Errors come in the envelope.
-pub struct JsonBody<T>(T);
+pub struct JsonBody<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -309,6 +309,7 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
                 srt_passphrase: String::new(),
                 srt_play_passphrase: String::new(),
                 captions: "[]".into(),
+                recording: "{}".into(),
             };
             body.apply(&mut row);
         }
@@ -395,6 +396,7 @@ struct InputBody {
     default_creator: Option<String>,
     enabled: Option<bool>,
     captions: Option<Vec<Caption>>,
+    recording: Option<Value>,
 }
 
 fn valid_instream_id(id: &str) -> bool {
@@ -445,6 +447,9 @@ impl InputBody {
                 }
             }
         }
+        if let Some(r) = &self.recording {
+            crate::playback::recording::merge("{}", r).map_err(ApiError::bad_request)?;
+        }
         Ok(())
     }
 
@@ -463,10 +468,17 @@ impl InputBody {
             // Invariant: a Vec of plain structs always serializes.
             row.captions = serde_json::to_string(&c).expect("captions serialize");
         }
+        if let Some(r) = self.recording {
+            // Checked by `check`; a failure here keeps the stored object.
+            if let Ok(merged) = crate::playback::recording::merge(&row.recording, &r) {
+                // Invariant: a plain struct always serializes.
+                row.recording = serde_json::to_string(&merged).expect("recording serializes");
+            }
+        }
     }
 }
 
-fn rfc3339(micros: i64) -> String {
+pub(crate) fn rfc3339(micros: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
         .ok()
         .and_then(|t| {
@@ -499,6 +511,7 @@ fn input_json(node: &Node, r: &LiveInputRow) -> Value {
         "hls": {"url": format!("{http}/{}/manifest/video.m3u8", r.uid)},
         "watch": {"url": format!("{http}/{}/watch", r.uid)},
         "captions": captions,
+        "recording": crate::playback::recording::load(&r.recording),
     });
     if let Some(a) = node.addrs.rtmp {
         let rtmp = format!("rtmp://{}/live/", node.authority(a));
@@ -508,7 +521,11 @@ fn input_json(node: &Node, r: &LiveInputRow) -> Value {
     v
 }
 
-async fn load_input(node: &Node, account: &str, uid: &str) -> Result<LiveInputRow, ApiError> {
+pub(crate) async fn load_input(
+    node: &Node,
+    account: &str,
+    uid: &str,
+) -> Result<LiveInputRow, ApiError> {
     if !secret::is_id(uid) {
         return Err(ApiError::not_found("live input"));
     }
@@ -540,6 +557,7 @@ async fn create_input(
         srt_passphrase: secret::new_secret(),
         srt_play_passphrase: secret::new_secret(),
         captions: "[]".into(),
+        recording: "{}".into(),
     };
     body.apply(&mut row);
     node.store.insert_input(&row).await?;
@@ -776,22 +794,22 @@ async fn remove_domain(
 
 // ---- public per-input endpoints and metrics
 
-async fn lifecycle(State(node): State<St>, Path(uid): Path<String>) -> Response {
-    if !node.is_input(&uid) {
+async fn lifecycle(State(node): State<St>, Path(segment): Path<String>, parts: Parts) -> Response {
+    let Some(uid) = crate::playback::api::public_uid(&node, &segment, &parts) else {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"isInput": false, "live": false})),
         )
             .into_response();
-    }
+    };
     let live = node.hub.state(&uid) == banyan_relay::StreamState::Live;
     Json(json!({"isInput": true, "live": live})).into_response()
 }
 
-async fn views(State(node): State<St>, Path(uid): Path<String>) -> Response {
-    if !node.is_input(&uid) {
+async fn views(State(node): State<St>, Path(segment): Path<String>, parts: Parts) -> Response {
+    let Some(uid) = crate::playback::api::public_uid(&node, &segment, &parts) else {
         return ApiError::not_found("live input").into_response();
-    }
+    };
     Json(json!({"liveViewers": node.views.live(&uid)})).into_response()
 }
 

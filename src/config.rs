@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Seconds of the failed-attempt window [default: 60]
     #[arg(long, env = "BANYAN_AUTH_FAIL_WINDOW", value_name = "SECONDS")]
     pub auth_fail_window: Option<u64>,
+    /// Counted HLS viewer sessions per client address; more players from
+    /// one address are served but not counted [default: 16]
+    #[arg(long, env = "BANYAN_HLS_SESSIONS_PER_ADDRESS", value_name = "N")]
+    pub hls_sessions_per_address: Option<usize>,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
     /// Prometheus metrics listener (no token; keep it private). On the
@@ -150,6 +154,7 @@ pub struct FileConfig {
     pub analytics_flush: Option<u64>,
     pub auth_fail_max: Option<u32>,
     pub auth_fail_window: Option<u64>,
+    pub hls_sessions_per_address: Option<usize>,
     /// The cluster section (see `cluster::FileCluster`).
     pub cluster: Option<toml::Table>,
     pub metrics: Option<SocketAddr>,
@@ -180,6 +185,8 @@ pub struct Settings {
     /// Failed publish/play attempts allowed per address and window.
     pub auth_fail_max: u32,
     pub auth_fail_window: Duration,
+    /// Counted HLS viewer sessions per client address.
+    pub hls_sessions_per_address: usize,
     /// The cluster settings (`[cluster]` and the `--cluster-*` flags), when
     /// this node is a cluster member.
     pub cluster_cfg: Option<crate::cluster::ClusterConfig>,
@@ -276,6 +283,11 @@ impl Settings {
                     .unwrap_or(60)
                     .clamp(1, 86_400),
             ),
+            hls_sessions_per_address: args
+                .hls_sessions_per_address
+                .or(file.hls_sessions_per_address)
+                .unwrap_or(16)
+                .max(1),
             cluster_cfg,
             metrics: args
                 .metrics

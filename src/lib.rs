@@ -6,7 +6,8 @@
 //! secrets, token hashes), `client` (the client subcommands), `analytics`
 //! (viewing time, GraphQL), `captions` (the caption registry of the node), `exposition`
 //! (the Prometheus text, per-stream series, the metrics listener),
-//! `cluster` (membership, origins and per-stream trees over node links).
+//! `cluster` (membership, origins and per-stream trees over node links),
+//! `playback` (signed playback: signing keys, tokens, the HLS gate).
 //!
 //! The binary is the only user; the library exists so that the fuzz targets
 //! (fuzz/) reach the parsers of API bodies that live here.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod exposition;
 pub mod httpd;
 pub mod node;
+pub mod playback;
 pub mod secret;
 pub mod store;
 pub mod tls;

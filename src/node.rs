@@ -73,6 +73,8 @@ pub struct Node {
     rebuild: tokio::sync::Mutex<()>,
     /// Per-stream series and how they are labelled (see `exposition`).
     pub exposition: crate::exposition::Exposition,
+    /// The playback gate: inputs' signing requirements, public signing keys.
+    pub playback: Arc<crate::playback::Gate>,
 }
 
 impl Node {
@@ -115,6 +117,7 @@ impl Node {
             .await
             .context("loading live inputs")?;
         crate::captions::load_declared(&self.captions, &rows);
+        self.playback.set_inputs(&rows);
         let mut entries = Vec::with_capacity(rows.len() * 2);
         let mut access = HashMap::with_capacity(rows.len());
         for r in rows {
@@ -151,6 +154,17 @@ impl Node {
                 self.hub.kick(uid);
             }
         }
+        Ok(())
+    }
+
+    /// Reload the public playback signing keys into the gate.
+    pub async fn reload_signing_keys(&self) -> anyhow::Result<()> {
+        let keys = self
+            .store
+            .public_signing_keys()
+            .await
+            .context("loading signing keys")?;
+        self.playback.set_keys(keys);
         Ok(())
     }
 
@@ -193,6 +207,10 @@ impl Node {
             // In an outage the keys and domains last loaded stay in force.
             let r = match self.rebuild_keys().await {
                 Ok(()) => self.reload_domains().await,
+                Err(e) => Err(e),
+            };
+            let r = match r {
+                Ok(()) => self.reload_signing_keys().await,
                 Err(e) => Err(e),
             };
             match r {
@@ -450,9 +468,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         seen_live: Mutex::new(HashSet::new()),
         rebuild: tokio::sync::Mutex::new(()),
         exposition,
+        playback: Arc::new(crate::playback::Gate::default()),
     });
     node.rebuild_keys().await?;
     node.reload_domains().await?;
+    node.reload_signing_keys().await?;
+    // HLS session ids are signed with a secret of the whole cluster, so a
+    // viewer's session is the same on every node.
+    let session_secret = node
+        .store
+        .cluster_secret("hls_session", &secret::new_secret())
+        .await
+        .context("reading the HLS session secret")?;
 
     creds.api = node.api_url();
     tls::write_private(
@@ -497,10 +524,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             captions: Arc::new(banyan_egress::hls::RegistryCaptions::new(
                 node.captions.clone(),
             )),
+            access: node.playback.clone(),
+            session_secret: Some(Arc::from(session_secret.as_bytes())),
+            sessions_per_address: node.settings.hls_sessions_per_address,
             ..banyan_egress::hls::HlsConfig::default()
         },
     );
-    let mut app = crate::api::router(node.clone()).merge(hls.router());
+    let mut app = crate::api::router(node.clone())
+        .merge(crate::playback::api::router(node.clone()))
+        .merge(hls.router());
     if let Some(c) = &cluster {
         app = app.merge(c.router());
     }

@@ -47,6 +47,8 @@ pub struct LiveInputRow {
     pub srt_play_passphrase: String,
     /// JSON array of `{"instreamId","language","name"}`.
     pub captions: String,
+    /// JSON object: Cloudflare's `recording` (see `playback::recording`).
+    pub recording: String,
 }
 
 /// A custom ingest domain.
@@ -118,13 +120,32 @@ const SCHEMA: &[&str] = &[
         playback_key TEXT NOT NULL,
         srt_passphrase TEXT NOT NULL,
         srt_play_passphrase TEXT NOT NULL,
-        captions TEXT NOT NULL)",
+        captions TEXT NOT NULL,
+        recording TEXT NOT NULL DEFAULT '{}')",
     "CREATE INDEX IF NOT EXISTS live_inputs_by_account ON live_inputs (account_id, created)",
     "CREATE TABLE IF NOT EXISTS ingest_domains (
         domain TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
         cert_pem TEXT NOT NULL,
         key_pem TEXT NOT NULL,
+        created BIGINT NOT NULL)",
+    // Playback signing keys: the private key (PKCS#1 PEM, a secret) and
+    // the public modulus and exponent (base64url). `internal` keys are the
+    // node's own per-account keys for the token endpoint.
+    "CREATE TABLE IF NOT EXISTS stream_signing_keys (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        private_pem TEXT NOT NULL,
+        n TEXT NOT NULL,
+        e TEXT NOT NULL,
+        internal BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS stream_signing_keys_by_account \
+        ON stream_signing_keys (account_id, created)",
+    // Secrets of the whole cluster, created once by whichever node is first.
+    "CREATE TABLE IF NOT EXISTS node_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
         created BIGINT NOT NULL)",
 ];
 
@@ -136,10 +157,11 @@ const SCHEMA: &[&str] = &[
 const UPGRADES: &[(&str, &str, &str)] = &[
     ("api_tokens", "id", "TEXT NOT NULL DEFAULT ''"),
     ("api_tokens", "name", "TEXT NOT NULL DEFAULT ''"),
+    ("live_inputs", "recording", "TEXT NOT NULL DEFAULT '{}'"),
 ];
 
 const INPUT_COLUMNS: &str = "uid, account_id, created, modified, meta, default_creator, enabled, \
-     stream_key, playback_key, srt_passphrase, srt_play_passphrase, captions";
+     stream_key, playback_key, srt_passphrase, srt_play_passphrase, captions, recording";
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
@@ -163,6 +185,7 @@ fn input_from_row(r: &sqlx::any::AnyRow) -> Result<LiveInputRow, sqlx::Error> {
         srt_passphrase: r.try_get("srt_passphrase")?,
         srt_play_passphrase: r.try_get("srt_play_passphrase")?,
         captions: r.try_get("captions")?,
+        recording: r.try_get("recording")?,
     })
 }
 
@@ -393,7 +416,7 @@ impl Store {
     pub async fn insert_input(&self, i: &LiveInputRow) -> sqlx::Result<()> {
         sqlx::query(&format!(
             "INSERT INTO live_inputs ({INPUT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(&i.uid)
         .bind(&i.account_id)
@@ -407,6 +430,7 @@ impl Store {
         .bind(&i.srt_passphrase)
         .bind(&i.srt_play_passphrase)
         .bind(&i.captions)
+        .bind(&i.recording)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -417,7 +441,8 @@ impl Store {
         let done = sqlx::query(
             "UPDATE live_inputs SET modified = $1, meta = $2, default_creator = $3, \
              enabled = $4, stream_key = $5, playback_key = $6, srt_passphrase = $7, \
-             srt_play_passphrase = $8, captions = $9 WHERE uid = $10 AND account_id = $11",
+             srt_play_passphrase = $8, captions = $9, recording = $12 \
+             WHERE uid = $10 AND account_id = $11",
         )
         .bind(i.modified)
         .bind(&i.meta)
@@ -430,6 +455,7 @@ impl Store {
         .bind(&i.captions)
         .bind(&i.uid)
         .bind(&i.account_id)
+        .bind(&i.recording)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -547,6 +573,7 @@ mod tests {
             srt_passphrase: "sp".into(),
             srt_play_passphrase: "spp".into(),
             captions: "[]".into(),
+            recording: "{}".into(),
         }
     }
 

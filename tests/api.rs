@@ -355,6 +355,7 @@ async fn live_input_crud_round_trip_with_exact_shapes() {
             "hls",
             "meta",
             "modified",
+            "recording",
             "rtmp",
             "rtmpPlayback",
             "rtmps",
@@ -434,6 +435,12 @@ async fn live_input_crud_round_trip_with_exact_shapes() {
     assert_eq!(bare["meta"], json!({}));
     assert_eq!(bare["enabled"], json!(true));
     assert_eq!(bare["captions"], json!([]));
+    assert_eq!(
+        bare["recording"],
+        json!({"mode": "off", "timeoutSeconds": 0, "requireSignedURLs": false,
+               "allowedOrigins": null, "hideLiveViewerCount": false}),
+        "Cloudflare's defaults"
+    );
     let (s, v) = call(Method::POST, &node.inputs(""), Some(node.token()), None).await;
     success(s, &v);
 

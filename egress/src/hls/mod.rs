@@ -8,25 +8,30 @@
 //!   lazily on the first request and stopped after [`HlsConfig::idle_stop`]
 //!   without requests; the axum [`HlsService::router`].
 //!
-//! URLs (all under `/{uid}/`):
-//! `manifest/video.m3u8` (multivariant), `manifest/media.m3u8?s=<session>`
+//! URLs (all under `/{uid}/`, or `/{token}/` where [`HlsConfig::access`]
+//! understands tokens):
+//! `manifest/video.m3u8` (multivariant), `manifest/media.m3u8?s=<signed session id>`
 //! (media playlist; `_HLS_msn`/`_HLS_part` block), `manifest/init-<n>.mp4`,
 //! `manifest/seg-<msn>.m4s`, `manifest/part-<n>.m4s` (global part numbers, so
 //! a preload hint is always right), `manifest/subs.m3u8` and
 //! `manifest/sub-<msn>.vtt` (only with a WebVTT caption writer), `watch`;
 //! and `/watch-assets/hls.min.js`.
 
+pub mod access;
 mod captions;
 pub mod fmp4;
 pub mod playlist;
+mod range;
 pub mod segmenter;
 mod server;
+pub mod session;
 mod web;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use access::{AccessRequest, AllowOrigin, Grant, OpenAccess, PlaybackAccess};
 pub use captions::{Cea608Vtt, RegistryCaptions};
 pub use playlist::CaptionLines;
 pub use server::HlsService;
@@ -116,6 +121,16 @@ pub struct HlsConfig {
     /// (its subscribers make it fetch them): their playlists wait for media
     /// instead of answering 404. `None`: only local streams.
     pub fetchable: Option<Fetchable>,
+    /// Who may play what: the first path segment (a uid or a token) is
+    /// resolved to a stream here. Default: [`OpenAccess`].
+    pub access: Arc<dyn PlaybackAccess>,
+    /// The secret viewer session ids are signed with (shared by a
+    /// cluster's nodes, so a session may move between them). `None`: a
+    /// random secret of this process.
+    pub session_secret: Option<Arc<[u8]>>,
+    /// Counted viewer sessions per client address; beyond it a player is
+    /// served but not counted.
+    pub sessions_per_address: usize,
 }
 
 impl Default for HlsConfig {
@@ -131,6 +146,9 @@ impl Default for HlsConfig {
             captions: Arc::new(NoCaptions),
             max_sessions: 100_000,
             fetchable: None,
+            access: Arc::new(OpenAccess),
+            session_secret: None,
+            sessions_per_address: 16,
         }
     }
 }
@@ -144,6 +162,7 @@ impl std::fmt::Debug for HlsConfig {
             .field("web_dir", &self.web_dir)
             .field("idle_stop", &self.idle_stop)
             .field("session_timeout", &self.session_timeout)
+            .field("sessions_per_address", &self.sessions_per_address)
             .finish_non_exhaustive()
     }
 }

@@ -2,16 +2,16 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
-use bytes::Bytes;
+use axum::{Extension, Router};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -19,13 +19,15 @@ use tokio::time::Instant;
 use banyan_relay::views::{Protocol, ViewerGuard, Views};
 use banyan_relay::{Hub, Item, StreamState, SubscribeOptions, CLOCK_HZ};
 
+use super::access::{authorize, cors, refuse};
 use super::playlist::{self, MEDIA_PLAYLIST, SUBTITLES_PLAYLIST};
+use super::range::{media_body, CACHE_IMMUTABLE};
 use super::segmenter::{Segmenter, SegmenterConfig};
+use super::session::{may_start, SessionCounts, SessionKey, Verdict};
 use super::{web, HlsConfig};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const CACHE_PLAYLIST: &str = "public, max-age=1";
-const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -77,14 +79,24 @@ struct Session {
     last_seen: Instant,
     /// The stream's live edge (media ticks) at the last fetch.
     edge: i64,
+    /// The client address it counts against.
+    ip: Option<IpAddr>,
     _guard: ViewerGuard,
+}
+
+fn uncounted(reason: &'static str) {
+    metrics::counter!("banyan_hls_sessions_uncounted_total", "reason" => reason).increment(1);
 }
 
 /// The HLS egress of a node: per-stream muxers and viewer sessions.
 ///
 /// Viewer counting: the multivariant playlist hands each fetch a fresh
-/// session id in the media playlist URL (`media.m3u8?s=<id>`); parts and
-/// segments carry no id, so they stay cacheable. A session is a live viewer
+/// session id in the media playlist URL (`media.m3u8?s=<id>`), signed by
+/// the node for this stream (see [`super::session`]); parts and segments
+/// carry no id, so they stay cacheable. An id that is forged, another
+/// stream's, or first used more than a minute after its issue is served
+/// but not counted, and so is a new session beyond
+/// [`HlsConfig::sessions_per_address`] of one client address. A session is a live viewer
 /// (a [`Protocol::Hls`] viewer in [`Views`]) from its first media playlist
 /// fetch until [`HlsConfig::session_timeout`] passes without one. Each
 /// fetch accrues, as delivered media time, how far the stream's live edge
@@ -99,7 +111,8 @@ pub struct HlsService {
     cfg: HlsConfig,
     streams: Mutex<HashMap<String, Arc<StreamMux>>>,
     sessions: Mutex<HashMap<String, HashMap<u64, Session>>>,
-    session_count: Mutex<usize>,
+    session_count: Mutex<SessionCounts>,
+    session_key: SessionKey,
     web: web::Assets,
     sweeper: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -117,13 +130,18 @@ impl HlsService {
     /// stops idle muxers and expires sessions).
     pub fn new(hub: Arc<Hub>, views: Arc<Views>, cfg: HlsConfig) -> Arc<Self> {
         let web = web::Assets::locate(cfg.web_dir.clone());
+        let session_key = match &cfg.session_secret {
+            Some(s) => SessionKey::new(s),
+            None => SessionKey::random(),
+        };
         let svc = Arc::new(HlsService {
+            session_key,
             hub,
             views,
             cfg,
             streams: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
-            session_count: Mutex::new(0),
+            session_count: Mutex::new(SessionCounts::default()),
             web,
             sweeper: Mutex::new(None),
         });
@@ -219,14 +237,19 @@ impl HlsService {
         Some(mux)
     }
 
-    fn new_session_id() -> u64 {
+    fn new_session_id(&self, uid: &str) -> String {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_i64(now_ms());
-        h.finish()
+        let now = (now_ms() / 1000).max(0) as u64;
+        self.session_key.issue(uid, now, h.finish())
     }
 
-    /// Account one media playlist fetch of session `sid`.
-    fn account(&self, uid: &str, sid: u64, edge: i64) {
+    /// Account one media playlist fetch of session `id` from `ip`.
+    fn account(&self, uid: &str, id: &str, edge: i64, ip: Option<IpAddr>) {
+        let Verdict::Valid { key: sid, issued } = self.session_key.verify(uid, id) else {
+            uncounted("invalid");
+            return;
+        };
         let now = Instant::now();
         let mut sessions = self.sessions.lock();
         let per = sessions.entry(uid.to_string()).or_default();
@@ -240,17 +263,33 @@ impl HlsService {
             s.last_seen = now;
             return;
         }
+        if !may_start(issued, (now_ms() / 1000).max(0) as u64) {
+            uncounted("expired");
+            if per.is_empty() {
+                sessions.remove(uid);
+            }
+            return;
+        }
         let mut count = self.session_count.lock();
-        if *count >= self.cfg.max_sessions {
+        if count.total >= self.cfg.max_sessions {
             metrics::counter!("banyan_hls_sessions_refused_total").increment(1);
             return;
         }
-        *count += 1;
+        if let Some(ip) = ip {
+            let n = count.per_address.entry(ip).or_insert(0);
+            if *n >= self.cfg.sessions_per_address {
+                uncounted("per_address");
+                return;
+            }
+            *n += 1;
+        }
+        count.total += 1;
         per.insert(
             sid,
             Session {
                 last_seen: now,
                 edge,
+                ip,
                 _guard: self.views.viewer(uid, Protocol::Hls),
             },
         );
@@ -260,15 +299,17 @@ impl HlsService {
         let now = Instant::now();
         {
             let mut sessions = self.sessions.lock();
-            let mut removed = 0;
+            let mut count = self.session_count.lock();
             sessions.retain(|_, per| {
-                let before = per.len();
-                per.retain(|_, s| now.duration_since(s.last_seen) < self.cfg.session_timeout);
-                removed += before - per.len();
+                per.retain(|_, s| {
+                    let keep = now.duration_since(s.last_seen) < self.cfg.session_timeout;
+                    if !keep {
+                        count.remove(s.ip);
+                    }
+                    keep
+                });
                 !per.is_empty()
             });
-            let mut count = self.session_count.lock();
-            *count = count.saturating_sub(removed);
         }
         let idle: Vec<Arc<StreamMux>> = {
             let mut map = self.streams.lock();
@@ -298,19 +339,6 @@ async fn sweep(svc: Weak<HlsService>) {
     }
 }
 
-async fn cors(mut res: Response) -> Response {
-    let h = res.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges"),
-    );
-    res
-}
-
 async fn preflight() -> Response {
     (
         StatusCode::NO_CONTENT,
@@ -338,84 +366,6 @@ fn text(body: String, ctype: &'static str, cache: &'static str) -> Response {
         .into_response()
 }
 
-/// A media body, honouring a single `Range: bytes=` request.
-fn media_body(data: Bytes, ctype: &'static str, headers: &HeaderMap) -> Response {
-    let len = data.len() as u64;
-    let base = [
-        (header::CONTENT_TYPE, ctype),
-        (header::CACHE_CONTROL, CACHE_IMMUTABLE),
-        (header::ACCEPT_RANGES, "bytes"),
-    ];
-    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return (base, data).into_response();
-    };
-    match parse_range(range, len) {
-        RangeAnswer::Full => (base, data).into_response(),
-        RangeAnswer::Part(a, b) => {
-            let mut res = (base, data.slice(a as usize..=b as usize)).into_response();
-            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
-                res.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            res
-        }
-        RangeAnswer::Unsatisfiable => {
-            let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                res.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            res
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum RangeAnswer {
-    /// Ignore the header (malformed or several ranges): send everything.
-    Full,
-    /// Inclusive byte range.
-    Part(u64, u64),
-    Unsatisfiable,
-}
-
-fn parse_range(v: &str, len: u64) -> RangeAnswer {
-    let Some(spec) = v.trim().strip_prefix("bytes=") else {
-        return RangeAnswer::Full;
-    };
-    if spec.contains(',') {
-        return RangeAnswer::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeAnswer::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let parsed = if a.is_empty() {
-        // The last `b` bytes.
-        match b.parse::<u64>() {
-            Ok(0) => return RangeAnswer::Unsatisfiable,
-            Ok(n) => (len.saturating_sub(n), len.saturating_sub(1)),
-            Err(_) => return RangeAnswer::Full,
-        }
-    } else {
-        let Ok(start) = a.parse::<u64>() else {
-            return RangeAnswer::Full;
-        };
-        let end = if b.is_empty() {
-            len.saturating_sub(1)
-        } else {
-            match b.parse::<u64>() {
-                Ok(e) if e >= start => e.min(len.saturating_sub(1)),
-                _ => return RangeAnswer::Full,
-            }
-        };
-        (start, end)
-    };
-    if len == 0 || parsed.0 >= len {
-        return RangeAnswer::Unsatisfiable;
-    }
-    RangeAnswer::Part(parsed.0, parsed.1)
-}
-
 /// Parse `<prefix><number><suffix>`.
 fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
     file.strip_prefix(prefix)?
@@ -426,21 +376,36 @@ fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
 
 async fn manifest_file(
     State(svc): State<Arc<HlsService>>,
-    Path((uid, file)): Path<(String, String)>,
+    Path((segment, file)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
-    method: Method,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
-    if uid.len() > 128 {
-        return not_found();
-    }
-    let Some(mux) = svc.stream(&uid) else {
+    let client = client.map(|Extension(ConnectInfo(a))| a);
+    let (uid, cors) = match authorize(svc.cfg.access.as_ref(), &segment, &headers, client) {
+        Ok(g) => g,
+        Err(status) => return refuse(status),
+    };
+    let mut res = serve_file(&svc, &uid, &file, &q, &headers, client).await;
+    res.extensions_mut().insert(cors);
+    res
+}
+
+async fn serve_file(
+    svc: &Arc<HlsService>,
+    uid: &str,
+    file: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    client: Option<SocketAddr>,
+) -> Response {
+    let Some(mux) = svc.stream(uid) else {
         return not_found();
     };
-    let _ = method;
-    match file.as_str() {
-        "video.m3u8" => multivariant(&svc, &uid, &mux).await,
-        MEDIA_PLAYLIST => media_playlist(&svc, &uid, &mux, &q).await,
+    let ip = client.map(|a| a.ip());
+    match file {
+        "video.m3u8" => multivariant(svc, uid, &mux).await,
+        MEDIA_PLAYLIST => media_playlist(svc, uid, &mux, q, ip).await,
         SUBTITLES_PLAYLIST if mux.has_vtt => {
             let body = playlist::subtitles(&mux.seg.lock());
             text(body, PLAYLIST_TYPE, CACHE_PLAYLIST)
@@ -448,20 +413,20 @@ async fn manifest_file(
         f => {
             if let Some(id) = numbered(f, "init-", ".mp4") {
                 let init = mux.seg.lock().init(id);
-                return init.map_or_else(not_found, |b| media_body(b, "video/mp4", &headers));
+                return init.map_or_else(not_found, |b| media_body(b, "video/mp4", headers));
             }
             if let Some(msn) = numbered(f, "seg-", ".m4s") {
                 let data = mux.seg.lock().segment(msn).and_then(|s| s.data.clone());
                 return data
-                    .map_or_else(not_found, |b| media_body(b, "video/iso.segment", &headers));
+                    .map_or_else(not_found, |b| media_body(b, "video/iso.segment", headers));
             }
             if let Some(index) = numbered(f, "part-", ".m4s") {
-                return part(&svc, &mux, index, &headers).await;
+                return part(svc, &mux, index, headers).await;
             }
             if let Some(msn) = numbered(f, "sub-", ".vtt") {
                 let vtt = mux.seg.lock().segment(msn).and_then(|s| s.vtt.clone());
                 return vtt.map_or_else(not_found, |b| {
-                    let mut res = media_body(b, "text/vtt", &headers);
+                    let mut res = media_body(b, "text/vtt", headers);
                     res.headers_mut().insert(
                         header::CACHE_CONTROL,
                         HeaderValue::from_static(CACHE_IMMUTABLE),
@@ -482,8 +447,8 @@ async fn multivariant(svc: &HlsService, uid: &str, mux: &StreamMux) -> Response 
     {
         return not_found();
     }
-    let sid = HlsService::new_session_id();
-    let media_uri = format!("{MEDIA_PLAYLIST}?s={sid:016x}");
+    let sid = svc.new_session_id(uid);
+    let media_uri = format!("{MEDIA_PLAYLIST}?s={sid}");
     let subs = mux.has_vtt.then_some(SUBTITLES_PLAYLIST);
     let captions = svc.cfg.captions.caption_lines(uid, subs);
     let body = playlist::multivariant(&mux.seg.lock(), &media_uri, &captions);
@@ -495,6 +460,7 @@ async fn media_playlist(
     uid: &str,
     mux: &StreamMux,
     q: &HashMap<String, String>,
+    ip: Option<IpAddr>,
 ) -> Response {
     let msn = q.get("_HLS_msn").and_then(|v| v.parse::<u64>().ok());
     let part = q.get("_HLS_part").and_then(|v| v.parse::<u64>().ok());
@@ -523,8 +489,8 @@ async fn media_playlist(
         }
         (playlist::media(&s), s.edge())
     };
-    if let Some(sid) = q.get("s").and_then(|v| u64::from_str_radix(v, 16).ok()) {
-        svc.account(uid, sid, edge);
+    if let Some(sid) = q.get("s") {
+        svc.account(uid, sid, edge, ip);
     }
     text(body, PLAYLIST_TYPE, CACHE_PLAYLIST)
 }
@@ -551,15 +517,18 @@ async fn part(svc: &HlsService, mux: &StreamMux, index: u64, headers: &HeaderMap
     not_found()
 }
 
-async fn watch_page(State(svc): State<Arc<HlsService>>, Path(uid): Path<String>) -> Response {
-    if uid.len() > 128
-        || !uid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return not_found();
+async fn watch_page(
+    State(svc): State<Arc<HlsService>>,
+    Path(segment): Path<String>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Response {
+    let client = client.map(|Extension(ConnectInfo(a))| a);
+    if let Err(status) = authorize(svc.cfg.access.as_ref(), &segment, &headers, client) {
+        return refuse(status);
     }
-    let html = svc.web.page(&uid);
+    // The page loads everything under the same segment (uid or token).
+    let html = svc.web.page(&segment);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -587,19 +556,6 @@ async fn web_asset(State(svc): State<Arc<HlsService>>, Path(file): Path<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), RangeAnswer::Part(0, 9));
-        assert_eq!(parse_range("bytes=90-", 100), RangeAnswer::Part(90, 99));
-        assert_eq!(parse_range("bytes=-10", 100), RangeAnswer::Part(90, 99));
-        assert_eq!(parse_range("bytes=50-500", 100), RangeAnswer::Part(50, 99));
-        assert_eq!(parse_range("bytes=100-", 100), RangeAnswer::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeAnswer::Full);
-        assert_eq!(parse_range("items=0-1", 100), RangeAnswer::Full);
-        assert_eq!(parse_range("bytes=9-1", 100), RangeAnswer::Full);
-        assert_eq!(parse_range("bytes=x-", 100), RangeAnswer::Full);
-    }
 
     #[test]
     fn numbered_names() {
