@@ -118,6 +118,12 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+impl From<crate::quota::Refusal> for ApiError {
+    fn from(r: crate::quota::Refusal) -> Self {
+        ApiError::new(r.status, r.code, r.message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({
@@ -206,7 +212,10 @@ impl FromRequestParts<St> for Auth {
         }
         // Looked up by hash: timing reveals nothing about stored tokens.
         match node.store.token(&secret::token_hash(token)).await? {
-            Some(info) => Ok(Auth(info)),
+            Some(info) => {
+                node.api_rate.check(token)?;
+                Ok(Auth(info))
+            }
             None => {
                 metrics::counter!("banyan_api_auth_failures_total").increment(1);
                 if let Some(ip) = ip {
@@ -290,7 +299,7 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
     match kind {
         BodyKind::LiveInput => {
             let body: InputBody = decode_json(bytes)?;
-            body.check()?;
+            body.check(crate::quota::DEFAULT_MAX_META_BYTES)?;
             let mut row = LiveInputRow {
                 uid: String::new(),
                 account_id: String::new(),
@@ -389,7 +398,11 @@ fn valid_instream_id(id: &str) -> bool {
 }
 
 impl InputBody {
-    fn check(&self) -> Result<(), ApiError> {
+    /// Check the fields; `meta` may be at most `max_meta` bytes serialized.
+    fn check(&self, max_meta: usize) -> Result<(), ApiError> {
+        if let Some(m) = &self.meta {
+            crate::quota::check_meta(meta_len(m), max_meta)?;
+        }
         if let Some(c) = &self.default_creator {
             if c.len() > 256 {
                 return Err(ApiError::bad_request("defaultCreator over 256 bytes"));
@@ -447,6 +460,24 @@ impl InputBody {
             row.captions = serde_json::to_string(&c).expect("captions serialize");
         }
     }
+}
+
+/// The serialized size of a `meta` object, as it is stored.
+fn meta_len(m: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, m);
+    c.0
 }
 
 fn rfc3339(micros: i64) -> String {
@@ -508,7 +539,11 @@ async fn create_input(
     JsonBody(body): JsonBody<InputBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    body.check()?;
+    body.check(node.settings.max_meta_bytes)?;
+    let max = node.settings.max_inputs_per_account;
+    if node.store.count_inputs(&account).await? >= max as i64 {
+        return Err(crate::quota::inputs_refusal(max).into());
+    }
     let now = now_micros();
     let mut row = LiveInputRow {
         uid: secret::new_id(),
@@ -526,7 +561,7 @@ async fn create_input(
     };
     body.apply(&mut row);
     node.store.insert_input(&row).await?;
-    node.rebuild_keys().await?;
+    node.input_changed(&row).await;
     metrics::counter!("banyan_live_inputs_created_total").increment(1);
     tracing::info!(account = %row.account_id, input = %row.uid, "live input created");
     Ok(ok(input_json(&node, &row)))
@@ -558,14 +593,14 @@ async fn update_input(
 ) -> ApiResult {
     auth.scope(&account)?;
     let mut row = load_input(&node, &account, &uid).await?;
-    body.check()?;
+    body.check(node.settings.max_meta_bytes)?;
     body.apply(&mut row);
-    row.modified = now_micros().max(row.modified);
+    row.modified = now_micros().max(row.modified + 1);
     if !node.store.update_input(&row).await? {
         return Err(ApiError::not_found("live input"));
     }
-    // Disabling ends the current session (the rebuild does it).
-    node.rebuild_keys().await?;
+    // Disabling ends the current session.
+    node.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input updated");
     Ok(ok(input_json(&node, &row)))
 }
@@ -580,7 +615,7 @@ async fn delete_input(
         return Err(ApiError::not_found("live input"));
     }
     // Ends the input's sessions.
-    node.rebuild_keys().await?;
+    node.input_deleted(&uid).await;
     node.forget(&uid);
     tracing::info!(account = %account, input = %uid, "live input deleted");
     Ok(ok(Value::Null))
@@ -597,12 +632,12 @@ async fn rotate_keys(
     row.playback_key = secret::new_secret();
     row.srt_passphrase = secret::new_secret();
     row.srt_play_passphrase = secret::new_secret();
-    row.modified = now_micros().max(row.modified);
+    row.modified = now_micros().max(row.modified + 1);
     if !node.store.update_input(&row).await? {
         return Err(ApiError::not_found("live input"));
     }
     // Old keys stop working first, then their sessions are ended.
-    node.rebuild_keys().await?;
+    node.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input keys rotated");
     Ok(ok(input_json(&node, &row)))
 }
@@ -841,6 +876,19 @@ mod tests {
             let e = check_body(kind, body.as_bytes()).unwrap_err();
             assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{body}: {e:?}");
         }
+    }
+
+    #[test]
+    fn meta_is_limited_as_the_endpoint_does() {
+        let pad = |n: usize| format!(r#"{{"meta":{{"a":"{}"}}}}"#, "x".repeat(n));
+        // {"a":"xx..."} is 8 bytes plus the string.
+        let limit = crate::quota::DEFAULT_MAX_META_BYTES;
+        assert!(check_body(BodyKind::LiveInput, pad(limit - 8).as_bytes()).is_ok());
+        let e = check_body(BodyKind::LiveInput, pad(limit - 7).as_bytes()).unwrap_err();
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(e.message.contains("max_meta_bytes"), "{}", e.message);
+        let m: Map<String, Value> = serde_json::from_str(r#"{"a":[1,"\u00e9"]}"#).unwrap();
+        assert_eq!(meta_len(&m), Value::Object(m.clone()).to_string().len());
     }
 
     #[test]

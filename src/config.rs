@@ -100,6 +100,19 @@ pub struct ServeArgs {
     pub auth_fail_window: Option<u64>,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
+    /// Live inputs an account may have [default: 1000]
+    #[arg(long, env = "BANYAN_MAX_INPUTS_PER_ACCOUNT", value_name = "N")]
+    pub max_inputs_per_account: Option<usize>,
+    /// Largest `meta` of a live input, serialized [default: 16384]
+    #[arg(long, env = "BANYAN_MAX_META_BYTES", value_name = "BYTES")]
+    pub max_meta_bytes: Option<usize>,
+    /// API requests per second per token (REST and GraphQL); 0 turns the
+    /// limit off [default: 50]
+    #[arg(long, env = "BANYAN_API_RATE", value_name = "N")]
+    pub api_rate: Option<u32>,
+    /// API requests a token may make at once above --api-rate [default: 100]
+    #[arg(long, env = "BANYAN_API_BURST", value_name = "N")]
+    pub api_burst: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags, in snake case.
@@ -130,6 +143,10 @@ pub struct FileConfig {
     pub auth_fail_window: Option<u64>,
     /// The cluster section (see `cluster::FileCluster`).
     pub cluster: Option<toml::Table>,
+    pub max_inputs_per_account: Option<usize>,
+    pub max_meta_bytes: Option<usize>,
+    pub api_rate: Option<u32>,
+    pub api_burst: Option<u32>,
 }
 
 /// The resolved settings of a node.
@@ -159,6 +176,11 @@ pub struct Settings {
     /// The cluster settings (`[cluster]` and the `--cluster-*` flags), when
     /// this node is a cluster member.
     pub cluster_cfg: Option<crate::cluster::ClusterConfig>,
+    /// Quotas per account and per API token.
+    pub max_inputs_per_account: usize,
+    pub max_meta_bytes: usize,
+    pub api_rate: u32,
+    pub api_burst: u32,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -249,6 +271,24 @@ impl Settings {
                     .clamp(1, 86_400),
             ),
             cluster_cfg,
+            max_inputs_per_account: args
+                .max_inputs_per_account
+                .or(file.max_inputs_per_account)
+                .unwrap_or(crate::quota::DEFAULT_MAX_INPUTS),
+            max_meta_bytes: args
+                .max_meta_bytes
+                .or(file.max_meta_bytes)
+                .unwrap_or(crate::quota::DEFAULT_MAX_META_BYTES)
+                .min(crate::api::MAX_BODY),
+            api_rate: args
+                .api_rate
+                .or(file.api_rate)
+                .unwrap_or(crate::quota::DEFAULT_API_RATE),
+            api_burst: args
+                .api_burst
+                .or(file.api_burst)
+                .unwrap_or(crate::quota::DEFAULT_API_BURST)
+                .max(1),
         })
     }
 }
@@ -288,6 +328,9 @@ mod tests {
         assert_eq!(s.rtmp, Some(addr("127.0.0.1:1935")));
         assert_eq!(s.reconnect_window, Duration::from_secs(3));
         assert_eq!(s.max_ingest_domains, 5);
+        assert_eq!(s.max_inputs_per_account, 1000);
+        assert_eq!(s.max_meta_bytes, 16384);
+        assert_eq!((s.api_rate, s.api_burst), (50, 100));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod httpd;
 pub mod node;
+pub mod quota;
 pub mod secret;
 pub mod store;
 pub mod tls;

@@ -68,7 +68,13 @@ pub struct Store {
     pool: AnyPool,
     /// Since when the database has been unreachable (None: reachable).
     down_since: std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
+    /// A small pool of its own for analytics queries, so that they never
+    /// hold the connections the API, key refresh and heartbeats use.
+    analytics: AnyPool,
 }
+
+/// Connections of the analytics pool.
+pub const ANALYTICS_POOL: u32 = 2;
 
 /// How long a query waits for a PostgreSQL connection before it fails: a
 /// database that is down (restarting, unreachable) gives bounded errors
@@ -121,6 +127,13 @@ const SCHEMA: &[&str] = &[
         cert_pem TEXT NOT NULL,
         key_pem TEXT NOT NULL,
         created BIGINT NOT NULL)",
+    // The key refresh of a shared store reads inputs changed since it last
+    // looked, and deletions from the tombstones below.
+    "CREATE INDEX IF NOT EXISTS live_inputs_by_modified ON live_inputs (modified)",
+    "CREATE TABLE IF NOT EXISTS live_input_deletions (
+        uid TEXT PRIMARY KEY,
+        deleted BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS live_input_deletions_by_time ON live_input_deletions (deleted)",
 ];
 
 /// Columns added to tables of an older node's database, applied in order at
@@ -225,24 +238,15 @@ impl Store {
             Backend::Postgres
         };
         let opts: AnyConnectOptions = url.parse().context("database URL")?;
-        let pool = AnyPoolOptions::new()
+        let pool = pool_options(backend)
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .acquire_timeout(if backend == Backend::Sqlite {
-                Duration::from_secs(10)
-            } else {
-                PG_ACQUIRE_TIMEOUT
-            })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .context("connecting to the database")?;
+        let analytics = pool_options(backend)
+            .max_connections(ANALYTICS_POOL)
+            .min_connections(0)
+            .connect_lazy_with(opts);
         if backend == Backend::Sqlite {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
@@ -260,9 +264,74 @@ impl Store {
         Ok(Store {
             pool,
             down_since: Default::default(),
+            analytics,
         })
     }
 
+    /// The analytics pool (GraphQL queries only).
+    pub fn analytics_pool(&self) -> &AnyPool {
+        &self.analytics
+    }
+
+    /// Live inputs of an account.
+    pub async fn count_inputs(&self, account_id: &str) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM live_inputs WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Inputs whose `modified` is at or after `since` (microseconds).
+    pub async fn inputs_modified_since(&self, since: i64) -> sqlx::Result<Vec<LiveInputRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INPUT_COLUMNS} FROM live_inputs WHERE modified >= $1"
+        ))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(input_from_row).collect()
+    }
+
+    /// Inputs deleted at or after `since`: `(uid, deleted)`.
+    pub async fn deletions_since(&self, since: i64) -> sqlx::Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT uid, deleted FROM live_input_deletions WHERE deleted >= $1")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("uid")?, r.try_get("deleted")?)))
+            .collect()
+    }
+
+    /// Forget tombstones older than `before` (every node has long seen them;
+    /// one that was away reloads everything when it comes back).
+    pub async fn prune_deletions(&self, before: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query("DELETE FROM live_input_deletions WHERE deleted < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn pool_options(backend: Backend) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .acquire_timeout(if backend == Backend::Sqlite {
+            Duration::from_secs(10)
+        } else {
+            PG_ACQUIRE_TIMEOUT
+        })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                }
+                Ok(())
+            })
+        })
+}
+
+impl Store {
     /// Note a failed background use of the store (`what` failed): an outage
     /// is logged once when it starts (then at debug level) and once when
     /// it ends, however many tasks keep retrying through it. Other errors
@@ -300,6 +369,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.analytics.close().await;
         self.pool.close().await;
     }
 
@@ -454,13 +524,28 @@ impl Store {
         rows.iter().map(input_from_row).collect()
     }
 
+    /// Delete an input and leave a tombstone for the other nodes of a
+    /// shared store (one transaction).
     pub async fn delete_input(&self, account_id: &str, uid: &str) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM live_inputs WHERE uid = $1 AND account_id = $2")
             .bind(uid)
             .bind(account_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO live_input_deletions (uid, deleted) VALUES ($1, $2) \
+             ON CONFLICT (uid) DO UPDATE SET deleted = excluded.deleted",
+        )
+        .bind(uid)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     // ---- ingest domains
