@@ -73,8 +73,12 @@ pub struct Store {
     analytics: AnyPool,
 }
 
-/// Connections of the analytics pool.
+/// Connections of the analytics pool on PostgreSQL (the queries run on the
+/// database's machine).
 pub const ANALYTICS_POOL: u32 = 2;
+/// Connections of the analytics pool on SQLite: the queries run on the
+/// node's own cores, so analytics can take one of them at most.
+pub const ANALYTICS_POOL_SQLITE: u32 = 1;
 
 /// How long a query waits for a PostgreSQL connection before it fails: a
 /// database that is down (restarting, unreachable) gives bounded errors
@@ -244,7 +248,11 @@ impl Store {
             .await
             .context("connecting to the database")?;
         let analytics = pool_options(backend)
-            .max_connections(ANALYTICS_POOL)
+            .max_connections(if backend == Backend::Sqlite {
+                ANALYTICS_POOL_SQLITE
+            } else {
+                ANALYTICS_POOL
+            })
             .min_connections(0)
             .connect_lazy_with(opts);
         if backend == Backend::Sqlite {

@@ -4,8 +4,8 @@
 //!   each use of a fragment) counts: at most [`MAX_ANALYTICS_FIELDS`] per
 //!   request, and each weighs [`FIELD_COST`] in the schema's complexity
 //!   ([`MAX_COMPLEXITY`]), so aliases cannot multiply a query for free.
-//! * At most [`MAX_CONCURRENT`] requests per account run at once; more are
-//!   refused (429) at once rather than queued.
+//! * At most [`MAX_CONCURRENT`] requests per account run at once; another
+//!   waits up to [`MAX_WAIT`] for a place, then is refused (429).
 //! * A request runs for at most [`DEADLINE`].
 //! * The queries run on the store's own small analytics pool.
 //!
@@ -29,6 +29,10 @@ pub const FIELD_COST: usize = 100;
 pub const MAX_COMPLEXITY: usize = 1000;
 /// GraphQL requests running at once per account.
 pub const MAX_CONCURRENT: usize = 2;
+/// Longest query text.
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+/// How long a request waits for one of its account's places.
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
 /// How long one request may run.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 /// Selections [`count_fields`] visits at most (fragments expanded).
@@ -114,9 +118,27 @@ impl Walk<'_> {
     }
 }
 
-/// Refuse a query with more than [`MAX_ANALYTICS_FIELDS`] analytics fields.
+/// Refuse a query longer than [`MAX_QUERY_BYTES`], or with more than
+/// [`MAX_ANALYTICS_FIELDS`] analytics fields. The text is looked at before
+/// it is parsed: a query that names the field more often than the cap is
+/// refused without the cost of parsing it.
 pub fn check_fields(query: &str) -> Result<(), Refused> {
-    let n = count_fields(query)?;
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "graphql_query_bytes",
+            format!(
+                "limit graphql_query_bytes: the query is {} bytes, at most {MAX_QUERY_BYTES}",
+                query.len()
+            ),
+        ));
+    }
+    let named = query.matches(ANALYTICS_FIELD).count();
+    let n = if named > MAX_ANALYTICS_FIELDS {
+        named
+    } else {
+        count_fields(query)?
+    };
     if n > MAX_ANALYTICS_FIELDS {
         return Err(refused(
             StatusCode::BAD_REQUEST,
@@ -142,6 +164,8 @@ pub fn complexity_message() -> String {
 #[derive(Default)]
 pub struct Running {
     map: Mutex<HashMap<String, usize>>,
+    /// Woken whenever a place is given back.
+    freed: tokio::sync::Notify,
 }
 
 /// A running request; ends when dropped.
@@ -153,7 +177,7 @@ pub struct Slot<'a> {
 impl Running {
     /// Start a request of `account`, or refuse it (429) when it already has
     /// `max` running. The map holds only accounts with running requests.
-    pub fn start(&self, account: &str, max: usize) -> Result<Slot<'_>, Refused> {
+    pub fn try_start(&self, account: &str, max: usize) -> Result<Slot<'_>, Refused> {
         let mut map = self.map.lock();
         let n = map.entry(account.to_string()).or_insert(0);
         if *n >= max {
@@ -176,6 +200,28 @@ impl Running {
         })
     }
 
+    /// Start a request of `account`, waiting up to `wait` for a place.
+    pub async fn start(
+        &self,
+        account: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Slot<'_>, Refused> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.try_start(account, max) {
+                Ok(slot) => return Ok(slot),
+                Err(e) if tokio::time::Instant::now() >= until => return Err(e),
+                Err(_) => {
+                    let _ = tokio::time::timeout_at(until, freed).await;
+                }
+            }
+        }
+    }
+
     /// Accounts with requests running.
     pub fn accounts(&self) -> usize {
         self.map.lock().len()
@@ -191,6 +237,8 @@ impl Drop for Slot<'_> {
                 map.remove(&self.account);
             }
         }
+        drop(map);
+        self.running.freed.notify_waiters();
     }
 }
 
@@ -231,6 +279,12 @@ mod tests {
         );
         assert_eq!(count_fields(&q).unwrap(), 3);
         assert_eq!(count_fields("{ not graphql").unwrap(), 0);
+        let long = format!(
+            "{{ viewer {{ __typename }} }} #{}",
+            "x".repeat(MAX_QUERY_BYTES)
+        );
+        let e = check_fields(&long).unwrap_err();
+        assert!(e.message.contains("graphql_query_bytes"), "{}", e.message);
     }
 
     #[test]
@@ -255,17 +309,40 @@ mod tests {
     #[test]
     fn concurrency_per_account() {
         let r = Running::default();
-        let a1 = r.start("a", 2).unwrap();
-        let _a2 = r.start("a", 2).unwrap();
-        let e = r.start("a", 2).err().unwrap();
+        let a1 = r.try_start("a", 2).unwrap();
+        let _a2 = r.try_start("a", 2).unwrap();
+        let e = r.try_start("a", 2).err().unwrap();
         assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(e.message.contains("graphql_concurrent_queries"));
-        let _b = r.start("b", 2).expect("another account is not affected");
+        let _b = r
+            .try_start("b", 2)
+            .expect("another account is not affected");
         drop(a1);
-        let _a3 = r.start("a", 2).unwrap();
+        let _a3 = r.try_start("a", 2).unwrap();
         drop((_a2, _a3, _b));
         assert_eq!(r.accounts(), 0, "no state left behind");
-        assert!(r.start("z", 0).is_err());
+        assert!(r.try_start("z", 0).is_err());
+        assert_eq!(r.accounts(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_briefly_for_a_place() {
+        let r = std::sync::Arc::new(Running::default());
+        let held = r.try_start("a", 1).unwrap();
+        let t0 = tokio::time::Instant::now();
+        let e = r
+            .start("a", 1, Duration::from_millis(50))
+            .await
+            .err()
+            .unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        let r2 = r.clone();
+        let waiter =
+            tokio::spawn(async move { r2.start("a", 1, Duration::from_secs(5)).await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        assert!(waiter.await.unwrap(), "the freed place went to the waiter");
         assert_eq!(r.accounts(), 0);
     }
 }

@@ -430,7 +430,8 @@ pub async fn handler(State(node): State<Arc<Node>>, headers: HeaderMap, body: By
         return error(r.status, &r.message);
     }
     metrics::counter!("banyan_graphql_requests_total").increment(1);
-    let _slot = match running().start(&info.account_id, cost::MAX_CONCURRENT) {
+    let slot = running().start(&info.account_id, cost::MAX_CONCURRENT, cost::MAX_WAIT);
+    let _slot = match slot.await {
         Ok(slot) => slot,
         Err(r) => return error(r.status, &r.message),
     };
