@@ -3,8 +3,11 @@
 //! inputs per account and `meta` size, the per-token API rate, the GraphQL
 //! alias flood and concurrent heavy queries of one tenant while another
 //! tenant's API latency is measured, and the key table changing by one
-//! input at a time.
+//! input at a time (on one node, and across two nodes on one PostgreSQL,
+//! where the other node learns of changes from the rows changed since it
+//! last looked and from the deletions' tombstones).
 
+mod pg;
 mod reliab;
 
 use std::time::{Duration, Instant};
@@ -510,5 +513,109 @@ async fn creating_rotating_disabling_and_deleting_one_input_change_only_it() {
         .await;
     q.stop().await;
     // None of it touched the witness.
+    witness.check().await;
+}
+
+/// Wait (bounded) until `GET url` answers `want`.
+async fn wait_code(url: &str, want: StatusCode, secs: u64, what: &str) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = http().get(url).send().await.map(|r| r.status()).ok();
+        if s == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < until, "{what}: {url} answered {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_on_the_shared_store_follows_each_change() {
+    let _one = SERIAL.lock().await;
+    let pg = pg::Postgres::start();
+    let url = pg.url();
+    let (da, db) = (tempdir(), tempdir());
+    let a = start(da.path(), &["--database-url", &url]);
+    let b = start(db.path(), &["--database-url", &url]);
+    let witness = Witness::start(&b, db.path(), 12).await;
+
+    // Created on a: b learns the input and takes its key.
+    let x = a.create_input("x").await;
+    let uid = x["uid"].as_str().expect("uid").to_string();
+    let life = format!("{}/{uid}/lifecycle", b.api());
+    wait_code(&life, StatusCode::OK, 10, "b learns the new input").await;
+    let on_b = |input: &Value| {
+        format!(
+            "rtmp://{}/live/{}",
+            b.addr("rtmp"),
+            input["rtmp"]["streamKey"].as_str().expect("streamKey")
+        )
+    };
+    let mut p = publish(&clip("testsrc2"), &on_b(&x));
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: Value = http()
+            .get(&life)
+            .send()
+            .await
+            .expect("lifecycle")
+            .json()
+            .await
+            .expect("JSON");
+        if v["live"] == json!(true) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "never live on b: {v}; log:\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Rotated on a: b cuts the publisher and refuses the old key.
+    let (s, rotated) = send(
+        http()
+            .post(a.stream_api(&format!("live_inputs/{uid}/rotate_keys")))
+            .bearer_auth(a.token()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    assert!(
+        p.wait(10.0).await.is_some(),
+        "b did not cut the publisher of the rotated key"
+    );
+    let mut old = publish(&clip("testsrc2"), &on_b(&x));
+    assert!(
+        old.wait(10.0).await.is_some_and(|s| !s.success()),
+        "b still takes the old key"
+    );
+
+    // Deleted on a: b forgets it.
+    let (s, v) = send(
+        http()
+            .delete(a.stream_api(&format!("live_inputs/{uid}")))
+            .bearer_auth(a.token()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_code(
+        &life,
+        StatusCode::NOT_FOUND,
+        10,
+        "b forgets the deleted input",
+    )
+    .await;
+    let mut gone = publish(&clip("testsrc2"), &on_b(&rotated["result"]));
+    assert!(
+        gone.wait(10.0).await.is_some_and(|s| !s.success()),
+        "b still takes the deleted input's key"
+    );
+    // No refresh of b failed on the way.
+    assert!(
+        !b.log_text().contains("refreshing keys"),
+        "refresh errors on b:\n{}",
+        b.log_text()
+    );
     witness.check().await;
 }
