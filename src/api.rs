@@ -5,8 +5,10 @@
 //! `{"result", "success", "errors": [{"code", "message"}], "messages"}`.
 //! Error codes: 10000 missing or bad token (401), 10001 operator token
 //! required (403), 10003 not found (404), 10005 bad request (400), 10009
-//! conflict (409), 10013 body too large (413), 10429 too many failed
-//! token attempts from this address (429), 10100 internal (500), 10503 the
+//! conflict (409), 10013 body or `meta` too large (413), 10040 quota
+//! `max_inputs_per_account` reached (403), 10429 too many failed token
+//! attempts from this address (429), 10430 over the token's request rate
+//! `api_rate` (429), 10100 internal (500), 10503 the
 //! database is unreachable for now, retry later (503, within the store's
 //! connection timeout; live streams are not affected).
 //!

@@ -12,6 +12,8 @@ use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+mod changes;
+
 /// An account.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -279,46 +281,6 @@ impl Store {
     /// The analytics pool (GraphQL queries only).
     pub fn analytics_pool(&self) -> &AnyPool {
         &self.analytics
-    }
-
-    /// Live inputs of an account.
-    pub async fn count_inputs(&self, account_id: &str) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM live_inputs WHERE account_id = $1")
-            .bind(account_id)
-            .fetch_one(&self.pool)
-            .await
-    }
-
-    /// Inputs whose `modified` is at or after `since` (microseconds).
-    pub async fn inputs_modified_since(&self, since: i64) -> sqlx::Result<Vec<LiveInputRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {INPUT_COLUMNS} FROM live_inputs WHERE modified >= $1"
-        ))
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(input_from_row).collect()
-    }
-
-    /// Inputs deleted at or after `since`: `(uid, deleted)`.
-    pub async fn deletions_since(&self, since: i64) -> sqlx::Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT uid, deleted FROM live_input_deletions WHERE deleted >= $1")
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("uid")?, r.try_get("deleted")?)))
-            .collect()
-    }
-
-    /// Forget tombstones older than `before` (every node has long seen them;
-    /// one that was away reloads everything when it comes back).
-    pub async fn prune_deletions(&self, before: i64) -> sqlx::Result<u64> {
-        let done = sqlx::query("DELETE FROM live_input_deletions WHERE deleted < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
     }
 }
 
