@@ -325,6 +325,51 @@ mod tests {
         assert_eq!(r.accounts(), 0);
     }
 
+    /// The committed seeds of the fuzz targets that reach these limits keep
+    /// the targets' invariants (`scripts/fuzz.sh` runs them under the
+    /// fuzzer too).
+    #[tokio::test]
+    async fn fuzz_seeds_keep_their_invariants() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        let files = |t: &str| {
+            let mut v: Vec<_> = std::fs::read_dir(root.join(t))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            v.sort();
+            v
+        };
+        let mut refused = 0;
+        for f in files("graphql_request") {
+            let body = std::fs::read(&f).unwrap();
+            let s = super::super::graphql::check_request("acc", &body).await;
+            assert!(
+                s == StatusCode::OK || s == StatusCode::BAD_REQUEST,
+                "{f:?}: {s}"
+            );
+            refused += usize::from(s == StatusCode::BAD_REQUEST);
+        }
+        assert!(refused >= 3, "the alias and fragment seeds are refused");
+        for f in files("api_bodies") {
+            let data = std::fs::read(&f).unwrap();
+            let Some((&pick, body)) = data.split_first() else {
+                continue;
+            };
+            let kind = match pick % 3 {
+                0 => crate::api::BodyKind::LiveInput,
+                1 => crate::api::BodyKind::Account,
+                _ => crate::api::BodyKind::Domain,
+            };
+            if let Err(e) = crate::api::check_body(kind, body) {
+                let s = e.status().as_u16();
+                assert!(
+                    s == 400 || (s == 413 && kind == crate::api::BodyKind::LiveInput),
+                    "{f:?}"
+                );
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_request_waits_briefly_for_a_place() {
         let r = std::sync::Arc::new(Running::default());
