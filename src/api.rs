@@ -5,8 +5,10 @@
 //! `{"result", "success", "errors": [{"code", "message"}], "messages"}`.
 //! Error codes: 10000 missing or bad token (401), 10001 operator token
 //! required (403), 10003 not found (404), 10005 bad request (400), 10009
-//! conflict (409), 10013 body too large (413), 10429 too many failed
-//! token attempts from this address (429), 10100 internal (500), 10503 the
+//! conflict (409), 10013 body or `meta` too large (413), 10040 quota
+//! `max_inputs_per_account` reached (403), 10429 too many failed token
+//! attempts from this address (429), 10430 over the token's request rate
+//! `api_rate` (429), 10100 internal (500), 10503 the
 //! database is unreachable for now, retry later (503, within the store's
 //! connection timeout; live streams are not affected).
 //!
@@ -121,6 +123,12 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+impl From<crate::quota::Refusal> for ApiError {
+    fn from(r: crate::quota::Refusal) -> Self {
+        ApiError::new(r.status, r.code, r.message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({
@@ -209,7 +217,10 @@ impl FromRequestParts<St> for Auth {
         }
         // Looked up by hash: timing reveals nothing about stored tokens.
         match node.store.token(&secret::token_hash(token)).await? {
-            Some(info) => Ok(Auth(info)),
+            Some(info) => {
+                node.api_rate.check(token)?;
+                Ok(Auth(info))
+            }
             None => {
                 metrics::counter!("banyan_api_auth_failures_total").increment(1);
                 if let Some(ip) = ip {
@@ -295,7 +306,7 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
     match kind {
         BodyKind::LiveInput => {
             let body: InputBody = decode_json(bytes)?;
-            body.check()?;
+            body.check(crate::quota::DEFAULT_MAX_META_BYTES)?;
             let mut row = LiveInputRow {
                 uid: String::new(),
                 account_id: String::new(),
@@ -408,7 +419,11 @@ fn valid_instream_id(id: &str) -> bool {
 }
 
 impl InputBody {
-    fn check(&self) -> Result<(), ApiError> {
+    /// Check the fields; `meta` may be at most `max_meta` bytes serialized.
+    fn check(&self, max_meta: usize) -> Result<(), ApiError> {
+        if let Some(m) = &self.meta {
+            crate::quota::check_meta(meta_len(m), max_meta)?;
+        }
         if let Some(c) = &self.default_creator {
             if c.len() > 256 {
                 return Err(ApiError::bad_request("defaultCreator over 256 bytes"));
@@ -478,6 +493,24 @@ impl InputBody {
     }
 }
 
+/// The serialized size of a `meta` object, as it is stored.
+fn meta_len(m: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, m);
+    c.0
+}
+
 pub(crate) fn rfc3339(micros: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
         .ok()
@@ -542,7 +575,11 @@ async fn create_input(
     JsonBody(body): JsonBody<InputBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    body.check()?;
+    body.check(node.settings.max_meta_bytes)?;
+    let max = node.settings.max_inputs_per_account;
+    if node.store.count_inputs(&account).await? >= max as i64 {
+        return Err(crate::quota::inputs_refusal(max).into());
+    }
     let now = now_micros();
     let mut row = LiveInputRow {
         uid: secret::new_id(),
@@ -561,7 +598,7 @@ async fn create_input(
     };
     body.apply(&mut row);
     node.store.insert_input(&row).await?;
-    node.rebuild_keys().await?;
+    node.input_changed(&row).await;
     metrics::counter!("banyan_live_inputs_created_total").increment(1);
     tracing::info!(account = %row.account_id, input = %row.uid, "live input created");
     Ok(ok(input_json(&node, &row)))
@@ -593,14 +630,14 @@ async fn update_input(
 ) -> ApiResult {
     auth.scope(&account)?;
     let mut row = load_input(&node, &account, &uid).await?;
-    body.check()?;
+    body.check(node.settings.max_meta_bytes)?;
     body.apply(&mut row);
-    row.modified = now_micros().max(row.modified);
+    row.modified = now_micros().max(row.modified + 1);
     if !node.store.update_input(&row).await? {
         return Err(ApiError::not_found("live input"));
     }
-    // Disabling ends the current session (the rebuild does it).
-    node.rebuild_keys().await?;
+    // Disabling ends the current session.
+    node.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input updated");
     Ok(ok(input_json(&node, &row)))
 }
@@ -615,7 +652,7 @@ async fn delete_input(
         return Err(ApiError::not_found("live input"));
     }
     // Ends the input's sessions.
-    node.rebuild_keys().await?;
+    node.input_deleted(&uid).await;
     node.forget(&uid);
     tracing::info!(account = %account, input = %uid, "live input deleted");
     Ok(ok(Value::Null))
@@ -632,12 +669,12 @@ async fn rotate_keys(
     row.playback_key = secret::new_secret();
     row.srt_passphrase = secret::new_secret();
     row.srt_play_passphrase = secret::new_secret();
-    row.modified = now_micros().max(row.modified);
+    row.modified = now_micros().max(row.modified + 1);
     if !node.store.update_input(&row).await? {
         return Err(ApiError::not_found("live input"));
     }
     // Old keys stop working first, then their sessions are ended.
-    node.rebuild_keys().await?;
+    node.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input keys rotated");
     Ok(ok(input_json(&node, &row)))
 }
@@ -878,6 +915,19 @@ mod tests {
             let e = check_body(kind, body.as_bytes()).unwrap_err();
             assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{body}: {e:?}");
         }
+    }
+
+    #[test]
+    fn meta_is_limited_as_the_endpoint_does() {
+        let pad = |n: usize| format!(r#"{{"meta":{{"a":"{}"}}}}"#, "x".repeat(n));
+        // {"a":"xx..."} is 8 bytes plus the string.
+        let limit = crate::quota::DEFAULT_MAX_META_BYTES;
+        assert!(check_body(BodyKind::LiveInput, pad(limit - 8).as_bytes()).is_ok());
+        let e = check_body(BodyKind::LiveInput, pad(limit - 7).as_bytes()).unwrap_err();
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(e.message.contains("max_meta_bytes"), "{}", e.message);
+        let m: Map<String, Value> = serde_json::from_str(r#"{"a":[1,"\u00e9"]}"#).unwrap();
+        assert_eq!(meta_len(&m), Value::Object(m.clone()).to_string().len());
     }
 
     #[test]

@@ -113,6 +113,19 @@ pub struct ServeArgs {
     /// [default: off]
     #[arg(long, env = "BANYAN_METRICS_PER_STREAM", value_name = "MODE")]
     pub metrics_per_stream: Option<PerStream>,
+    /// Live inputs an account may have [default: 1000]
+    #[arg(long, env = "BANYAN_MAX_INPUTS_PER_ACCOUNT", value_name = "N")]
+    pub max_inputs_per_account: Option<usize>,
+    /// Largest `meta` of a live input, serialized [default: 16384]
+    #[arg(long, env = "BANYAN_MAX_META_BYTES", value_name = "BYTES")]
+    pub max_meta_bytes: Option<usize>,
+    /// API requests per second per token (REST and GraphQL); 0 turns the
+    /// limit off [default: 50]
+    #[arg(long, env = "BANYAN_API_RATE", value_name = "N")]
+    pub api_rate: Option<u32>,
+    /// API requests a token may make at once above --api-rate [default: 100]
+    #[arg(long, env = "BANYAN_API_BURST", value_name = "N")]
+    pub api_burst: Option<u32>,
 }
 
 /// Which per-stream metric series a node exports.
@@ -159,6 +172,10 @@ pub struct FileConfig {
     pub cluster: Option<toml::Table>,
     pub metrics: Option<SocketAddr>,
     pub metrics_per_stream: Option<PerStream>,
+    pub max_inputs_per_account: Option<usize>,
+    pub max_meta_bytes: Option<usize>,
+    pub api_rate: Option<u32>,
+    pub api_burst: Option<u32>,
 }
 
 /// The resolved settings of a node.
@@ -194,6 +211,11 @@ pub struct Settings {
     pub metrics: SocketAddr,
     /// Per-stream metric series.
     pub metrics_per_stream: PerStream,
+    /// Quotas per account and per API token.
+    pub max_inputs_per_account: usize,
+    pub max_meta_bytes: usize,
+    pub api_rate: u32,
+    pub api_burst: u32,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -297,6 +319,24 @@ impl Settings {
                 .metrics_per_stream
                 .or(file.metrics_per_stream)
                 .unwrap_or_default(),
+            max_inputs_per_account: args
+                .max_inputs_per_account
+                .or(file.max_inputs_per_account)
+                .unwrap_or(crate::quota::DEFAULT_MAX_INPUTS),
+            max_meta_bytes: args
+                .max_meta_bytes
+                .or(file.max_meta_bytes)
+                .unwrap_or(crate::quota::DEFAULT_MAX_META_BYTES)
+                .min(crate::api::MAX_BODY),
+            api_rate: args
+                .api_rate
+                .or(file.api_rate)
+                .unwrap_or(crate::quota::DEFAULT_API_RATE),
+            api_burst: args
+                .api_burst
+                .or(file.api_burst)
+                .unwrap_or(crate::quota::DEFAULT_API_BURST)
+                .max(1),
         })
     }
 }
@@ -338,6 +378,9 @@ mod tests {
         assert_eq!(s.max_ingest_domains, 5);
         assert_eq!(s.metrics, addr("127.0.0.1:9090"));
         assert_eq!(s.metrics_per_stream, PerStream::Off);
+        assert_eq!(s.max_inputs_per_account, 1000);
+        assert_eq!(s.max_meta_bytes, 16384);
+        assert_eq!((s.api_rate, s.api_burst), (50, 100));
     }
 
     #[test]

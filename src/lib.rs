@@ -22,6 +22,7 @@ pub mod exposition;
 pub mod httpd;
 pub mod node;
 pub mod playback;
+pub mod quota;
 pub mod secret;
 pub mod store;
 pub mod tls;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use banyan_relay::access::{Direction, Grant, KeyEntry, KeyTable};
+use banyan_relay::access::KeyTable;
 use banyan_relay::views::Views;
 use banyan_relay::{Hub, HubConfig, StreamState};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -25,6 +25,8 @@ use crate::config::Settings;
 use crate::secret;
 use crate::store::Store;
 use crate::tls::{self, SniResolver};
+
+mod keysync;
 
 /// The addresses the node actually listens on (real ports, even when the
 /// settings said port 0).
@@ -63,18 +65,21 @@ pub struct Node {
     pub metrics: PrometheusHandle,
     pub shutdown: CancellationToken,
     pub auth_limiter: crate::api::AuthLimiter,
-    /// Every live input (from the last rebuild): a hash of its secrets and
-    /// its enabled flag.
-    access: Mutex<HashMap<String, (String, bool)>>,
+    /// Every live input as the key table has it (see `keysync`).
+    access: Mutex<HashMap<String, keysync::Known>>,
     /// The domain list last loaded into the resolver.
     domains_stamp: Mutex<Option<Vec<(String, i64)>>>,
     /// Inputs seen connected since this node started (for `status`).
     seen_live: Mutex<HashSet<String>>,
-    rebuild: tokio::sync::Mutex<()>,
     /// Per-stream series and how they are labelled (see `exposition`).
     pub exposition: crate::exposition::Exposition,
     /// The playback gate: inputs' signing requirements, public signing keys.
     pub playback: Arc<crate::playback::Gate>,
+    /// Held while the key table changes; the marks of the shared-store
+    /// refresh.
+    rebuild: tokio::sync::Mutex<keysync::Marks>,
+    /// Requests per second per API token.
+    pub api_rate: crate::quota::RateLimiter,
 }
 
 impl Node {
@@ -102,59 +107,6 @@ impl Node {
     /// The base URL of the HTTP API.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.authority(self.addrs.http))
-    }
-
-    /// Rebuild the key table (and the set of known inputs) from the store,
-    /// then disconnect the sessions of every input whose secrets changed,
-    /// that was disabled, or that is gone: the old keys stop working first,
-    /// then their sessions end. Called after every change to live inputs,
-    /// and periodically on a shared store (changes made by other nodes).
-    pub async fn rebuild_keys(&self) -> anyhow::Result<()> {
-        let _one_at_a_time = self.rebuild.lock().await;
-        let rows = self
-            .store
-            .all_inputs()
-            .await
-            .context("loading live inputs")?;
-        crate::captions::load_declared(&self.captions, &rows);
-        self.playback.set_inputs(&rows);
-        let mut entries = Vec::with_capacity(rows.len() * 2);
-        let mut access = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let grant = |direction| Grant {
-                uid: r.uid.clone(),
-                account: r.account_id.clone(),
-                direction,
-                enabled: r.enabled,
-            };
-            entries.push(KeyEntry {
-                rtmp_key: r.stream_key.clone(),
-                srt_passphrase: r.srt_passphrase.clone(),
-                grant: grant(Direction::Publish),
-            });
-            entries.push(KeyEntry {
-                rtmp_key: r.playback_key.clone(),
-                srt_passphrase: r.srt_play_passphrase.clone(),
-                grant: grant(Direction::Play),
-            });
-            let secrets = secret::token_hash(&format!(
-                "{}\n{}\n{}\n{}",
-                r.stream_key, r.playback_key, r.srt_passphrase, r.srt_play_passphrase
-            ));
-            access.insert(r.uid, (secrets, r.enabled));
-        }
-        self.keys.replace(entries);
-        let old = std::mem::replace(&mut *self.access.lock(), access.clone());
-        for (uid, (secrets, enabled)) in &old {
-            let revoked = match access.get(uid) {
-                None => true,
-                Some((s, e)) => s != secrets || (*enabled && !*e),
-            };
-            if revoked {
-                self.hub.kick(uid);
-            }
-        }
-        Ok(())
     }
 
     /// Reload the public playback signing keys into the gate.
@@ -205,7 +157,7 @@ impl Node {
                 _ = tick.tick() => {}
             }
             // In an outage the keys and domains last loaded stay in force.
-            let r = match self.rebuild_keys().await {
+            let r = match self.refresh_keys().await {
                 Ok(()) => self.reload_domains().await,
                 Err(e) => Err(e),
             };
@@ -450,6 +402,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         srt,
         metrics: metrics_listener.local_addr()?,
     };
+    let settings_rate = (settings.api_rate, settings.api_burst);
     let node = Arc::new(Node {
         settings,
         store,
@@ -466,9 +419,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         access: Mutex::new(HashMap::new()),
         domains_stamp: Mutex::new(None),
         seen_live: Mutex::new(HashSet::new()),
-        rebuild: tokio::sync::Mutex::new(()),
         exposition,
         playback: Arc::new(crate::playback::Gate::default()),
+        rebuild: tokio::sync::Mutex::new(keysync::Marks::default()),
+        api_rate: crate::quota::RateLimiter::new(settings_rate.0, settings_rate.1),
     });
     node.rebuild_keys().await?;
     node.reload_domains().await?;

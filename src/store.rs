@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+mod changes;
 mod tokens;
 pub use tokens::TokenRow;
 
@@ -73,7 +74,17 @@ pub struct Store {
     pool: AnyPool,
     /// Since when the database has been unreachable (None: reachable).
     down_since: std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
+    /// A small pool of its own for analytics queries, so that they never
+    /// hold the connections the API, key refresh and heartbeats use.
+    analytics: AnyPool,
 }
+
+/// Connections of the analytics pool on PostgreSQL (the queries run on the
+/// database's machine).
+pub const ANALYTICS_POOL: u32 = 2;
+/// Connections of the analytics pool on SQLite: the queries run on the
+/// node's own cores, so analytics can take one of them at most.
+pub const ANALYTICS_POOL_SQLITE: u32 = 1;
 
 /// How long a query waits for a PostgreSQL connection before it fails: a
 /// database that is down (restarting, unreachable) gives bounded errors
@@ -147,6 +158,13 @@ const SCHEMA: &[&str] = &[
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL,
         created BIGINT NOT NULL)",
+    // The key refresh of a shared store reads inputs changed since it last
+    // looked, and deletions from the tombstones below.
+    "CREATE INDEX IF NOT EXISTS live_inputs_by_modified ON live_inputs (modified)",
+    "CREATE TABLE IF NOT EXISTS live_input_deletions (
+        uid TEXT PRIMARY KEY,
+        deleted BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS live_input_deletions_by_time ON live_input_deletions (deleted)",
 ];
 
 /// Columns added to tables of an older node's database, applied in order at
@@ -261,24 +279,19 @@ impl Store {
             Backend::Postgres
         };
         let opts: AnyConnectOptions = url.parse().context("database URL")?;
-        let pool = AnyPoolOptions::new()
+        let pool = pool_options(backend)
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .acquire_timeout(if backend == Backend::Sqlite {
-                Duration::from_secs(10)
-            } else {
-                PG_ACQUIRE_TIMEOUT
-            })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .context("connecting to the database")?;
+        let analytics = pool_options(backend)
+            .max_connections(if backend == Backend::Sqlite {
+                ANALYTICS_POOL_SQLITE
+            } else {
+                ANALYTICS_POOL
+            })
+            .min_connections(0)
+            .connect_lazy_with(opts);
         if backend == Backend::Sqlite {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
@@ -301,9 +314,34 @@ impl Store {
         Ok(Store {
             pool,
             down_since: Default::default(),
+            analytics,
         })
     }
 
+    /// The analytics pool (GraphQL queries only).
+    pub fn analytics_pool(&self) -> &AnyPool {
+        &self.analytics
+    }
+}
+
+fn pool_options(backend: Backend) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .acquire_timeout(if backend == Backend::Sqlite {
+            Duration::from_secs(10)
+        } else {
+            PG_ACQUIRE_TIMEOUT
+        })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                }
+                Ok(())
+            })
+        })
+}
+
+impl Store {
     /// Note a failed background use of the store (`what` failed): an outage
     /// is logged once when it starts (then at debug level) and once when
     /// it ends, however many tasks keep retrying through it. Other errors
@@ -341,6 +379,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.analytics.close().await;
         self.pool.close().await;
     }
 
@@ -491,13 +530,28 @@ impl Store {
         rows.iter().map(input_from_row).collect()
     }
 
+    /// Delete an input and leave a tombstone for the other nodes of a
+    /// shared store (one transaction).
     pub async fn delete_input(&self, account_id: &str, uid: &str) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM live_inputs WHERE uid = $1 AND account_id = $2")
             .bind(uid)
             .bind(account_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO live_input_deletions (uid, deleted) VALUES ($1, $2) \
+             ON CONFLICT (uid) DO UPDATE SET deleted = excluded.deleted",
+        )
+        .bind(uid)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     // ---- ingest domains

@@ -68,6 +68,18 @@ impl Registry {
         *self.declared.lock() = map;
     }
 
+    /// Sets one input's declarations (none removes them), leaving every
+    /// other input's as they are.
+    pub fn set_declared(&self, uid: &str, mut declared: Vec<CaptionTrackInfo>) {
+        let mut map = self.declared.lock();
+        if declared.is_empty() {
+            map.remove(uid);
+        } else {
+            declared.truncate(MAX_DECLARED);
+            map.insert(uid.to_string(), declared);
+        }
+    }
+
     /// The live input's `captions` list: the declarations, then the present
     /// channels without one (as `und`). Pass the stored declarations when
     /// the caller has fresher ones than the registry.

@@ -1,7 +1,7 @@
 //! The body of `POST /client/v4/graphql`: JSON, GraphQL syntax, validation,
-//! the depth and complexity limits and the analytics arguments, run as the
-//! endpoint runs them (with no store behind): no panic, and the answer is
-//! 200 or 400, never a server error.
+//! the depth, complexity, size and analytics-field limits and the analytics
+//! arguments, run as the endpoint runs them (with no store behind): no
+//! panic, and the answer is 200 or 400, never a server error.
 #![no_main]
 
 use std::sync::OnceLock;

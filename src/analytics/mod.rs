@@ -18,6 +18,7 @@
 
 #[cfg(test)]
 mod bench;
+pub mod cost;
 pub mod db;
 pub mod flush;
 pub mod graphql;

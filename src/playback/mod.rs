@@ -75,24 +75,36 @@ fn refused(reason: &'static str) -> StatusCode {
     StatusCode::UNAUTHORIZED
 }
 
+/// What the gate needs of an input.
+fn input_access(r: &LiveInputRow) -> InputAccess {
+    let rec = recording::load(&r.recording);
+    InputAccess {
+        account: r.account_id.clone(),
+        signed: rec.require_signed_urls,
+        origins: rec.allowed_origins.unwrap_or_default(),
+    }
+}
+
 impl Gate {
     /// Replace the inputs snapshot.
     pub fn set_inputs(&self, rows: &[LiveInputRow]) {
         let map = rows
             .iter()
-            .map(|r| {
-                let rec = recording::load(&r.recording);
-                (
-                    r.uid.clone(),
-                    InputAccess {
-                        account: r.account_id.clone(),
-                        signed: rec.require_signed_urls,
-                        origins: rec.allowed_origins.unwrap_or_default(),
-                    },
-                )
-            })
+            .map(|r| (r.uid.clone(), input_access(r)))
             .collect();
         *self.inputs.write() = map;
+    }
+
+    /// Change one input of the snapshot (created or changed).
+    pub fn set_input(&self, row: &LiveInputRow) {
+        self.inputs
+            .write()
+            .insert(row.uid.clone(), input_access(row));
+    }
+
+    /// Take one input out of the snapshot (deleted).
+    pub fn remove_input(&self, uid: &str) {
+        self.inputs.write().remove(uid);
     }
 
     /// Replace the public keys snapshot.
