@@ -100,6 +100,31 @@ pub struct ServeArgs {
     pub auth_fail_window: Option<u64>,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
+    /// Proxies (CIDR blocks, comma-separated) whose word on the client's
+    /// address is taken: `Forwarded`/`X-Forwarded-For` on HTTP, the PROXY
+    /// protocol on RTMP(S) [default: none]
+    #[arg(long, env = "BANYAN_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    pub trusted_proxies: Option<String>,
+    /// Expect a PROXY protocol header (v1 or v2) on the RTMP and RTMPS
+    /// listeners; only trusted proxies may connect there.
+    #[arg(long, env = "BANYAN_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+    /// Seconds an HTTP client has to send a whole request body [default: 30]
+    #[arg(long, env = "BANYAN_HTTP_BODY_TIMEOUT", value_name = "SECONDS")]
+    pub http_body_timeout: Option<u64>,
+    /// Seconds an HTTP response may make no write progress (a client that
+    /// does not read) before the connection is closed [default: 30]
+    #[arg(long, env = "BANYAN_HTTP_WRITE_TIMEOUT", value_name = "SECONDS")]
+    pub http_write_timeout: Option<u64>,
+    /// Connections at once per client address on each TCP listener (HTTP,
+    /// HTTPS, RTMP, RTMPS), and SRT handshakes in progress per address
+    /// [default: 64]
+    #[arg(long, env = "BANYAN_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+    /// HTTPS listener: the same API, HLS and watch page over TLS, with the
+    /// RTMPS certificates [default: off]
+    #[arg(long, env = "BANYAN_HTTPS", value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
 }
 
 /// The TOML file: the same keys as the flags, in snake case.
@@ -130,6 +155,13 @@ pub struct FileConfig {
     pub auth_fail_window: Option<u64>,
     /// The cluster section (see `cluster::FileCluster`).
     pub cluster: Option<toml::Table>,
+    pub trusted_proxies: Option<String>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    pub http_body_timeout: Option<u64>,
+    pub http_write_timeout: Option<u64>,
+    pub max_connections_per_address: Option<usize>,
+    pub https: Option<SocketAddr>,
 }
 
 /// The resolved settings of a node.
@@ -159,6 +191,18 @@ pub struct Settings {
     /// The cluster settings (`[cluster]` and the `--cluster-*` flags), when
     /// this node is a cluster member.
     pub cluster_cfg: Option<crate::cluster::ClusterConfig>,
+    /// Proxies whose forwarding headers / PROXY headers are believed.
+    pub trusted_proxies: std::sync::Arc<banyan_ingest::net::TrustedProxies>,
+    /// PROXY protocol on RTMP and RTMPS.
+    pub proxy_protocol: bool,
+    /// Deadline for a whole HTTP request body.
+    pub http_body_timeout: Duration,
+    /// Longest an HTTP connection's writes may make no progress.
+    pub http_write_timeout: Duration,
+    /// Connections per client address on each listener.
+    pub max_connections_per_address: usize,
+    /// The HTTPS listener, when on.
+    pub https: Option<SocketAddr>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -197,6 +241,17 @@ impl Settings {
             _ => bail!("tls_cert and tls_key must be given together"),
         };
         let database_url = args.database_url.or(file.database_url);
+        let trusted_proxies = banyan_ingest::net::TrustedProxies::parse_list(
+            args.trusted_proxies
+                .as_deref()
+                .or(file.trusted_proxies.as_deref())
+                .unwrap_or(""),
+        )
+        .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+        let proxy_protocol = args.proxy_protocol || file.proxy_protocol;
+        if proxy_protocol && trusted_proxies.is_empty() {
+            bail!("proxy_protocol needs trusted_proxies: only they may send PROXY headers");
+        }
         let cluster_cfg = crate::cluster::ClusterConfig::resolve(
             file.cluster.as_ref(),
             &args.cluster,
@@ -249,6 +304,16 @@ impl Settings {
                     .clamp(1, 86_400),
             ),
             cluster_cfg,
+            trusted_proxies: std::sync::Arc::new(trusted_proxies),
+            proxy_protocol,
+            http_body_timeout: secs(args.http_body_timeout.or(file.http_body_timeout), 30),
+            http_write_timeout: secs(args.http_write_timeout.or(file.http_write_timeout), 30),
+            max_connections_per_address: args
+                .max_connections_per_address
+                .or(file.max_connections_per_address)
+                .unwrap_or(64)
+                .max(1),
+            https: args.https.or(file.https),
         })
     }
 }

@@ -24,8 +24,8 @@ use async_graphql::{
     Context, EmptyMutation, EmptySubscription, Enum, Error, InputObject, Object, Schema,
     SimpleObject,
 };
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{FromRequest as _, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -34,6 +34,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 
 use super::db::{Dim, GroupQuery, GroupRow, SortKey, DAY_MINUTES};
+use crate::auth::ClientIp;
 use crate::node::Node;
 
 /// Largest `limit`.
@@ -385,27 +386,25 @@ async fn run(request: async_graphql::Request) -> (bool, Value, Value) {
     (ran, data, errors)
 }
 
-/// The axum handler of `POST /client/v4/graphql`.
-pub async fn handler(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return error(StatusCode::UNAUTHORIZED, "missing or invalid API token");
+/// The axum handler of `POST /client/v4/graphql`. The token is checked
+/// (with the API's failed-attempt limiter) before the body is read.
+pub async fn handler(
+    State(node): State<Arc<Node>>,
+    ClientIp(ip): ClientIp,
+    req: axum::extract::Request,
+) -> Response {
+    let token = crate::auth::bearer(req.headers());
+    let info = match node
+        .auth_limiter
+        .check(&node.store, token, ip, "graphql")
+        .await
+    {
+        Ok(info) => info,
+        Err(e) => return error(e.status(), e.message()),
     };
-    let info = match node.store.token(&crate::secret::token_hash(token)).await {
-        Ok(Some(info)) => info,
-        Ok(None) => {
-            metrics::counter!("banyan_api_auth_failures_total").increment(1);
-            return error(StatusCode::UNAUTHORIZED, "missing or invalid API token");
-        }
-        Err(e) => {
-            tracing::error!("graphql: token lookup: {e}");
-            return error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable");
-        }
+    let body = match Bytes::from_request(req, &()).await {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), &format!("unreadable body: {}", e.body_text())),
     };
     let request = match decode_request(&body) {
         Ok(r) => r,
