@@ -157,9 +157,10 @@ impl AuthLimiter {
 
     /// Whether `ip` is limited at `now`.
     pub fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        self.map.lock().get(&bucket(ip)).is_some_and(|e| {
-            e.failures >= Self::MAX && now.duration_since(e.start) < Self::WINDOW
-        })
+        self.map
+            .lock()
+            .get(&bucket(ip))
+            .is_some_and(|e| e.failures >= Self::MAX && now.duration_since(e.start) < Self::WINDOW)
     }
 
     /// Count a failure of `ip` at `now`.

@@ -46,8 +46,7 @@ impl<S> StallGuard<S> {
         }
         match self.timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                metrics::counter!("banyan_http_timeouts_total", "deadline" => "write")
-                    .increment(1);
+                metrics::counter!("banyan_http_timeouts_total", "deadline" => "write").increment(1);
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client read nothing for the write timeout",

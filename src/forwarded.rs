@@ -47,11 +47,7 @@ fn forwarded_chain(values: &[&str]) -> Vec<Option<SocketAddr>> {
 
 /// The nodes of `X-Forwarded-For` header values, in order.
 fn xff_chain(values: &[&str]) -> Vec<Option<SocketAddr>> {
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(node)
-        .collect()
+    values.iter().flat_map(|v| v.split(',')).map(node).collect()
 }
 
 /// The client behind `peer`, given the raw values of the `Forwarded` and

@@ -1026,10 +1026,18 @@ enum Held {
 }
 
 /// The admin token, checked as the API checks tokens (one limiter).
-async fn admin(c: &Cluster, headers: &HeaderMap, ip: Option<std::net::IpAddr>) -> Result<(), Response> {
+async fn admin(
+    c: &Cluster,
+    headers: &HeaderMap,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(), Response> {
     let token = crate::auth::bearer(headers);
     let node = &c.node;
-    match node.auth_limiter.check(&node.store, token, ip, "cluster").await {
+    match node
+        .auth_limiter
+        .check(&node.store, token, ip, "cluster")
+        .await
+    {
         Ok(i) if i.admin => Ok(()),
         Ok(_) => Err((
             StatusCode::FORBIDDEN,

@@ -327,7 +327,8 @@ impl Slots {
             }
         }
         if let Some(ip) = peer {
-            let from = |p: &HashMap<_, Option<IpAddr>>| p.values().filter(|v| **v == Some(ip)).count();
+            let from =
+                |p: &HashMap<_, Option<IpAddr>>| p.values().filter(|v| **v == Some(ip)).count();
             if from(&*pending) >= self.max_per_address {
                 Self::prune(&mut pending);
                 if from(&*pending) >= self.max_per_address {
