@@ -71,7 +71,7 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
             return Err(ProxyError::TooLong);
         }
         // A lone CR must be followed by LF, nothing else.
-        if buf.iter().any(|&b| b == b'\n') {
+        if buf.contains(&b'\n') {
             return Err(ProxyError::BadV1);
         }
         return Ok(Parsed::Incomplete(1));
