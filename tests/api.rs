@@ -1503,7 +1503,11 @@ async fn failed_token_attempts_are_rate_limited() {
     let (s, v) = call(Method::GET, &url, Some("guess-again"), None).await;
     failure(s, &v, StatusCode::TOO_MANY_REQUESTS, "over the limit");
     let (s, v) = call(Method::GET, &url, Some(node.token()), None).await;
-    assert_eq!(s, StatusCode::OK, "a valid token from a limited address: {v}");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a valid token from a limited address: {v}"
+    );
     let (s, v) = call(Method::GET, &url, Some("guess-after"), None).await;
     failure(s, &v, StatusCode::TOO_MANY_REQUESTS, "still limited");
     let metrics = http()
