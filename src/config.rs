@@ -376,4 +376,35 @@ mod tests {
         };
         assert!(Settings::resolve(allowed).is_ok());
     }
+
+    #[test]
+    fn proxies_deadlines_caps_and_https() {
+        let s = Settings::resolve(ServeArgs::default()).unwrap();
+        assert!(s.trusted_proxies.is_empty() && !s.proxy_protocol && s.https.is_none());
+        assert_eq!(s.http_body_timeout, Duration::from_secs(30));
+        assert_eq!(s.http_write_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_connections_per_address, 64);
+        let s = Settings::resolve(ServeArgs {
+            trusted_proxies: Some("10.0.0.0/8, 127.0.0.1".into()),
+            proxy_protocol: true,
+            https: Some(addr("127.0.0.1:0")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(s.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(s.proxy_protocol && s.https.is_some());
+        let bad = ServeArgs {
+            trusted_proxies: Some("10.0.0.0/40".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(bad).is_err());
+        let alone = ServeArgs {
+            proxy_protocol: true,
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(alone).is_err(),
+            "PROXY headers need trusted proxies"
+        );
+    }
 }
