@@ -16,15 +16,14 @@
 //! The admin token belongs to the default account and may also manage
 //! accounts.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::extract::{
     ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State,
 };
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -65,7 +64,7 @@ impl ApiError {
             message: message.into(),
         }
     }
-    fn unauthorized() -> ApiError {
+    pub(crate) fn unauthorized() -> ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             10000,
@@ -148,42 +147,7 @@ pub(crate) fn ok(result: Value) -> Response {
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
-/// Failed token attempts per source address: past [`AuthLimiter::MAX`]
-/// failures within [`AuthLimiter::WINDOW`], the address gets 429 until the
-/// window ends, whatever token it sends.
-#[derive(Default)]
-pub struct AuthLimiter {
-    map: parking_lot::Mutex<std::collections::HashMap<IpAddr, (u32, Instant)>>,
-}
-
-impl AuthLimiter {
-    pub const MAX: u32 = 30;
-    pub const WINDOW: Duration = Duration::from_secs(60);
-    /// Addresses tracked at most; beyond that expired entries are dropped,
-    /// then everything.
-    const CAPACITY: usize = 10_000;
-
-    fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        let map = self.map.lock();
-        map.get(&ip)
-            .is_some_and(|(n, start)| *n >= Self::MAX && now.duration_since(*start) < Self::WINDOW)
-    }
-
-    fn failed(&self, ip: IpAddr, now: Instant) {
-        let mut map = self.map.lock();
-        if map.len() >= Self::CAPACITY && !map.contains_key(&ip) {
-            map.retain(|_, (_, start)| now.duration_since(*start) < Self::WINDOW);
-            if map.len() >= Self::CAPACITY {
-                map.clear();
-            }
-        }
-        let e = map.entry(ip).or_insert((0, now));
-        if now.duration_since(e.1) >= Self::WINDOW {
-            *e = (0, now);
-        }
-        e.0 = e.0.saturating_add(1);
-    }
-}
+pub use crate::auth::AuthLimiter;
 
 /// The caller's token, checked.
 pub struct Auth(TokenInfo);
@@ -192,43 +156,31 @@ impl FromRequestParts<St> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, node: &St) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(ApiError::unauthorized)?;
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let now = Instant::now();
-        if let Some(ip) = ip {
-            if node.auth_limiter.blocked(ip, now) {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    10429,
-                    "too many failed authentication attempts; retry later",
-                ));
-            }
-        }
-        // Looked up by hash: timing reveals nothing about stored tokens.
-        match node.store.token(&secret::token_hash(token)).await? {
-            Some(info) => {
-                node.api_rate.check(token)?;
+        let token = crate::auth::bearer(&parts.headers);
+        node.auth_limiter
+            .check(&node.store, token, ip, "rest")
+            .await
+            .map_err(ApiError::from)
+            .and_then(|info| {
+                node.api_rate.check(token.unwrap_or_default())?;
                 Ok(Auth(info))
-            }
-            None => {
-                metrics::counter!("banyan_api_auth_failures_total").increment(1);
-                if let Some(ip) = ip {
-                    node.auth_limiter.failed(ip, now);
-                }
-                Err(ApiError::unauthorized())
-            }
-        }
+            })
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        let code = match e.status() {
+            StatusCode::UNAUTHORIZED => 10000,
+            StatusCode::TOO_MANY_REQUESTS => 10429,
+            StatusCode::SERVICE_UNAVAILABLE => 10503,
+            _ => 10100,
+        };
+        ApiError::new(e.status(), code, e.message())
     }
 }
 
@@ -928,25 +880,6 @@ mod tests {
         assert!(e.message.contains("max_meta_bytes"), "{}", e.message);
         let m: Map<String, Value> = serde_json::from_str(r#"{"a":[1,"\u00e9"]}"#).unwrap();
         assert_eq!(meta_len(&m), Value::Object(m.clone()).to_string().len());
-    }
-
-    #[test]
-    fn failed_attempts_are_limited_per_address() {
-        let l = AuthLimiter::default();
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let t0 = Instant::now();
-        for _ in 0..AuthLimiter::MAX {
-            assert!(!l.blocked(a, t0));
-            l.failed(a, t0);
-        }
-        assert!(l.blocked(a, t0));
-        assert!(!l.blocked(b, t0), "per address");
-        assert!(
-            !l.blocked(a, t0 + AuthLimiter::WINDOW),
-            "until the window ends"
-        );
-        l.failed(a, t0 + AuthLimiter::WINDOW);
-        assert!(!l.blocked(a, t0 + AuthLimiter::WINDOW));
     }
 
     #[test]

@@ -126,6 +126,31 @@ pub struct ServeArgs {
     /// API requests a token may make at once above --api-rate [default: 100]
     #[arg(long, env = "BANYAN_API_BURST", value_name = "N")]
     pub api_burst: Option<u32>,
+    /// Proxies (CIDR blocks, comma-separated) whose word on the client's
+    /// address is taken: `Forwarded`/`X-Forwarded-For` on HTTP, the PROXY
+    /// protocol on RTMP(S) [default: none]
+    #[arg(long, env = "BANYAN_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    pub trusted_proxies: Option<String>,
+    /// Expect a PROXY protocol header (v1 or v2) on the RTMP and RTMPS
+    /// listeners; only trusted proxies may connect there.
+    #[arg(long, env = "BANYAN_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+    /// Seconds an HTTP client has to send a whole request body [default: 30]
+    #[arg(long, env = "BANYAN_HTTP_BODY_TIMEOUT", value_name = "SECONDS")]
+    pub http_body_timeout: Option<u64>,
+    /// Seconds an HTTP response may make no write progress (a client that
+    /// does not read) before the connection is closed [default: 30]
+    #[arg(long, env = "BANYAN_HTTP_WRITE_TIMEOUT", value_name = "SECONDS")]
+    pub http_write_timeout: Option<u64>,
+    /// Connections at once per client address on each TCP listener (HTTP,
+    /// HTTPS, RTMP, RTMPS), and SRT handshakes in progress per address
+    /// [default: 64]
+    #[arg(long, env = "BANYAN_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+    /// HTTPS listener: the same API, HLS and watch page over TLS, with the
+    /// RTMPS certificates [default: off]
+    #[arg(long, env = "BANYAN_HTTPS", value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
 }
 
 /// Which per-stream metric series a node exports.
@@ -176,6 +201,13 @@ pub struct FileConfig {
     pub max_meta_bytes: Option<usize>,
     pub api_rate: Option<u32>,
     pub api_burst: Option<u32>,
+    pub trusted_proxies: Option<String>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    pub http_body_timeout: Option<u64>,
+    pub http_write_timeout: Option<u64>,
+    pub max_connections_per_address: Option<usize>,
+    pub https: Option<SocketAddr>,
 }
 
 /// The resolved settings of a node.
@@ -216,6 +248,18 @@ pub struct Settings {
     pub max_meta_bytes: usize,
     pub api_rate: u32,
     pub api_burst: u32,
+    /// Proxies whose forwarding headers / PROXY headers are believed.
+    pub trusted_proxies: std::sync::Arc<banyan_ingest::net::TrustedProxies>,
+    /// PROXY protocol on RTMP and RTMPS.
+    pub proxy_protocol: bool,
+    /// Deadline for a whole HTTP request body.
+    pub http_body_timeout: Duration,
+    /// Longest an HTTP connection's writes may make no progress.
+    pub http_write_timeout: Duration,
+    /// Connections per client address on each listener.
+    pub max_connections_per_address: usize,
+    /// The HTTPS listener, when on.
+    pub https: Option<SocketAddr>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -254,6 +298,17 @@ impl Settings {
             _ => bail!("tls_cert and tls_key must be given together"),
         };
         let database_url = args.database_url.or(file.database_url);
+        let trusted_proxies = banyan_ingest::net::TrustedProxies::parse_list(
+            args.trusted_proxies
+                .as_deref()
+                .or(file.trusted_proxies.as_deref())
+                .unwrap_or(""),
+        )
+        .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+        let proxy_protocol = args.proxy_protocol || file.proxy_protocol;
+        if proxy_protocol && trusted_proxies.is_empty() {
+            bail!("proxy_protocol needs trusted_proxies: only they may send PROXY headers");
+        }
         let cluster_cfg = crate::cluster::ClusterConfig::resolve(
             file.cluster.as_ref(),
             &args.cluster,
@@ -337,6 +392,16 @@ impl Settings {
                 .or(file.api_burst)
                 .unwrap_or(crate::quota::DEFAULT_API_BURST)
                 .max(1),
+            trusted_proxies: std::sync::Arc::new(trusted_proxies),
+            proxy_protocol,
+            http_body_timeout: secs(args.http_body_timeout.or(file.http_body_timeout), 30),
+            http_write_timeout: secs(args.http_write_timeout.or(file.http_write_timeout), 30),
+            max_connections_per_address: args
+                .max_connections_per_address
+                .or(file.max_connections_per_address)
+                .unwrap_or(64)
+                .max(1),
+            https: args.https.or(file.https),
         })
     }
 }
@@ -421,5 +486,36 @@ mod tests {
             ..public
         };
         assert!(Settings::resolve(allowed).is_ok());
+    }
+
+    #[test]
+    fn proxies_deadlines_caps_and_https() {
+        let s = Settings::resolve(ServeArgs::default()).unwrap();
+        assert!(s.trusted_proxies.is_empty() && !s.proxy_protocol && s.https.is_none());
+        assert_eq!(s.http_body_timeout, Duration::from_secs(30));
+        assert_eq!(s.http_write_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_connections_per_address, 64);
+        let s = Settings::resolve(ServeArgs {
+            trusted_proxies: Some("10.0.0.0/8, 127.0.0.1".into()),
+            proxy_protocol: true,
+            https: Some(addr("127.0.0.1:0")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(s.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(s.proxy_protocol && s.https.is_some());
+        let bad = ServeArgs {
+            trusted_proxies: Some("10.0.0.0/40".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(bad).is_err());
+        let alone = ServeArgs {
+            proxy_protocol: true,
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(alone).is_err(),
+            "PROXY headers need trusted proxies"
+        );
     }
 }

@@ -1,31 +1,73 @@
-//! The HTTP listener: the axum router served over hyper, with the two
-//! limits `axum::serve` does not set: a deadline for a request's headers (a
-//! client sending them a byte at a time is cut off) and a cap on open
-//! connections (more are answered 503 at once and closed).
+//! The HTTP and HTTPS listeners: the axum router served over hyper, with
+//! the limits `axum::serve` does not set:
+//!
+//! * a deadline for a request's headers, which is also the keep-alive idle
+//!   deadline (hyper starts it whenever it waits for a request), and for the
+//!   TLS handshake on HTTPS;
+//! * a deadline for a whole request body ([`HttpLimits::body_timeout`]): a
+//!   body trickled in is cut there (the handler sees an error, the
+//!   connection is closed after the answer);
+//! * a write-stall deadline ([`HttpLimits::write_timeout`]): a connection
+//!   whose writes make no progress that long (a client that never reads) is
+//!   closed;
+//! * a cap on open connections (more are answered 503 at once and closed)
+//!   and a cap per client address (trusted proxies are exempt: their
+//!   clients are many).
+//!
+//! Behind a trusted proxy the client's address comes from the forwarding
+//! headers (see [`crate::forwarded`]); handlers read it from
+//! `ConnectInfo<SocketAddr>` either way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use banyan_ingest::net::{self, PerAddress, TrustedProxies};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::deadline::{StallGuard, TimedBody};
+
 /// Limits of the HTTP listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpLimits {
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's headers (and the TLS
+    /// handshake, and between two requests of a kept-alive connection).
     pub header_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Time a client has to send a whole request body.
+    pub body_timeout: Duration,
+    /// Longest time a connection's writes may make no progress.
+    pub write_timeout: Duration,
+    /// Connections at once per client address.
+    pub max_per_address: usize,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
-/// The answer to a connection over the limit, written once without
-/// waiting.
-fn busy_answer() -> String {
-    let body = r#"{"result":null,"success":false,"errors":[{"code":503,"message":"connection limit reached"}],"messages":[]}"#;
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_per_address: 64,
+            trusted_proxies: Arc::new(TrustedProxies::default()),
+        }
+    }
+}
+
+/// The answer to a connection over a limit, written once without waiting.
+fn busy_answer(message: &str) -> String {
+    let body = format!(
+        r#"{{"result":null,"success":false,"errors":[{{"code":503,"message":"{message}"}}],"messages":[]}}"#
+    );
     format!(
         "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\n\
          retry-after: 1\r\ncontent-length: {}\r\n\r\n{body}",
@@ -33,17 +75,31 @@ fn busy_answer() -> String {
     )
 }
 
-/// Serve `app` until `shutdown`, then let open requests finish (the caller
-/// bounds how long).
+/// Serve `app` over plain HTTP until `shutdown`, then let open requests
+/// finish (the caller bounds how long).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) {
+    serve_with(listener, app, limits, None, shutdown).await
+}
+
+/// Serve `app` over HTTP, or HTTPS when `tls` is given.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) {
+    let name: &'static str = if tls.is_some() { "https" } else { "http" };
+    let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let busy = busy_answer();
-    let mut last_warning: Option<tokio::time::Instant> = None;
+    let per_address = PerAddress::new(limits.max_per_address);
+    let busy = busy_answer("connection limit reached");
+    let busy_address = busy_answer("connection limit per address reached");
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -54,50 +110,104 @@ pub async fn serve(
         let (tcp, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "http accept failed");
+                tracing::warn!(error = %e, "{name} accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("banyan_connections_refused_total", "reason" => "limit", "listener" => "http")
-                .increment(1);
-            let now = tokio::time::Instant::now();
-            if last_warning.is_none_or(|t| now - t >= Duration::from_secs(10)) {
-                last_warning = Some(now);
-                tracing::warn!(%peer, max = limits.max_connections, "http connection refused: connection limit reached");
+            net::refused(name, "limit", peer.ip());
+            if acceptor.is_none() {
+                let _ = tcp.try_write(busy.as_bytes());
             }
-            let _ = tcp.try_write(busy.as_bytes());
             continue;
         };
+        // A trusted proxy carries many clients: only others are capped.
+        let addr_slot = if limits.trusted_proxies.contains(peer.ip()) {
+            None
+        } else {
+            match per_address.try_acquire(peer.ip()) {
+                Some(s) => Some(s),
+                None => {
+                    net::refused(name, "per_address", peer.ip());
+                    if acceptor.is_none() {
+                        let _ = tcp.try_write(busy_address.as_bytes());
+                    }
+                    continue;
+                }
+            }
+        };
+        let accepted_at = tokio::time::Instant::now();
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let limits = limits.clone();
+        let acceptor = acceptor.clone();
         conns.spawn(async move {
-            let _slot = slot;
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower_service::Service::call(&mut app.clone(), req)
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let conn = builder
-                .serve_connection(TokioIo::new(tcp), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "http connection ended");
+            let _slots = (slot, addr_slot);
+            let io = StallGuard::new(tcp, limits.write_timeout);
+            match acceptor {
+                None => serve_conn(io, peer, app, limits, shutdown).await,
+                Some(acceptor) => {
+                    let deadline = accepted_at + limits.header_timeout;
+                    let tls = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = tokio::time::timeout_at(deadline, acceptor.accept(io)) => r,
+                    };
+                    match tls {
+                        Ok(Ok(stream)) => serve_conn(stream, peer, app, limits, shutdown).await,
+                        Ok(Err(e)) => {
+                            metrics::counter!("banyan_connections_refused_total", "reason" => "tls", "listener" => name)
+                                .increment(1);
+                            tracing::debug!(%peer, error = %e, "https: tls handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::counter!("banyan_connections_refused_total", "reason" => "handshake", "listener" => name)
+                                .increment(1);
+                            tracing::debug!(%peer, "https: tls handshake timed out");
+                        }
                     }
-                    return;
                 }
-                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
             }
-            let _ = conn.await;
         });
     }
     while conns.join_next().await.is_some() {}
+}
+
+/// Serve one connection's requests.
+async fn serve_conn<S>(
+    io: S,
+    peer: std::net::SocketAddr,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let trusted = limits.trusted_proxies.clone();
+    let body_timeout = limits.body_timeout;
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let client = crate::forwarded::client_addr(peer, req.headers(), &trusted);
+        let mut req = req.map(|b| axum::body::Body::new(TimedBody::new(b, body_timeout)));
+        req.extensions_mut().insert(ConnectInfo(client));
+        tower_service::Service::call(&mut app.clone(), req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "http connection ended");
+            }
+            return;
+        }
+        _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }

@@ -14,11 +14,14 @@
 
 pub mod analytics;
 pub mod api;
+pub mod auth;
 pub mod captions;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod deadline;
 pub mod exposition;
+pub mod forwarded;
 pub mod httpd;
 pub mod node;
 pub mod playback;

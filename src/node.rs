@@ -38,6 +38,8 @@ pub struct Addrs {
     pub srt: SocketAddr,
     /// The metrics listener.
     pub metrics: SocketAddr,
+    /// The HTTPS listener, when on.
+    pub https: Option<SocketAddr>,
 }
 
 /// `<data-dir>/credentials.json`, mode 0600.
@@ -104,9 +106,12 @@ impl Node {
         format!("{}:{}", self.host(addr), addr.port())
     }
 
-    /// The base URL of the HTTP API.
+    /// The base URL of the HTTP API (HTTPS when that listener is on).
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.authority(self.addrs.http))
+        match self.addrs.https {
+            Some(a) => format!("https://{}", self.authority(a)),
+            None => format!("http://{}", self.authority(self.addrs.http)),
+        }
     }
 
     /// Reload the public playback signing keys into the gate.
@@ -296,6 +301,14 @@ async fn serve_rtmp(
     }
 }
 
+/// The HTTPS server config: the RTMPS certificates (the node's own, custom
+/// domains by SNI), offering HTTP/1.1.
+fn https_config(resolver: &Arc<SniResolver>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let mut cfg = (*tls::server_config(resolver.clone())?).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// How often the metrics recorder folds histogram samples into summaries.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
@@ -357,6 +370,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.metrics_per_stream,
         crate::exposition::load_key(&data_dir)?,
     );
+    let https = match settings.https {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding HTTPS {a}"))?,
+        ),
+        None => None,
+    };
     let hub = Hub::new(HubConfig {
         reconnect_window: settings.reconnect_window,
         ..HubConfig::default()
@@ -388,6 +409,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.srt,
         banyan_ingest::srt::SrtConfig {
             max_connections: settings.max_connections,
+            max_per_address: settings.max_connections_per_address,
             ..Default::default()
         },
         ctx.clone(),
@@ -401,6 +423,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         rtmps: rtmps.local_addr()?,
         srt,
         metrics: metrics_listener.local_addr()?,
+        https: https.as_ref().map(|l| l.local_addr()).transpose()?,
     };
     let settings_rate = (settings.api_rate, settings.api_burst);
     let node = Arc::new(Node {
@@ -449,9 +472,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         handshake_timeout: s.handshake_timeout,
         idle_timeout: s.idle_timeout,
         max_connections: s.max_connections,
+        max_per_address: s.max_connections_per_address,
+        proxy_protocol: s.proxy_protocol,
+        trusted_proxies: s.trusted_proxies.clone(),
     };
     if let Some(l) = rtmp {
-        tasks.spawn(serve_rtmp(l, None, ctx.clone(), shutdown.clone(), limits));
+        tasks.spawn(serve_rtmp(
+            l,
+            None,
+            ctx.clone(),
+            shutdown.clone(),
+            limits.clone(),
+        ));
     }
     tasks.spawn(serve_rtmp(
         rtmps,
@@ -493,7 +525,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let http_limits = crate::httpd::HttpLimits {
         header_timeout: node.settings.http_header_timeout,
         max_connections: node.settings.max_connections,
+        body_timeout: node.settings.http_body_timeout,
+        write_timeout: node.settings.http_write_timeout,
+        max_per_address: node.settings.max_connections_per_address,
+        trusted_proxies: node.settings.trusted_proxies.clone(),
     };
+    let metrics_limits = crate::httpd::HttpLimits {
+        max_connections: node.settings.max_connections.min(64),
+        ..http_limits.clone()
+    };
+    if let Some(l) = https {
+        tasks.spawn(crate::httpd::serve_with(
+            l,
+            app.clone(),
+            http_limits.clone(),
+            Some(https_config(&node.tls)?),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(crate::httpd::serve(
         http,
         app,
@@ -505,10 +554,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tasks.spawn(crate::httpd::serve(
         metrics_listener,
         crate::exposition::router(node.clone()),
-        crate::httpd::HttpLimits {
-            header_timeout: node.settings.http_header_timeout,
-            max_connections: node.settings.max_connections.min(64),
-        },
+        metrics_limits,
         shutdown.clone(),
     ));
 
@@ -546,6 +592,7 @@ fn ready_line(node: &Node, creds: &Path) {
         "rtmps": a.rtmps.to_string(),
         "srt": a.srt.to_string(),
         "api": node.api_url(),
+        "https": a.https.map(|h| h.to_string()),
         "dataDir": node.settings.data_dir.display().to_string(),
         "credentials": creds.display().to_string(),
         "metrics": a.metrics.to_string(),

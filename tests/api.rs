@@ -1519,8 +1519,9 @@ async fn srt_publishing_follows_the_api_secrets() {
     assert_no_secrets_logged(&node, &[&input, &now["result"]]);
 }
 
-/// Repeated bad tokens from one address get 429, even with a good token,
-/// and the answer is still the envelope.
+/// Repeated bad tokens from one address get 429 (the answer is still the
+/// envelope), but a valid token from that address is still served: many
+/// clients can share one address.
 #[tokio::test]
 async fn failed_token_attempts_are_rate_limited() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1533,7 +1534,13 @@ async fn failed_token_attempts_are_rate_limited() {
     let (s, v) = call(Method::GET, &url, Some("guess-again"), None).await;
     failure(s, &v, StatusCode::TOO_MANY_REQUESTS, "over the limit");
     let (s, v) = call(Method::GET, &url, Some(node.token()), None).await;
-    failure(s, &v, StatusCode::TOO_MANY_REQUESTS, "blocked address");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a valid token from a limited address: {v}"
+    );
+    let (s, v) = call(Method::GET, &url, Some("guess-after"), None).await;
+    failure(s, &v, StatusCode::TOO_MANY_REQUESTS, "still limited");
     let metrics = http()
         .get(format!(
             "http://{}/metrics",

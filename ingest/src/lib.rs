@@ -8,6 +8,8 @@
 
 pub mod admission;
 pub mod flv;
+pub mod net;
+pub mod proxy_protocol;
 pub mod rtmp;
 pub mod srt;
 pub mod ts;

@@ -53,6 +53,8 @@ pub struct SrtConfig {
     /// in `banyan_connections_refused_total{reason="limit",listener="srt"}`.
     /// Default 10000.
     pub max_connections: usize,
+    /// SRT handshakes in progress per caller address. Default 64.
+    pub max_per_address: usize,
 }
 
 impl Default for SrtConfig {
@@ -62,6 +64,7 @@ impl Default for SrtConfig {
             receive_tsbpd: false,
             queue: 4096,
             max_connections: 10_000,
+            max_per_address: 64,
         }
     }
 }
@@ -226,6 +229,7 @@ pub async fn serve(
         receive_queue: cfg.queue,
         send_queue: cfg.queue,
         max_connections: cfg.max_connections,
+        max_pending_per_address: cfg.max_per_address,
         ..ServerConfig::default()
     };
     let (server, mut incoming) = Server::start(addr, scfg, Arc::new(gate))?;

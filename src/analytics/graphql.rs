@@ -26,8 +26,8 @@ use async_graphql::{
     Context, EmptyMutation, EmptySubscription, Enum, Error, InputObject, Object, Schema,
     SimpleObject,
 };
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{FromRequest as _, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -37,6 +37,7 @@ use time::{Date, OffsetDateTime};
 
 use super::cost::{self, FIELD_COST};
 use super::db::{Dim, GroupQuery, GroupRow, SortKey, DAY_MINUTES};
+use crate::auth::ClientIp;
 use crate::node::Node;
 
 /// Largest `limit`.
@@ -397,31 +398,29 @@ async fn run(request: async_graphql::Request) -> (bool, Value, Value) {
     (ran, data, errors)
 }
 
-/// The axum handler of `POST /client/v4/graphql`.
-pub async fn handler(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return error(StatusCode::UNAUTHORIZED, "missing or invalid API token");
+/// The axum handler of `POST /client/v4/graphql`. The token is checked
+/// (with the API's failed-attempt limiter) before the body is read.
+pub async fn handler(
+    State(node): State<Arc<Node>>,
+    ClientIp(ip): ClientIp,
+    req: axum::extract::Request,
+) -> Response {
+    let token = crate::auth::bearer(req.headers());
+    let info = match node
+        .auth_limiter
+        .check(&node.store, token, ip, "graphql")
+        .await
+    {
+        Ok(info) => info,
+        Err(e) => return error(e.status(), e.message()),
     };
-    let info = match node.store.token(&crate::secret::token_hash(token)).await {
-        Ok(Some(info)) => info,
-        Ok(None) => {
-            metrics::counter!("banyan_api_auth_failures_total").increment(1);
-            return error(StatusCode::UNAUTHORIZED, "missing or invalid API token");
-        }
-        Err(e) => {
-            tracing::error!("graphql: token lookup: {e}");
-            return error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable");
-        }
-    };
-    if let Err(r) = node.api_rate.check(token) {
+    if let Err(r) = node.api_rate.check(token.unwrap_or_default()) {
         return error(r.status, &r.message);
     }
+    let body = match Bytes::from_request(req, &()).await {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), &format!("unreadable body: {}", e.body_text())),
+    };
     let request = match decode_request(&body) {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -57,6 +57,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::auth::ClientIp;
 use crate::node::Node;
 
 /// Period of the heartbeat, lease renewal and snapshot reload.
@@ -1024,48 +1025,35 @@ enum Held {
     Done,
 }
 
-async fn admin(c: &Cluster, headers: &HeaderMap) -> Result<(), Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .unwrap_or("");
-    let info = c
-        .node
-        .store
-        .token(&crate::secret::token_hash(token))
+/// The admin token, checked as the API checks tokens (one limiter).
+async fn admin(
+    c: &Cluster,
+    headers: &HeaderMap,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(), Response> {
+    let token = crate::auth::bearer(headers);
+    let node = &c.node;
+    match node
+        .auth_limiter
+        .check(&node.store, token, ip, "cluster")
         .await
-        .map_err(|e| {
-            if crate::store::unavailable(&e) {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"error": "the database is unreachable; retry later"})),
-                )
-                    .into_response()
-            } else {
-                tracing::error!("cluster API: {e}");
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
-            }
-        })?;
-    match info {
-        Some(i) if i.admin => Ok(()),
-        Some(_) => Err((
+    {
+        Ok(i) if i.admin => Ok(()),
+        Ok(_) => Err((
             StatusCode::FORBIDDEN,
             Json(json!({"error": "admin token required"})),
         )
             .into_response()),
-        None => Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "missing or bad token"})),
-        )
-            .into_response()),
+        Err(e) => Err((e.status(), Json(json!({"error": e.message()}))).into_response()),
     }
 }
 
-async fn nodes_json(State(c): State<Arc<Cluster>>, headers: HeaderMap) -> Response {
-    if let Err(r) = admin(&c, &headers).await {
+async fn nodes_json(
+    State(c): State<Arc<Cluster>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admin(&c, &headers, ip).await {
         return r;
     }
     let snap = c.shared.snap.read();
@@ -1087,10 +1075,11 @@ async fn nodes_json(State(c): State<Arc<Cluster>>, headers: HeaderMap) -> Respon
 
 async fn stream_json(
     State(c): State<Arc<Cluster>>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     UrlPath(uid): UrlPath<String>,
 ) -> Response {
-    if let Err(r) = admin(&c, &headers).await {
+    if let Err(r) = admin(&c, &headers, ip).await {
         return r;
     }
     let snap = c.shared.snap.read();

@@ -20,9 +20,9 @@
 //! `banyan_connections_refused_total{reason="limit",listener="srt"}`, and
 //! logged once per 10 s at most.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::CStr;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -109,6 +109,10 @@ pub struct ServerConfig {
     /// not yet accepted); callers beyond it are refused at the handshake
     /// with [`reject::OVERLOAD`].
     pub max_connections: usize,
+    /// Handshakes admitted and not yet accepted per caller address; more
+    /// are refused with [`reject::OVERLOAD`] and counted
+    /// (`reason="per_address"`).
+    pub max_pending_per_address: usize,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +125,7 @@ impl Default for ServerConfig {
             send_queue: 4096,
             backlog: 64,
             max_connections: 10_000,
+            max_pending_per_address: 64,
         }
     }
 }
@@ -173,7 +178,7 @@ impl Server {
         lsn.set_nonblocking(true)?;
         lsn.bind(addr)?;
         let local_addr = lsn.local_addr()?;
-        let slots = Arc::new(Slots::new(cfg.max_connections));
+        let slots = Arc::new(Slots::new(cfg.max_connections, cfg.max_pending_per_address));
         let hook = Box::new(Hook {
             gate: gate.clone(),
             slots: slots.clone(),
@@ -263,7 +268,10 @@ struct Slots {
     /// Connections the driver thread holds (the length of its map).
     live: AtomicUsize,
     /// Sockets admitted by the callback and not yet accepted by the thread.
-    pending: Mutex<HashSet<sys::SRTSOCKET>>,
+    /// (with the caller's address, for the per-address cap).
+    pending: Mutex<HashMap<sys::SRTSOCKET, Option<IpAddr>>>,
+    /// Handshakes in progress allowed per caller address.
+    max_per_address: usize,
     /// When the last limit warning was logged.
     warned: Mutex<Option<Instant>>,
 }
@@ -284,11 +292,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Slots {
-    fn new(max: usize) -> Slots {
+    fn new(max: usize, max_per_address: usize) -> Slots {
         Slots {
             max,
             live: AtomicUsize::new(0),
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
+            max_per_address: max_per_address.max(1),
             warned: Mutex::new(None),
         }
     }
@@ -302,22 +311,33 @@ impl Slots {
     /// Handshakes that failed after the callback (a wrong passphrase) or
     /// broke before their accept never reach the thread: give their slots
     /// back.
-    fn prune(pending: &mut HashSet<sys::SRTSOCKET>) {
-        pending.retain(|&s| state(s) < SRTS_BROKEN);
+    fn prune(pending: &mut HashMap<sys::SRTSOCKET, Option<IpAddr>>) {
+        pending.retain(|&s, _| state(s) < SRTS_BROKEN);
     }
 
-    /// Take a slot for the handshake of `ns`; false at the limit.
-    fn reserve(&self, ns: sys::SRTSOCKET) -> bool {
+    /// Take a slot for the handshake of `ns`; refused at the limit, or at
+    /// the per-address limit of handshakes in progress.
+    fn reserve(&self, ns: sys::SRTSOCKET, peer: Option<IpAddr>) -> Result<(), &'static str> {
         let mut pending = lock(&self.pending);
         if self.live.load(Ordering::SeqCst) + pending.len() >= self.max {
             // Only when needed: the pending set is usually empty.
             Self::prune(&mut pending);
             if self.live.load(Ordering::SeqCst) + pending.len() >= self.max {
-                return false;
+                return Err("limit");
             }
         }
-        pending.insert(ns);
-        true
+        if let Some(ip) = peer {
+            let from =
+                |p: &HashMap<_, Option<IpAddr>>| p.values().filter(|v| **v == Some(ip)).count();
+            if from(&*pending) >= self.max_per_address {
+                Self::prune(&mut pending);
+                if from(&*pending) >= self.max_per_address {
+                    return Err("per_address");
+                }
+            }
+        }
+        pending.insert(ns, peer);
+        Ok(())
     }
 
     /// The handshake of `ns` was refused.
@@ -334,16 +354,16 @@ impl Slots {
         pending.remove(&ns);
     }
 
-    /// Count a refusal at the limit; log it once per 10 s at most.
-    fn refused(&self, peer: Option<SocketAddr>) {
-        metrics::counter!("banyan_connections_refused_total", "reason" => "limit", "listener" => "srt")
+    /// Count a refusal at a limit; log it once per 10 s at most.
+    fn refused(&self, peer: Option<SocketAddr>, reason: &'static str) {
+        metrics::counter!("banyan_connections_refused_total", "reason" => reason, "listener" => "srt")
             .increment(1);
         let now = Instant::now();
         let mut warned = lock(&self.warned);
         if warned.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
             *warned = Some(now);
             let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-            tracing::warn!(%peer, protocol = "srt", max = self.max,
+            tracing::warn!(%peer, protocol = "srt", max = self.max, reason,
                 "connection refused: connection limit reached");
         }
     }
@@ -374,8 +394,8 @@ unsafe extern "C" fn listen_hook(
         let peer = unsafe { crate::sockaddr_to_std(peer) }.ok();
         // The limit first: a flood costs no key lookup and no failed
         // attempt against the caller's address.
-        if !hook.slots.reserve(ns) {
-            hook.slots.refused(peer);
+        if let Err(reason) = hook.slots.reserve(ns, peer.map(|p| p.ip().to_canonical())) {
+            hook.slots.refused(peer, reason);
             return Err(Refusal::Limit);
         }
         let sid = if streamid.is_null() {

@@ -15,6 +15,7 @@
 //! against the source address ([`crate::admission`]).
 
 mod conn;
+pub mod front;
 pub mod guard;
 pub mod session;
 
@@ -26,12 +27,13 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::{self, PerAddress, TrustedProxies};
 use crate::{Context, IngestError};
 
 pub use conn::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, STALL_TIMEOUT};
 
 /// Limits of one RTMP(S) listener against slow, silent or too many peers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Time from accept to a completed RTMP handshake (TLS included),
     /// however the peer paces its bytes.
@@ -43,6 +45,14 @@ pub struct Limits {
     /// Connections served at once; more are closed at accept, logged and
     /// counted in `banyan_connections_refused_total{reason="limit"}`.
     pub max_connections: usize,
+    /// Connections served at once per client address; more are closed at
+    /// once and counted (`reason="per_address"`).
+    pub max_per_address: usize,
+    /// Expect a PROXY protocol header (v1 or v2) before anything else, and
+    /// take the client's address from it. Only trusted proxies may connect.
+    pub proxy_protocol: bool,
+    /// The proxies allowed to send a PROXY header.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl Default for Limits {
@@ -51,6 +61,9 @@ impl Default for Limits {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_connections: 10_000,
+            max_per_address: 64,
+            proxy_protocol: false,
+            trusted_proxies: Arc::new(TrustedProxies::default()),
         }
     }
 }
@@ -75,6 +88,7 @@ pub async fn serve_with(
     limits: Limits,
 ) -> Result<(), IngestError> {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let per_address = PerAddress::new(limits.max_per_address);
     let mut last_limit_warning: Option<tokio::time::Instant> = None;
     let acceptor = tls.map(TlsAcceptor::from);
     let protocol = if acceptor.is_some() {
@@ -117,15 +131,49 @@ pub async fn serve_with(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let acceptor = acceptor.clone();
+        let limits = limits.clone();
+        let per_address = per_address.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let setup = conn::Setup {
                 handshake_deadline: accepted_at + limits.handshake_timeout,
                 idle_timeout: limits.idle_timeout,
             };
-            tracing::debug!(%peer, protocol = protocol.as_str(), "rtmp connection");
+            let listener = protocol.as_str();
+            let mut tcp = tcp;
+            // Behind a load balancer, the client's address comes first.
+            let (client, pre) = if limits.proxy_protocol {
+                if !limits.trusted_proxies.contains(peer.ip()) {
+                    net::refused(listener, "proxy_untrusted", peer.ip());
+                    return;
+                }
+                let header = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = tokio::time::timeout_at(setup.handshake_deadline, front::read_proxy_header(&mut tcp)) => r,
+                };
+                match header {
+                    Ok(Ok((source, pre))) => (source.map_or(peer.ip(), |s| s.ip()), pre),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, ?e, "bad PROXY header");
+                        net::refused(listener, "proxy_header", peer.ip());
+                        return;
+                    }
+                    Err(_) => {
+                        net::refused(listener, "handshake", peer.ip());
+                        return;
+                    }
+                }
+            } else {
+                (peer.ip(), Vec::new())
+            };
+            let Some(_per_address) = per_address.try_acquire(client) else {
+                net::refused(listener, "per_address", client);
+                return;
+            };
+            let tcp = front::Rewind::new(pre, tcp);
+            tracing::debug!(%peer, %client, protocol = listener, "rtmp connection");
             let mut origin = conn::Origin {
-                ip: peer.ip(),
+                ip: client,
                 domain_account: None,
             };
             match acceptor {
