@@ -109,6 +109,15 @@ pub struct ServeArgs {
     /// [default: off]
     #[arg(long, env = "BANYAN_METRICS_PER_STREAM", value_name = "MODE")]
     pub metrics_per_stream: Option<PerStream>,
+    /// Allow webhook URLs that resolve to loopback, private, link-local,
+    /// unique-local or unspecified addresses (refused by default, against
+    /// server-side request forgery).
+    #[arg(long, env = "BANYAN_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// Seconds a webhook event is retried before it is dropped
+    /// [default: 3600]
+    #[arg(long, env = "BANYAN_WEBHOOK_RETRY_FOR", value_name = "SECONDS")]
+    pub webhook_retry_for: Option<u64>,
 }
 
 /// Which per-stream metric series a node exports.
@@ -154,6 +163,9 @@ pub struct FileConfig {
     pub cluster: Option<toml::Table>,
     pub metrics: Option<SocketAddr>,
     pub metrics_per_stream: Option<PerStream>,
+    #[serde(default)]
+    pub webhook_allow_private: bool,
+    pub webhook_retry_for: Option<u64>,
 }
 
 /// The resolved settings of a node.
@@ -187,6 +199,10 @@ pub struct Settings {
     pub metrics: SocketAddr,
     /// Per-stream metric series.
     pub metrics_per_stream: PerStream,
+    /// Webhook targets may be private addresses.
+    pub webhook_allow_private: bool,
+    /// How long a webhook event is retried.
+    pub webhook_retry_for: Duration,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -285,6 +301,13 @@ impl Settings {
                 .metrics_per_stream
                 .or(file.metrics_per_stream)
                 .unwrap_or_default(),
+            webhook_allow_private: args.webhook_allow_private || file.webhook_allow_private,
+            webhook_retry_for: Duration::from_secs(
+                args.webhook_retry_for
+                    .or(file.webhook_retry_for)
+                    .unwrap_or(3600)
+                    .clamp(1, 7 * 86_400),
+            ),
         })
     }
 }

@@ -23,3 +23,4 @@ pub mod node;
 pub mod secret;
 pub mod store;
 pub mod tls;
+pub mod webhooks;

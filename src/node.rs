@@ -73,6 +73,8 @@ pub struct Node {
     rebuild: tokio::sync::Mutex<()>,
     /// Per-stream series and how they are labelled (see `exposition`).
     pub exposition: crate::exposition::Exposition,
+    /// Live webhooks: ingest's events in, signed notifications out.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 impl Node {
@@ -394,6 +396,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let keys = Arc::new(KeyTable::new());
     let views = Views::new();
     let captions = banyan_captions::Registry::new();
+    let webhooks = crate::webhooks::Webhooks::new();
     let ctx = banyan_ingest::Context {
         hub: hub.clone(),
         keys: keys.clone(),
@@ -410,6 +413,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 window: settings.auth_fail_window,
             },
         ),
+        events: webhooks.ingest_events(),
     };
     let shutdown = CancellationToken::new();
     // Binds now (port 0 allowed) and serves in the background. The key
@@ -450,6 +454,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         seen_live: Mutex::new(HashSet::new()),
         rebuild: tokio::sync::Mutex::new(()),
         exposition,
+        webhooks,
     });
     node.rebuild_keys().await?;
     node.reload_domains().await?;
@@ -484,6 +489,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tasks.spawn(node.clone().refresh_shared(Duration::from_secs(2)));
     }
     tasks.spawn(crate::analytics::run(node.clone()));
+    tasks.spawn(crate::webhooks::run(node.clone()));
     tasks.spawn(crate::analytics::ingest_stats::run(node.clone()));
     let cluster = match node.settings.cluster_cfg.clone() {
         Some(cfg) => Some(crate::cluster::Cluster::start(node.clone(), cfg).await?),

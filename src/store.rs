@@ -13,7 +13,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 mod tokens;
+mod webhooks;
 pub use tokens::TokenRow;
+pub use webhooks::{Enqueued, QueuedEvent, WebhookRow, MAX_QUEUED_PER_ACCOUNT};
 
 /// An account.
 #[derive(Debug, Clone)]
@@ -266,6 +268,11 @@ impl Store {
             add_column(&pool, backend, table, column, def)
                 .await
                 .with_context(|| format!("upgrading the schema: {table}.{column}"))?;
+        }
+        for stmt in webhooks::SCHEMA {
+            pool.execute(*stmt)
+                .await
+                .context("creating the schema: webhooks")?;
         }
         for stmt in tokens::AFTER_UPGRADES {
             pool.execute(*stmt)
@@ -587,6 +594,7 @@ mod tests {
         assert!(s.update_input(&i).await.unwrap());
         assert_eq!(s.input(&a, &uid).await.unwrap(), Some(i.clone()));
         assert_eq!(s.list_inputs(&a).await.unwrap().len(), 1);
+        webhooks::tests::round_trip_on(s, &a, &uid, &b).await;
         assert!(s.list_inputs(&b).await.unwrap().is_empty());
         assert!(!s.delete_input(&b, &uid).await.unwrap());
         assert!(s.delete_input(&a, &uid).await.unwrap());
