@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// [default: 3600]
     #[arg(long, env = "BANYAN_WEBHOOK_RETRY_FOR", value_name = "SECONDS")]
     pub webhook_retry_for: Option<u64>,
+    /// PEM file of CA certificates trusted for https webhook targets, in
+    /// addition to the system's bundle
+    #[arg(long, env = "BANYAN_WEBHOOK_CA_FILE", value_name = "FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 /// Which per-stream metric series a node exports.
@@ -166,6 +170,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub webhook_allow_private: bool,
     pub webhook_retry_for: Option<u64>,
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 /// The resolved settings of a node.
@@ -203,6 +208,8 @@ pub struct Settings {
     pub webhook_allow_private: bool,
     /// How long a webhook event is retried.
     pub webhook_retry_for: Duration,
+    /// Extra CA certificates for https webhook targets.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -308,6 +315,7 @@ impl Settings {
                     .unwrap_or(3600)
                     .clamp(1, 7 * 86_400),
             ),
+            webhook_ca_file: args.webhook_ca_file.or(file.webhook_ca_file),
         })
     }
 }

@@ -397,6 +397,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let views = Views::new();
     let captions = banyan_captions::Registry::new();
     let webhooks = crate::webhooks::Webhooks::new();
+    crate::webhooks::set_roots(
+        &webhooks,
+        crate::webhooks::load_roots(settings.webhook_ca_file.as_deref())
+            .context("loading the CA certificates for webhooks")?,
+    );
     let ctx = banyan_ingest::Context {
         hub: hub.clone(),
         keys: keys.clone(),

@@ -45,6 +45,8 @@ struct Receiver {
     addr: SocketAddr,
     inbox: Inbox,
     stop: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// HTTPS with this configuration (else plain HTTP).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Receiver {
@@ -53,13 +55,41 @@ impl Receiver {
             addr: "127.0.0.1:0".parse().expect("addr"),
             inbox: Inbox::default(),
             stop: None,
+            tls: None,
         };
         r.up().await;
         r
     }
 
+    /// An HTTPS receiver with a self-signed certificate for `localhost`;
+    /// and that certificate (PEM).
+    async fn start_tls() -> (Receiver, String) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(made.key_pair.serialize_der()).expect("key");
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![made.cert.der().clone()], key)
+        .expect("server config");
+        let mut r = Receiver {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            inbox: Inbox::default(),
+            stop: None,
+            tls: Some(Arc::new(cfg)),
+        };
+        r.up().await;
+        (r, made.cert.pem())
+    }
+
     fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}/hook", self.addr.port()),
+            None => format!("http://{}/hook", self.addr),
+        }
     }
 
     /// Listen (again, on the same port once it has one).
@@ -68,6 +98,12 @@ impl Receiver {
             .await
             .expect("bind receiver");
         self.addr = listener.local_addr().expect("receiver addr");
+        if let Some(cfg) = self.tls.clone() {
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(serve_tls(listener, cfg, self.inbox.clone(), cancel.clone()));
+            self.stop = Some((cancel, task));
+            return;
+        }
         let inbox = self.inbox.clone();
         let app = axum::Router::new().route(
             "/hook",
@@ -141,6 +177,53 @@ impl Receiver {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// The HTTPS receiver: each connection through TLS, then HTTP/1.1.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    inbox: Inbox,
+    cancel: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    loop {
+        let tcp = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+        };
+        let acceptor = acceptor.clone();
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let inbox = inbox.clone();
+                async move {
+                    let signature = req
+                        .headers()
+                        .get("webhook-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let body =
+                        axum::body::to_bytes(axum::body::Body::new(req.into_body()), 1 << 20)
+                            .await
+                            .unwrap_or_default();
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    inbox.lock().push(Got { signature, body });
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(String::new()))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
     }
 }
 
@@ -562,4 +645,64 @@ async fn events_queued_before_a_restart_are_delivered_after_it() {
         events_of(&got, &a_uid),
         vec![pair("live_input.connected", "")]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_targets_are_verified_against_trusted_certificates() {
+    let _one = SERIAL.lock().await;
+    let dir = tempdir();
+    let (rx, cert) = Receiver::start_tls().await;
+    let ca = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca, &cert).expect("write CA");
+
+    // Not trusted: the handshake fails and nothing is delivered.
+    {
+        let node = Node::start(
+            &dir.path().join("untrusting"),
+            &dir.path().join("untrusting.log"),
+            &["--webhook-allow-private"],
+        );
+        set_webhook(&node, &rx.url()).await;
+        let input = node.create_input("a").await;
+        let mut publisher = go_live(&node, &input).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let m = node.metrics().await;
+            if counter(
+                &m,
+                "banyan_webhook_deliveries_total",
+                &["result=\"failed\""],
+            ) >= 1.0
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no failed delivery:\n{m}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        publisher.stop().await;
+        assert_eq!(rx.count(), 0, "delivered over an untrusted certificate");
+    }
+
+    // Trusted through --webhook-ca-file: delivered over TLS, signed.
+    let node = Node::start(
+        &dir.path().join("data"),
+        &dir.path().join("node.log"),
+        &[
+            "--webhook-allow-private",
+            "--webhook-ca-file",
+            ca.to_str().expect("utf-8 path"),
+        ],
+    );
+    let secret = set_webhook(&node, &rx.url()).await;
+    let input = node.create_input("a").await;
+    let a_uid = uid(&input);
+    let mut publisher = go_live(&node, &input).await;
+    rx.wait_for(&secret, 15, "connected over https", &node, |g| {
+        has(g, &a_uid, "live_input.connected", "")
+    })
+    .await;
+    publisher.stop().await;
 }

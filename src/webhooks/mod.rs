@@ -74,6 +74,8 @@ pub struct Webhooks {
     live: Mutex<HashSet<String>>,
     /// When each (input, code) last had an errored event.
     errored: Mutex<HashMap<(String, ErrorCode), Instant>>,
+    /// CA certificates trusted for https targets (set by [`run`]).
+    roots: std::sync::OnceLock<Vec<reqwest::Certificate>>,
 }
 
 impl Webhooks {
@@ -85,6 +87,7 @@ impl Webhooks {
             queued: Notify::new(),
             live: Mutex::new(HashSet::new()),
             errored: Mutex::new(HashMap::new()),
+            roots: std::sync::OnceLock::new(),
         })
     }
 
@@ -180,6 +183,48 @@ fn dropped(reason: &'static str) {
 
 fn delivered(result: &'static str) {
     metrics::counter!("banyan_webhook_deliveries_total", "result" => result).increment(1);
+}
+
+/// Where the system's CA bundle may be (the first that exists is used;
+/// `SSL_CERT_FILE` first).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The CA certificates trusted for https targets: the system's bundle and
+/// `extra` (`--webhook-ca-file`, which must be readable).
+pub fn load_roots(extra: Option<&std::path::Path>) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    use anyhow::Context as _;
+    let mut roots = Vec::new();
+    let env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    let system = env
+        .into_iter()
+        .chain(SYSTEM_BUNDLES.iter().map(std::path::PathBuf::from))
+        .find(|p| p.is_file());
+    match system.as_ref().map(|p| (p, std::fs::read(p))) {
+        Some((p, Ok(pem))) => match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) => roots.extend(certs),
+            Err(e) => tracing::warn!(path = %p.display(), "unusable CA bundle: {e}"),
+        },
+        Some((p, Err(e))) => tracing::warn!(path = %p.display(), "unreadable CA bundle: {e}"),
+        None => tracing::warn!("no system CA bundle found: https webhooks need --webhook-ca-file"),
+    }
+    if let Some(path) = extra {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "{}: no certificate", path.display());
+        roots.extend(certs);
+    }
+    Ok(roots)
+}
+
+/// Trust `roots` for https targets (once, before [`run`]).
+pub fn set_roots(webhooks: &Webhooks, roots: Vec<reqwest::Certificate>) {
+    let _ = webhooks.roots.set(roots);
 }
 
 /// Run the watcher, the writer and the sender until the node stops.
@@ -347,14 +392,16 @@ async fn post(
         .await
         .map_err(|e| ("refused", e))?;
     // Connect only to the addresses just checked.
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .timeout(DELIVERY_TIMEOUT)
         .connect_timeout(DELIVERY_TIMEOUT)
-        .resolve_to_addrs(&t.host, &addrs)
-        .build()
-        .map_err(|e| ("failed", e.to_string()))?;
+        .resolve_to_addrs(&t.host, &addrs);
+    for root in node.webhooks.roots.get().into_iter().flatten() {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    let client = builder.build().map_err(|e| ("failed", e.to_string()))?;
     let time = now_micros().div_euclid(1_000_000);
     let resp = client
         .post(t.url.clone())
