@@ -540,7 +540,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn input(uid: &str, account: &str) -> LiveInputRow {
+    pub(super) fn input(uid: &str, account: &str) -> LiveInputRow {
         LiveInputRow {
             uid: uid.into(),
             account_id: account.into(),

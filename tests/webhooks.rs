@@ -393,6 +393,34 @@ async fn signed_connected_errored_and_disconnected_for_real_publishes() {
     .await;
     refused.stop().await;
 
+    // The same over SRT, refused in the handshake.
+    let d = node.create_input("d").await;
+    let d_uid = uid(&d);
+    let resp = http()
+        .put(node.stream_api(&format!("live_inputs/{d_uid}")))
+        .bearer_auth(node.token())
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .expect("disable");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let srt_url = format!(
+        "{}?streamid={}&passphrase={}",
+        d["srt"]["url"].as_str().expect("srt.url"),
+        d["srt"]["streamId"].as_str().expect("srt.streamId"),
+        d["srt"]["passphrase"].as_str().expect("srt.passphrase")
+    );
+    let mut c = ffmpeg();
+    c.args(["-re", "-i"])
+        .arg(clip("testsrc2"))
+        .args(["-c", "copy", "-f", "mpegts", &srt_url]);
+    let mut srt_refused = Client::spawn(c);
+    rx.wait_for(&secret, 10, "errored (disabled, SRT)", &node, |g| {
+        has(g, &d_uid, "live_input.errored", "ERR_INPUT_DISABLED")
+    })
+    .await;
+    srt_refused.stop().await;
+
     // A broken stream: a publisher accepted, then malformed chunks.
     let c = node.create_input("c").await;
     let c_uid = uid(&c);

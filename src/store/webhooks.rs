@@ -338,4 +338,65 @@ pub(super) mod tests {
         assert!(!s.delete_webhook(a).await.unwrap());
         assert_eq!(s.webhook_queue_depth().await.unwrap(), depth0);
     }
+
+    /// Two stores on one database (two nodes) claiming at once never both
+    /// get a row, and between them get every row.
+    async fn two_claimers_on(a: &Store, b: &Store) {
+        let mut queued = std::collections::HashSet::new();
+        for n in 0..40 {
+            let account = crate::secret::new_id();
+            a.create_account(&account, "c").await.unwrap();
+            let uid = crate::secret::new_id();
+            let mut row = super::super::tests::input(&uid, &account);
+            row.stream_key = crate::secret::new_id();
+            row.playback_key = crate::secret::new_id();
+            a.insert_input(&row).await.unwrap();
+            a.put_webhook(&account, "https://e.example/").await.unwrap();
+            let body = format!("event {n} {uid}");
+            assert_eq!(
+                b.enqueue_webhook_event(&uid, &body, n).await.unwrap(),
+                Enqueued::Queued
+            );
+            queued.insert(body);
+        }
+        let claim = |s: Store| async move {
+            let mut got = Vec::new();
+            for _ in 0..20 {
+                let now = now_micros();
+                let batch = s
+                    .claim_webhook_events(now, now + 60_000_000, 3)
+                    .await
+                    .unwrap();
+                got.extend(batch.into_iter().map(|e| e.body));
+            }
+            got
+        };
+        let (x, y) = tokio::join!(
+            tokio::spawn(claim(a.clone())),
+            tokio::spawn(claim(b.clone()))
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let mine: Vec<String> = x
+            .iter()
+            .chain(y.iter())
+            .filter(|b| queued.contains(*b))
+            .cloned()
+            .collect();
+        let unique: std::collections::HashSet<_> = mine.iter().cloned().collect();
+        assert_eq!(unique.len(), mine.len(), "a row claimed twice");
+        assert_eq!(unique, queued, "every row claimed once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_claimers_never_share_a_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open_sqlite(dir.path()).await.unwrap();
+        let b = Store::open_sqlite(dir.path()).await.unwrap();
+        two_claimers_on(&a, &b).await;
+        if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
+            let a = Store::open(&url).await.unwrap();
+            let b = Store::open(&url).await.unwrap();
+            two_claimers_on(&a, &b).await;
+        }
+    }
 }
