@@ -28,11 +28,13 @@ pub(super) struct WebhookBody {
 
 /// The checked target of a body (syntax only; addresses are checked by
 /// resolving).
-pub(super) fn webhook_target(body: WebhookBody) -> Result<target::Target, ApiError> {
+/// The URL is kept as written (and parsed again at each delivery).
+pub(super) fn webhook_target(body: WebhookBody) -> Result<(String, target::Target), ApiError> {
     let url = body
         .notification_url
         .ok_or_else(|| ApiError::bad_request("notificationUrl is required"))?;
-    target::parse(&url).map_err(ApiError::bad_request)
+    let t = target::parse(&url).map_err(ApiError::bad_request)?;
+    Ok((url, t))
 }
 
 fn webhook_json(w: &WebhookRow) -> Value {
@@ -50,12 +52,12 @@ pub(super) async fn put_webhook(
     JsonBody(body): JsonBody<WebhookBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    let t = webhook_target(body)?;
+    let (url, t) = webhook_target(body)?;
     if let Err(why) = target::resolve(&t, node.settings.webhook_allow_private).await {
         metrics::counter!("banyan_api_refused_total", "limit" => "webhook_target").increment(1);
         return Err(ApiError::bad_request(why));
     }
-    let row = node.store.put_webhook(&account, t.url.as_str()).await?;
+    let row = node.store.put_webhook(&account, &url).await?;
     tracing::info!(account = %account, "webhook set");
     Ok(ok(webhook_json(&row)))
 }

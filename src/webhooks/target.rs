@@ -224,6 +224,22 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(parse(&format!("https://e.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
+        // Other spellings of an address are normalised before the check.
+        for (url, range) in [
+            ("http://2130706433/", "loopback"),
+            ("http://0177.0.0.1/", "loopback"),
+            ("http://0x7f.1/", "loopback"),
+            ("http://[0:0:0:0:0:ffff:7f00:1]/", "loopback"),
+            ("http://[::ffff:a9fe:a9fe]/", "link-local"),
+            ("http://0/", "unspecified"),
+        ] {
+            let t = parse(url).unwrap();
+            let ip: IpAddr = t
+                .host
+                .parse()
+                .unwrap_or_else(|_| panic!("{url}: {}", t.host));
+            assert_eq!(refused_address(ip), Some(range), "{url}");
+        }
     }
 
     #[tokio::test]
