@@ -734,3 +734,92 @@ async fn https_targets_are_verified_against_trusted_certificates() {
     .await;
     publisher.stop().await;
 }
+
+/// A raw HTTP receiver counting connections: it reads a request and
+/// writes `answer`, or (`None`) never answers and holds the connection.
+async fn raw_receiver(answer: Option<String>) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(k) if k > 0 => seen.extend_from_slice(&buf[..k]),
+                        _ => return,
+                    }
+                }
+                match answer {
+                    Some(a) => {
+                        let _ = tcp.write_all(a.as_bytes()).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(60)).await,
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+async fn wait_counter(node: &Node, labels: &[&str], at_least: f64, secs: u64) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let m = node.metrics().await;
+        if counter(&m, "banyan_webhook_deliveries_total", labels) >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "banyan_webhook_deliveries_total{labels:?} < {at_least}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_and_a_silent_receiver_is_cut_off() {
+    let _one = SERIAL.lock().await;
+    let dir = tempdir();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &dir.path().join("node.log"),
+        &["--webhook-allow-private"],
+    );
+    let witness = Witness::start(&node, dir.path(), 8).await;
+    // A target that redirects elsewhere: the redirect is a failed
+    // delivery, and the place it points to gets nothing.
+    let inner = Receiver::start().await;
+    let (redirector, asked) = raw_receiver(Some(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {}\r\nContent-Length: 0\r\n\r\n",
+        inner.url()
+    )))
+    .await;
+    set_webhook(&node, &format!("http://{redirector}/hook")).await;
+    let input = node.create_input("a").await;
+    let mut publisher = go_live(&node, &input).await;
+    wait_counter(&node, &["result=\"failed\""], 1.0, 15).await;
+    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert_eq!(inner.count(), 0, "a redirect was followed");
+    // A target that never answers: cut off at the delivery timeout, and
+    // the media goes on meanwhile (the witness).
+    let (silent, held) = raw_receiver(None).await;
+    set_webhook(&node, &format!("http://{silent}/hook")).await;
+    let failed = counter(
+        &node.metrics().await,
+        "banyan_webhook_deliveries_total",
+        &["result=\"failed\""],
+    );
+    wait_counter(&node, &["result=\"failed\""], failed + 1.0, 30).await;
+    assert!(held.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    publisher.stop().await;
+    witness.check().await;
+}
