@@ -36,6 +36,7 @@ use crate::node::Node;
 use crate::secret;
 
 mod tokens;
+mod webhook;
 use crate::store::{now_micros, DomainRow, LiveInputRow, TokenInfo};
 pub use tokens::MAX_TOKENS_PER_ACCOUNT;
 
@@ -249,6 +250,9 @@ pub enum BodyKind {
     Domain,
     /// `POST /client/v4/accounts/{id}/tokens`.
     Token,
+    /// `PUT .../stream/webhook` (the URL's syntax; its addresses are
+    /// checked by resolving).
+    Webhook,
 }
 
 /// Decode and check a request body of `kind` exactly as its endpoint does
@@ -284,6 +288,9 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
         }
         BodyKind::Token => {
             tokens::token_name(decode_json(bytes)?)?;
+        }
+        BodyKind::Webhook => {
+            webhook::webhook_target(decode_json(bytes)?)?;
         }
     }
     Ok(())
@@ -326,6 +333,12 @@ pub fn router(node: St) -> Router {
             axum::routing::delete(tokens::revoke_token),
         )
         .route("/client/v4/admin/rotate", post(tokens::rotate_admin))
+        .route(
+            &format!("{stream}/webhook"),
+            axum::routing::put(webhook::put_webhook)
+                .get(webhook::get_webhook)
+                .delete(webhook::delete_webhook),
+        )
         .route("/{uid}/lifecycle", get(lifecycle))
         .route("/{uid}/views", get(views))
         .route("/metrics", get(metrics_text))

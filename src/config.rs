@@ -151,6 +151,19 @@ pub struct ServeArgs {
     /// RTMPS certificates [default: off]
     #[arg(long, env = "BANYAN_HTTPS", value_name = "ADDR")]
     pub https: Option<SocketAddr>,
+    /// Allow webhook URLs that resolve to loopback, private, link-local,
+    /// unique-local or unspecified addresses (refused by default, against
+    /// server-side request forgery).
+    #[arg(long, env = "BANYAN_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// Seconds a webhook event is retried before it is dropped
+    /// [default: 3600]
+    #[arg(long, env = "BANYAN_WEBHOOK_RETRY_FOR", value_name = "SECONDS")]
+    pub webhook_retry_for: Option<u64>,
+    /// PEM file of CA certificates trusted for https webhook targets, in
+    /// addition to the system's bundle
+    #[arg(long, env = "BANYAN_WEBHOOK_CA_FILE", value_name = "FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 /// Which per-stream metric series a node exports.
@@ -208,6 +221,10 @@ pub struct FileConfig {
     pub http_write_timeout: Option<u64>,
     pub max_connections_per_address: Option<usize>,
     pub https: Option<SocketAddr>,
+    #[serde(default)]
+    pub webhook_allow_private: bool,
+    pub webhook_retry_for: Option<u64>,
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 /// The resolved settings of a node.
@@ -260,6 +277,12 @@ pub struct Settings {
     pub max_connections_per_address: usize,
     /// The HTTPS listener, when on.
     pub https: Option<SocketAddr>,
+    /// Webhook targets may be private addresses.
+    pub webhook_allow_private: bool,
+    /// How long a webhook event is retried.
+    pub webhook_retry_for: Duration,
+    /// Extra CA certificates for https webhook targets.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -402,6 +425,14 @@ impl Settings {
                 .unwrap_or(64)
                 .max(1),
             https: args.https.or(file.https),
+            webhook_allow_private: args.webhook_allow_private || file.webhook_allow_private,
+            webhook_retry_for: Duration::from_secs(
+                args.webhook_retry_for
+                    .or(file.webhook_retry_for)
+                    .unwrap_or(3600)
+                    .clamp(1, 7 * 86_400),
+            ),
+            webhook_ca_file: args.webhook_ca_file.or(file.webhook_ca_file),
         })
     }
 }

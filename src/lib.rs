@@ -29,3 +29,4 @@ pub mod quota;
 pub mod secret;
 pub mod store;
 pub mod tls;
+pub mod webhooks;

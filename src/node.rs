@@ -82,6 +82,8 @@ pub struct Node {
     rebuild: tokio::sync::Mutex<keysync::Marks>,
     /// Requests per second per API token.
     pub api_rate: crate::quota::RateLimiter,
+    /// Live webhooks: ingest's events in, signed notifications out.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 impl Node {
@@ -385,6 +387,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let keys = Arc::new(KeyTable::new());
     let views = Views::new();
     let captions = banyan_captions::Registry::new();
+    let webhooks = crate::webhooks::Webhooks::new();
+    crate::webhooks::set_roots(
+        &webhooks,
+        crate::webhooks::load_roots(settings.webhook_ca_file.as_deref())
+            .context("loading the CA certificates for webhooks")?,
+    );
     let ctx = banyan_ingest::Context {
         hub: hub.clone(),
         keys: keys.clone(),
@@ -401,6 +409,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 window: settings.auth_fail_window,
             },
         ),
+        events: webhooks.ingest_events(),
     };
     let shutdown = CancellationToken::new();
     // Binds now (port 0 allowed) and serves in the background. The key
@@ -446,6 +455,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         playback: Arc::new(crate::playback::Gate::default()),
         rebuild: tokio::sync::Mutex::new(keysync::Marks::default()),
         api_rate: crate::quota::RateLimiter::new(settings_rate.0, settings_rate.1),
+        webhooks,
     });
     node.rebuild_keys().await?;
     node.reload_domains().await?;
@@ -497,6 +507,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tasks.spawn(node.clone().refresh_shared(Duration::from_secs(2)));
     }
     tasks.spawn(crate::analytics::run(node.clone()));
+    tasks.spawn(crate::webhooks::run(node.clone()));
     tasks.spawn(crate::analytics::ingest_stats::run(node.clone()));
     let cluster = match node.settings.cluster_cfg.clone() {
         Some(cfg) => Some(crate::cluster::Cluster::start(node.clone(), cfg).await?),

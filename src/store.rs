@@ -14,7 +14,9 @@ use sqlx::{AnyPool, Executor, Row};
 
 mod changes;
 mod tokens;
+mod webhooks;
 pub use tokens::TokenRow;
+pub use webhooks::{Enqueued, QueuedEvent, WebhookRow, MAX_QUEUED_PER_ACCOUNT};
 
 /// An account.
 #[derive(Debug, Clone)]
@@ -302,6 +304,11 @@ impl Store {
             add_column(&pool, backend, table, column, def)
                 .await
                 .with_context(|| format!("upgrading the schema: {table}.{column}"))?;
+        }
+        for stmt in webhooks::SCHEMA {
+            pool.execute(*stmt)
+                .await
+                .context("creating the schema: webhooks")?;
         }
         for stmt in tokens::AFTER_UPGRADES {
             pool.execute(*stmt)
@@ -613,7 +620,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn input(uid: &str, account: &str) -> LiveInputRow {
+    pub(super) fn input(uid: &str, account: &str) -> LiveInputRow {
         LiveInputRow {
             uid: uid.into(),
             account_id: account.into(),
@@ -668,6 +675,7 @@ mod tests {
         assert!(s.update_input(&i).await.unwrap());
         assert_eq!(s.input(&a, &uid).await.unwrap(), Some(i.clone()));
         assert_eq!(s.list_inputs(&a).await.unwrap().len(), 1);
+        webhooks::tests::round_trip_on(s, &a, &uid, &b).await;
         assert!(s.list_inputs(&b).await.unwrap().is_empty());
         assert!(!s.delete_input(&b, &uid).await.unwrap());
         assert!(s.delete_input(&a, &uid).await.unwrap());

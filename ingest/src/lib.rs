@@ -7,6 +7,7 @@
 //! looked up in the in-memory [`KeyTable`] snapshot.
 
 pub mod admission;
+pub mod events;
 pub mod flv;
 pub mod net;
 pub mod proxy_protocol;
@@ -31,6 +32,8 @@ pub struct Context {
     /// Custom domains' accounts and the failed-attempt limiter
     /// (`Default::default()`: no custom domains, the default limit).
     pub admission: Arc<admission::Admission>,
+    /// Where publish outcomes are reported (`Default`: nowhere).
+    pub events: events::Events,
 }
 
 /// Errors of the ingest crate.

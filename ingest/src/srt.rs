@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
+use crate::events::{Events, IngestEvent};
 use crate::ts::{DemuxEvent, Demuxer};
 use crate::{Context, IngestError};
 
@@ -184,6 +185,7 @@ struct SrtGate {
     keys: Arc<KeyTable>,
     hub: Arc<Hub>,
     admission: Arc<Admission>,
+    events: Events,
 }
 
 impl Gate for SrtGate {
@@ -199,6 +201,16 @@ impl Gate for SrtGate {
             return Decision::Reject(reject::OVERLOAD);
         }
         let d = self.decide(stream_id);
+        if let Decision::Reject(code @ (reject::FORBIDDEN | reject::CONFLICT)) = d {
+            if let Ok(StreamId::Publish(uid)) = StreamId::parse(stream_id) {
+                let reason = if code == reject::FORBIDDEN {
+                    "disabled"
+                } else {
+                    "busy"
+                };
+                self.events.report(IngestEvent::Refused { uid, reason });
+            }
+        }
         match d {
             // A disabled input or a busy stream is not a guess at a secret.
             Decision::Reject(reject::FORBIDDEN | reject::CONFLICT) => {}
@@ -222,6 +234,7 @@ pub async fn serve(
         keys: ctx.keys.clone(),
         hub: ctx.hub.clone(),
         admission: ctx.admission.clone(),
+        events: ctx.events.clone(),
     };
     let scfg = ServerConfig {
         latency: cfg.latency,
@@ -288,9 +301,16 @@ async fn publish(
         Ok(p) => p,
         Err(e) => {
             tracing::info!(stream = %uid, error = %e, "srt publish refused");
+            ctx.events.report(IngestEvent::Refused {
+                uid,
+                reason: "busy",
+            });
             return;
         }
     };
+    ctx.events
+        .report(IngestEvent::Published { uid: uid.clone() });
+    let mut damage_reported = false;
     let mut demux = Demuxer::new();
     let mut cc = banyan_captions::StreamCaptions::new(ctx.captions.clone(), &uid);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -324,6 +344,13 @@ async fn publish(
                     }
                 }
                 let errors = demux.errors();
+                if errors.total() > 0 && !damage_reported {
+                    damage_reported = true;
+                    ctx.events.report(IngestEvent::Broken {
+                        uid: uid.clone(),
+                        reason: "damaged_ts",
+                    });
+                }
                 if errors.total() != logged.0 && logged.1.elapsed() >= Duration::from_secs(5) {
                     tracing::warn!(stream = %uid, ?errors, "damaged MPEG-TS input dropped");
                     logged = (errors.total(), Instant::now());

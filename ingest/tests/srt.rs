@@ -171,6 +171,7 @@ async fn node(latency_ms: u64) -> Node {
         views: Views::new(),
         captions: banyan_captions::Registry::new(),
         admission: Default::default(),
+        events: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let cfg = SrtConfig {

@@ -293,6 +293,7 @@ async fn relay_added_latency() {
         views: Views::new(),
         captions: banyan_captions::Registry::new(),
         admission: Default::default(),
+        events: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();

@@ -633,6 +633,50 @@ pub async fn rtmp_play(tcp: &mut TcpStream, addr: &str, key: &str) {
     tcp.write_all(&chunk(8, 20, 1, &play)).await.expect("play");
 }
 
+/// As a publisher does: set chunk size 4096, connect to `live`, createStream,
+/// then publish `key` on stream 1 and wait for the node's `onStatus`
+/// answer (accepted or refused).
+pub async fn rtmp_publish(tcp: &mut TcpStream, addr: &str, key: &str) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut out = chunk(2, 1, 0, &4096u32.to_be_bytes());
+    let mut connect = Vec::new();
+    amf_str(&mut connect, "connect");
+    amf_num(&mut connect, 1.0);
+    amf_obj(
+        &mut connect,
+        &[("app", "live"), ("tcUrl", &format!("rtmp://{addr}/live"))],
+    );
+    out.extend(chunk(3, 20, 0, &connect));
+    tcp.write_all(&out).await.expect("connect");
+    await_results(tcp, &mut seen, 1).await;
+    let mut create = Vec::new();
+    amf_str(&mut create, "createStream");
+    amf_num(&mut create, 2.0);
+    create.push(5);
+    tcp.write_all(&chunk(3, 20, 0, &create))
+        .await
+        .expect("createStream");
+    await_results(tcp, &mut seen, 2).await;
+    let mut publish = Vec::new();
+    amf_str(&mut publish, "publish");
+    amf_num(&mut publish, 0.0);
+    publish.push(5);
+    amf_str(&mut publish, key);
+    amf_str(&mut publish, "live");
+    tcp.write_all(&chunk(8, 20, 1, &publish))
+        .await
+        .expect("publish");
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut b = vec![0u8; 8192];
+    while !seen.windows(17).any(|w| w == b"NetStream.Publish") {
+        match tokio::time::timeout_at(until, tcp.read(&mut b)).await {
+            Ok(Ok(k)) if k > 0 => seen.extend_from_slice(&b[..k]),
+            other => panic!("no publish answer from the node: {other:?}"),
+        }
+    }
+    seen
+}
+
 /// A connected TCP socket with a small receive buffer (a viewer that stops
 /// reading fills it quickly).
 pub async fn small_buffer_connect(addr: &str) -> TcpStream {

@@ -15,6 +15,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::session::{RtmpSession, SessionError, SessionEvent};
+use crate::events::IngestEvent;
 use crate::flv::{FlvDemux, TagEvent};
 use crate::Context;
 
@@ -103,8 +104,17 @@ pub(super) async fn run<S>(
         Next::Close => {}
         Next::Publish(publisher, uid) => {
             tracing::info!(stream = %uid, protocol = protocol.as_str(), "publishing");
+            c.ctx
+                .events
+                .report(IngestEvent::Published { uid: uid.clone() });
             let reason = c.publish(publisher, &shutdown).await;
             tracing::info!(stream = %uid, reason, "publisher left");
+            if reason == "protocol" {
+                c.ctx.events.report(IngestEvent::Broken {
+                    uid,
+                    reason: "protocol",
+                });
+            }
         }
         Next::Play { uid, stream_id } => {
             let end = c.play(&uid, stream_id, &shutdown).await;
@@ -298,6 +308,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 };
                 if !reason.is_empty() {
                     refuse(reason);
+                    // Refusals of a known input are reported against it;
+                    // an unknown key names no input.
+                    if let Some(g) = &grant {
+                        let reason = if reason == "bad_key" {
+                            "wrong_key"
+                        } else {
+                            reason
+                        };
+                        self.ctx.events.report(IngestEvent::Refused {
+                            uid: g.uid.clone(),
+                            reason,
+                        });
+                    }
                     if reason != "disabled" {
                         self.ctx.admission.failed(self.origin.ip);
                     }
@@ -316,6 +339,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     }
                     Err(_) => {
                         refuse("busy");
+                        self.ctx.events.report(IngestEvent::Refused {
+                            uid: uid.clone(),
+                            reason: "busy",
+                        });
                         tracing::info!(stream = %uid, "publish refused: already publishing");
                         self.session.status(
                             sid,

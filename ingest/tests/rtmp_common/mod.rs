@@ -100,6 +100,7 @@ impl Server {
             views: views.clone(),
             captions: banyan_captions::Registry::new(),
             admission: Default::default(),
+            events: Default::default(),
         };
         let shutdown = CancellationToken::new();
         let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
