@@ -34,6 +34,7 @@ use serde_json::{json, Map, Value};
 use crate::node::Node;
 use crate::secret;
 
+mod outputs;
 mod tokens;
 use crate::store::{now_micros, DomainRow, LiveInputRow, TokenInfo};
 pub use tokens::MAX_TOKENS_PER_ACCOUNT;
@@ -346,6 +347,14 @@ pub fn router(node: St) -> Router {
             post(rotate_keys),
         )
         .route(
+            &format!("{stream}/live_inputs/{{uid}}/outputs"),
+            post(outputs::create_output).get(outputs::list_outputs),
+        )
+        .route(
+            &format!("{stream}/live_inputs/{{uid}}/outputs/{{output}}"),
+            axum::routing::put(outputs::update_output).delete(outputs::delete_output),
+        )
+        .route(
             &format!("{stream}/ingest_domains"),
             post(add_domain).get(list_domains),
         )
@@ -599,6 +608,8 @@ async fn delete_input(
     // Ends the input's sessions.
     node.rebuild_keys().await?;
     node.forget(&uid);
+    node.store.delete_outputs_of(&uid).await?;
+    node.outputs.changed();
     tracing::info!(account = %account, input = %uid, "live input deleted");
     Ok(ok(Value::Null))
 }

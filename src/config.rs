@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// [default: off]
     #[arg(long, env = "BANYAN_METRICS_PER_STREAM", value_name = "MODE")]
     pub metrics_per_stream: Option<PerStream>,
+    /// Extra trusted roots (PEM) for rtmps:// outputs, on top of the
+    /// system's bundle (/etc/ssl/certs/ca-certificates.crt) [default: none]
+    #[arg(long, env = "BANYAN_OUTPUTS_CA", value_name = "FILE")]
+    pub outputs_ca: Option<PathBuf>,
 }
 
 /// Which per-stream metric series a node exports.
@@ -154,6 +158,7 @@ pub struct FileConfig {
     pub cluster: Option<toml::Table>,
     pub metrics: Option<SocketAddr>,
     pub metrics_per_stream: Option<PerStream>,
+    pub outputs_ca: Option<PathBuf>,
 }
 
 /// The resolved settings of a node.
@@ -187,6 +192,8 @@ pub struct Settings {
     pub metrics: SocketAddr,
     /// Per-stream metric series.
     pub metrics_per_stream: PerStream,
+    /// Extra trusted roots for rtmps:// outputs.
+    pub outputs_ca: Option<PathBuf>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -285,6 +292,7 @@ impl Settings {
                 .metrics_per_stream
                 .or(file.metrics_per_stream)
                 .unwrap_or_default(),
+            outputs_ca: args.outputs_ca.or(file.outputs_ca),
         })
     }
 }

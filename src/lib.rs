@@ -20,6 +20,7 @@ pub mod config;
 pub mod exposition;
 pub mod httpd;
 pub mod node;
+pub mod outputs;
 pub mod secret;
 pub mod store;
 pub mod tls;

@@ -73,6 +73,8 @@ pub struct Node {
     rebuild: tokio::sync::Mutex<()>,
     /// Per-stream series and how they are labelled (see `exposition`).
     pub exposition: crate::exposition::Exposition,
+    /// The simulcast outputs this node runs (see `outputs`).
+    pub outputs: Arc<crate::outputs::Outputs>,
 }
 
 impl Node {
@@ -387,6 +389,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.metrics_per_stream,
         crate::exposition::load_key(&data_dir)?,
     );
+    let outputs = crate::outputs::Outputs::new(
+        banyan_egress::push::PushConfig {
+            roots: Arc::new(
+                crate::outputs::roots(settings.outputs_ca.as_deref())
+                    .context("loading the trusted roots of outputs")?,
+            ),
+            ..Default::default()
+        },
+        settings.cluster_cfg.is_some(),
+    );
     let hub = Hub::new(HubConfig {
         reconnect_window: settings.reconnect_window,
         ..HubConfig::default()
@@ -450,6 +462,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         seen_live: Mutex::new(HashSet::new()),
         rebuild: tokio::sync::Mutex::new(()),
         exposition,
+        outputs,
     });
     node.rebuild_keys().await?;
     node.reload_domains().await?;
@@ -489,6 +502,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(cfg) => Some(crate::cluster::Cluster::start(node.clone(), cfg).await?),
         None => None,
     };
+    if let Some(c) = &cluster {
+        node.outputs.set_origin_check(c.origin_check());
+    }
+    tasks.spawn(node.outputs.clone().run(node.clone()));
     let hls = banyan_egress::hls::HlsService::new(
         node.hub.clone(),
         node.views.clone(),

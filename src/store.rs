@@ -12,7 +12,9 @@ use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+mod outputs;
 mod tokens;
+pub use outputs::OutputRow;
 pub use tokens::TokenRow;
 
 /// An account.
@@ -259,7 +261,7 @@ impl Store {
         if backend == Backend::Sqlite {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        for stmt in SCHEMA {
+        for stmt in SCHEMA.iter().chain(outputs::SCHEMA) {
             pool.execute(*stmt).await.context("creating the schema")?;
         }
         for (table, column, def) in UPGRADES {
