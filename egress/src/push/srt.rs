@@ -24,6 +24,10 @@ use crate::ts::Muxer;
 /// stream).
 const QUEUE: usize = 64;
 
+/// libsrt's own default: a caller learns nothing of a dead listener (UDP),
+/// so it waits this long before it gives up.
+const SRT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 struct Opts {
     addr: SocketAddr,
     stream_id: Option<String>,
@@ -125,7 +129,7 @@ pub(super) async fn session(
         stream_id: stream_id.clone(),
         passphrase: passphrase.clone(),
         latency: latency_ms.map(|l| Duration::from_millis(l.into())),
-        connect_timeout: cfg.connect_timeout,
+        connect_timeout: cfg.connect_timeout.min(SRT_CONNECT_TIMEOUT),
         send_timeout: cfg.write_timeout,
     };
     let (tx, rx) = mpsc::channel(QUEUE);

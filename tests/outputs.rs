@@ -1,0 +1,601 @@
+//! Simulcast outputs end to end: ffmpeg publishes to a node whose live input
+//! has outputs to real servers -- nginx-rtmp (RTMP), a second Banyan node
+//! (RTMPS, its self-signed certificate trusted with `--outputs-ca`) and an
+//! srt-live-transmit listener (SRT caller) -- and what each destination
+//! received is compared frame by frame with what was published. A
+//! destination killed and restarted mid-stream is rejoined by itself; a
+//! dead destination disturbs neither the others nor a viewer; toggling
+//! `enabled` while live stops and starts the push.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{ffmpeg, publish, source, Client, Hashes, Input, Node, Proto, FRAMEMD5_ARGS, FPS};
+use serde_json::{json, Value};
+use tokio::process::Command;
+
+/// One test at a time: three servers and several ffmpegs on a small machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
+}
+
+/// The outputs API of one node's default account.
+struct Api {
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn of(node: &Node) -> Api {
+        Api {
+            base: format!(
+                "{}/client/v4/accounts/{}/stream/live_inputs",
+                node.api(),
+                node.creds["accountId"].as_str().expect("accountId")
+            ),
+            token: node.creds["apiToken"].as_str().expect("apiToken").into(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = http()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("API request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON answer"))
+    }
+
+    async fn create(&self, input: &str, url: &str, key: &str) -> String {
+        let (st, v) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/{input}/outputs"),
+                Some(json!({"url": url, "streamKey": key})),
+            )
+            .await;
+        assert_eq!(st, 200, "create output: {v}");
+        assert_eq!(v["result"]["url"], json!(url));
+        assert_eq!(v["result"]["enabled"], json!(true));
+        v["result"]["uid"].as_str().expect("output uid").to_string()
+    }
+
+    async fn list(&self, input: &str) -> Vec<Value> {
+        let (st, v) = self
+            .call(reqwest::Method::GET, &format!("/{input}/outputs"), None)
+            .await;
+        assert_eq!(st, 200, "list outputs: {v}");
+        v["result"].as_array().expect("array").clone()
+    }
+
+    async fn get(&self, input: &str, output: &str) -> Value {
+        self.list(input)
+            .await
+            .into_iter()
+            .find(|o| o["uid"] == json!(output))
+            .unwrap_or_else(|| panic!("output {output} not listed"))
+    }
+
+    async fn set_enabled(&self, input: &str, output: &str, enabled: bool) -> Value {
+        let (st, v) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/{input}/outputs/{output}"),
+                Some(json!({ "enabled": enabled })),
+            )
+            .await;
+        assert_eq!(st, 200, "update output: {v}");
+        v["result"].clone()
+    }
+
+    /// Wait (bounded) until the output's `status` is `want`; the time it took.
+    async fn wait_status(&self, input: &str, output: &str, want: Value, secs: u64) -> Duration {
+        let t0 = Instant::now();
+        let mut last = Value::Null;
+        while t0.elapsed() < Duration::from_secs(secs) {
+            last = self.get(input, output).await;
+            if last["status"] == want {
+                return t0.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("output {output} never reached status {want} in {secs} s; last: {last}");
+    }
+}
+
+/// A free TCP port on loopback (nothing listens on it afterwards).
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// nginx-rtmp on loopback with its own prefix: one process (no master), so
+/// killing it frees the port at once.
+struct Nginx {
+    dir: PathBuf,
+    port: u16,
+    proc: Option<Client>,
+}
+
+impl Nginx {
+    async fn start(dir: &Path) -> Nginx {
+        let dir = dir.join("nginx");
+        std::fs::create_dir_all(dir.join("logs")).expect("nginx dir");
+        let mut n = Nginx {
+            dir,
+            port: free_tcp_port(),
+            proc: None,
+        };
+        let d = n.dir.display();
+        let conf = format!(
+            "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+             worker_processes 1; daemon off; master_process off;\n\
+             pid {d}/nginx.pid; error_log {d}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{}; chunk_size 4096;\n\
+             application live {{ live on; }} }} }}\n",
+            n.port
+        );
+        std::fs::write(n.dir.join("nginx.conf"), conf).expect("nginx.conf");
+        n.run().await;
+        n
+    }
+
+    async fn run(&mut self) {
+        let mut c = Command::new("nginx");
+        c.arg("-p")
+            .arg(&self.dir)
+            .arg("-c")
+            .arg(self.dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(self.dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.proc = Some(Client::spawn(c, "nginx"));
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "nginx did not listen: {}",
+            std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+        );
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop().await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("rtmp://127.0.0.1:{}/live", self.port)
+    }
+}
+
+/// An ffmpeg player writing the normalised hashes of `url` to `out`.
+fn player(url: &str, out: &Path, what: &str) -> Client {
+    let mut c = ffmpeg();
+    c.arg("-i").arg(url).args(FRAMEMD5_ARGS).arg(out);
+    Client::spawn(c, what)
+}
+
+/// ffmpeg publishing the source clip `loops` + 1 times in a row over RTMP.
+fn publish_looped(input: &Input, loops: u32) -> Client {
+    let mut c = ffmpeg();
+    c.arg("-re")
+        .args(["-stream_loop", &loops.to_string()])
+        .arg("-i")
+        .arg(&source().ts)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(input.publish_url(Proto::Rtmp));
+    Client::spawn(c, "looped publisher")
+}
+
+/// The source's hashes `n` times in a row (a looped publish).
+fn looped(n: usize) -> Hashes {
+    let s = &source().hashes;
+    Hashes {
+        video: std::iter::repeat_n(s.video.iter().cloned(), n)
+            .flatten()
+            .collect(),
+        audio: std::iter::repeat_n(s.audio.iter().cloned(), n)
+            .flatten()
+            .collect(),
+    }
+}
+
+/// What arrived must be a contiguous run of the source (video and audio),
+/// starting at a keyframe, at least `min_secs` long.
+fn check_run(played: &Hashes, reference: &Hashes, min_secs: usize, what: &str) {
+    let start = common::assert_run(&played.video, &reference.video, min_secs * FPS, what);
+    assert!(
+        source()
+            .keyframes
+            .contains(&(start % source().hashes.video.len())),
+        "{what}: the first video packet (source packet {start}) is not a keyframe"
+    );
+    common::assert_run(
+        &played.audio,
+        &reference.audio,
+        min_secs * 40,
+        &format!("{what} (audio)"),
+    );
+}
+
+async fn wait_video(md5: &Path, frames: usize, secs: u64, what: &str) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if Hashes::read(md5).video.len() >= frames {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{what}: only {} video frames after {secs} s",
+        Hashes::read(md5).video.len()
+    );
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_outputs_deliver_every_frame_to_nginx_banyan_over_rtmps_and_srt() {
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nginx = Nginx::start(dir.path()).await;
+    let node2 = Node::start(&["--reconnect-window", "1"]);
+    let input2 = node2.create_input().await;
+    let cert = Path::new(node2.ready["dataDir"].as_str().expect("dataDir")).join("tls/cert.pem");
+    let node = Node::start(&[
+        "--reconnect-window",
+        "1",
+        "--outputs-ca",
+        cert.to_str().expect("utf-8"),
+    ]);
+    let input = node.create_input().await;
+    let api = Api::of(&node);
+
+    // The SRT listener writes the transport stream it receives to a file.
+    let srt_port = free_udp_port();
+    let srt_ts = dir.path().join("srt.ts");
+    let mut slt = Command::new("srt-live-transmit");
+    slt.arg(format!("srt://127.0.0.1:{srt_port}?mode=listener&latency=120"))
+        .arg("file://con")
+        .stdout(std::fs::File::create(&srt_ts).expect("srt.ts"))
+        .stderr(Stdio::null());
+    let mut slt = Client::spawn(slt, "srt-live-transmit");
+
+    let o_nginx = api.create(input.uid(), &nginx.url(), "simulcast").await;
+    let rtmps_url = input2.0["rtmps"]["url"].as_str().expect("rtmps url");
+    assert!(rtmps_url.starts_with("rtmps://"), "{rtmps_url}");
+    let o_banyan = api
+        .create(
+            input.uid(),
+            rtmps_url,
+            input2.0["rtmps"]["streamKey"].as_str().expect("key"),
+        )
+        .await;
+    let o_srt = api
+        .create(
+            input.uid(),
+            &format!("srt://127.0.0.1:{srt_port}?streamid=simulcast"),
+            "",
+        )
+        .await;
+    assert_eq!(api.list(input.uid()).await.len(), 3);
+    // Not live yet: nothing runs.
+    assert_eq!(api.get(input.uid(), &o_nginx).await["status"], Value::Null);
+
+    // nginx-rtmp lets a player wait for the publisher.
+    let nginx_md5 = dir.path().join("nginx.md5");
+    let mut p_nginx = player(
+        &format!("{}/simulcast", nginx.url()),
+        &nginx_md5,
+        "nginx player",
+    );
+    let mut publisher = publish(&input, Proto::Rtmp);
+    for o in [&o_nginx, &o_banyan, &o_srt] {
+        api.wait_status(input.uid(), o, json!("connected"), 15).await;
+    }
+    // The second node sees its input live through the RTMPS push.
+    for _ in 0..50 {
+        if node2.status(input2.uid()).await == json!("connected") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(node2.status(input2.uid()).await, json!("connected"));
+    let banyan_md5 = dir.path().join("banyan.md5");
+    let mut p_banyan = player(&input2.play_url(Proto::Rtmp), &banyan_md5, "node 2 player");
+
+    assert!(
+        publisher.wait(40.0).await.is_some_and(|s| s.success()),
+        "publisher failed: {}",
+        publisher.stderr().await
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for c in [&mut p_nginx, &mut p_banyan, &mut slt] {
+        c.stop().await;
+    }
+    let srt_md5 = dir.path().join("srt.md5");
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(&srt_ts)
+        .args(FRAMEMD5_ARGS)
+        .arg(&srt_md5)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(st.success(), "hashing what srt-live-transmit received");
+
+    let src = looped(1);
+    check_run(&Hashes::read(&nginx_md5), &src, 8, "nginx-rtmp (RTMP output)");
+    check_run(&Hashes::read(&srt_md5), &src, 8, "srt-live-transmit (SRT output)");
+    check_run(
+        &Hashes::read(&banyan_md5),
+        &src,
+        6,
+        "second node (RTMPS output)",
+    );
+
+    let m = http()
+        .get(node.metrics_url())
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for proto in ["rtmp", "rtmps", "srt"] {
+        let bytes = metric(
+            &m,
+            &format!("banyan_output_bytes_total{{protocol=\"{proto}\"}}"),
+        );
+        assert!(bytes > 100_000.0, "{proto} output bytes: {bytes}");
+    }
+    // The stream ended: every output stopped by itself.
+    for o in [&o_nginx, &o_banyan, &o_srt] {
+        api.wait_status(input.uid(), o, Value::Null, 15).await;
+    }
+    assert!(!node.log_text().contains("simulcast\""), "no stream key in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_destination_is_rejoined_and_a_dead_one_disturbs_no_one() {
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut nginx = Nginx::start(dir.path()).await;
+    let node = Node::start(&["--reconnect-window", "1"]);
+    let input = node.create_input().await;
+    let api = Api::of(&node);
+    let o_nginx = api.create(input.uid(), &nginx.url(), "rejoin").await;
+    let dead_rtmp = api
+        .create(
+            input.uid(),
+            &format!("rtmp://127.0.0.1:{}/live", free_tcp_port()),
+            "nobody",
+        )
+        .await;
+    let dead_srt = api
+        .create(
+            input.uid(),
+            &format!("srt://127.0.0.1:{}?streamid=nobody", free_udp_port()),
+            "",
+        )
+        .await;
+
+    let mut publisher = publish_looped(&input, 2);
+    node.wait_connected(input.uid(), &mut publisher).await;
+    api.wait_status(input.uid(), &o_nginx, json!("connected"), 15)
+        .await;
+    // The witness: a viewer of the node itself, for the whole test.
+    let viewer_md5 = dir.path().join("viewer.md5");
+    let mut viewer = player(&input.play_url(Proto::Rtmp), &viewer_md5, "viewer");
+    wait_video(&viewer_md5, 2 * FPS, 15, "viewer").await;
+
+    // Kill the destination mid-stream: the output notices and retries.
+    nginx.kill().await;
+    api.wait_status(input.uid(), &o_nginx, json!("reconnecting"), 15)
+        .await;
+    let o = api.get(input.uid(), &o_nginx).await;
+    assert!(o["lastError"].is_string(), "the failure is shown: {o}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nginx.run().await;
+    let restarted = Instant::now();
+    let md5 = dir.path().join("rejoined.md5");
+    let mut p = player(&format!("{}/rejoin", nginx.url()), &md5, "nginx player");
+    api.wait_status(input.uid(), &o_nginx, json!("connected"), 15)
+        .await;
+    let took = restarted.elapsed();
+    assert!(
+        took <= Duration::from_secs(8),
+        "rejoined {took:?} after the destination came back"
+    );
+    wait_video(&md5, 4 * FPS, 20, "the restarted destination").await;
+    p.stop().await;
+    check_run(&Hashes::read(&md5), &looped(3), 4, "restarted nginx-rtmp");
+
+    // The dead destinations keep failing, visibly, and touch nothing else.
+    for o in [&dead_rtmp, &dead_srt] {
+        let mut v = api.get(input.uid(), o).await;
+        for _ in 0..100 {
+            if v["lastError"].is_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            v = api.get(input.uid(), o).await;
+        }
+        assert!(
+            v["status"] == json!("reconnecting") || v["status"] == json!("connecting"),
+            "dead output: {v}"
+        );
+        assert!(v["lastError"].is_string(), "dead output's error: {v}");
+    }
+    let m = http()
+        .get(node.metrics_url())
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metric(&m, "banyan_output_reconnects_total") >= 3.0, "{m}");
+    assert_eq!(
+        metric(&m, "banyan_outputs{state=\"connected\"}"),
+        1.0,
+        "one output connected"
+    );
+    assert!(!m.contains(input.uid()), "no uid in the outputs' metrics");
+
+    publisher.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    viewer.stop().await;
+    let seen = Hashes::read(&viewer_md5);
+    check_run(&seen, &looped(3), 8, "viewer beside the outputs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toggling_enabled_while_live_stops_and_starts_the_push() {
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nginx = Nginx::start(dir.path()).await;
+    let node = Node::start(&["--reconnect-window", "1"]);
+    let input = node.create_input().await;
+    let api = Api::of(&node);
+
+    // Validation names the field; the per-input cap is a named 409.
+    let spare = node.create_input().await;
+    for (body, field) in [
+        (json!({"url": "http://127.0.0.1/live", "streamKey": "k"}), "url"),
+        (json!({"streamKey": "k"}), "url"),
+        (json!({"url": "rtmp://127.0.0.1/live"}), "streamKey"),
+    ] {
+        let (st, v) = api
+            .call(
+                reqwest::Method::POST,
+                &format!("/{}/outputs", spare.uid()),
+                Some(body),
+            )
+            .await;
+        assert_eq!(st, 400, "{v}");
+        let msg = v["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with(field), "{msg}");
+    }
+    for i in 0..50 {
+        api.create(spare.uid(), "rtmp://127.0.0.1:9/live", &format!("k{i}"))
+            .await;
+    }
+    let (st, v) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/{}/outputs", spare.uid()),
+            Some(json!({"url": "rtmp://127.0.0.1:9/live", "streamKey": "k"})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v.to_string().contains("max_outputs_per_input (50)"), "{v}");
+    let (st, _) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/{}/outputs/{}", spare.uid(), "0".repeat(32)),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(st, 404);
+
+    let o = api.create(input.uid(), &nginx.url(), "toggle").await;
+    let mut publisher = publish_looped(&input, 2);
+    node.wait_connected(input.uid(), &mut publisher).await;
+    api.wait_status(input.uid(), &o, json!("connected"), 15).await;
+    let first = dir.path().join("first.md5");
+    let mut p1 = player(&format!("{}/toggle", nginx.url()), &first, "player 1");
+    wait_video(&first, FPS, 15, "before disabling").await;
+
+    // Off while live: the push stops at once and nginx gets nothing more.
+    let v = api.set_enabled(input.uid(), &o, false).await;
+    assert_eq!(v["enabled"], json!(false));
+    api.wait_status(input.uid(), &o, Value::Null, 5).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let frozen = Hashes::read(&first).video.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        Hashes::read(&first).video.len(),
+        frozen,
+        "frames still arrive at a disabled output's destination"
+    );
+    p1.stop().await;
+    let second = dir.path().join("second.md5");
+    let mut p2 = player(&format!("{}/toggle", nginx.url()), &second, "player 2");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        Hashes::read(&second).video.is_empty(),
+        "a disabled output still pushes"
+    );
+
+    // On again: it reconnects at once and the destination plays again.
+    let v = api.set_enabled(input.uid(), &o, true).await;
+    assert_eq!(v["enabled"], json!(true));
+    api.wait_status(input.uid(), &o, json!("connected"), 5).await;
+    wait_video(&second, 2 * FPS, 15, "after enabling again").await;
+    p2.stop().await;
+    check_run(&Hashes::read(&second), &looped(3), 2, "re-enabled output");
+
+    // Deleted while live: gone from the list, and the push stops.
+    let (st, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/{}/outputs/{o}", input.uid()),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(api.list(input.uid()).await.is_empty());
+    let m = async {
+        http()
+            .get(node.metrics_url())
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = m.await;
+    assert_eq!(metric(&m, "banyan_outputs{state=\"connected\"}"), 0.0, "{m}");
+    publisher.stop().await;
+}
