@@ -163,11 +163,11 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn row(uid: &str, input: &str) -> OutputRow {
+    fn row(uid: &str, input: &str, account: &str) -> OutputRow {
         OutputRow {
             uid: uid.into(),
             input_uid: input.into(),
-            account_id: "acc".into(),
+            account_id: account.into(),
             url: "rtmp://h/live".into(),
             stream_key: "secret-key".into(),
             enabled: true,
@@ -175,38 +175,50 @@ mod tests {
         }
     }
 
+    /// On SQLite, and on PostgreSQL when `BANYAN_TEST_POSTGRES` names one.
     #[tokio::test]
     async fn outputs_are_stored_capped_toggled_and_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(dir.path()).await.unwrap();
-        for i in 0..3 {
-            assert!(store
-                .insert_output(&mut row(&format!("o{i}"), "in1"), 3)
-                .await
-                .unwrap());
+        round_trip_on(&store).await;
+        if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
+            round_trip_on(&Store::open(&url).await.unwrap()).await;
         }
-        assert!(!store.insert_output(&mut row("o3", "in1"), 3).await.unwrap());
-        assert!(store.insert_output(&mut row("p0", "in2"), 3).await.unwrap());
-        let list = store.list_outputs("acc", "in1").await.unwrap();
+    }
+
+    async fn round_trip_on(store: &Store) {
+        let id = crate::secret::new_id;
+        let (acc, in1, in2) = (id(), id(), id());
+        let before = store.enabled_outputs().await.unwrap().len();
+        let uids: Vec<String> = (0..4).map(|_| id()).collect();
+        for u in &uids[..3] {
+            assert!(store.insert_output(&mut row(u, &in1, &acc), 3).await.unwrap());
+        }
+        assert!(!store
+            .insert_output(&mut row(&uids[3], &in1, &acc), 3)
+            .await
+            .unwrap());
+        assert!(store.insert_output(&mut row(&id(), &in2, &acc), 3).await.unwrap());
+        let list = store.list_outputs(&acc, &in1).await.unwrap();
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].stream_key, "secret-key");
         assert!(!format!("{:?}", list[0]).contains("secret"));
         let off = store
-            .set_output_enabled("acc", "in1", "o1", false)
+            .set_output_enabled(&acc, &in1, &uids[1], false)
             .await
             .unwrap()
             .unwrap();
         assert!(!off.enabled);
         assert!(store
-            .set_output_enabled("other", "in1", "o1", true)
+            .set_output_enabled("other", &in1, &uids[1], true)
             .await
             .unwrap()
             .is_none());
-        assert_eq!(store.enabled_outputs().await.unwrap().len(), 3);
-        assert!(store.delete_output("acc", "in1", "o0").await.unwrap());
-        assert!(!store.delete_output("acc", "in1", "o0").await.unwrap());
-        store.delete_outputs_of("in1").await.unwrap();
-        assert!(store.list_outputs("acc", "in1").await.unwrap().is_empty());
-        assert_eq!(store.enabled_outputs().await.unwrap().len(), 1);
+        assert_eq!(store.enabled_outputs().await.unwrap().len(), before + 3);
+        assert!(store.delete_output(&acc, &in1, &uids[0]).await.unwrap());
+        assert!(!store.delete_output(&acc, &in1, &uids[0]).await.unwrap());
+        store.delete_outputs_of(&in1).await.unwrap();
+        assert!(store.list_outputs(&acc, &in1).await.unwrap().is_empty());
+        assert_eq!(store.enabled_outputs().await.unwrap().len(), before + 1);
     }
 }
