@@ -287,6 +287,10 @@ pub enum BodyKind {
     Domain,
     /// `POST /client/v4/accounts/{id}/tokens`.
     Token,
+    /// `POST .../live_inputs/{uid}/outputs`.
+    Output,
+    /// `PUT .../live_inputs/{uid}/outputs/{output_uid}`.
+    OutputUpdate,
 }
 
 /// Decode and check a request body of `kind` exactly as its endpoint does
@@ -321,6 +325,12 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
         }
         BodyKind::Token => {
             tokens::token_name(decode_json(bytes)?)?;
+        }
+        BodyKind::Output => {
+            outputs::new_output(decode_json(bytes)?)?;
+        }
+        BodyKind::OutputUpdate => {
+            outputs::output_update(decode_json(bytes)?)?;
         }
     }
     Ok(())

@@ -134,7 +134,7 @@ impl Outputs {
             let reload = tokio::select! {
                 _ = node.shutdown.cancelled() => break,
                 _ = self.wake.notified() => true,
-                _ = tick.tick() => { n = n.wrapping_add(1); n % RELOAD_TICKS == 0 }
+                _ = tick.tick() => { n = n.wrapping_add(1); n.is_multiple_of(RELOAD_TICKS) }
             };
             if reload || n == 1 {
                 match node.store.enabled_outputs().await {
@@ -178,9 +178,9 @@ impl Outputs {
             .iter()
             .filter(|(uid, run)| {
                 run.task.is_finished()
-                    || wanted.get(uid.as_str()).is_none_or(|r| {
-                        run.fingerprint != (r.url.clone(), r.stream_key.clone())
-                    })
+                    || wanted
+                        .get(uid.as_str())
+                        .is_none_or(|r| run.fingerprint != (r.url.clone(), r.stream_key.clone()))
             })
             .map(|(uid, _)| uid.clone())
             .collect();

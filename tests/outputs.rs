@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ffmpeg, publish, source, Client, Hashes, Input, Node, Proto, FRAMEMD5_ARGS, FPS};
+use common::{ffmpeg, publish, source, Client, Hashes, Input, Node, Proto, FPS, FRAMEMD5_ARGS};
 use serde_json::{json, Value};
 use tokio::process::Command;
 
@@ -294,10 +294,12 @@ async fn three_outputs_deliver_every_frame_to_nginx_banyan_over_rtmps_and_srt() 
     let srt_port = free_udp_port();
     let srt_ts = dir.path().join("srt.ts");
     let mut slt = Command::new("srt-live-transmit");
-    slt.arg(format!("srt://127.0.0.1:{srt_port}?mode=listener&latency=120"))
-        .arg("file://con")
-        .stdout(std::fs::File::create(&srt_ts).expect("srt.ts"))
-        .stderr(Stdio::null());
+    slt.arg(format!(
+        "srt://127.0.0.1:{srt_port}?mode=listener&latency=120"
+    ))
+    .arg("file://con")
+    .stdout(std::fs::File::create(&srt_ts).expect("srt.ts"))
+    .stderr(Stdio::null());
     let mut slt = Client::spawn(slt, "srt-live-transmit");
 
     let o_nginx = api.create(input.uid(), &nginx.url(), "simulcast").await;
@@ -330,7 +332,8 @@ async fn three_outputs_deliver_every_frame_to_nginx_banyan_over_rtmps_and_srt() 
     );
     let mut publisher = publish(&input, Proto::Rtmp);
     for o in [&o_nginx, &o_banyan, &o_srt] {
-        api.wait_status(input.uid(), o, json!("connected"), 15).await;
+        api.wait_status(input.uid(), o, json!("connected"), 15)
+            .await;
     }
     // The second node sees its input live through the RTMPS push.
     for _ in 0..50 {
@@ -363,8 +366,18 @@ async fn three_outputs_deliver_every_frame_to_nginx_banyan_over_rtmps_and_srt() 
     assert!(st.success(), "hashing what srt-live-transmit received");
 
     let src = looped(1);
-    check_run(&Hashes::read(&nginx_md5), &src, 8, "nginx-rtmp (RTMP output)");
-    check_run(&Hashes::read(&srt_md5), &src, 8, "srt-live-transmit (SRT output)");
+    check_run(
+        &Hashes::read(&nginx_md5),
+        &src,
+        8,
+        "nginx-rtmp (RTMP output)",
+    );
+    check_run(
+        &Hashes::read(&srt_md5),
+        &src,
+        8,
+        "srt-live-transmit (SRT output)",
+    );
     check_run(
         &Hashes::read(&banyan_md5),
         &src,
@@ -391,7 +404,10 @@ async fn three_outputs_deliver_every_frame_to_nginx_banyan_over_rtmps_and_srt() 
     for o in [&o_nginx, &o_banyan, &o_srt] {
         api.wait_status(input.uid(), o, Value::Null, 15).await;
     }
-    assert!(!node.log_text().contains("simulcast\""), "no stream key in the log");
+    assert!(
+        !node.log_text().contains("simulcast\""),
+        "no stream key in the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,6 +431,25 @@ async fn a_restarted_destination_is_rejoined_and_a_dead_one_disturbs_no_one() {
             input.uid(),
             &format!("srt://127.0.0.1:{}?streamid=nobody", free_udp_port()),
             "",
+        )
+        .await;
+
+    // A black hole: accepts connections and never answers or reads.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hole_port = hole.local_addr().expect("addr").port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            held.push(s);
+        }
+    });
+    let black_hole = api
+        .create(
+            input.uid(),
+            &format!("rtmp://127.0.0.1:{hole_port}/live"),
+            "void",
         )
         .await;
 
@@ -449,6 +484,13 @@ async fn a_restarted_destination_is_rejoined_and_a_dead_one_disturbs_no_one() {
     p.stop().await;
     check_run(&Hashes::read(&md5), &looped(3), 4, "restarted nginx-rtmp");
 
+    // The black hole never gets past connecting.
+    let v = api.get(input.uid(), &black_hole).await;
+    assert!(
+        v["status"] == json!("connecting") || v["status"] == json!("reconnecting"),
+        "black hole: {v}"
+    );
+    holder.abort();
     // The dead destinations keep failing, visibly, and touch nothing else.
     for o in [&dead_rtmp, &dead_srt] {
         let mut v = api.get(input.uid(), o).await;
@@ -500,7 +542,10 @@ async fn toggling_enabled_while_live_stops_and_starts_the_push() {
     // Validation names the field; the per-input cap is a named 409.
     let spare = node.create_input().await;
     for (body, field) in [
-        (json!({"url": "http://127.0.0.1/live", "streamKey": "k"}), "url"),
+        (
+            json!({"url": "http://127.0.0.1/live", "streamKey": "k"}),
+            "url",
+        ),
         (json!({"streamKey": "k"}), "url"),
         (json!({"url": "rtmp://127.0.0.1/live"}), "streamKey"),
     ] {
@@ -540,7 +585,8 @@ async fn toggling_enabled_while_live_stops_and_starts_the_push() {
     let o = api.create(input.uid(), &nginx.url(), "toggle").await;
     let mut publisher = publish_looped(&input, 2);
     node.wait_connected(input.uid(), &mut publisher).await;
-    api.wait_status(input.uid(), &o, json!("connected"), 15).await;
+    api.wait_status(input.uid(), &o, json!("connected"), 15)
+        .await;
     let first = dir.path().join("first.md5");
     let mut p1 = player(&format!("{}/toggle", nginx.url()), &first, "player 1");
     wait_video(&first, FPS, 15, "before disabling").await;
@@ -569,7 +615,8 @@ async fn toggling_enabled_while_live_stops_and_starts_the_push() {
     // On again: it reconnects at once and the destination plays again.
     let v = api.set_enabled(input.uid(), &o, true).await;
     assert_eq!(v["enabled"], json!(true));
-    api.wait_status(input.uid(), &o, json!("connected"), 5).await;
+    api.wait_status(input.uid(), &o, json!("connected"), 5)
+        .await;
     wait_video(&second, 2 * FPS, 15, "after enabling again").await;
     p2.stop().await;
     check_run(&Hashes::read(&second), &looped(3), 2, "re-enabled output");
@@ -596,6 +643,10 @@ async fn toggling_enabled_while_live_stops_and_starts_the_push() {
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let m = m.await;
-    assert_eq!(metric(&m, "banyan_outputs{state=\"connected\"}"), 0.0, "{m}");
+    assert_eq!(
+        metric(&m, "banyan_outputs{state=\"connected\"}"),
+        0.0,
+        "{m}"
+    );
     publisher.stop().await;
 }

@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn new_outputs_are_checked_and_errors_name_the_field() {
         let (url, key, on) = new_output(body(Some("rtmp://h/live"), Some("k"), None)).unwrap();
-        assert_eq!((url.as_str(), key.as_str(), on), ("rtmp://h/live", "k", true));
+        assert_eq!(
+            (url.as_str(), key.as_str(), on),
+            ("rtmp://h/live", "k", true)
+        );
         assert!(new_output(body(Some("srt://h:9000?streamid=x"), None, Some(false))).is_ok());
         let msg = |b| format!("{:?}", new_output(b).unwrap_err());
         assert!(msg(body(None, Some("k"), None)).contains("url"));
@@ -197,7 +200,7 @@ mod tests {
 
     #[test]
     fn updates_change_only_enabled() {
-        assert_eq!(output_update(body(None, None, Some(false))).unwrap(), false);
+        assert!(!output_update(body(None, None, Some(false))).unwrap());
         assert!(output_update(body(None, None, None)).is_err());
         assert!(output_update(body(Some("rtmp://x/y"), None, Some(true))).is_err());
     }

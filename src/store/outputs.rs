@@ -84,7 +84,11 @@ impl Store {
     }
 
     /// The outputs of one input, oldest first.
-    pub async fn list_outputs(&self, account_id: &str, input: &str) -> sqlx::Result<Vec<OutputRow>> {
+    pub async fn list_outputs(
+        &self,
+        account_id: &str,
+        input: &str,
+    ) -> sqlx::Result<Vec<OutputRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM live_input_outputs WHERE account_id = $1 AND input_uid = $2 \
              ORDER BY created, uid"
@@ -137,7 +141,12 @@ impl Store {
     }
 
     /// Delete one output. False if there is no such output.
-    pub async fn delete_output(&self, account_id: &str, input: &str, uid: &str) -> sqlx::Result<bool> {
+    pub async fn delete_output(
+        &self,
+        account_id: &str,
+        input: &str,
+        uid: &str,
+    ) -> sqlx::Result<bool> {
         let done = sqlx::query(
             "DELETE FROM live_input_outputs WHERE uid = $1 AND input_uid = $2 AND account_id = $3",
         )
@@ -192,13 +201,19 @@ mod tests {
         let before = store.enabled_outputs().await.unwrap().len();
         let uids: Vec<String> = (0..4).map(|_| id()).collect();
         for u in &uids[..3] {
-            assert!(store.insert_output(&mut row(u, &in1, &acc), 3).await.unwrap());
+            assert!(store
+                .insert_output(&mut row(u, &in1, &acc), 3)
+                .await
+                .unwrap());
         }
         assert!(!store
             .insert_output(&mut row(&uids[3], &in1, &acc), 3)
             .await
             .unwrap());
-        assert!(store.insert_output(&mut row(&id(), &in2, &acc), 3).await.unwrap());
+        assert!(store
+            .insert_output(&mut row(&id(), &in2, &acc), 3)
+            .await
+            .unwrap());
         let list = store.list_outputs(&acc, &in1).await.unwrap();
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].stream_key, "secret-key");

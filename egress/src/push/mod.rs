@@ -147,7 +147,10 @@ impl Target {
         if tail.contains('?') {
             return Err("query strings are not supported in rtmp(s):// URLs".into());
         }
-        let app = tail.trim_start_matches('/').trim_end_matches('/').to_string();
+        let app = tail
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string();
         if app.is_empty() {
             return Err("needs an application path, e.g. rtmp://host/live".into());
         }
@@ -433,7 +436,14 @@ mod tests {
             }
         );
         let t = Target::parse("rtmps://127.0.0.1:4443/live/", "k").unwrap();
-        assert!(matches!(t, Target::Rtmp { tls: true, port: 4443, .. }));
+        assert!(matches!(
+            t,
+            Target::Rtmp {
+                tls: true,
+                port: 4443,
+                ..
+            }
+        ));
         let t = Target::parse("srt://[::1]:9000?streamid=a%3Db&passphrase=0123456789", "").unwrap();
         assert_eq!(
             t,

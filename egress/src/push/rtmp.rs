@@ -53,7 +53,10 @@ fn collect(results: Vec<ClientSessionResult>, out: &mut BytesMut) -> Vec<ClientS
 }
 
 async fn connect(target: &Target, cfg: &PushConfig) -> Result<Box<dyn Io>, String> {
-    let Target::Rtmp { tls, host, port, .. } = target else {
+    let Target::Rtmp {
+        tls, host, port, ..
+    } = target
+    else {
         return Err("not an RTMP target".into());
     };
     let tcp = TcpStream::connect((host.as_str(), *port))
@@ -99,93 +102,229 @@ async fn write(
     Ok(())
 }
 
-/// Handshake, connect and publish; returns the session ready for media.
-async fn open(
-    io: &mut Box<dyn Io>,
-    target: &Target,
-    cfg: &PushConfig,
-) -> Result<ClientSession, String> {
-    let Target::Rtmp {
-        tls,
-        host,
-        port,
-        app,
-        stream_key,
-    } = target
-    else {
-        return Err("not an RTMP target".into());
-    };
-    let mut out = BytesMut::new();
-    let mut hs = Handshake::new(PeerType::Client);
-    let c0c1 = catch_unwind(AssertUnwindSafe(|| hs.generate_outbound_p0_and_p1()))
-        .map_err(|_| "RTMP handshake failed".to_string())?
-        .map_err(|e| format!("RTMP handshake: {e:?}"))?;
-    out.put_slice(&c0c1);
-    write(io, &mut out, cfg, target.protocol()).await?;
-    let mut buf = vec![0u8; 16 * 1024];
-    let remaining = loop {
-        let n = io.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("the server closed the connection during the handshake".into());
-        }
-        let r = catch_unwind(AssertUnwindSafe(|| hs.process_bytes(&buf[..n])))
+enum Stage {
+    Handshake(Box<Handshake>),
+    Session(Box<ClientSession>),
+    Failed,
+}
+
+/// The sans-IO RTMP publishing client of one push session: handshake,
+/// `connect`, `createStream`, `publish`, then media. Bytes from the server
+/// go to [`PushCore::input`]; what to send is appended to `out`. Every call
+/// into rml_rtmp is contained; after a failure every call fails.
+pub struct PushCore {
+    stage: Stage,
+    app: String,
+    stream_key: String,
+    tc_url: String,
+    publishing: bool,
+    clock: Clock,
+    have_info: bool,
+}
+
+impl PushCore {
+    /// A client that will publish `stream_key` in application `app`; the
+    /// handshake's first bytes (C0 and C1) are appended to `out`.
+    pub fn new(
+        app: &str,
+        stream_key: &str,
+        tc_url: &str,
+        out: &mut BytesMut,
+    ) -> Result<PushCore, String> {
+        let mut hs = Box::new(Handshake::new(PeerType::Client));
+        let c0c1 = catch_unwind(AssertUnwindSafe(|| hs.generate_outbound_p0_and_p1()))
             .map_err(|_| "RTMP handshake failed".to_string())?
             .map_err(|e| format!("RTMP handshake: {e:?}"))?;
-        match r {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                out.put_slice(&response_bytes);
-                write(io, &mut out, cfg, target.protocol()).await?;
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                out.put_slice(&response_bytes);
-                write(io, &mut out, cfg, target.protocol()).await?;
-                break remaining_bytes;
-            }
+        out.put_slice(&c0c1);
+        Ok(PushCore {
+            stage: Stage::Handshake(hs),
+            app: app.into(),
+            stream_key: stream_key.into(),
+            tc_url: tc_url.into(),
+            publishing: false,
+            clock: Clock::default(),
+            have_info: false,
+        })
+    }
+
+    /// True once the server accepted the publish: media may follow.
+    pub fn publishing(&self) -> bool {
+        self.publishing
+    }
+
+    /// Bytes from the server; answers are appended to `out`. An error
+    /// (refusal, protocol error) ends the session.
+    pub fn input(&mut self, bytes: &[u8], out: &mut BytesMut) -> Result<(), String> {
+        let r = self.input_inner(bytes, out);
+        if r.is_err() {
+            self.stage = Stage::Failed;
         }
-    };
-    let mut config = ClientSessionConfig::new();
-    let scheme = if *tls { "rtmps" } else { "rtmp" };
-    config.tc_url = Some(format!("{scheme}://{host}:{port}/{app}"));
-    config.flash_version = "FMLE/3.0 (compatible; banyan)".into();
-    let (mut session, results) = guarded(|| ClientSession::new(config))?;
-    collect(results, &mut out);
-    let r = guarded(|| session.request_connection(app.clone()))?;
-    collect(vec![r], &mut out);
-    write(io, &mut out, cfg, target.protocol()).await?;
-    let mut pending = remaining;
-    loop {
+        r
+    }
+
+    fn input_inner(&mut self, bytes: &[u8], out: &mut BytesMut) -> Result<(), String> {
+        let pending = match &mut self.stage {
+            Stage::Failed => return Err("the session failed".into()),
+            Stage::Session(_) => bytes.to_vec(),
+            Stage::Handshake(hs) => {
+                let r = catch_unwind(AssertUnwindSafe(|| hs.process_bytes(bytes)))
+                    .map_err(|_| "RTMP handshake failed".to_string())?
+                    .map_err(|e| format!("RTMP handshake: {e:?}"))?;
+                match r {
+                    HandshakeProcessResult::InProgress { response_bytes } => {
+                        out.put_slice(&response_bytes);
+                        return Ok(());
+                    }
+                    HandshakeProcessResult::Completed {
+                        response_bytes,
+                        remaining_bytes,
+                    } => {
+                        out.put_slice(&response_bytes);
+                        let mut config = ClientSessionConfig::new();
+                        config.tc_url = Some(self.tc_url.clone());
+                        config.flash_version = "FMLE/3.0 (compatible; banyan)".into();
+                        let (mut session, results) = guarded(|| ClientSession::new(config))?;
+                        collect(results, out);
+                        let app = self.app.clone();
+                        let r = guarded(|| session.request_connection(app))?;
+                        collect(vec![r], out);
+                        self.stage = Stage::Session(Box::new(session));
+                        remaining_bytes
+                    }
+                }
+            }
+        };
+        let Stage::Session(session) = &mut self.stage else {
+            return Err("the session failed".into());
+        };
         let results = guarded(|| session.handle_input(&pending))?;
-        for ev in collect(results, &mut out) {
+        for ev in collect(results, out) {
             match ev {
-                ClientSessionEvent::ConnectionRequestAccepted => {
-                    let r = guarded(|| {
-                        session.request_publishing(stream_key.clone(), PublishRequestType::Live)
-                    })?;
-                    collect(vec![r], &mut out);
+                ClientSessionEvent::ConnectionRequestAccepted if !self.publishing => {
+                    let key = self.stream_key.clone();
+                    let r = guarded(|| session.request_publishing(key, PublishRequestType::Live))?;
+                    collect(vec![r], out);
                 }
                 ClientSessionEvent::ConnectionRequestRejected { description } => {
-                    return Err(format!("the server refused connect: {description}"));
+                    return Err(format!(
+                        "the server refused connect: {}",
+                        printable(&description)
+                    ));
                 }
-                ClientSessionEvent::PublishRequestAccepted => {
-                    write(io, &mut out, cfg, target.protocol()).await?;
-                    return Ok(session);
-                }
-                ClientSessionEvent::UnhandleableOnStatusCode { code } => {
-                    return Err(format!("the server refused publish: {code}"));
+                ClientSessionEvent::PublishRequestAccepted => self.publishing = true,
+                ClientSessionEvent::UnhandleableOnStatusCode { code } if !self.publishing => {
+                    return Err(format!("the server refused publish: {}", printable(&code)));
                 }
                 _ => {}
             }
         }
-        write(io, &mut out, cfg, target.protocol()).await?;
-        let n = io.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("the server closed the connection before publishing".into());
-        }
-        pending = buf[..n].to_vec();
+        Ok(())
     }
+
+    /// Encode one hub item into `out`; true when the stream ended.
+    pub fn item(&mut self, item: Item, out: &mut BytesMut) -> Result<bool, String> {
+        let r = self.item_inner(item, out);
+        if r.is_err() {
+            self.stage = Stage::Failed;
+        }
+        r
+    }
+
+    fn item_inner(&mut self, item: Item, out: &mut BytesMut) -> Result<bool, String> {
+        let Stage::Session(session) = &mut self.stage else {
+            return Err("not publishing".into());
+        };
+        if !self.publishing {
+            return Err("not publishing".into());
+        }
+        match item {
+            Item::Info(info) => {
+                let m = metadata(&info);
+                let r = guarded(|| session.publish_metadata(&m))?;
+                collect(vec![r], out);
+                let t = RtmpTimestamp::new(self.clock.now());
+                if let Some(v) = &info.video {
+                    let sh = flv::video_sequence_header(v);
+                    let r = guarded(|| session.publish_video_data(sh, t, false))?;
+                    collect(vec![r], out);
+                }
+                if let Some(a) = &info.audio {
+                    let sh = flv::audio_sequence_header(a);
+                    let r = guarded(|| session.publish_audio_data(sh, t, false))?;
+                    collect(vec![r], out);
+                }
+                self.have_info = true;
+            }
+            Item::Frame(f) => {
+                if !self.have_info {
+                    return Ok(false);
+                }
+                let Some(body) = tag(&f) else {
+                    return Ok(false);
+                };
+                let t = RtmpTimestamp::new(self.clock.stamp(&f));
+                let r = match f.track {
+                    Track::Video => guarded(|| session.publish_video_data(body, t, false))?,
+                    _ => guarded(|| session.publish_audio_data(body, t, false))?,
+                };
+                collect(vec![r], out);
+            }
+            Item::End(_) => {
+                if let Ok(r) = guarded(|| session.stop_publishing()) {
+                    collect(r, out);
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The fuzz target's entry (fuzz/fuzz_targets/rtmp_push.rs): arbitrary
+/// server bytes into a [`PushCore`]. The first byte picks the mode: even,
+/// the bytes answer the handshake itself; odd, a real handshake is done
+/// first and the bytes reach the session (connect and publish answers,
+/// chunk sizes, acknowledgements). The rest is cut into reads by its own
+/// bytes. Nothing may panic; media items follow whatever state results.
+#[doc(hidden)]
+pub fn fuzz_server_bytes(data: &[u8]) {
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let mut out = BytesMut::new();
+    let Ok(mut core) = PushCore::new("live", "key", "rtmp://h/live", &mut out) else {
+        return;
+    };
+    if mode & 1 == 1 {
+        let mut server = Handshake::new(PeerType::Server);
+        let Ok(HandshakeProcessResult::InProgress { response_bytes }) = server.process_bytes(&out)
+        else {
+            return;
+        };
+        out.clear();
+        if core.input(&response_bytes, &mut out).is_err() {
+            return;
+        }
+        let _ = server.process_bytes(&out);
+    }
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = (len as usize % 64 + 1).min(tail.len());
+        let (read, after) = tail.split_at(n);
+        out.clear();
+        if core.input(read, &mut out).is_err() {
+            break;
+        }
+        rest = after;
+    }
+    let frame = Frame::video(0, 0, true, Bytes::from_static(&[0, 0, 0, 1, 0x65]));
+    let _ = core.item(Item::Info(Arc::new(MediaInfo::default())), &mut out);
+    let _ = core.item(Item::Frame(frame), &mut out);
+    let _ = core.item(Item::End(banyan_relay::StreamEnd::Finished), &mut out);
+}
+
+/// A server's text as shown in a status: bounded, printable.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 /// RTMP timestamps of one push session: milliseconds from the first frame
@@ -250,60 +389,6 @@ fn tag(f: &Frame) -> Option<Bytes> {
     Some(b.freeze())
 }
 
-/// What one push session keeps between items.
-struct Encoder {
-    session: ClientSession,
-    clock: Clock,
-    have_info: bool,
-}
-
-impl Encoder {
-    /// Encode one hub item into `out`; true when the stream ended.
-    fn item(&mut self, item: Item, out: &mut BytesMut) -> Result<bool, String> {
-        let session = &mut self.session;
-        match item {
-            Item::Info(info) => {
-                let m = metadata(&info);
-                let r = guarded(|| session.publish_metadata(&m))?;
-                collect(vec![r], out);
-                let t = RtmpTimestamp::new(self.clock.now());
-                if let Some(v) = &info.video {
-                    let sh = flv::video_sequence_header(v);
-                    let r = guarded(|| session.publish_video_data(sh, t, false))?;
-                    collect(vec![r], out);
-                }
-                if let Some(a) = &info.audio {
-                    let sh = flv::audio_sequence_header(a);
-                    let r = guarded(|| session.publish_audio_data(sh, t, false))?;
-                    collect(vec![r], out);
-                }
-                self.have_info = true;
-            }
-            Item::Frame(f) => {
-                if !self.have_info {
-                    return Ok(false);
-                }
-                let Some(body) = tag(&f) else {
-                    return Ok(false);
-                };
-                let t = RtmpTimestamp::new(self.clock.stamp(&f));
-                let r = match f.track {
-                    Track::Video => guarded(|| session.publish_video_data(body, t, false))?,
-                    _ => guarded(|| session.publish_audio_data(body, t, false))?,
-                };
-                collect(vec![r], out);
-            }
-            Item::End(_) => {
-                if let Ok(r) = guarded(|| session.stop_publishing()) {
-                    collect(r, out);
-                }
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-}
-
 /// At most this many bytes are gathered into one write.
 const GATHER_BYTES: usize = 256 << 10;
 
@@ -316,25 +401,41 @@ pub(super) async fn session(
     cfg: &PushConfig,
     status: &PushStatus,
 ) -> Result<SessionEnd, String> {
+    let Target::Rtmp {
+        tls,
+        host,
+        port,
+        app,
+        stream_key,
+    } = target
+    else {
+        return Err("not an RTMP target".into());
+    };
+    let label = target.protocol();
+    let scheme = if *tls { "rtmps" } else { "rtmp" };
+    let tc_url = format!("{scheme}://{host}:{port}/{app}");
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut buf = vec![0u8; 16 * 1024];
     let opened = tokio::time::timeout(cfg.connect_timeout, async {
         let mut io = connect(target, cfg).await?;
-        let s = open(&mut io, target, cfg).await?;
-        Ok::<_, String>((io, s))
+        let mut core = PushCore::new(app, stream_key, &tc_url, &mut out)?;
+        while !core.publishing() {
+            write(&mut io, &mut out, cfg, label).await?;
+            let n = io.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("the server closed the connection before publishing".into());
+            }
+            core.input(&buf[..n], &mut out)?;
+        }
+        Ok::<_, String>((io, core))
     })
     .await
     .map_err(|_| format!("no answer within {:?}", cfg.connect_timeout))?;
-    let (mut io, session) = opened?;
+    let (mut io, mut core) = opened?;
     status.set(PushState::Connected);
     tracing::info!(stream = %uid, output = ?target, "output connected");
     // Joins at the latest keyframe with its codec configuration.
     let mut sub = hub.subscribe(uid, SubscribeOptions { catch_up: false });
-    let mut enc = Encoder {
-        session,
-        clock: Clock::default(),
-        have_info: false,
-    };
-    let mut out = BytesMut::with_capacity(64 * 1024);
-    let mut buf = vec![0u8; 8 * 1024];
     loop {
         let item = tokio::select! {
             item = sub.recv() => item,
@@ -343,21 +444,20 @@ pub(super) async fn session(
                 if n == 0 {
                     return Err("the destination closed the connection".into());
                 }
-                let results = guarded(|| enc.session.handle_input(&buf[..n]))?;
-                collect(results, &mut out);
-                write(&mut io, &mut out, cfg, target.protocol()).await?;
+                core.input(&buf[..n], &mut out)?;
+                write(&mut io, &mut out, cfg, label).await?;
                 continue;
             }
         };
-        let mut ended = enc.item(item, &mut out)?;
+        let mut ended = core.item(item, &mut out)?;
         // Gather what is ready now into the same write.
         while !ended && out.len() < GATHER_BYTES {
             match sub.try_recv() {
-                Some(item) => ended = enc.item(item, &mut out)?,
+                Some(item) => ended = core.item(item, &mut out)?,
                 None => break,
             }
         }
-        write(&mut io, &mut out, cfg, target.protocol()).await?;
+        write(&mut io, &mut out, cfg, label).await?;
         if ended {
             let _ = io.shutdown().await;
             return Ok(SessionEnd::StreamEnded);
@@ -380,6 +480,182 @@ mod tests {
         assert_eq!(c.stamp(&v(900_010)), 1001);
         assert_eq!(c.stamp(&v(900_000 + 90 * 33)), 1033);
         assert_eq!(c.now(), 1033);
+    }
+
+    use banyan_relay::{AudioConfig, VideoConfig};
+    use rml_rtmp::sessions::{
+        ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+    };
+
+    /// A server in memory (rml_rtmp's own), accepting what it is asked.
+    struct Server {
+        hs: Handshake,
+        session: Option<ServerSession>,
+        seen: Vec<ServerSessionEvent>,
+    }
+
+    impl Server {
+        fn input(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+            let mut pending = bytes.to_vec();
+            if self.session.is_none() {
+                match self.hs.process_bytes(bytes).unwrap() {
+                    HandshakeProcessResult::InProgress { response_bytes } => {
+                        out.extend(response_bytes);
+                        return;
+                    }
+                    HandshakeProcessResult::Completed {
+                        response_bytes,
+                        remaining_bytes,
+                    } => {
+                        out.extend(response_bytes);
+                        let (s, r) = ServerSession::new(ServerSessionConfig::new()).unwrap();
+                        self.session = Some(s);
+                        self.results(r, out);
+                        pending = remaining_bytes;
+                    }
+                }
+            }
+            let r = self
+                .session
+                .as_mut()
+                .unwrap()
+                .handle_input(&pending)
+                .unwrap();
+            self.results(r, out);
+        }
+
+        fn results(&mut self, results: Vec<ServerSessionResult>, out: &mut Vec<u8>) {
+            for r in results {
+                match r {
+                    ServerSessionResult::OutboundResponse(p) => out.extend(p.bytes),
+                    ServerSessionResult::RaisedEvent(e) => {
+                        let id = match &e {
+                            ServerSessionEvent::ConnectionRequested { request_id, .. }
+                            | ServerSessionEvent::PublishStreamRequested { request_id, .. } => {
+                                Some(*request_id)
+                            }
+                            _ => None,
+                        };
+                        self.seen.push(e);
+                        if let Some(id) = id {
+                            let r = self.session.as_mut().unwrap().accept_request(id).unwrap();
+                            self.results(r, out);
+                        }
+                    }
+                    ServerSessionResult::UnhandleableMessageReceived(_) => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn publishes_configuration_first_then_frames() {
+        let mut server = Server {
+            hs: Handshake::new(PeerType::Server),
+            session: None,
+            seen: Vec::new(),
+        };
+        let mut to_server = BytesMut::new();
+        let mut core = PushCore::new("live", "key1", "rtmp://h:1935/live", &mut to_server).unwrap();
+        for _ in 0..20 {
+            if core.publishing() {
+                break;
+            }
+            let mut to_client = Vec::new();
+            server.input(&to_server.split(), &mut to_client);
+            core.input(&to_client, &mut to_server).unwrap();
+        }
+        assert!(core.publishing(), "the server accepted the publish");
+        let info = MediaInfo {
+            version: 1,
+            video: Some(VideoConfig {
+                avcc: Bytes::from_static(&[1, 0x64, 0, 0x1f]),
+                width: 320,
+                height: 240,
+                codec: "avc1.64001f".into(),
+            }),
+            audio: Some(AudioConfig {
+                asc: Bytes::from_static(&[0x12, 0x10]),
+                sample_rate: 44100,
+                channels: 2,
+                codec: "mp4a.40.2".into(),
+            }),
+        };
+        // A frame before the configuration is not sent.
+        let early = Frame::video(0, 0, true, Bytes::from_static(&[0, 0, 0, 1, 0x65]));
+        assert!(!core
+            .item(Item::Frame(early.clone()), &mut to_server)
+            .unwrap());
+        assert!(!core
+            .item(Item::Info(Arc::new(info)), &mut to_server)
+            .unwrap());
+        assert!(!core.item(Item::Frame(early), &mut to_server).unwrap());
+        let audio = Frame::audio(900, Bytes::from_static(&[0x21, 0x10]));
+        assert!(!core.item(Item::Frame(audio), &mut to_server).unwrap());
+        assert!(core
+            .item(Item::End(banyan_relay::StreamEnd::Finished), &mut to_server)
+            .unwrap());
+        let mut sink = Vec::new();
+        server.input(&to_server.split(), &mut sink);
+        let media: Vec<(bool, Vec<u8>)> = server
+            .seen
+            .iter()
+            .filter_map(|e| match e {
+                ServerSessionEvent::VideoDataReceived {
+                    data, stream_key, ..
+                } => {
+                    assert_eq!(stream_key, "key1");
+                    Some((true, data.to_vec()))
+                }
+                ServerSessionEvent::AudioDataReceived { data, .. } => Some((false, data.to_vec())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            media,
+            vec![
+                (true, vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]),
+                (false, vec![0xAF, 0, 0x12, 0x10]),
+                (true, vec![0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]),
+                (false, vec![0xAF, 1, 0x21, 0x10]),
+            ]
+        );
+        assert!(server
+            .seen
+            .iter()
+            .any(|e| matches!(e, ServerSessionEvent::StreamMetadataChanged { .. })));
+    }
+
+    #[test]
+    fn garbage_from_the_server_fails_the_session_without_panic() {
+        let mut out = BytesMut::new();
+        let mut core = PushCore::new("live", "k", "rtmp://h/live", &mut out).unwrap();
+        let mut junk = vec![3u8];
+        junk.extend(std::iter::repeat_n(0xff, 1536 * 2 + 64));
+        let _ = core.input(&junk, &mut out);
+        let _ = core.input(&[0xff; 300], &mut out);
+        assert!(core
+            .item(Item::End(banyan_relay::StreamEnd::Kicked), &mut out)
+            .is_err());
+    }
+
+    #[test]
+    fn the_fuzz_entry_survives_its_seeds() {
+        for seed in [
+            &b""[..],
+            &[0],
+            &[1],
+            &[1, 5, 2, 0, 0, 0, 0, 0, 0],
+            &[0, 63, 3, 1, 2, 3],
+            &[
+                1, 12, 2, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff,
+            ],
+        ] {
+            fuzz_server_bytes(seed);
+        }
+        let mut big = vec![1u8];
+        big.extend((0..4000u32).map(|i| (i * 7 % 251) as u8));
+        fuzz_server_bytes(&big);
     }
 
     #[test]
