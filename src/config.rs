@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// system's bundle (/etc/ssl/certs/ca-certificates.crt) [default: none]
     #[arg(long, env = "BANYAN_OUTPUTS_CA", value_name = "FILE")]
     pub outputs_ca: Option<PathBuf>,
+    /// Let outputs push to loopback, private and reserved addresses (off:
+    /// an account could otherwise reach the operator's internal network)
+    #[arg(long, env = "BANYAN_OUTPUTS_ALLOW_PRIVATE")]
+    pub outputs_allow_private: bool,
 }
 
 /// Which per-stream metric series a node exports.
@@ -159,6 +163,8 @@ pub struct FileConfig {
     pub metrics: Option<SocketAddr>,
     pub metrics_per_stream: Option<PerStream>,
     pub outputs_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub outputs_allow_private: bool,
 }
 
 /// The resolved settings of a node.
@@ -194,6 +200,8 @@ pub struct Settings {
     pub metrics_per_stream: PerStream,
     /// Extra trusted roots for rtmps:// outputs.
     pub outputs_ca: Option<PathBuf>,
+    /// Outputs may push to loopback, private and reserved addresses.
+    pub outputs_allow_private: bool,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -293,6 +301,7 @@ impl Settings {
                 .or(file.metrics_per_stream)
                 .unwrap_or_default(),
             outputs_ca: args.outputs_ca.or(file.outputs_ca),
+            outputs_allow_private: args.outputs_allow_private || file.outputs_allow_private,
         })
     }
 }

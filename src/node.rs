@@ -395,6 +395,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 crate::outputs::roots(settings.outputs_ca.as_deref())
                     .context("loading the trusted roots of outputs")?,
             ),
+            allow_private: settings.outputs_allow_private,
             ..Default::default()
         },
         settings.cluster_cfg.is_some(),

@@ -284,6 +284,7 @@ async fn three_outputs_deliver_every_frame_to_nginx_banyan_over_rtmps_and_srt() 
     let node = Node::start(&[
         "--reconnect-window",
         "1",
+        "--outputs-allow-private",
         "--outputs-ca",
         cert.to_str().expect("utf-8"),
     ]);
@@ -415,7 +416,7 @@ async fn a_restarted_destination_is_rejoined_and_a_dead_one_disturbs_no_one() {
     let _one = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut nginx = Nginx::start(dir.path()).await;
-    let node = Node::start(&["--reconnect-window", "1"]);
+    let node = Node::start(&["--reconnect-window", "1", "--outputs-allow-private"]);
     let input = node.create_input().await;
     let api = Api::of(&node);
     let o_nginx = api.create(input.uid(), &nginx.url(), "rejoin").await;
@@ -529,7 +530,9 @@ async fn a_restarted_destination_is_rejoined_and_a_dead_one_disturbs_no_one() {
     viewer.stop().await;
     // Every frame from its join to the end, with a few seconds' slack for
     // its start and the publisher's stop.
-    let secs = (watching.elapsed().as_secs() as usize).saturating_sub(5).max(4);
+    let secs = (watching.elapsed().as_secs() as usize)
+        .saturating_sub(5)
+        .max(4);
     let seen = Hashes::read(&viewer_md5);
     check_run(&seen, &looped(3), secs, "viewer beside the outputs");
 }
@@ -539,7 +542,7 @@ async fn toggling_enabled_while_live_stops_and_starts_the_push() {
     let _one = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let nginx = Nginx::start(dir.path()).await;
-    let node = Node::start(&["--reconnect-window", "1"]);
+    let node = Node::start(&["--reconnect-window", "1", "--outputs-allow-private"]);
     let input = node.create_input().await;
     let api = Api::of(&node);
 
@@ -653,4 +656,64 @@ async fn toggling_enabled_while_live_stops_and_starts_the_push() {
         "{m}"
     );
     publisher.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_destinations_are_refused_unless_the_operator_allows_them() {
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(&["--reconnect-window", "1"]);
+    let input = node.create_input().await;
+    let api = Api::of(&node);
+    // An internal service the outputs must not reach.
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = internal.local_addr().expect("addr").port();
+    for url in [
+        format!("rtmp://127.0.0.1:{port}/live"),
+        "rtmp://169.254.169.254/latest".to_string(),
+        "rtmps://[::1]:443/live".to_string(),
+        "srt://10.0.0.1:9000?streamid=x".to_string(),
+    ] {
+        let (st, v) = api
+            .call(
+                reqwest::Method::POST,
+                &format!("/{}/outputs", input.uid()),
+                Some(json!({"url": url, "streamKey": "k"})),
+            )
+            .await;
+        assert_eq!(st, 400, "{url}: {v}");
+        let msg = v["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.starts_with("url:") && msg.contains("--outputs-allow-private"),
+            "{msg}"
+        );
+    }
+    // A name that resolves to loopback passes the API and is refused when
+    // it is resolved, before any connection.
+    let o = api
+        .create(input.uid(), &format!("rtmp://localhost:{port}/live"), "k")
+        .await;
+    let mut publisher = publish(&input, Proto::Rtmp);
+    node.wait_connected(input.uid(), &mut publisher).await;
+    let viewer_md5 = dir.path().join("viewer.md5");
+    let mut viewer = player(&input.play_url(Proto::Rtmp), &viewer_md5, "viewer");
+    let mut v = api.get(input.uid(), &o).await;
+    for _ in 0..100 {
+        if v["lastError"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        v = api.get(input.uid(), &o).await;
+    }
+    let err = v["lastError"].as_str().unwrap_or_default();
+    assert!(err.contains("--outputs-allow-private"), "{v}");
+    let probe = tokio::time::timeout(Duration::from_secs(3), internal.accept()).await;
+    assert!(probe.is_err(), "the output connected to a loopback service");
+    // The witness viewer played on undisturbed.
+    wait_video(&viewer_md5, 3 * FPS, 15, "viewer").await;
+    viewer.stop().await;
+    publisher.stop().await;
+    check_run(&Hashes::read(&viewer_md5), &looped(1), 3, "viewer");
 }

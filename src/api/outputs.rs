@@ -13,7 +13,10 @@
 //! disabled), else `connecting`, `connected` or `reconnecting` (waiting to
 //! retry after a failure); `lastError` (Banyan's own field) is the last
 //! failure's reason or `null`. Changes take effect at once, also while the
-//! input is live. Up to [`MAX_OUTPUTS_PER_INPUT`] per input.
+//! input is live. Up to [`MAX_OUTPUTS_PER_INPUT`] per input. Loopback,
+//! private and reserved destinations are refused (400 when the URL holds
+//! such an address, a `lastError` when a name resolves to one) unless the
+//! operator allows them (`--outputs-allow-private`).
 
 use axum::extract::{Path, State};
 use serde::Deserialize;
@@ -90,6 +93,16 @@ pub(super) async fn create_output(
     auth.scope(&account)?;
     load_input(&node, &account, &input).await?;
     let (url, stream_key, enabled) = new_output(body)?;
+    if !node.settings.outputs_allow_private {
+        let target = banyan_egress::push::Target::parse(&url, &stream_key)
+            .map_err(|e| ApiError::bad_request(format!("url: {e}")))?;
+        if banyan_egress::push::addr::literal_is_private(target.host()) {
+            return Err(ApiError::bad_request(format!(
+                "url: {}",
+                banyan_egress::push::addr::refusal(target.host())
+            )));
+        }
+    }
     let mut row = OutputRow {
         uid: secret::new_id(),
         input_uid: input.clone(),

@@ -22,6 +22,7 @@ use banyan_relay::Hub;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+pub mod addr;
 pub mod rtmp;
 pub mod srt;
 
@@ -66,6 +67,13 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
+    /// The destination's host (a name or an address).
+    pub fn host(&self) -> &str {
+        match self {
+            Target::Rtmp { host, .. } | Target::Srt { host, .. } => host,
+        }
+    }
+
     /// The protocol label of metrics.
     pub fn protocol(&self) -> &'static str {
         match self {
@@ -344,6 +352,8 @@ pub struct PushConfig {
     pub connect_timeout: Duration,
     /// A write that makes no progress for this long fails the session.
     pub write_timeout: Duration,
+    /// Loopback, private and reserved destinations allowed (see [`addr`]).
+    pub allow_private: bool,
 }
 
 impl Default for PushConfig {
@@ -354,6 +364,7 @@ impl Default for PushConfig {
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            allow_private: false,
         }
     }
 }

@@ -59,7 +59,8 @@ async fn connect(target: &Target, cfg: &PushConfig) -> Result<Box<dyn Io>, Strin
     else {
         return Err("not an RTMP target".into());
     };
-    let tcp = TcpStream::connect((host.as_str(), *port))
+    let addr = super::addr::resolve(host, *port, cfg.allow_private).await?;
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {host}:{port}: {e}"))?;
     let _ = tcp.set_nodelay(true);

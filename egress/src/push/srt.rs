@@ -117,13 +117,10 @@ pub(super) async fn session(
     };
     let addr = tokio::time::timeout(
         cfg.connect_timeout,
-        tokio::net::lookup_host((host.as_str(), *port)),
+        super::addr::resolve(host, *port, cfg.allow_private),
     )
     .await
-    .map_err(|_| format!("resolving {host}: timed out"))?
-    .map_err(|e| format!("resolving {host}: {e}"))?
-    .next()
-    .ok_or_else(|| format!("resolving {host}: no address"))?;
+    .map_err(|_| format!("resolving {host}: timed out"))??;
     let opts = Opts {
         addr,
         stream_id: stream_id.clone(),
