@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 pub mod addr;
 pub mod rtmp;
 pub mod srt;
+#[cfg(test)]
+mod stall_tests;
 
 /// Where an output pushes to.
 #[derive(Clone, PartialEq, Eq)]
