@@ -120,11 +120,6 @@ impl Outputs {
         (None, self.last_errors.lock().get(uid).cloned())
     }
 
-    /// Outputs running now.
-    pub fn running(&self) -> usize {
-        self.running.lock().len()
-    }
-
     /// Run until the node shuts down.
     pub async fn run(self: Arc<Self>, node: Arc<Node>) {
         let mut tick = tokio::time::interval(TICK);
@@ -178,9 +173,9 @@ impl Outputs {
             .iter()
             .filter(|(uid, run)| {
                 run.task.is_finished()
-                    || wanted
-                        .get(uid.as_str())
-                        .is_none_or(|r| run.fingerprint != (r.url.clone(), r.stream_key.clone()))
+                    || wanted.get(uid.as_str()).is_none_or(|r| {
+                        run.fingerprint.0 != r.url || run.fingerprint.1 != r.stream_key
+                    })
             })
             .map(|(uid, _)| uid.clone())
             .collect();

@@ -49,21 +49,13 @@ pub enum Target {
 }
 
 impl std::fmt::Debug for Target {
-    // Never prints the stream key or the passphrase.
+    // Scheme, host and port only: never the stream key or the passphrase,
+    // nor the application path (some services take a key there).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Rtmp {
-                tls,
-                host,
-                port,
-                app,
-                ..
-            } => write!(
-                f,
-                "{}://{host}:{port}/{app}",
-                if *tls { "rtmps" } else { "rtmp" }
-            ),
-            Target::Srt { host, port, .. } => write!(f, "srt://{host}:{port}"),
+            Target::Rtmp { host, port, .. } | Target::Srt { host, port, .. } => {
+                write!(f, "{}://{host}:{port}", self.protocol())
+            }
         }
     }
 }
@@ -482,8 +474,8 @@ mod tests {
             assert!(Target::parse(bad, "k").is_err(), "{bad}");
         }
         // The key never shows in Debug.
-        let t = Target::parse("rtmp://h/live", "secret-key").unwrap();
-        assert!(!format!("{t:?}").contains("secret"));
+        let t = Target::parse("rtmp://h/live/in-path", "secret-key").unwrap();
+        assert_eq!(format!("{t:?}"), "rtmp://h:1935");
     }
 
     #[test]
