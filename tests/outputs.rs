@@ -317,10 +317,29 @@ async fn toggling_enabled_while_live_stops_and_starts_the_push() {
         let msg = v["errors"][0]["message"].as_str().unwrap_or_default();
         assert!(msg.starts_with(field), "{msg}");
     }
+    let mut first = String::new();
     for i in 0..50 {
-        api.create(spare.uid(), "rtmp://127.0.0.1:9/live", &format!("k{i}"))
+        let o = api
+            .create(spare.uid(), "rtmp://127.0.0.1:9/live", &format!("k{i}"))
             .await;
+        if i == 0 {
+            first = o;
+        }
     }
+    // Only `enabled` changes: the destination repeated as it is passes, a
+    // new one is refused, naming the fields.
+    let path = format!("/{}/outputs/{first}", spare.uid());
+    let put = |body: Value| api.call(reqwest::Method::PUT, &path, Some(body));
+    let (st, v) =
+        put(json!({"enabled": false, "url": "rtmp://127.0.0.1:9/live", "streamKey": "k0"})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["result"]["enabled"], json!(false));
+    let (st, v) = put(json!({"enabled": true, "url": "rtmp://127.0.0.1:9/elsewhere"})).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("url, streamKey"), "{v}");
+    let (st, v) = put(json!({"url": "rtmp://127.0.0.1:9/live"})).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("enabled"), "{v}");
     let (st, v) = api
         .call(
             reqwest::Method::POST,

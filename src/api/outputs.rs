@@ -5,7 +5,8 @@
 //! - `GET .../live_inputs/{uid}/outputs` → `[output]`.
 //! - `PUT .../live_inputs/{uid}/outputs/{output_uid}` `{"enabled"}` → the
 //!   output (only `enabled` changes, as on Cloudflare; a `url` or
-//!   `streamKey` is refused: delete and create instead).
+//!   `streamKey` repeated unchanged is accepted, a different one is refused
+//!   with 400: delete and create instead).
 //! - `DELETE .../live_inputs/{uid}/outputs/{output_uid}` → `null`.
 //!
 //! An output is `{uid, url, streamKey, enabled, status, lastError}`:
@@ -61,15 +62,41 @@ pub fn new_output(body: OutputBody) -> Result<(String, String, bool), ApiError> 
     Ok((url, key, body.enabled.unwrap_or(true)))
 }
 
-/// Check an update: only `enabled`, which is required.
-pub fn output_update(body: OutputBody) -> Result<bool, ApiError> {
-    if body.url.is_some() || body.stream_key.is_some() {
-        return Err(ApiError::bad_request(
+/// An update: `enabled` (required), and the destination only when it is
+/// repeated unchanged (checked against the stored output).
+pub struct OutputUpdate {
+    pub enabled: bool,
+    url: Option<String>,
+    stream_key: Option<String>,
+}
+
+impl OutputUpdate {
+    /// Refuse a change of destination: it cannot change, as on Cloudflare.
+    fn check_against(&self, row: &OutputRow) -> Result<(), ApiError> {
+        let same_url = self.url.as_ref().is_none_or(|u| *u == row.url);
+        let same_key = self
+            .stream_key
+            .as_ref()
+            .is_none_or(|k| *k == row.stream_key);
+        if same_url && same_key {
+            return Ok(());
+        }
+        Err(ApiError::bad_request(
             "url, streamKey: an output's destination cannot change; delete it and create another",
-        ));
+        ))
     }
-    body.enabled
-        .ok_or_else(|| ApiError::bad_request("enabled: required"))
+}
+
+/// Check an update's body: `enabled` is required.
+pub fn output_update(body: OutputBody) -> Result<OutputUpdate, ApiError> {
+    let enabled = body
+        .enabled
+        .ok_or_else(|| ApiError::bad_request("enabled: required"))?;
+    Ok(OutputUpdate {
+        enabled,
+        url: body.url,
+        stream_key: body.stream_key,
+    })
 }
 
 fn output_json(node: &St, o: &OutputRow) -> Value {
@@ -149,10 +176,19 @@ pub(super) async fn update_output(
 ) -> ApiResult {
     auth.scope(&account)?;
     load_input(&node, &account, &input).await?;
-    let enabled = output_update(body)?;
+    let update = output_update(body)?;
     if !secret::is_id(&uid) {
         return Err(ApiError::not_found("output"));
     }
+    if update.url.is_some() || update.stream_key.is_some() {
+        let rows = node.store.list_outputs(&account, &input).await?;
+        let row = rows
+            .iter()
+            .find(|o| o.uid == uid)
+            .ok_or_else(|| ApiError::not_found("output"))?;
+        update.check_against(row)?;
+    }
+    let enabled = update.enabled;
     let row = node
         .store
         .set_output_enabled(&account, &input, &uid, enabled)
@@ -213,8 +249,27 @@ mod tests {
 
     #[test]
     fn updates_change_only_enabled() {
-        assert!(!output_update(body(None, None, Some(false))).unwrap());
+        assert!(
+            !output_update(body(None, None, Some(false)))
+                .unwrap()
+                .enabled
+        );
         assert!(output_update(body(None, None, None)).is_err());
-        assert!(output_update(body(Some("rtmp://x/y"), None, Some(true))).is_err());
+        let row = OutputRow {
+            uid: "o".into(),
+            input_uid: "i".into(),
+            account_id: "a".into(),
+            url: "rtmp://x/y".into(),
+            stream_key: "k".into(),
+            enabled: true,
+            created: 0,
+        };
+        let same = output_update(body(Some("rtmp://x/y"), Some("k"), Some(true))).unwrap();
+        assert!(same.check_against(&row).is_ok());
+        let moved = output_update(body(Some("rtmp://x/z"), None, Some(true))).unwrap();
+        let e = moved.check_against(&row).unwrap_err();
+        assert!(format!("{e:?}").contains("url, streamKey"));
+        let rekeyed = output_update(body(None, Some("k2"), Some(true))).unwrap();
+        assert!(rekeyed.check_against(&row).is_err());
     }
 }
