@@ -37,12 +37,13 @@ async fn three_outputs_deliver_every_frame_to_nginx_banyan_over_rtmps_and_srt() 
     let input = node.create_input().await;
     let api = Api::of(&node);
 
-    // The SRT listener writes the transport stream it receives to a file.
+    // The SRT listener (encrypted) writes the transport stream it receives
+    // to a file.
     let srt_port = free_udp_port();
     let srt_ts = dir.path().join("srt.ts");
     let mut slt = Command::new("srt-live-transmit");
     slt.arg(format!(
-        "srt://127.0.0.1:{srt_port}?mode=listener&latency=120"
+        "srt://127.0.0.1:{srt_port}?mode=listener&latency=120&passphrase=simulcast-passphrase"
     ))
     .arg("file://con")
     .stdout(std::fs::File::create(&srt_ts).expect("srt.ts"))
@@ -62,7 +63,9 @@ async fn three_outputs_deliver_every_frame_to_nginx_banyan_over_rtmps_and_srt() 
     let o_srt = api
         .create(
             input.uid(),
-            &format!("srt://127.0.0.1:{srt_port}?streamid=simulcast"),
+            &format!(
+                "srt://127.0.0.1:{srt_port}?streamid=simulcast&passphrase=simulcast-passphrase"
+            ),
             "",
         )
         .await;
