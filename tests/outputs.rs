@@ -343,6 +343,28 @@ async fn toggling_enabled_while_live_stops_and_starts_the_push() {
     let (st, v) = put(json!({"url": "rtmp://127.0.0.1:9/live"})).await;
     assert_eq!(st, 400, "{v}");
     assert!(v.to_string().contains("enabled"), "{v}");
+    // The same through the client subcommand.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .arg("outputs")
+            .args(args)
+            .args(["--api", &node.api()])
+            .args(["--account", node.creds["accountId"].as_str().expect("id")])
+            .args(["--token", node.creds["apiToken"].as_str().expect("token")])
+            .output()
+            .expect("banyan outputs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON")
+    };
+    let listed = cli(&["list", spare.uid()]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(50));
+    let v = cli(&["enable", spare.uid(), &first]);
+    assert_eq!(v["enabled"], json!(true));
+
     let (st, v) = api
         .call(
             reqwest::Method::POST,
@@ -352,6 +374,8 @@ async fn toggling_enabled_while_live_stops_and_starts_the_push() {
         .await;
     assert_eq!(st, 409, "{v}");
     assert!(v.to_string().contains("max_outputs_per_input (50)"), "{v}");
+    cli(&["delete", spare.uid(), &first]);
+    assert_eq!(api.list(spare.uid()).await.len(), 49);
     let (st, _) = api
         .call(
             reqwest::Method::PUT,
