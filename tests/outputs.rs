@@ -231,6 +231,7 @@ async fn a_restarted_destination_is_rejoined_and_a_dead_one_disturbs_no_one() {
     api.wait_status(input.uid(), &o_nginx, json!("connected"), 15)
         .await;
     let took = restarted.elapsed();
+    println!("the output rejoined {took:?} after the destination came back");
     assert!(
         took <= Duration::from_secs(8),
         "rejoined {took:?} after the destination came back"
