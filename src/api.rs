@@ -35,6 +35,7 @@ use serde_json::{json, Map, Value};
 use crate::node::Node;
 use crate::secret;
 
+mod outputs;
 mod tokens;
 mod webhook;
 use crate::store::{now_micros, DomainRow, LiveInputRow, TokenInfo};
@@ -253,6 +254,10 @@ pub enum BodyKind {
     /// `PUT .../stream/webhook` (the URL's syntax; its addresses are
     /// checked by resolving).
     Webhook,
+    /// `POST .../live_inputs/{uid}/outputs`.
+    Output,
+    /// `PUT .../live_inputs/{uid}/outputs/{output_uid}`.
+    OutputUpdate,
 }
 
 /// Decode and check a request body of `kind` exactly as its endpoint does
@@ -292,6 +297,12 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
         BodyKind::Webhook => {
             webhook::webhook_target(decode_json(bytes)?)?;
         }
+        BodyKind::Output => {
+            outputs::new_output(decode_json(bytes)?)?;
+        }
+        BodyKind::OutputUpdate => {
+            outputs::output_update(decode_json(bytes)?)?;
+        }
     }
     Ok(())
 }
@@ -315,6 +326,14 @@ pub fn router(node: St) -> Router {
         .route(
             &format!("{stream}/live_inputs/{{uid}}/rotate_keys"),
             post(rotate_keys),
+        )
+        .route(
+            &format!("{stream}/live_inputs/{{uid}}/outputs"),
+            post(outputs::create_output).get(outputs::list_outputs),
+        )
+        .route(
+            &format!("{stream}/live_inputs/{{uid}}/outputs/{{output}}"),
+            axum::routing::put(outputs::update_output).delete(outputs::delete_output),
         )
         .route(
             &format!("{stream}/ingest_domains"),
@@ -619,6 +638,8 @@ async fn delete_input(
     // Ends the input's sessions.
     node.input_deleted(&uid).await;
     node.forget(&uid);
+    node.store.delete_outputs_of(&uid).await?;
+    node.outputs.changed();
     tracing::info!(account = %account, input = %uid, "live input deleted");
     Ok(ok(Value::Null))
 }

@@ -96,6 +96,32 @@ pub enum TokensCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum OutputsCmd {
+    /// Add a simulcast output to a live input: while the input is live, it
+    /// is re-published to URL (rtmp://, rtmps:// or srt://).
+    Create {
+        /// The live input's uid.
+        input: String,
+        #[arg(long)]
+        url: String,
+        /// The destination's stream key (required for rtmp:// and rtmps://).
+        #[arg(long, env = "BANYAN_OUTPUT_STREAM_KEY", default_value = "")]
+        stream_key: String,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List a live input's outputs, with their status and last error.
+    List { input: String },
+    /// Start pushing (at once, also while the input is live).
+    Enable { input: String, output: String },
+    /// Stop pushing.
+    Disable { input: String, output: String },
+    /// Delete an output.
+    Delete { input: String, output: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AdminCmd {
     /// Replace the admin token by a new one (the old one stops working) and
     /// write the new one into the data dir's credentials.json (0600); the
@@ -322,6 +348,39 @@ pub async fn tokens(conn: Conn, cmd: TokensCmd) -> anyhow::Result<()> {
         }
         TokensCmd::List => c.call(Method::GET, url, None).await?,
         TokensCmd::Revoke { id } => c.call(Method::DELETE, format!("{url}/{id}"), None).await?,
+    };
+    print(&v)
+}
+
+pub async fn outputs(conn: Conn, cmd: OutputsCmd) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let c = conn.client(false)?;
+    let url = |input: &str| c.stream(&format!("live_inputs/{input}/outputs"));
+    let v = match cmd {
+        OutputsCmd::Create {
+            input,
+            url: dest,
+            stream_key,
+            disabled,
+        } => {
+            let body = json!({"url": dest, "streamKey": stream_key, "enabled": !disabled});
+            c.call(Method::POST, url(&input), Some(body)).await?
+        }
+        OutputsCmd::List { input } => c.call(Method::GET, url(&input), None).await?,
+        OutputsCmd::Enable { input, output } => {
+            let body = json!({"enabled": true});
+            c.call(Method::PUT, format!("{}/{output}", url(&input)), Some(body))
+                .await?
+        }
+        OutputsCmd::Disable { input, output } => {
+            let body = json!({"enabled": false});
+            c.call(Method::PUT, format!("{}/{output}", url(&input)), Some(body))
+                .await?
+        }
+        OutputsCmd::Delete { input, output } => {
+            c.call(Method::DELETE, format!("{}/{output}", url(&input)), None)
+                .await?
+        }
     };
     print(&v)
 }

@@ -164,6 +164,14 @@ pub struct ServeArgs {
     /// addition to the system's bundle
     #[arg(long, env = "BANYAN_WEBHOOK_CA_FILE", value_name = "FILE")]
     pub webhook_ca_file: Option<PathBuf>,
+    /// Extra trusted roots (PEM) for rtmps:// outputs, on top of the
+    /// system's bundle (/etc/ssl/certs/ca-certificates.crt) [default: none]
+    #[arg(long, env = "BANYAN_OUTPUTS_CA", value_name = "FILE")]
+    pub outputs_ca: Option<PathBuf>,
+    /// Let outputs push to loopback, private and reserved addresses (off:
+    /// an account could otherwise reach the operator's internal network)
+    #[arg(long, env = "BANYAN_OUTPUTS_ALLOW_PRIVATE")]
+    pub outputs_allow_private: bool,
 }
 
 /// Which per-stream metric series a node exports.
@@ -225,6 +233,9 @@ pub struct FileConfig {
     pub webhook_allow_private: bool,
     pub webhook_retry_for: Option<u64>,
     pub webhook_ca_file: Option<PathBuf>,
+    pub outputs_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub outputs_allow_private: bool,
 }
 
 /// The resolved settings of a node.
@@ -283,6 +294,10 @@ pub struct Settings {
     pub webhook_retry_for: Duration,
     /// Extra CA certificates for https webhook targets.
     pub webhook_ca_file: Option<PathBuf>,
+    /// Extra trusted roots for rtmps:// outputs.
+    pub outputs_ca: Option<PathBuf>,
+    /// Outputs may push to loopback, private and reserved addresses.
+    pub outputs_allow_private: bool,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -433,6 +448,8 @@ impl Settings {
                     .clamp(1, 7 * 86_400),
             ),
             webhook_ca_file: args.webhook_ca_file.or(file.webhook_ca_file),
+            outputs_ca: args.outputs_ca.or(file.outputs_ca),
+            outputs_allow_private: args.outputs_allow_private || file.outputs_allow_private,
         })
     }
 }

@@ -24,6 +24,7 @@ pub mod exposition;
 pub mod forwarded;
 pub mod httpd;
 pub mod node;
+pub mod outputs;
 pub mod playback;
 pub mod quota;
 pub mod secret;

@@ -54,6 +54,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: client::TokensCmd,
     },
+    /// Simulcast outputs of live inputs.
+    Outputs {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: client::OutputsCmd,
+    },
     /// Operator tasks (need the admin token).
     Admin {
         #[command(flatten)]
@@ -111,6 +118,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Tokens { conn, cmd } => {
             init_logs("warn");
             client::tokens(conn, cmd).await
+        }
+        Cmd::Outputs { conn, cmd } => {
+            init_logs("warn");
+            client::outputs(conn, cmd).await
         }
         Cmd::Admin { conn, cmd } => {
             init_logs("warn");

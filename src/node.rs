@@ -84,6 +84,8 @@ pub struct Node {
     pub api_rate: crate::quota::RateLimiter,
     /// Live webhooks: ingest's events in, signed notifications out.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// The simulcast outputs this node runs (see `outputs`).
+    pub outputs: Arc<crate::outputs::Outputs>,
 }
 
 impl Node {
@@ -380,6 +382,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let outputs = crate::outputs::Outputs::new(
+        banyan_egress::push::PushConfig {
+            roots: Arc::new(
+                crate::outputs::roots(settings.outputs_ca.as_deref())
+                    .context("loading the trusted roots of outputs")?,
+            ),
+            allow_private: settings.outputs_allow_private,
+            ..Default::default()
+        },
+        settings.cluster_cfg.is_some(),
+    );
     let hub = Hub::new(HubConfig {
         reconnect_window: settings.reconnect_window,
         ..HubConfig::default()
@@ -456,6 +469,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         rebuild: tokio::sync::Mutex::new(keysync::Marks::default()),
         api_rate: crate::quota::RateLimiter::new(settings_rate.0, settings_rate.1),
         webhooks,
+        outputs,
     });
     node.rebuild_keys().await?;
     node.reload_domains().await?;
@@ -513,6 +527,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(cfg) => Some(crate::cluster::Cluster::start(node.clone(), cfg).await?),
         None => None,
     };
+    if let Some(c) = &cluster {
+        node.outputs.set_origin_check(c.origin_check());
+    }
+    tasks.spawn(node.outputs.clone().run(node.clone()));
     let hls = banyan_egress::hls::HlsService::new(
         node.hub.clone(),
         node.views.clone(),

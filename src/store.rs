@@ -13,8 +13,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 mod changes;
+mod outputs;
 mod tokens;
 mod webhooks;
+pub use outputs::OutputRow;
 pub use tokens::TokenRow;
 pub use webhooks::{Enqueued, QueuedEvent, WebhookRow, MAX_QUEUED_PER_ACCOUNT};
 
@@ -297,7 +299,7 @@ impl Store {
         if backend == Backend::Sqlite {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        for stmt in SCHEMA {
+        for stmt in SCHEMA.iter().chain(outputs::SCHEMA) {
             pool.execute(*stmt).await.context("creating the schema")?;
         }
         for (table, column, def) in UPGRADES {

@@ -565,6 +565,14 @@ impl Cluster {
         Arc::new(move |uid: &str| shared.remote_origin(uid).is_some())
     }
 
+    /// For simulcast outputs: whether this node is the stream's origin (a
+    /// broadcaster publishes here and this node holds the origin lease), so
+    /// that a stream's outputs run on one node only.
+    pub fn origin_check(self: &Arc<Self>) -> crate::outputs::OriginCheck {
+        let c = self.clone();
+        Arc::new(move |uid: &str| !c.pulling(uid) && c.leases.lock().contains(uid))
+    }
+
     fn pulling(&self, uid: &str) -> bool {
         self.shared.pulls.lock().contains_key(uid)
     }
