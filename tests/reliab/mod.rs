@@ -602,9 +602,9 @@ async fn await_results(tcp: &mut TcpStream, seen: &mut Vec<u8>, n: usize) {
     }
 }
 
-/// As a player does: set chunk size 4096, connect to `live` and wait for
-/// the answer, createStream and wait, then play `key` on stream 1.
-pub async fn rtmp_play(tcp: &mut TcpStream, addr: &str, key: &str) {
+/// Set chunk size 4096, connect to `live` and wait for the answer, then
+/// createStream and wait (stream 1).
+async fn connect_and_create_stream(tcp: &mut TcpStream, addr: &str) -> Vec<u8> {
     let mut seen = Vec::new();
     let mut out = chunk(2, 1, 0, &4096u32.to_be_bytes());
     let mut connect = Vec::new();
@@ -625,6 +625,12 @@ pub async fn rtmp_play(tcp: &mut TcpStream, addr: &str, key: &str) {
         .await
         .expect("createStream");
     await_results(tcp, &mut seen, 2).await;
+    seen
+}
+
+/// As a player does: connect and createStream, then play `key` on stream 1.
+pub async fn rtmp_play(tcp: &mut TcpStream, addr: &str, key: &str) {
+    connect_and_create_stream(tcp, addr).await;
     let mut play = Vec::new();
     amf_str(&mut play, "play");
     amf_num(&mut play, 0.0);
@@ -637,26 +643,7 @@ pub async fn rtmp_play(tcp: &mut TcpStream, addr: &str, key: &str) {
 /// then publish `key` on stream 1 and wait for the node's `onStatus`
 /// answer (accepted or refused).
 pub async fn rtmp_publish(tcp: &mut TcpStream, addr: &str, key: &str) -> Vec<u8> {
-    let mut seen = Vec::new();
-    let mut out = chunk(2, 1, 0, &4096u32.to_be_bytes());
-    let mut connect = Vec::new();
-    amf_str(&mut connect, "connect");
-    amf_num(&mut connect, 1.0);
-    amf_obj(
-        &mut connect,
-        &[("app", "live"), ("tcUrl", &format!("rtmp://{addr}/live"))],
-    );
-    out.extend(chunk(3, 20, 0, &connect));
-    tcp.write_all(&out).await.expect("connect");
-    await_results(tcp, &mut seen, 1).await;
-    let mut create = Vec::new();
-    amf_str(&mut create, "createStream");
-    amf_num(&mut create, 2.0);
-    create.push(5);
-    tcp.write_all(&chunk(3, 20, 0, &create))
-        .await
-        .expect("createStream");
-    await_results(tcp, &mut seen, 2).await;
+    let mut seen = connect_and_create_stream(tcp, addr).await;
     let mut publish = Vec::new();
     amf_str(&mut publish, "publish");
     amf_num(&mut publish, 0.0);
