@@ -47,11 +47,13 @@ async fn minutes_viewed(node: &Node) -> Vec<(String, f64)> {
 
 /// The live inputs without their (volatile) status, sorted by uid.
 async fn inputs(node: &Node) -> Vec<Value> {
-    let mut list: Vec<Value> = node
-        .get("live_inputs")
-        .await
-        .as_array()
-        .expect("list")
+    let listed = node.get("live_inputs").await;
+    let mut full = Vec::new();
+    for item in listed["liveInputs"].as_array().expect("list") {
+        let uid = item["uid"].as_str().expect("uid");
+        full.push(node.get(&format!("live_inputs/{uid}")).await);
+    }
+    let mut list: Vec<Value> = full
         .iter()
         .map(|i| {
             let mut i = node_input_without_status(i);
@@ -70,8 +72,9 @@ async fn inputs(node: &Node) -> Vec<Value> {
                 }
             }
             if let Some(o) = i.as_object_mut() {
-                o.remove("hls");
-                o.remove("watch");
+                for k in ["hls", "watch", "webRTC", "webRTCPlayback", "playback"] {
+                    o.remove(k);
+                }
             }
             i
         })
