@@ -872,6 +872,27 @@ mod tests {
             ),
             Ok(())
         );
+        assert_eq!(
+            ok(
+                BodyKind::LiveInput,
+                r#"{"deleteRecordingAfterDays":45,"preferLowLatency":true,
+                    "recording":{"mode":"automatic","hideLiveViewerCount":true}}"#
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            ok(BodyKind::LiveInput, r#"{"deleteRecordingAfterDays":null}"#),
+            Ok(())
+        );
+        for bad in [
+            r#"{"deleteRecordingAfterDays":29}"#,
+            r#"{"deleteRecordingAfterDays":1e300}"#,
+            r#"{"deleteRecordingAfterDays":"45"}"#,
+        ] {
+            let e = ok(BodyKind::LiveInput, bad).unwrap_err();
+            assert!(e.contains("deleteRecordingAfterDays"), "{bad}: {e}");
+        }
+        assert!(ok(BodyKind::LiveInput, r#"{"preferLowLatency":"yes"}"#).is_err());
         assert_eq!(ok(BodyKind::Account, r#"{"name":"yoga"}"#), Ok(()));
         assert_eq!(ok(BodyKind::Token, ""), Ok(()));
         assert_eq!(ok(BodyKind::Token, r#"{"name":"ci"}"#), Ok(()));

@@ -99,7 +99,19 @@ async fn kill_9_and_restart_keep_inputs_domains_credentials_and_analytics() {
     let mut node = start(dir.path(), &flags);
 
     let a = node.create_input("creator-a").await;
-    let _b = node.create_input("creator-b").await;
+    let b = node.create_input("creator-b").await;
+    let b_uid = b["uid"].as_str().expect("uid").to_string();
+    // A key rotation: its time must survive.
+    let r: Value = http()
+        .post(node.stream_api(&format!("live_inputs/{b_uid}/rotate_keys")))
+        .bearer_auth(node.token())
+        .send()
+        .await
+        .expect("rotate")
+        .json()
+        .await
+        .expect("rotate JSON");
+    assert!(r["result"]["keysRotatedAt"].is_string(), "{r}");
     let c = node.create_input("creator-c").await;
     // A change after creation, and a rotation: the newest values must
     // survive.
@@ -194,6 +206,10 @@ async fn kill_9_and_restart_keep_inputs_domains_credentials_and_analytics() {
         "credentials changed"
     );
     assert_eq!(inputs(&node).await, before_inputs, "live inputs changed");
+    // The status is kept: the input that was live when the node died has
+    // had a publisher (who cannot still be attached); the other never had.
+    assert_eq!(node.status(&uid).await, json!("client_disconnect"));
+    assert_eq!(node.status(&b_uid).await, Value::Null);
     assert_eq!(
         node.get("ingest_domains").await,
         before_domains,
