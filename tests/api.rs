@@ -353,8 +353,11 @@ async fn live_input_crud_round_trip_with_exact_shapes() {
             "defaultCreator",
             "enabled",
             "hls",
+            "keysRotatedAt",
             "meta",
             "modified",
+            "playback",
+            "preferLowLatency",
             "recording",
             "rtmp",
             "rtmpPlayback",
@@ -364,7 +367,9 @@ async fn live_input_crud_round_trip_with_exact_shapes() {
             "srtPlayback",
             "status",
             "uid",
-            "watch"
+            "watch",
+            "webRTC",
+            "webRTCPlayback"
         ]
     );
     assert_eq!(input["meta"], json!({"name": "yoga"}));
@@ -395,6 +400,22 @@ async fn live_input_crud_round_trip_with_exact_shapes() {
         json!({"url": format!("srt://{s}"), "streamId": uid,
         "passphrase": input["srt"]["passphrase"]})
     );
+    let key = input["rtmps"]["streamKey"].as_str().unwrap();
+    assert_eq!(
+        input["webRTC"],
+        json!({"url": format!("http://{h}/{key}/webRTC/publish")})
+    );
+    assert_eq!(
+        input["webRTCPlayback"],
+        json!({"url": format!("http://{h}/{uid}/webRTC/play")})
+    );
+    assert_eq!(
+        input["playback"],
+        json!({"hls": format!("http://{h}/{uid}/manifest/video.m3u8")})
+    );
+    assert_eq!(input["keysRotatedAt"], Value::Null);
+    assert_eq!(input["preferLowLatency"], json!(false));
+    assert!(input.get("deleteRecordingAfterDays").is_none(), "{input}");
     assert_eq!(
         input["srtPlayback"]["streamId"],
         json!(format!("play{uid}"))
@@ -856,7 +877,10 @@ async fn lifecycle_views_and_metrics() {
     .await;
     assert_eq!(
         (s, v),
-        (StatusCode::OK, json!({"isInput": true, "live": false}))
+        (
+            StatusCode::OK,
+            json!({"isInput": true, "videoUID": null, "live": false, "status": null})
+        )
     );
     let (s, v) = call(
         Method::GET,
@@ -1043,7 +1067,7 @@ async fn cli_subcommands_work_against_a_running_node() {
         acc["apiToken"].as_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    assert_eq!(theirs, json!([]));
+    assert_eq!(theirs["liveInputs"], json!([]));
 
     let (ok, domains, err) = cli(&["domains", "list"]);
     assert!(ok, "{err}");
