@@ -1,12 +1,16 @@
-//! Cloudflare's official TypeScript SDK (npm `cloudflare`, in web/) drives a
-//! live input's whole lifecycle against the real binary with only its base
-//! URL changed (tests/sdk/lifecycle.mjs asserts the shapes the SDK returns):
+//! Cloudflare's official SDKs, TypeScript (npm `cloudflare`, in web/) and
+//! Python (PyPI `cloudflare`), each drive a live input's whole lifecycle
+//! against the real binary with only the base URL changed
+//! (tests/sdk/lifecycle.mjs and lifecycle.py assert the shapes the SDK
+//! returns):
 //! create with recording, meta and deleteRecordingAfterDays, get, list,
 //! update, rotate keys; then ffmpeg publishes with the rotated key, the
 //! public lifecycle endpoint and the SDK show it live, `/views` hides its
 //! count while `recording.hideLiveViewerCount` is set, and the SDK deletes it.
 //!
-//! Needs `node` and `npm ci` in web/ (scripts/setup.sh).
+//! Needs `node` with `npm ci` in web/, and Python with the package of
+//! tests/sdk/requirements.txt: scripts/setup.sh makes tests/sdk/.venv
+//! (`BANYAN_PYTHON` names another interpreter).
 
 mod common;
 
@@ -20,10 +24,40 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Run a phase of the SDK script; its stdout's last line as JSON.
-async fn sdk(node: &Node, args: &[&str]) -> Value {
-    let out = tokio::process::Command::new("node")
-        .arg(root().join("tests/sdk/lifecycle.mjs"))
+/// Which official SDK drives the node.
+#[derive(Clone, Copy, Debug)]
+enum Sdk {
+    TypeScript,
+    Python,
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("BANYAN_PYTHON") {
+        return p.into();
+    }
+    let venv = root().join("tests/sdk/.venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+/// Run a phase of the SDK's script; its stdout's last line as JSON.
+async fn run(which: Sdk, node: &Node, args: &[&str]) -> Value {
+    let mut cmd = match which {
+        Sdk::TypeScript => {
+            let mut c = tokio::process::Command::new("node");
+            c.arg(root().join("tests/sdk/lifecycle.mjs"));
+            c
+        }
+        Sdk::Python => {
+            let mut c = tokio::process::Command::new(python());
+            c.arg(root().join("tests/sdk/lifecycle.py"));
+            c
+        }
+    };
+    let out = cmd
         .args(args)
         .env("BANYAN_API", node.api())
         .env("BANYAN_ACCOUNT", node.creds["accountId"].as_str().unwrap())
@@ -37,7 +71,7 @@ async fn sdk(node: &Node, args: &[&str]) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "SDK {args:?} failed:\n{}\n{stdout}\nnode log:\n{}",
+        "{which:?} SDK {args:?} failed:\n{}\n{stdout}\nnode log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         node.log_text()
     );
@@ -69,8 +103,17 @@ async fn put_recording(node: &Node, uid: &str, recording: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_typescript_sdk_drives_a_live_input_lifecycle() {
+    lifecycle(Sdk::TypeScript).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_drives_a_live_input_lifecycle() {
+    lifecycle(Sdk::Python).await;
+}
+
+async fn lifecycle(sdk: Sdk) {
     let node = Node::start(&[]);
-    let made = sdk(&node, &["manage"]).await;
+    let made = run(sdk, &node, &["manage"]).await;
     let uid = made["uid"].as_str().expect("uid").to_string();
     let lifecycle = format!("{}/{uid}/lifecycle", node.api());
     let (s, v) = get(&lifecycle).await;
@@ -103,7 +146,7 @@ async fn official_typescript_sdk_drives_a_live_input_lifecycle() {
     let (_, v) = get(&views).await;
     assert!(v["liveViewers"].is_u64(), "{v}");
 
-    let done = sdk(&node, &["delete", &uid]).await;
+    let done = run(sdk, &node, &["delete", &uid]).await;
     assert_eq!(done["deleted"], json!(uid));
     // Deleting ends the session: the publisher is cut off.
     assert!(
