@@ -124,7 +124,8 @@ async fn lifecycle(sdk: Sdk) {
     );
 
     // A real publisher with the key the SDK rotated to.
-    let input = Input(json!({"uid": uid, "rtmp": {"url": made["rtmpUrl"], "streamKey": made["rtmpKey"]}}));
+    let input =
+        Input(json!({"uid": uid, "rtmp": {"url": made["rtmpUrl"], "streamKey": made["rtmpKey"]}}));
     let mut publisher = publish(&input, Proto::Rtmp);
     node.wait_connected(&uid, &mut publisher).await;
     let (s, v) = get(&lifecycle).await;

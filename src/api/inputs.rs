@@ -134,7 +134,9 @@ pub(super) fn list_query(q: Option<&str>) -> Result<bool, ApiError> {
             ("include_counts", "true" | "") => counts = true,
             ("include_counts", "false") => counts = false,
             ("include_counts", _) => {
-                return Err(ApiError::bad_request("include_counts must be true or false"))
+                return Err(ApiError::bad_request(
+                    "include_counts must be true or false",
+                ))
             }
             _ => {
                 let name: String = k.chars().take(64).collect();
@@ -186,8 +188,7 @@ pub(super) async fn lifecycle(
     };
     let live = node.hub.state(&uid) == banyan_relay::StreamState::Live;
     let status = node.input_status(&uid).await;
-    Json(json!({"isInput": true, "videoUID": null, "live": live, "status": status}))
-        .into_response()
+    Json(json!({"isInput": true, "videoUID": null, "live": live, "status": status})).into_response()
 }
 
 /// `GET /<uid>/views`: `{liveViewers}`, null when the input's
@@ -215,7 +216,13 @@ mod tests {
         assert_eq!(delete_days(&json!(null)).unwrap(), None);
         assert_eq!(delete_days(&json!(30)).unwrap(), Some(30));
         assert_eq!(delete_days(&json!(45.0)).unwrap(), Some(45));
-        for bad in [json!(29), json!(36_501), json!(45.5), json!("45"), json!(true)] {
+        for bad in [
+            json!(29),
+            json!(36_501),
+            json!(45.5),
+            json!("45"),
+            json!(true),
+        ] {
             let e = delete_days(&bad).unwrap_err();
             assert!(e.message.contains("deleteRecordingAfterDays"), "{bad}");
         }
@@ -257,7 +264,7 @@ mod tests {
 
     #[test]
     fn list_query_params() {
-        assert_eq!(list_query(None).unwrap(), false);
+        assert!(!list_query(None).unwrap());
         assert!(list_query(Some("include_counts=true")).unwrap());
         assert!(!list_query(Some("include_counts=false")).unwrap());
         assert!(list_query(Some("include_counts=maybe")).is_err());
