@@ -7,6 +7,9 @@ use std::collections::HashMap;
 
 use super::Node;
 
+/// The longest a status read waits for the store.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Statuses that only hold while a publisher is attached somewhere.
 const ATTACHED: &[&str] = &["connected", "reconnecting", "reconnected"];
 
@@ -31,7 +34,12 @@ impl Recorded {
             if self.0.get(&uid) == Some(&now) {
                 continue;
             }
-            match node.store.set_input_status(&uid, now).await {
+            let write =
+                tokio::time::timeout(STORE_WAIT * 4, node.store.set_input_status(&uid, now));
+            match write
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut))
+            {
                 Ok(()) if ATTACHED.contains(&now) => {
                     self.0.insert(uid, now);
                 }
@@ -56,12 +64,16 @@ impl Node {
         if let Some(s) = self.status(uid) {
             return Some(s.into());
         }
-        let stored = match self.store.input_status(uid).await {
-            Ok(s) => s?,
-            Err(e) => {
+        // The public `lifecycle` asks too: an unreachable store costs it at
+        // most this long, and the answer is then the hub's alone.
+        let read = tokio::time::timeout(STORE_WAIT, self.store.input_status(uid)).await;
+        let stored = match read {
+            Ok(Ok(s)) => s?,
+            Ok(Err(e)) => {
                 tracing::debug!("reading an input's status: {e}");
                 return None;
             }
+            Err(_) => return None,
         };
         if self.settings.cluster_cfg.is_none() && ATTACHED.contains(&stored.as_str()) {
             return Some("client_disconnect".into());
