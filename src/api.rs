@@ -597,6 +597,7 @@ async fn create_input(
         options: "{}".into(),
     };
     body.apply(&mut row);
+    inputs::created(&mut row);
     node.store.insert_input(&row).await?;
     node.input_changed(&row).await;
     metrics::counter!("banyan_live_inputs_created_total").increment(1);

@@ -35,6 +35,11 @@ pub struct InputOptions {
     /// Microseconds since the epoch of the last `rotate_keys`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keys_rotated_at: Option<i64>,
+    /// The secret of `webRTC.url` (WHIP publishing), distinct from the
+    /// other publish secrets; replaced by `rotate_keys`. Inputs made before
+    /// it existed get one at their next rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webrtc_key: Option<String>,
 }
 
 /// The stored object (an unreadable value is the default).
@@ -86,10 +91,18 @@ pub(super) fn apply(row: &mut LiveInputRow, delete_after: Option<&Value>, low: O
     row.options = store(&o);
 }
 
-/// Note a key rotation at `now` (microseconds).
+/// Give a new input its WebRTC publish secret.
+pub(super) fn created(row: &mut LiveInputRow) {
+    let mut o = load(&row.options);
+    o.webrtc_key = Some(crate::secret::new_secret());
+    row.options = store(&o);
+}
+
+/// Note a key rotation at `now` (microseconds), with a new WebRTC secret.
 pub(super) fn rotated(row: &mut LiveInputRow, now: i64) {
     let mut o = load(&row.options);
     o.keys_rotated_at = Some(now);
+    o.webrtc_key = Some(crate::secret::new_secret());
     row.options = store(&o);
 }
 
@@ -103,7 +116,9 @@ pub(super) fn extend(node: &Node, r: &LiveInputRow, v: &mut Value, status: Optio
     v["preferLowLatency"] = json!(o.prefer_low_latency);
     v["keysRotatedAt"] = json!(o.keys_rotated_at.map(rfc3339));
     v["status"] = json!(status);
-    v["webRTC"] = json!({"url": format!("{http}/{}/webRTC/publish", r.stream_key)});
+    if let Some(k) = &o.webrtc_key {
+        v["webRTC"] = json!({"url": format!("{http}/{k}/webRTC/publish")});
+    }
     v["webRTCPlayback"] = json!({"url": format!("{http}/{}/webRTC/play", r.uid)});
     v["playback"] = json!({"hls": format!("{http}/{}/manifest/video.m3u8", r.uid)});
 }
@@ -246,9 +261,17 @@ mod tests {
             recording: "{}".into(),
             options: "{}".into(),
         };
+        created(&mut row);
+        let first = load(&row.options).webrtc_key.expect("a WebRTC secret");
+        assert_eq!(first.len(), 64);
         apply(&mut row, Some(&json!(45)), Some(true));
+        assert_eq!(load(&row.options).webrtc_key.as_ref(), Some(&first), "kept");
         rotated(&mut row, 1_000_000);
         let o = load(&row.options);
+        assert_ne!(o.webrtc_key.as_ref(), Some(&first), "rotated");
+        assert!(!list_item(&row)
+            .to_string()
+            .contains(o.webrtc_key.as_deref().unwrap()));
         assert_eq!(o.delete_recording_after_days, Some(45));
         assert!(o.prefer_low_latency);
         assert_eq!(o.keys_rotated_at, Some(1_000_000));

@@ -41,7 +41,14 @@ function checkFull(li, what) {
     assert.ok(li[k].passphrase.length >= 10, `${what}: ${k}.passphrase in ${s}`);
     assert.equal(typeof li[k].streamId, 'string', `${what}: ${k}.streamId in ${s}`);
   }
-  assert.equal(li.webRTC.url, `${api}/${li.rtmps.streamKey}/webRTC/publish`, `${what}: webRTC`);
+  assert.ok(li.webRTC.url.startsWith(`${api}/`) && li.webRTC.url.endsWith('/webRTC/publish'),
+    `${what}: webRTC ${li.webRTC.url}`);
+  const webrtcKey = li.webRTC.url.split('/').at(-3);
+  assert.match(webrtcKey, /^[0-9a-f]{64}$/, `${what}: webRTC secret`);
+  for (const other of [li.rtmps.streamKey, li.rtmpsPlayback.streamKey, li.srt.passphrase,
+    li.srtPlayback.passphrase]) {
+    assert.notEqual(webrtcKey, other, `${what}: the WebRTC secret is distinct`);
+  }
   assert.equal(li.webRTCPlayback.url, `${api}/${li.uid}/webRTC/play`, `${what}: webRTCPlayback`);
   assert.ok(typeof li.enabled === 'boolean', `${what}: enabled in ${s}`);
   assert.ok(typeof li.preferLowLatency === 'boolean', `${what}: preferLowLatency in ${s}`);
@@ -95,7 +102,7 @@ async function manage() {
   const listed = JSON.stringify(list);
   for (const li of [created, other]) {
     for (const secret of [li.rtmps.streamKey, li.rtmpsPlayback.streamKey, li.srt.passphrase,
-      li.srtPlayback.passphrase]) {
+      li.srtPlayback.passphrase, li.webRTC.url.split('/').at(-3)]) {
       assert.ok(!listed.includes(secret), `the list shows a secret: ${listed}`);
     }
   }
@@ -133,6 +140,7 @@ async function manage() {
   checkFull(rotated, 'rotate');
   assert.notEqual(rotated.rtmps.streamKey, created.rtmps.streamKey);
   assert.notEqual(rotated.srt.passphrase, created.srt.passphrase);
+  assert.notEqual(rotated.webRTC.url, created.webRTC.url, 'rotation replaces the WebRTC secret');
   assert.ok(isTime(rotated.keysRotatedAt), `keysRotatedAt ${rotated.keysRotatedAt}`);
   const again = await cf.stream.liveInputs.get(created.uid, { account_id });
   assert.equal(again.keysRotatedAt, rotated.keysRotatedAt, 'keysRotatedAt is stored');

@@ -34,7 +34,8 @@ def check_full(li, what):
     check(li.rtmps.url.startswith("rtmps://") and len(li.rtmps.stream_key) >= 32, f"{what}: rtmps")
     check(li.srt.url.startswith("srt://") and len(li.srt.passphrase) >= 10, f"{what}: srt")
     check(li.srt_playback.stream_id == f"play{li.uid}", f"{what}: srtPlayback")
-    check(li.web_rtc.url == f"{API}/{li.rtmps.stream_key}/webRTC/publish", f"{what}: webRTC")
+    m = re.fullmatch(re.escape(API) + r"/([0-9a-f]{64})/webRTC/publish", li.web_rtc.url or "")
+    check(m and m.group(1) not in (li.rtmps.stream_key, li.srt.passphrase), f"{what}: webRTC")
     check(li.web_rtc_playback.url == f"{API}/{li.uid}/webRTC/play", f"{what}: webRTCPlayback")
 
 
@@ -71,7 +72,7 @@ def manage():
     text = listed.to_json()
     for li in (created, other):
         for secret in (li.rtmps.stream_key, li.rtmps_playback.stream_key, li.srt.passphrase,
-                       li.srt_playback.passphrase):
+                       li.srt_playback.passphrase, li.web_rtc.url.split("/")[-3]):
             check(secret not in text, "the list shows a secret")
     cf.stream.live_inputs.delete(other.uid, account_id=ACCOUNT)
 
@@ -103,6 +104,7 @@ def manage():
     )
     rotated = env["result"]
     check(rotated["rtmps"]["streamKey"] != created.rtmps.stream_key, "rotated key")
+    check(rotated["webRTC"]["url"] != created.web_rtc.url, "rotated WebRTC secret")
     check(isinstance(rotated["keysRotatedAt"], str), f"keysRotatedAt {rotated['keysRotatedAt']!r}")
     again = cf.stream.live_inputs.get(created.uid, account_id=ACCOUNT)
     check(again.rtmps.stream_key == rotated["rtmps"]["streamKey"], "rotation stored")
