@@ -2,7 +2,8 @@
 # Installs what Banyan needs to build, run and test on a fresh Debian 12 machine:
 # the libsrt build and run libraries, the real clients and peers the tests drive
 # (ffmpeg, srt-live-transmit, VLC, chromium, nginx-rtmp), PostgreSQL for the
-# cluster tests, and the watch page's npm packages (hls.js, playwright-core).
+# cluster tests, the watch page's npm packages (hls.js, playwright-core,
+# Cloudflare's TypeScript SDK) and Cloudflare's Python SDK (tests/sdk/.venv).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ packages=(
   nginx libnginx-mod-rtmp libnginx-mod-stream        # the peer in benchmarks
   postgresql                                         # cluster state and its tests
   sqlite3 procps iproute2 util-linux openssl curl    # inspection and test plumbing
+  python3 python3-venv                               # Cloudflare's Python SDK in tests/sdk.rs
 )
 # Node and npm run the browser tests (playwright-core); take Debian's only when
 # the machine has none of its own.
@@ -35,5 +37,11 @@ if [ -f web/package-lock.json ]; then
     echo "setup: npm ci in web/"
     (cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
   fi
+fi
+if [ ! -x tests/sdk/.venv/bin/python ] || [ tests/sdk/requirements.txt -nt tests/sdk/.venv ]; then
+  echo "setup: Python SDK in tests/sdk/.venv"
+  python3 -m venv tests/sdk/.venv
+  tests/sdk/.venv/bin/pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt
+  touch tests/sdk/.venv
 fi
 echo "setup: ready"

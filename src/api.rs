@@ -35,6 +35,7 @@ use serde_json::{json, Map, Value};
 use crate::node::Node;
 use crate::secret;
 
+mod inputs;
 mod outputs;
 mod tokens;
 mod webhook;
@@ -145,6 +146,25 @@ impl IntoResponse for ApiError {
 /// A successful answer in the envelope.
 pub(crate) fn ok(result: Value) -> Response {
     Json(json!({"result": result, "success": true, "errors": [], "messages": []})).into_response()
+}
+
+/// A successful answer for a collection of `count` items, all in this one
+/// page, with Cloudflare's `result_info`.
+pub(crate) fn ok_info(result: Value, count: usize) -> Response {
+    Json(json!({
+        "result": result,
+        "result_info": {"page": 1, "per_page": count, "count": count, "total_count": count},
+        "success": true,
+        "errors": [],
+        "messages": [],
+    }))
+    .into_response()
+}
+
+/// A collection answered as an array, with `result_info`.
+pub(crate) fn ok_list(items: Vec<Value>) -> Response {
+    let n = items.len();
+    ok_info(Value::Array(items), n)
 }
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
@@ -282,6 +302,7 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
                 srt_play_passphrase: String::new(),
                 captions: "[]".into(),
                 recording: "{}".into(),
+                options: "{}".into(),
             };
             body.apply(&mut row);
         }
@@ -317,7 +338,7 @@ pub fn router(node: St) -> Router {
         )
         .route(
             &format!("{stream}/live_inputs"),
-            post(create_input).get(list_inputs),
+            post(create_input).get(inputs::list_inputs),
         )
         .route(
             &format!("{stream}/live_inputs/{{uid}}"),
@@ -358,8 +379,8 @@ pub fn router(node: St) -> Router {
                 .get(webhook::get_webhook)
                 .delete(webhook::delete_webhook),
         )
-        .route("/{uid}/lifecycle", get(lifecycle))
-        .route("/{uid}/views", get(views))
+        .route("/{uid}/lifecycle", get(inputs::lifecycle))
+        .route("/{uid}/views", get(inputs::views))
         .route("/metrics", get(metrics_text))
         .route("/client/v4/graphql", post(crate::analytics::handler))
         .fallback(|| async { ApiError::not_found("route") })
@@ -392,6 +413,10 @@ struct InputBody {
     enabled: Option<bool>,
     captions: Option<Vec<Caption>>,
     recording: Option<Value>,
+    /// `null` removes it, so a given `null` is kept apart from absence.
+    #[serde(default, deserialize_with = "inputs::present")]
+    delete_recording_after_days: Option<Value>,
+    prefer_low_latency: Option<bool>,
 }
 
 fn valid_instream_id(id: &str) -> bool {
@@ -449,6 +474,9 @@ impl InputBody {
         if let Some(r) = &self.recording {
             crate::playback::recording::merge("{}", r).map_err(ApiError::bad_request)?;
         }
+        if let Some(d) = &self.delete_recording_after_days {
+            inputs::delete_days(d)?;
+        }
         Ok(())
     }
 
@@ -474,6 +502,11 @@ impl InputBody {
                 row.recording = serde_json::to_string(&merged).expect("recording serializes");
             }
         }
+        inputs::apply(
+            row,
+            self.delete_recording_after_days.as_ref(),
+            self.prefer_low_latency,
+        );
     }
 }
 
@@ -506,7 +539,8 @@ pub(crate) fn rfc3339(micros: i64) -> String {
 }
 
 /// A live input as the API shows it.
-fn input_json(node: &Node, r: &LiveInputRow) -> Value {
+async fn input_json(node: &Node, r: &LiveInputRow) -> Value {
+    let status = node.input_status(&r.uid).await;
     let rtmps = format!("rtmps://{}/live/", node.authority(node.addrs.rtmps));
     let srt = format!("srt://{}", node.authority(node.addrs.srt));
     let http = node.api_url();
@@ -519,7 +553,6 @@ fn input_json(node: &Node, r: &LiveInputRow) -> Value {
         "meta": meta,
         "defaultCreator": r.default_creator,
         "enabled": r.enabled,
-        "status": node.status(&r.uid),
         "rtmps": {"url": rtmps, "streamKey": r.stream_key},
         "rtmpsPlayback": {"url": rtmps, "streamKey": r.playback_key},
         "srt": {"url": srt, "streamId": r.uid, "passphrase": r.srt_passphrase},
@@ -535,6 +568,7 @@ fn input_json(node: &Node, r: &LiveInputRow) -> Value {
         v["rtmp"] = json!({"url": rtmp, "streamKey": r.stream_key});
         v["rtmpPlayback"] = json!({"url": rtmp, "streamKey": r.playback_key});
     }
+    inputs::extend(node, r, &mut v, status);
     v
 }
 
@@ -579,21 +613,15 @@ async fn create_input(
         srt_play_passphrase: secret::new_secret(),
         captions: "[]".into(),
         recording: "{}".into(),
+        options: "{}".into(),
     };
     body.apply(&mut row);
+    inputs::created(&mut row);
     node.store.insert_input(&row).await?;
     node.input_changed(&row).await;
     metrics::counter!("banyan_live_inputs_created_total").increment(1);
     tracing::info!(account = %row.account_id, input = %row.uid, "live input created");
-    Ok(ok(input_json(&node, &row)))
-}
-
-async fn list_inputs(State(node): State<St>, auth: Auth, Path(account): Path<String>) -> ApiResult {
-    auth.scope(&account)?;
-    let rows = node.store.list_inputs(&account).await?;
-    Ok(ok(Value::Array(
-        rows.iter().map(|r| input_json(&node, r)).collect(),
-    )))
+    Ok(ok(input_json(&node, &row).await))
 }
 
 async fn get_input(
@@ -603,7 +631,7 @@ async fn get_input(
 ) -> ApiResult {
     auth.scope(&account)?;
     let row = load_input(&node, &account, &uid).await?;
-    Ok(ok(input_json(&node, &row)))
+    Ok(ok(input_json(&node, &row).await))
 }
 
 async fn update_input(
@@ -623,7 +651,7 @@ async fn update_input(
     // Disabling ends the current session.
     node.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input updated");
-    Ok(ok(input_json(&node, &row)))
+    Ok(ok(input_json(&node, &row).await))
 }
 
 async fn delete_input(
@@ -640,6 +668,9 @@ async fn delete_input(
     node.forget(&uid);
     node.store.delete_outputs_of(&uid).await?;
     node.outputs.changed();
+    if let Err(e) = node.store.forget_input_status(&uid).await {
+        tracing::debug!("forgetting a deleted input's status: {e}");
+    }
     tracing::info!(account = %account, input = %uid, "live input deleted");
     Ok(ok(Value::Null))
 }
@@ -656,13 +687,15 @@ async fn rotate_keys(
     row.srt_passphrase = secret::new_secret();
     row.srt_play_passphrase = secret::new_secret();
     row.modified = now_micros().max(row.modified + 1);
+    let at = row.modified;
+    inputs::rotated(&mut row, at);
     if !node.store.update_input(&row).await? {
         return Err(ApiError::not_found("live input"));
     }
     // Old keys stop working first, then their sessions are ended.
     node.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input keys rotated");
-    Ok(ok(input_json(&node, &row)))
+    Ok(ok(input_json(&node, &row).await))
 }
 
 // ---- accounts
@@ -700,11 +733,11 @@ async fn create_account(
 async fn list_accounts(State(node): State<St>, auth: Auth) -> ApiResult {
     auth.admin()?;
     let list = node.store.list_accounts().await?;
-    Ok(ok(Value::Array(
+    Ok(ok_list(
         list.iter()
             .map(|a| json!({"id": a.id, "name": a.name, "created": rfc3339(a.created)}))
             .collect(),
-    )))
+    ))
 }
 
 // ---- ingest domains
@@ -797,7 +830,7 @@ async fn list_domains(
 ) -> ApiResult {
     auth.scope(&account)?;
     let list = node.store.list_domains(Some(&account)).await?;
-    Ok(ok(Value::Array(list.iter().map(domain_json).collect())))
+    Ok(ok_list(list.iter().map(domain_json).collect()))
 }
 
 async fn remove_domain(
@@ -816,25 +849,6 @@ async fn remove_domain(
 }
 
 // ---- public per-input endpoints and metrics
-
-async fn lifecycle(State(node): State<St>, Path(segment): Path<String>, parts: Parts) -> Response {
-    let Some(uid) = crate::playback::api::public_uid(&node, &segment, &parts) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"isInput": false, "live": false})),
-        )
-            .into_response();
-    };
-    let live = node.hub.state(&uid) == banyan_relay::StreamState::Live;
-    Json(json!({"isInput": true, "live": live})).into_response()
-}
-
-async fn views(State(node): State<St>, Path(segment): Path<String>, parts: Parts) -> Response {
-    let Some(uid) = crate::playback::api::public_uid(&node, &segment, &parts) else {
-        return ApiError::not_found("live input").into_response();
-    };
-    Json(json!({"liveViewers": node.views.live(&uid)})).into_response()
-}
 
 /// `/metrics` on the public port: the admin token only (scrapers use the
 /// metrics listener).
@@ -880,6 +894,27 @@ mod tests {
             ),
             Ok(())
         );
+        assert_eq!(
+            ok(
+                BodyKind::LiveInput,
+                r#"{"deleteRecordingAfterDays":45,"preferLowLatency":true,
+                    "recording":{"mode":"automatic","hideLiveViewerCount":true}}"#
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            ok(BodyKind::LiveInput, r#"{"deleteRecordingAfterDays":null}"#),
+            Ok(())
+        );
+        for bad in [
+            r#"{"deleteRecordingAfterDays":29}"#,
+            r#"{"deleteRecordingAfterDays":1e300}"#,
+            r#"{"deleteRecordingAfterDays":"45"}"#,
+        ] {
+            let e = ok(BodyKind::LiveInput, bad).unwrap_err();
+            assert!(e.contains("deleteRecordingAfterDays"), "{bad}: {e}");
+        }
+        assert!(ok(BodyKind::LiveInput, r#"{"preferLowLatency":"yes"}"#).is_err());
         assert_eq!(ok(BodyKind::Account, r#"{"name":"yoga"}"#), Ok(()));
         assert_eq!(ok(BodyKind::Token, ""), Ok(()));
         assert_eq!(ok(BodyKind::Token, r#"{"name":"ci"}"#), Ok(()));

@@ -27,6 +27,7 @@ use crate::store::Store;
 use crate::tls::{self, SniResolver};
 
 mod keysync;
+mod status;
 
 /// The addresses the node actually listens on (real ports, even when the
 /// settings said port 0).
@@ -220,6 +221,7 @@ impl Node {
     async fn watch_status(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recorded = status::Recorded::default();
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -231,6 +233,7 @@ impl Node {
                     self.seen_live.lock().insert(uid);
                 }
             }
+            recorded.record(&self).await;
         }
     }
 }

@@ -14,6 +14,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 mod changes;
 mod outputs;
+mod status;
 mod tokens;
 mod webhooks;
 pub use outputs::OutputRow;
@@ -54,6 +55,9 @@ pub struct LiveInputRow {
     pub captions: String,
     /// JSON object: Cloudflare's `recording` (see `playback::recording`).
     pub recording: String,
+    /// JSON object: the other Cloudflare fields (`deleteRecordingAfterDays`,
+    /// `preferLowLatency`, `keysRotatedAt`; see `api::inputs`).
+    pub options: String,
 }
 
 /// A custom ingest domain.
@@ -136,7 +140,8 @@ const SCHEMA: &[&str] = &[
         srt_passphrase TEXT NOT NULL,
         srt_play_passphrase TEXT NOT NULL,
         captions TEXT NOT NULL,
-        recording TEXT NOT NULL DEFAULT '{}')",
+        recording TEXT NOT NULL DEFAULT '{}',
+        options TEXT NOT NULL DEFAULT '{}')",
     "CREATE INDEX IF NOT EXISTS live_inputs_by_account ON live_inputs (account_id, created)",
     "CREATE TABLE IF NOT EXISTS ingest_domains (
         domain TEXT PRIMARY KEY,
@@ -169,6 +174,12 @@ const SCHEMA: &[&str] = &[
         uid TEXT PRIMARY KEY,
         deleted BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS live_input_deletions_by_time ON live_input_deletions (deleted)",
+    // The last connection status of each input (Cloudflare's `status`), so
+    // it survives a restart; written on changes only.
+    "CREATE TABLE IF NOT EXISTS live_input_status (
+        uid TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        updated BIGINT NOT NULL)",
 ];
 
 /// Columns added to tables of an older node's database, applied in order at
@@ -180,10 +191,12 @@ const UPGRADES: &[(&str, &str, &str)] = &[
     ("api_tokens", "id", "TEXT NOT NULL DEFAULT ''"),
     ("api_tokens", "name", "TEXT NOT NULL DEFAULT ''"),
     ("live_inputs", "recording", "TEXT NOT NULL DEFAULT '{}'"),
+    ("live_inputs", "options", "TEXT NOT NULL DEFAULT '{}'"),
 ];
 
 const INPUT_COLUMNS: &str = "uid, account_id, created, modified, meta, default_creator, enabled, \
-     stream_key, playback_key, srt_passphrase, srt_play_passphrase, captions, recording";
+     stream_key, playback_key, srt_passphrase, srt_play_passphrase, captions, recording, \
+     options";
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
@@ -208,6 +221,7 @@ fn input_from_row(r: &sqlx::any::AnyRow) -> Result<LiveInputRow, sqlx::Error> {
         srt_play_passphrase: r.try_get("srt_play_passphrase")?,
         captions: r.try_get("captions")?,
         recording: r.try_get("recording")?,
+        options: r.try_get("options")?,
     })
 }
 
@@ -464,7 +478,7 @@ impl Store {
     pub async fn insert_input(&self, i: &LiveInputRow) -> sqlx::Result<()> {
         sqlx::query(&format!(
             "INSERT INTO live_inputs ({INPUT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(&i.uid)
         .bind(&i.account_id)
@@ -479,6 +493,7 @@ impl Store {
         .bind(&i.srt_play_passphrase)
         .bind(&i.captions)
         .bind(&i.recording)
+        .bind(&i.options)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -489,7 +504,8 @@ impl Store {
         let done = sqlx::query(
             "UPDATE live_inputs SET modified = $1, meta = $2, default_creator = $3, \
              enabled = $4, stream_key = $5, playback_key = $6, srt_passphrase = $7, \
-             srt_play_passphrase = $8, captions = $9, recording = $12 \
+             srt_play_passphrase = $8, captions = $9, recording = $12, \
+             options = $13 \
              WHERE uid = $10 AND account_id = $11",
         )
         .bind(i.modified)
@@ -504,6 +520,7 @@ impl Store {
         .bind(&i.uid)
         .bind(&i.account_id)
         .bind(&i.recording)
+        .bind(&i.options)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -637,6 +654,7 @@ mod tests {
             srt_play_passphrase: "spp".into(),
             captions: "[]".into(),
             recording: "{}".into(),
+            options: "{}".into(),
         }
     }
 

@@ -303,7 +303,7 @@ async fn first_start_is_private_and_a_restart_keeps_everything() {
     )
     .await;
     assert_eq!(
-        success(s, &v),
+        success(s, &v)["liveInputs"],
         json!([]),
         "the second account's token still works"
     );
@@ -353,8 +353,11 @@ async fn live_input_crud_round_trip_with_exact_shapes() {
             "defaultCreator",
             "enabled",
             "hls",
+            "keysRotatedAt",
             "meta",
             "modified",
+            "playback",
+            "preferLowLatency",
             "recording",
             "rtmp",
             "rtmpPlayback",
@@ -364,7 +367,9 @@ async fn live_input_crud_round_trip_with_exact_shapes() {
             "srtPlayback",
             "status",
             "uid",
-            "watch"
+            "watch",
+            "webRTC",
+            "webRTCPlayback"
         ]
     );
     assert_eq!(input["meta"], json!({"name": "yoga"}));
@@ -395,6 +400,24 @@ async fn live_input_crud_round_trip_with_exact_shapes() {
         json!({"url": format!("srt://{s}"), "streamId": uid,
         "passphrase": input["srt"]["passphrase"]})
     );
+    let webrtc = input["webRTC"]["url"].as_str().unwrap();
+    let webrtc_key = webrtc
+        .strip_prefix(&format!("http://{h}/"))
+        .and_then(|r| r.strip_suffix("/webRTC/publish"))
+        .unwrap_or_else(|| panic!("{webrtc}"));
+    assert!(is_hex(webrtc_key, 64), "{webrtc}");
+    assert_ne!(json!(webrtc_key), input["rtmps"]["streamKey"]);
+    assert_eq!(
+        input["webRTCPlayback"],
+        json!({"url": format!("http://{h}/{uid}/webRTC/play")})
+    );
+    assert_eq!(
+        input["playback"],
+        json!({"hls": format!("http://{h}/{uid}/manifest/video.m3u8")})
+    );
+    assert_eq!(input["keysRotatedAt"], Value::Null);
+    assert_eq!(input["preferLowLatency"], json!(false));
+    assert!(input.get("deleteRecordingAfterDays").is_none(), "{input}");
     assert_eq!(
         input["srtPlayback"]["streamId"],
         json!(format!("play{uid}"))
@@ -454,8 +477,19 @@ async fn live_input_crud_round_trip_with_exact_shapes() {
     assert_eq!(success(s, &v), input);
     let (s, v) = call(Method::GET, &node.inputs(""), Some(node.token()), None).await;
     let list = success(s, &v);
+    assert_eq!(list["total"], json!(3), "{list}");
+    assert_eq!(list["range"], json!(3), "{list}");
+    let list = &list["liveInputs"];
     assert_eq!(list.as_array().unwrap().len(), 3);
-    assert_eq!(list[0], input, "listed oldest first");
+    // Listed oldest first, in Cloudflare's list shape: no credentials.
+    assert_eq!(list[0]["uid"], input["uid"], "listed oldest first");
+    let keys: Vec<&String> = list[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["created", "enabled", "meta", "modified", "uid"],
+        "{list}"
+    );
+    assert_eq!(v["result_info"]["count"], json!(3), "{v}");
 
     tokio::time::sleep(Duration::from_millis(5)).await;
     let (s, v) = call_json(
@@ -685,7 +719,7 @@ async fn every_endpoint_checks_tokens_scope_and_bodies() {
         None,
     )
     .await;
-    assert_eq!(success(s, &v), json!([]));
+    assert_eq!(success(s, &v)["liveInputs"], json!([]));
 
     // Accounts: admin only.
     let accounts = format!("{}/client/v4/accounts", node.api());
@@ -845,7 +879,10 @@ async fn lifecycle_views_and_metrics() {
     .await;
     assert_eq!(
         (s, v),
-        (StatusCode::OK, json!({"isInput": true, "live": false}))
+        (
+            StatusCode::OK,
+            json!({"isInput": true, "videoUID": null, "live": false, "status": null})
+        )
     );
     let (s, v) = call(
         Method::GET,
@@ -1004,7 +1041,8 @@ async fn cli_subcommands_work_against_a_running_node() {
     );
     let (ok, list, _) = cli(&["inputs", "list"]);
     assert!(ok);
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list["liveInputs"].as_array().unwrap().len(), 1);
+    assert!(list["liveInputs"][0].get("rtmps").is_none(), "{list}");
     let (ok, rotated, _) = cli(&["inputs", "rotate-keys", uid]);
     assert!(ok);
     assert_ne!(rotated["rtmps"]["streamKey"], created["rtmps"]["streamKey"]);
@@ -1031,7 +1069,7 @@ async fn cli_subcommands_work_against_a_running_node() {
         acc["apiToken"].as_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    assert_eq!(theirs, json!([]));
+    assert_eq!(theirs["liveInputs"], json!([]));
 
     let (ok, domains, err) = cli(&["domains", "list"]);
     assert!(ok, "{err}");
@@ -1380,10 +1418,20 @@ async fn the_api_works_on_postgresql() {
 
     let node = Node::start(&dir, &args);
     let (s, v) = call(Method::GET, &node.inputs(""), Some(node.token()), None).await;
-    let list = success(s, &v);
+    let list = &success(s, &v)["liveInputs"];
     assert_eq!(list.as_array().unwrap().len(), 1);
-    assert_eq!(list[0]["rtmps"]["streamKey"], input["rtmps"]["streamKey"]);
     assert_eq!(list[0]["created"], input["created"]);
+    let (s, v) = call(
+        Method::GET,
+        &node.inputs(&format!("/{uid}")),
+        Some(node.token()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        success(s, &v)["rtmps"]["streamKey"],
+        input["rtmps"]["streamKey"]
+    );
     let (s, v) = call_json(
         Method::PUT,
         &node.inputs(&format!("/{uid}")),

@@ -47,11 +47,13 @@ async fn minutes_viewed(node: &Node) -> Vec<(String, f64)> {
 
 /// The live inputs without their (volatile) status, sorted by uid.
 async fn inputs(node: &Node) -> Vec<Value> {
-    let mut list: Vec<Value> = node
-        .get("live_inputs")
-        .await
-        .as_array()
-        .expect("list")
+    let listed = node.get("live_inputs").await;
+    let mut full = Vec::new();
+    for item in listed["liveInputs"].as_array().expect("list") {
+        let uid = item["uid"].as_str().expect("uid");
+        full.push(node.get(&format!("live_inputs/{uid}")).await);
+    }
+    let mut list: Vec<Value> = full
         .iter()
         .map(|i| {
             let mut i = node_input_without_status(i);
@@ -70,8 +72,9 @@ async fn inputs(node: &Node) -> Vec<Value> {
                 }
             }
             if let Some(o) = i.as_object_mut() {
-                o.remove("hls");
-                o.remove("watch");
+                for k in ["hls", "watch", "webRTC", "webRTCPlayback", "playback"] {
+                    o.remove(k);
+                }
             }
             i
         })
@@ -96,7 +99,19 @@ async fn kill_9_and_restart_keep_inputs_domains_credentials_and_analytics() {
     let mut node = start(dir.path(), &flags);
 
     let a = node.create_input("creator-a").await;
-    let _b = node.create_input("creator-b").await;
+    let b = node.create_input("creator-b").await;
+    let b_uid = b["uid"].as_str().expect("uid").to_string();
+    // A key rotation: its time must survive.
+    let r: Value = http()
+        .post(node.stream_api(&format!("live_inputs/{b_uid}/rotate_keys")))
+        .bearer_auth(node.token())
+        .send()
+        .await
+        .expect("rotate")
+        .json()
+        .await
+        .expect("rotate JSON");
+    assert!(r["result"]["keysRotatedAt"].is_string(), "{r}");
     let c = node.create_input("creator-c").await;
     // A change after creation, and a rotation: the newest values must
     // survive.
@@ -191,6 +206,10 @@ async fn kill_9_and_restart_keep_inputs_domains_credentials_and_analytics() {
         "credentials changed"
     );
     assert_eq!(inputs(&node).await, before_inputs, "live inputs changed");
+    // The status is kept: the input that was live when the node died has
+    // had a publisher (who cannot still be attached); the other never had.
+    assert_eq!(node.status(&uid).await, json!("client_disconnect"));
+    assert_eq!(node.status(&b_uid).await, Value::Null);
     assert_eq!(
         node.get("ingest_domains").await,
         before_domains,

@@ -126,8 +126,12 @@ async fn nothing_unauthenticated_names_another_accounts_uid() {
     let node = Node::start(&dir.path().join("data"), &dir.path().join("node.log"), &[]);
     let witness = Witness::start(&node, dir.path(), 10).await;
     let inputs = node.get("live_inputs").await;
-    let uid_a = inputs[0]["uid"].as_str().expect("witness uid").to_string();
-    let key_a = inputs[0]["rtmp"]["streamKey"].as_str().unwrap().to_string();
+    let uid_a = inputs["liveInputs"][0]["uid"]
+        .as_str()
+        .expect("witness uid")
+        .to_string();
+    let input_a = node.get(&format!("live_inputs/{uid_a}")).await;
+    let key_a = input_a["rtmp"]["streamKey"].as_str().unwrap().to_string();
 
     // Account B with its own live input, published by ffmpeg.
     let (acct_b, token_b) = new_account(&node, "b").await;

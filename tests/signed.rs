@@ -345,7 +345,10 @@ async fn signed_playback_end_to_end() {
     let (s, _, body) = get(&format!("{t_base}/lifecycle"), None).await;
     assert_eq!(
         (s, serde_json::from_str::<Value>(&body).unwrap()),
-        (StatusCode::OK, json!({"isInput": true, "live": true}))
+        (
+            StatusCode::OK,
+            json!({"isInput": true, "videoUID": null, "live": true, "status": "connected"})
+        )
     );
     // The public input plays by uid, open to every page.
     let (s, h, _) = get(

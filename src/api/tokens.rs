@@ -99,7 +99,7 @@ pub(super) async fn list_tokens(
 ) -> ApiResult {
     may_manage(&node, &auth, &account).await?;
     let list = node.store.list_tokens(&account).await?;
-    Ok(ok(Value::Array(list.iter().map(token_json).collect())))
+    Ok(super::ok_list(list.iter().map(token_json).collect()))
 }
 
 pub(super) async fn revoke_token(

@@ -87,11 +87,11 @@ async fn create_key(State(node): State<St>, auth: Auth, Path(account): Path<Stri
 async fn list_keys(State(node): State<St>, auth: Auth, Path(account): Path<String>) -> ApiResult {
     auth.scope(&account)?;
     let list = node.store.list_signing_keys(&account).await?;
-    Ok(ok(Value::Array(
+    Ok(crate::api::ok_list(
         list.iter()
             .map(|(id, created)| json!({"id": id, "created": rfc3339(*created)}))
             .collect(),
-    )))
+    ))
 }
 
 async fn delete_key(

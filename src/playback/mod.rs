@@ -39,6 +39,8 @@ struct InputAccess {
     account: String,
     signed: bool,
     origins: Vec<String>,
+    /// `recording.hideLiveViewerCount`: `/views` shows no count.
+    hide_viewers: bool,
 }
 
 /// A public signing key.
@@ -82,6 +84,7 @@ fn input_access(r: &LiveInputRow) -> InputAccess {
         account: r.account_id.clone(),
         signed: rec.require_signed_urls,
         origins: rec.allowed_origins.unwrap_or_default(),
+        hide_viewers: rec.hide_live_viewer_count,
     }
 }
 
@@ -93,6 +96,11 @@ impl Gate {
             .map(|r| (r.uid.clone(), input_access(r)))
             .collect();
         *self.inputs.write() = map;
+    }
+
+    /// Whether the input hides its live viewer count.
+    pub fn hides_viewer_count(&self, uid: &str) -> bool {
+        self.inputs.read().get(uid).is_some_and(|i| i.hide_viewers)
     }
 
     /// Change one input of the snapshot (created or changed).
@@ -230,6 +238,7 @@ mod tests {
             srt_play_passphrase: String::new(),
             captions: "[]".into(),
             recording: recording.into(),
+            options: "{}".into(),
         }
     }
 

@@ -85,6 +85,7 @@ mod tests {
                 srt_play_passphrase: "spp".into(),
                 captions: "[]".into(),
                 recording: "{}".into(),
+                options: "{}".into(),
             })
             .await
             .unwrap();

@@ -157,6 +157,12 @@ impl Webhooks {
         }
     }
 
+    /// Whether a publisher of `uid` was accepted by this node's ingest and
+    /// its stream has not ended since.
+    pub fn published_here(&self, uid: &str) -> bool {
+        self.live.lock().contains(uid)
+    }
+
     /// Inputs reported connected whose stream is now idle: disconnected.
     fn sweep(&self, state: impl Fn(&str) -> StreamState) {
         let ended: Vec<String> = {
