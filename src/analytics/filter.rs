@@ -529,3 +529,27 @@ mod tests {
         assert_eq!(types, ["String!", "String", "[String!]", "Int"]);
     }
 }
+
+#[cfg(test)]
+mod hostile_tests {
+    use axum::http::StatusCode;
+
+    /// Filters nested thousands deep or with thousands of values are
+    /// refused or answered, never a crash or an unbounded statement.
+    #[tokio::test]
+    async fn deep_and_wide_filters_are_bounded() {
+        for n in [50usize, 3000] {
+            let deep = format!(
+                r#"{{ viewer {{ accounts(filter: {{accountTag: "acct"}}) {{ streamMinutesViewedAdaptiveGroups(limit: 1, filter: {}{{creator: "a"}}{}) {{ count }} }} }} }}"#,
+                "{OR: [".repeat(n),
+                "]}".repeat(n)
+            );
+            let body = serde_json::json!({ "query": deep }).to_string();
+            let s = crate::analytics::graphql::check_request("acct", body.as_bytes()).await;
+            assert!(
+                s == StatusCode::OK || s == StatusCode::BAD_REQUEST,
+                "{n}: {s}"
+            );
+        }
+    }
+}

@@ -9,10 +9,16 @@
 //! ```
 //!
 //! The groups are exactly the dimensions selected under `dimensions`.
-//! `minutesViewed` is a float (minutes, to the millisecond of media).
-//! Filters: `date`, `date_geq|gt|lt|leq` (`YYYY-MM-DD`), `datetime`,
-//! `datetime_geq|gt|lt|leq` (RFC 3339; compared with the start of each
-//! minute), `creator`, `uid`, `protocol`. `limit` is 1 to [`MAX_LIMIT`].
+//! `minutesViewed` is a float (minutes, to the millisecond of media);
+//! `count` is the number of minute rows (minute, live input, creator,
+//! protocol) in the group. Filters follow Cloudflare's grammar (see
+//! [`super::filter`]): every dimension (`date` and `datetime`, compared
+//! with the start of each minute, `creator`, `uid`, `protocol`) with the
+//! suffixes `_gt`, `_lt`, `_geq`, `_leq`, `_neq`, `_in`, and `AND`/`OR`
+//! lists; `uid_gt` with `orderBy: [uid_ASC]` pages through the inputs. A
+//! range longer than 31 days is refused. Variables may be typed with
+//! Cloudflare's scalar names (`string`, `Date`, `Time`, `uint64`, ...).
+//! `limit` is 1 to [`MAX_LIMIT`], 100 when absent.
 //! The API token must belong to `accountTag`; another account is an error,
 //! never data. Answers are `{"data": ..., "errors": null | [...]}`: HTTP 200
 //! when the query ran, 400 when it could not (syntax, validation, bad
