@@ -6,11 +6,13 @@
 //! the 31-day range rule and injection attempts in filter values.
 
 mod common;
+mod pg;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{ffmpeg, publish, Client, Input, Node, Proto};
+use pg::Postgres;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -116,8 +118,10 @@ async fn create(node: &Node, creator: &str) -> Input {
 }
 
 /// Publish three inputs and watch each for its own time.
-async fn fixture() -> Fixture {
-    let node = Node::start(&["--analytics-flush", "1"]);
+async fn fixture(extra: &[&str]) -> Fixture {
+    let mut args = vec!["--analytics-flush", "1"];
+    args.extend(extra);
+    let node = Node::start(&args);
     let mut uids = BTreeMap::new();
     let mut publishers = Vec::new();
     let mut viewers = Vec::new();
@@ -154,7 +158,18 @@ async fn fixture() -> Fixture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudflare_queries_operators_pagination_and_limits() {
-    let f = fixture().await;
+    cloudflare_queries(&fixture(&[]).await).await;
+}
+
+/// The same filters in the same SQL on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudflare_queries_on_postgresql() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    cloudflare_queries(&fixture(&["--database-url", &url]).await).await;
+}
+
+async fn cloudflare_queries(f: &Fixture) {
     let today = utc_date("today");
     let tomorrow = utc_date("tomorrow");
 

@@ -264,7 +264,7 @@ impl GroupQuery {
         if let Some(p) = &self.protocol {
             bind(Param::Text(p.clone()), "protocol =", &mut params);
         }
-        if let Some(c) = &self.cond {
+        if let Some(c) = self.cond.as_ref().filter(|c| **c != Cond::All(Vec::new())) {
             let sql = c.sql(daily, &mut params);
             wh.push(sql);
         }
@@ -284,7 +284,9 @@ impl GroupQuery {
             .map(|d| format!("{} AS {}", expr(*d), d.alias()))
             .collect();
         select.push("CAST(SUM(millis) AS BIGINT) AS total".into());
-        select.push("CAST(COUNT(*) AS BIGINT) AS n".into());
+        if self.count {
+            select.push("CAST(COUNT(*) AS BIGINT) AS n".into());
+        }
         let mut sql = format!(
             "SELECT {} FROM {table} WHERE {}",
             select.join(", "),
@@ -340,7 +342,7 @@ impl GroupQuery {
             };
             let mut g = GroupRow {
                 millis,
-                count: r.try_get("n")?,
+                count: if self.count { r.try_get("n")? } else { 0 },
                 ..GroupRow::default()
             };
             for d in &self.dims {
