@@ -310,6 +310,19 @@ async fn cloudflare_queries(f: &Fixture) {
     assert!(s == StatusCode::OK || s == StatusCode::BAD_REQUEST, "{v}");
     assert!(v["errors"].to_string().contains("31 days at most"), "{v}");
     assert_eq!(v["data"]["viewer"]["accounts"][0], Value::Null, "{v}");
+    let metrics = http()
+        .get(f.node.metrics_url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("banyan_graphql_refused_total") && l.contains("graphql_range_days"))
+        .unwrap_or_else(|| panic!("no range refusal counted:\n{metrics}"));
+    assert!(refused.ends_with(" 1"), "{refused}");
     let (s, v) = f
         .post(
             CF_QUERY,

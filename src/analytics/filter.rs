@@ -343,6 +343,8 @@ impl GroupFilter {
         }
         let cond = Cond::All(all);
         if cond.size() > MAX_CONDITIONS {
+            metrics::counter!("banyan_graphql_refused_total", "limit" => "graphql_filter_size")
+                .increment(1);
             return Err(Error::new(format!(
                 "filter too large: {MAX_CONDITIONS} conditions and values at most"
             )));
@@ -355,6 +357,8 @@ impl GroupFilter {
 pub(crate) fn check_range(from: Option<i64>, until: Option<i64>) -> Result<(), Error> {
     if let (Some(f), Some(u)) = (from, until) {
         if u - f > MAX_RANGE_DAYS * DAY_MINUTES {
+            metrics::counter!("banyan_graphql_refused_total", "limit" => "graphql_range_days")
+                .increment(1);
             return Err(Error::new(format!(
                 "query time range is too large: {} days requested, {MAX_RANGE_DAYS} days at most",
                 (u - f + DAY_MINUTES - 1) / DAY_MINUTES
