@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 use sqlx::{AnyPool, Executor, Row};
 
+use super::filter::Cond;
+
 /// Minutes in a day.
 pub const DAY_MINUTES: i64 = 1440;
 
@@ -199,6 +201,11 @@ pub struct GroupQuery {
     /// `(key, descending)`; keys on dimensions must be grouped by.
     pub order: Vec<(SortKey, bool)>,
     pub limit: u32,
+    /// Further conditions (operators, `AND`/`OR`), ANDed with the above.
+    pub cond: Option<Cond>,
+    /// Also count the minute rows of each group (answered from the minute
+    /// table).
+    pub count: bool,
 }
 
 /// One group of the answer; dimensions not grouped by are `None`.
@@ -212,6 +219,8 @@ pub struct GroupRow {
     /// Unix minute.
     pub minute: Option<i64>,
     pub protocol: Option<String>,
+    /// Rows of the table in the group (minute rows when `count` was asked).
+    pub count: i64,
 }
 
 impl GroupQuery {
@@ -220,6 +229,8 @@ impl GroupQuery {
         !self.dims.contains(&Dim::Datetime)
             && self.from.is_none_or(|m| m.rem_euclid(DAY_MINUTES) == 0)
             && self.until.is_none_or(|m| m.rem_euclid(DAY_MINUTES) == 0)
+            && self.cond.as_ref().is_none_or(Cond::day_aligned)
+            && !self.count
     }
 
     /// The SQL and its parameters (all bound, nothing spliced from input).
@@ -253,6 +264,10 @@ impl GroupQuery {
         if let Some(p) = &self.protocol {
             bind(Param::Text(p.clone()), "protocol =", &mut params);
         }
+        if let Some(c) = self.cond.as_ref().filter(|c| **c != Cond::All(Vec::new())) {
+            let sql = c.sql(daily, &mut params);
+            wh.push(sql);
+        }
         let expr = |d: Dim| -> String {
             match d {
                 Dim::Creator => "creator".into(),
@@ -269,6 +284,9 @@ impl GroupQuery {
             .map(|d| format!("{} AS {}", expr(*d), d.alias()))
             .collect();
         select.push("CAST(SUM(millis) AS BIGINT) AS total".into());
+        if self.count {
+            select.push("CAST(COUNT(*) AS BIGINT) AS n".into());
+        }
         let mut sql = format!(
             "SELECT {} FROM {table} WHERE {}",
             select.join(", "),
@@ -324,6 +342,7 @@ impl GroupQuery {
             };
             let mut g = GroupRow {
                 millis,
+                count: if self.count { r.try_get("n")? } else { 0 },
                 ..GroupRow::default()
             };
             for d in &self.dims {

@@ -9,10 +9,16 @@
 //! ```
 //!
 //! The groups are exactly the dimensions selected under `dimensions`.
-//! `minutesViewed` is a float (minutes, to the millisecond of media).
-//! Filters: `date`, `date_geq|gt|lt|leq` (`YYYY-MM-DD`), `datetime`,
-//! `datetime_geq|gt|lt|leq` (RFC 3339; compared with the start of each
-//! minute), `creator`, `uid`, `protocol`. `limit` is 1 to [`MAX_LIMIT`].
+//! `minutesViewed` is a float (minutes, to the millisecond of media);
+//! `count` is the number of minute rows (minute, live input, creator,
+//! protocol) in the group. Filters follow Cloudflare's grammar (see
+//! [`super::filter`]): every dimension (`date` and `datetime`, compared
+//! with the start of each minute, `creator`, `uid`, `protocol`) with the
+//! suffixes `_gt`, `_lt`, `_geq`, `_leq`, `_neq`, `_in`, and `AND`/`OR`
+//! lists; `uid_gt` with `orderBy: [uid_ASC]` pages through the inputs. A
+//! range longer than 31 days is refused. Variables may be typed with
+//! Cloudflare's scalar names (`string`, `Date`, `Time`, `uint64`, ...).
+//! `limit` is 1 to [`MAX_LIMIT`], 100 when absent.
 //! The API token must belong to `accountTag`; another account is an error,
 //! never data. Answers are `{"data": ..., "errors": null | [...]}`: HTTP 200
 //! when the query ran, 400 when it could not (syntax, validation, bad
@@ -36,7 +42,10 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 
 use super::cost::{self, FIELD_COST};
-use super::db::{Dim, GroupQuery, GroupRow, SortKey, DAY_MINUTES};
+use super::db::{Dim, GroupQuery, GroupRow, SortKey};
+use super::filter::{
+    check_range, map_variable_types, minute_range, unix_epoch_julian, GroupFilter,
+};
 use crate::auth::ClientIp;
 use crate::node::Node;
 
@@ -136,27 +145,11 @@ impl OrderBy {
     }
 }
 
-/// Filters, all optional, combined with AND.
-#[derive(InputObject, Default)]
-#[graphql(rename_fields = "snake_case")]
-struct GroupFilter {
-    date: Option<String>,
-    date_geq: Option<String>,
-    date_gt: Option<String>,
-    date_lt: Option<String>,
-    date_leq: Option<String>,
-    datetime: Option<String>,
-    datetime_geq: Option<String>,
-    datetime_gt: Option<String>,
-    datetime_lt: Option<String>,
-    datetime_leq: Option<String>,
-    creator: Option<String>,
-    uid: Option<String>,
-    protocol: Option<String>,
-}
-
 #[derive(SimpleObject)]
 struct Group {
+    /// Rows of viewing in the group: one per minute, live input, creator
+    /// and protocol with media delivered.
+    count: u64,
     sum: Sum,
     dimensions: Dimensions,
 }
@@ -180,25 +173,6 @@ struct Dimensions {
     protocol: String,
 }
 
-/// Days since 1970-01-01 of a `YYYY-MM-DD` date.
-fn parse_day(field: &str, s: &str) -> Result<i64, Error> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let d = Date::parse(s, &fmt)
-        .map_err(|_| Error::new(format!("{field}: expected a date YYYY-MM-DD, got {s:?}")))?;
-    Ok(i64::from(d.to_julian_day()) - i64::from(unix_epoch_julian()))
-}
-
-fn unix_epoch_julian() -> i32 {
-    OffsetDateTime::UNIX_EPOCH.date().to_julian_day()
-}
-
-/// Unix seconds of an RFC 3339 time.
-fn parse_time(field: &str, s: &str) -> Result<i64, Error> {
-    OffsetDateTime::parse(s, &Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|_| Error::new(format!("{field}: expected an RFC 3339 time, got {s:?}")))
-}
-
 fn day_string(day: i64) -> String {
     i32::try_from(day)
         .ok()
@@ -215,66 +189,6 @@ fn minute_string(minute: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The half-open minute range `[from, until)` the filter allows.
-fn minute_range(f: &GroupFilter) -> Result<(Option<i64>, Option<i64>), Error> {
-    let mut from: Option<i64> = None;
-    let mut until: Option<i64> = None;
-    let mut lo = |m: i64| from = Some(from.map_or(m, |f| f.max(m)));
-    // Day bounds, in minutes.
-    let day = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_day(name, s)).transpose();
-    let sec =
-        |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_time(name, s)).transpose();
-    let mut lows = Vec::new();
-    let mut highs = Vec::new();
-    if let Some(d) = day("date", &f.date)? {
-        lows.push(d * DAY_MINUTES);
-        highs.push((d + 1) * DAY_MINUTES);
-    }
-    if let Some(d) = day("date_geq", &f.date_geq)? {
-        lows.push(d * DAY_MINUTES);
-    }
-    if let Some(d) = day("date_gt", &f.date_gt)? {
-        lows.push((d + 1) * DAY_MINUTES);
-    }
-    if let Some(d) = day("date_lt", &f.date_lt)? {
-        highs.push(d * DAY_MINUTES);
-    }
-    if let Some(d) = day("date_leq", &f.date_leq)? {
-        highs.push((d + 1) * DAY_MINUTES);
-    }
-    // A minute bucket m stands for the time m*60; compare that with t.
-    if let Some(t) = sec("datetime", &f.datetime)? {
-        let m = t.div_euclid(60);
-        if t.rem_euclid(60) == 0 {
-            lows.push(m);
-            highs.push(m + 1);
-        } else {
-            // No minute starts at t: nothing matches.
-            lows.push(m + 1);
-            highs.push(m + 1);
-        }
-    }
-    if let Some(t) = sec("datetime_geq", &f.datetime_geq)? {
-        lows.push(t.div_euclid(60) + i64::from(t.rem_euclid(60) != 0));
-    }
-    if let Some(t) = sec("datetime_gt", &f.datetime_gt)? {
-        lows.push(t.div_euclid(60) + 1);
-    }
-    if let Some(t) = sec("datetime_lt", &f.datetime_lt)? {
-        highs.push(t.div_euclid(60) + i64::from(t.rem_euclid(60) != 0));
-    }
-    if let Some(t) = sec("datetime_leq", &f.datetime_leq)? {
-        highs.push(t.div_euclid(60) + 1);
-    }
-    for m in lows {
-        lo(m);
-    }
-    for m in highs {
-        until = Some(until.map_or(m, |u: i64| u.min(m)));
-    }
-    Ok((from, until))
-}
-
 #[Object]
 impl Account {
     /// Minutes viewed, grouped by the selected dimensions.
@@ -282,7 +196,7 @@ impl Account {
     async fn stream_minutes_viewed_adaptive_groups(
         &self,
         ctx: &Context<'_>,
-        limit: i32,
+        #[graphql(default = 100)] limit: i32,
         order_by: Option<Vec<OrderBy>>,
         filter: Option<GroupFilter>,
     ) -> Result<Vec<Group>, Error> {
@@ -311,6 +225,8 @@ impl Account {
         }
         let filter = filter.unwrap_or_default();
         let (from, until) = minute_range(&filter)?;
+        check_range(from, until)?;
+        let cond = filter.cond(true)?;
         let q = GroupQuery {
             account_id: self.id.clone(),
             dims,
@@ -321,6 +237,8 @@ impl Account {
             protocol: filter.protocol,
             order,
             limit: limit as u32,
+            cond: Some(cond),
+            count: ctx.look_ahead().field("count").exists(),
         };
         if matches!((from, until), (Some(f), Some(u)) if f >= u) {
             return Ok(Vec::new());
@@ -336,6 +254,7 @@ impl Account {
 
 fn group(r: GroupRow) -> Group {
     Group {
+        count: u64::try_from(r.count).unwrap_or(0),
         sum: Sum {
             minutes_viewed: (r.millis as f64 / 60.0).round() / 1000.0,
         },
@@ -421,13 +340,14 @@ pub async fn handler(
         Ok(b) => b,
         Err(e) => return error(e.status(), &format!("unreadable body: {}", e.body_text())),
     };
-    let request = match decode_request(&body) {
+    let mut request = match decode_request(&body) {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     if let Err(r) = cost::check_fields(&request.query) {
         return error(r.status, &r.message);
     }
+    cloudflare_types(&mut request);
     metrics::counter!("banyan_graphql_requests_total").increment(1);
     let slot = running().start(&info.account_id, cost::MAX_CONCURRENT, cost::MAX_WAIT);
     let _slot = match slot.await {
@@ -456,6 +376,21 @@ fn decode_request(body: &[u8]) -> Result<async_graphql::Request, String> {
         .map_err(|e| format!("expected a JSON body {{\"query\": ..., \"variables\": ...}}: {e}"))
 }
 
+/// Map variable types written with Cloudflare's scalar names (`string`,
+/// `Date`, ...) to the schema's, once the request passed the field limits
+/// (the executor reuses this parse). A query that does not parse is left
+/// to the executor, which answers the syntax error.
+fn cloudflare_types(request: &mut async_graphql::Request) {
+    if !request.query.contains('$') {
+        return;
+    }
+    if let Ok(doc) = request.parsed_query() {
+        let mut doc = doc.clone();
+        map_variable_types(&mut doc);
+        request.set_parsed_query(doc);
+    }
+}
+
 /// 200 when the query ran (even with errors in some fields), 400 when it
 /// could not run at all.
 fn status_of(ran: bool, errors: &Value) -> StatusCode {
@@ -474,10 +409,11 @@ fn status_of(ran: bool, errors: &Value) -> StatusCode {
 /// entry point of the `graphql_request` fuzz target.
 pub async fn check_request(account_id: &str, body: &[u8]) -> StatusCode {
     match decode_request(body) {
-        Ok(request) => {
+        Ok(mut request) => {
             if let Err(r) = cost::check_fields(&request.query) {
                 return r.status;
             }
+            cloudflare_types(&mut request);
             let (ran, _, errors) = run(request.data(Caller(account_id.to_string()))).await;
             status_of(ran, &errors)
         }
@@ -492,6 +428,8 @@ mod tests {
     fn range(f: GroupFilter) -> (Option<i64>, Option<i64>) {
         minute_range(&f).unwrap()
     }
+
+    use crate::analytics::filter::parse_day;
 
     #[test]
     fn dates_and_times_become_minute_ranges() {
@@ -584,7 +522,11 @@ mod tests {
     fn schema_names_match_the_interface() {
         let sdl = schema().sdl();
         for needle in [
-            "streamMinutesViewedAdaptiveGroups(limit: Int!, orderBy: [OrderBy!], filter: GroupFilter)",
+            "streamMinutesViewedAdaptiveGroups(limit: Int! = 100, orderBy: [OrderBy!], filter: GroupFilter)",
+            "creator_in: [String!]",
+            "OR: [GroupFilter!]",
+            "uid_gt: String",
+            "count: Int!",
             "sum_minutesViewed_DESC",
             "date_geq: String",
             "datetime_lt: String",

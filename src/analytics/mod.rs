@@ -20,6 +20,7 @@
 mod bench;
 pub mod cost;
 pub mod db;
+pub mod filter;
 pub mod flush;
 pub mod graphql;
 pub mod ingest_stats;
