@@ -15,9 +15,17 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Node {
 
 /// Minutes viewed per uid, from the GraphQL API.
 async fn minutes_viewed(node: &Node) -> Vec<(String, f64)> {
-    let q = r#"query ($a: String!) { viewer { accounts(filter: {accountTag: $a}) {
-        streamMinutesViewedAdaptiveGroups(limit: 100, filter: {date_geq: "2000-01-01", date_lt: "2100-01-01"}) {
-          sum { minutesViewed } dimensions { uid } } } } }"#;
+    // Yesterday to tomorrow (UTC): within the 31-day rule, whatever the
+    // time zone of the machine.
+    let today = time::OffsetDateTime::now_utc().date();
+    let day = |d: time::Date| format!("{}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
+    let from = day(today.previous_day().expect("a day before today"));
+    let until = day(today.next_day().expect("a day after today"));
+    let q = format!(
+        r#"query ($a: String!) {{ viewer {{ accounts(filter: {{accountTag: $a}}) {{
+        streamMinutesViewedAdaptiveGroups(limit: 100, filter: {{date_geq: "{from}", date_leq: "{until}"}}) {{
+          sum {{ minutesViewed }} dimensions {{ uid }} }} }} }} }}"#
+    );
     let v: Value = http()
         .post(format!("{}/client/v4/graphql", node.api()))
         .bearer_auth(node.token())
