@@ -288,22 +288,7 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
         BodyKind::LiveInput => {
             let body: InputBody = decode_json(bytes)?;
             body.check(crate::quota::DEFAULT_MAX_META_BYTES)?;
-            let mut row = LiveInputRow {
-                uid: String::new(),
-                account_id: String::new(),
-                created: 0,
-                modified: 0,
-                meta: "{}".into(),
-                default_creator: String::new(),
-                enabled: true,
-                stream_key: String::new(),
-                playback_key: String::new(),
-                srt_passphrase: String::new(),
-                srt_play_passphrase: String::new(),
-                captions: "[]".into(),
-                recording: "{}".into(),
-                options: "{}".into(),
-            };
+            let mut row = LiveInputRow::new("", "", 0);
             body.apply(&mut row);
         }
         BodyKind::Account => {
@@ -598,22 +583,12 @@ async fn create_input(
     if node.store.count_inputs(&account).await? >= max as i64 {
         return Err(crate::quota::inputs_refusal(max).into());
     }
-    let now = now_micros();
     let mut row = LiveInputRow {
-        uid: secret::new_id(),
-        account_id: account,
-        created: now,
-        modified: now,
-        meta: "{}".into(),
-        default_creator: String::new(),
-        enabled: true,
         stream_key: secret::new_secret(),
         playback_key: secret::new_secret(),
         srt_passphrase: secret::new_secret(),
         srt_play_passphrase: secret::new_secret(),
-        captions: "[]".into(),
-        recording: "{}".into(),
-        options: "{}".into(),
+        ..LiveInputRow::new(&secret::new_id(), &account, now_micros())
     };
     body.apply(&mut row);
     inputs::created(&mut row);

@@ -60,6 +60,29 @@ pub struct LiveInputRow {
     pub options: String,
 }
 
+impl LiveInputRow {
+    /// A new input's row: enabled, empty `meta`, captions, `recording` and
+    /// options, no creator, and empty secrets (the caller sets them).
+    pub fn new(uid: &str, account_id: &str, created: i64) -> LiveInputRow {
+        LiveInputRow {
+            uid: uid.into(),
+            account_id: account_id.into(),
+            created,
+            modified: created,
+            meta: "{}".into(),
+            default_creator: String::new(),
+            enabled: true,
+            stream_key: String::new(),
+            playback_key: String::new(),
+            srt_passphrase: String::new(),
+            srt_play_passphrase: String::new(),
+            captions: "[]".into(),
+            recording: "{}".into(),
+            options: "{}".into(),
+        }
+    }
+}
+
 /// A custom ingest domain.
 #[derive(Debug, Clone)]
 pub struct DomainRow {
@@ -641,20 +664,11 @@ mod tests {
 
     pub(super) fn input(uid: &str, account: &str) -> LiveInputRow {
         LiveInputRow {
-            uid: uid.into(),
-            account_id: account.into(),
-            created: 1,
-            modified: 1,
-            meta: "{}".into(),
-            default_creator: String::new(),
-            enabled: true,
             stream_key: "sk".into(),
             playback_key: "pk".into(),
             srt_passphrase: "sp".into(),
             srt_play_passphrase: "spp".into(),
-            captions: "[]".into(),
-            recording: "{}".into(),
-            options: "{}".into(),
+            ..LiveInputRow::new(uid, account, 1)
         }
     }
 

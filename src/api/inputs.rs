@@ -246,20 +246,12 @@ mod tests {
     #[test]
     fn options_round_trip_and_list_item_has_no_secrets() {
         let mut row = crate::store::LiveInputRow {
-            uid: "u".into(),
-            account_id: "a".into(),
-            created: 0,
-            modified: 0,
             meta: r#"{"name":"x"}"#.into(),
-            default_creator: String::new(),
-            enabled: true,
             stream_key: "SECRET1".into(),
             playback_key: "SECRET2".into(),
             srt_passphrase: "SECRET3".into(),
             srt_play_passphrase: "SECRET4".into(),
-            captions: "[]".into(),
-            recording: "{}".into(),
-            options: "{}".into(),
+            ..crate::store::LiveInputRow::new("u", "a", 0)
         };
         created(&mut row);
         let first = load(&row.options).webrtc_key.expect("a WebRTC secret");

@@ -232,20 +232,11 @@ mod tests {
 
     fn row(uid: &str) -> LiveInputRow {
         LiveInputRow {
-            uid: uid.into(),
-            account_id: "acc".into(),
-            created: 1,
-            modified: 1,
-            meta: "{}".into(),
-            default_creator: String::new(),
-            enabled: true,
             stream_key: "sk".into(),
             playback_key: "pk".into(),
             srt_passphrase: "sp".into(),
             srt_play_passphrase: "spp".into(),
-            captions: "[]".into(),
-            recording: "{}".into(),
-            options: "{}".into(),
+            ..LiveInputRow::new(uid, "acc", 1)
         }
     }
 

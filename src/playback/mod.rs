@@ -225,20 +225,8 @@ mod tests {
 
     fn row(uid: &str, account: &str, recording: &str) -> LiveInputRow {
         LiveInputRow {
-            uid: uid.into(),
-            account_id: account.into(),
-            created: 0,
-            modified: 0,
-            meta: "{}".into(),
-            default_creator: String::new(),
-            enabled: true,
-            stream_key: String::new(),
-            playback_key: String::new(),
-            srt_passphrase: String::new(),
-            srt_play_passphrase: String::new(),
-            captions: "[]".into(),
             recording: recording.into(),
-            options: "{}".into(),
+            ..LiveInputRow::new(uid, account, 0)
         }
     }
 

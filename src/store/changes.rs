@@ -72,20 +72,12 @@ mod tests {
         for i in 0..3 {
             let uid = crate::secret::new_id();
             s.insert_input(&LiveInputRow {
-                uid: uid.clone(),
-                account_id: acc.clone(),
-                created: t0,
                 modified: t0 + i,
-                meta: "{}".into(),
-                default_creator: String::new(),
-                enabled: true,
                 stream_key: format!("sk{i}"),
                 playback_key: format!("pk{i}"),
                 srt_passphrase: "sp".into(),
                 srt_play_passphrase: "spp".into(),
-                captions: "[]".into(),
-                recording: "{}".into(),
-                options: "{}".into(),
+                ..LiveInputRow::new(&uid, &acc, t0)
             })
             .await
             .unwrap();
