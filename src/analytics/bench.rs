@@ -1,7 +1,7 @@
 //! Benchmarks (ignored by default; run by `bench/analytics_query.sh`).
 //!
 //! * `query_p95`: 31 days, 10,000 creators, about 10 million viewer-minutes
-//!   of synthetic rows in SQLite; p95 of typical queries.
+//!   of synthetic rows in SQLite (and PostgreSQL); p95 of typical queries.
 //! * `recording_cost`: 1,000 concurrent viewers for 10 s of media (every
 //!   frame accounted by a viewer guard), then one drain and one flush into
 //!   SQLite; the CPU time over the 10 s it covers.
@@ -49,23 +49,38 @@ fn p95(mut v: Vec<Duration>) -> (Duration, Duration) {
     (v[v.len() / 2], v[(v.len() * 95).div_ceil(100) - 1])
 }
 
+/// Query p95 on SQLite, and on PostgreSQL when `BANYAN_BENCH_POSTGRES`
+/// names an empty database.
 #[tokio::test]
 #[ignore]
 async fn query_p95() {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::store::Store::open_sqlite(dir.path()).await.unwrap();
-    let pool = store.pool();
+    println!("== SQLite");
+    fill(store.pool(), "printf('%032x', c.n)").await;
+    time_queries(store.pool()).await;
+    if let Ok(url) = std::env::var("BANYAN_BENCH_POSTGRES") {
+        let store = crate::store::Store::open(&url).await.unwrap();
+        println!("== PostgreSQL");
+        fill(store.pool(), "lpad(to_hex(c.n), 32, '0')").await;
+        time_queries(store.pool()).await;
+    }
+}
+
+/// Each creator streams on half of the days (a fixed pseudo-random
+/// pattern), 16 minutes an evening, to 1..7 viewers (4 on average), over
+/// RTMP or HLS: 10,000 x 31 / 2 x 16 x 4 ≈ 10 million viewer-minutes. The
+/// rollups are filled as an older node's database would be upgraded: days
+/// from the minutes in SQL, months by the node's own upgrade.
+async fn fill(pool: &sqlx::AnyPool, uid_expr: &str) {
     let t = Instant::now();
-    // Each creator streams on half of the days (a fixed pseudo-random
-    // pattern), 16 minutes an evening, to 1..7 viewers (4 on average), over
-    // RTMP or HLS: 10,000 x 31 / 2 x 16 x 4 ≈ 10 million viewer-minutes.
     let gen = format!(
         "WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM c WHERE n < {last_c}),
               d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < {last_d}),
               m(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM m WHERE n < 15)
          INSERT INTO view_minutes (account_id, minute, uid, creator, protocol, millis)
          SELECT '{ACCOUNT}', ({DAY0} + d.n) * {DAY_MINUTES} + 1080 + (c.n % 240) + m.n,
-                printf('%032x', c.n), 'creator-' || c.n,
+                {uid_expr}, 'creator-' || c.n,
                 CASE WHEN (c.n + d.n) % 3 = 0 THEN 'hls' ELSE 'rtmp' END,
                 (1 + ((c.n * 7 + d.n * 13 + m.n) % 7)) * 60000
          FROM c, d, m WHERE (c.n * 31 + d.n * 17) % 2 = 0",
@@ -80,6 +95,11 @@ async fn query_p95() {
     )
     .await
     .unwrap();
+    let filled = t.elapsed();
+    pool.execute("DROP TABLE view_months").await.unwrap();
+    let t = Instant::now();
+    super::months::create(pool).await.unwrap();
+    let upgrade = t.elapsed();
     pool.execute("ANALYZE").await.unwrap();
     let all = GroupQuery {
         account_id: ACCOUNT.into(),
@@ -88,43 +108,49 @@ async fn query_p95() {
     };
     let total = all.run(pool).await.unwrap()[0].millis as f64 / 60_000.0;
     println!(
-        "generated {total:.0} viewer-minutes for {CREATORS} creators over {DAYS} days in {:.1} s",
-        t.elapsed().as_secs_f64()
+        "generated {total:.0} viewer-minutes for {CREATORS} creators over {DAYS} days in {:.1} s; \
+         monthly rollup filled from the days in {:.2} s",
+        filled.as_secs_f64(),
+        upgrade.as_secs_f64()
     );
+}
 
-    let month = (Some(DAY0 * DAY_MINUTES), Some((DAY0 + DAYS) * DAY_MINUTES));
+async fn time_queries(pool: &sqlx::AnyPool) {
+    let day = |d: i64| Some((DAY0 + d) * DAY_MINUTES);
+    let creators = |name: &'static str, from: i64, until: i64, limit: u32| {
+        (
+            name,
+            GroupQuery {
+                account_id: ACCOUNT.into(),
+                dims: vec![Dim::Creator],
+                from: day(from),
+                until: day(until),
+                order: vec![(SortKey::Sum, true)],
+                limit,
+                ..GroupQuery::default()
+            },
+        )
+    };
+    // DAY0 is 2026-11-01: day 30 is 2026-12-01, the data's last day.
     let cases = [
-        (
-            "top 100 creators, 31 days",
-            GroupQuery {
-                account_id: ACCOUNT.into(),
-                dims: vec![Dim::Creator],
-                from: month.0,
-                until: month.1,
-                order: vec![(SortKey::Sum, true)],
-                limit: 100,
-                ..GroupQuery::default()
-            },
-        ),
-        (
-            "all 10,000 creators, 31 days",
-            GroupQuery {
-                account_id: ACCOUNT.into(),
-                dims: vec![Dim::Creator],
-                from: month.0,
-                until: month.1,
-                order: vec![(SortKey::Sum, true)],
-                limit: 10_000,
-                ..GroupQuery::default()
-            },
+        creators("top 100 creators, November", 0, 30, 100),
+        creators("all 10,000 creators, November", 0, 30, 10_000),
+        creators("top 100 creators, 2026-11-01 to 12-02", 0, 31, 100),
+        creators("all 10,000 creators, 2026-11-01 to 12-02", 0, 31, 10_000),
+        creators("top 100 creators, 31 days to 12-02 (rolling)", 1, 32, 100),
+        creators(
+            "all 10,000 creators, 31 days to 12-02 (rolling)",
+            1,
+            32,
+            10_000,
         ),
         (
             "one creator by date and protocol, 31 days",
             GroupQuery {
                 account_id: ACCOUNT.into(),
                 dims: vec![Dim::Date, Dim::Protocol],
-                from: month.0,
-                until: month.1,
+                from: day(0),
+                until: day(31),
                 creator: Some("creator-4242".into()),
                 order: vec![(SortKey::Dim(Dim::Date), false)],
                 limit: 100,
@@ -136,8 +162,8 @@ async fn query_p95() {
             GroupQuery {
                 account_id: ACCOUNT.into(),
                 dims: vec![Dim::Date],
-                from: month.0,
-                until: month.1,
+                from: day(0),
+                until: day(31),
                 order: vec![(SortKey::Dim(Dim::Date), false)],
                 limit: 100,
                 ..GroupQuery::default()
@@ -148,8 +174,8 @@ async fn query_p95() {
             GroupQuery {
                 account_id: ACCOUNT.into(),
                 dims: vec![Dim::Datetime],
-                from: Some((DAY0 + 4) * DAY_MINUTES),
-                until: Some((DAY0 + 5) * DAY_MINUTES),
+                from: day(4),
+                until: day(5),
                 creator: Some("creator-4242".into()),
                 limit: 1000,
                 ..GroupQuery::default()
@@ -160,8 +186,8 @@ async fn query_p95() {
             GroupQuery {
                 account_id: ACCOUNT.into(),
                 dims: vec![Dim::Creator],
-                from: Some((DAY0 + 4) * DAY_MINUTES + 1140),
-                until: Some((DAY0 + 4) * DAY_MINUTES + 1200),
+                from: day(4).map(|m| m + 1140),
+                until: day(4).map(|m| m + 1200),
                 order: vec![(SortKey::Sum, true)],
                 limit: 10,
                 ..GroupQuery::default()
@@ -178,7 +204,7 @@ async fn query_p95() {
         }
         let (median, p95) = p95(times);
         println!(
-            "{name:<45} rows {n:>6}  median {:>7.1} ms  p95 {:>7.1} ms",
+            "{name:<50} rows {n:>6}  median {:>7.1} ms  p95 {:>7.1} ms",
             median.as_secs_f64() * 1e3,
             p95.as_secs_f64() * 1e3
         );

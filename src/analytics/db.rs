@@ -4,14 +4,18 @@
 //! `view_minutes` (`minute` = Unix minute, UTC) and `view_days` (`day` =
 //! days since 1970-01-01, UTC), both keyed by `(account_id, bucket, uid,
 //! creator, protocol)` and holding `millis`, milliseconds of media
-//! delivered. Every flush upserts both in one transaction; a query uses the
-//! daily table when it neither groups by `datetime` nor cuts a day in two.
+//! delivered. Every flush upserts both, and the monthly rollup
+//! `view_months` ([`super::months`]), in one transaction; a query uses the
+//! daily table when it neither groups by `datetime` nor cuts a day in two,
+//! and reads the whole months of its range from the monthly one when it
+//! groups by neither `date` nor `datetime`.
 
 use std::collections::HashMap;
 
 use sqlx::{AnyPool, Executor, Row};
 
 use super::filter::Cond;
+use super::months::{self, Plan};
 
 /// Minutes in a day.
 pub const DAY_MINUTES: i64 = 1440;
@@ -44,7 +48,7 @@ pub async fn create_schema(pool: &AnyPool) -> sqlx::Result<()> {
     for stmt in SCHEMA {
         pool.execute(*stmt).await?;
     }
-    Ok(())
+    months::create(pool).await
 }
 
 /// One bucket of viewing time.
@@ -65,6 +69,7 @@ pub async fn record(pool: &AnyPool, batch: &HashMap<ViewKey, i64>) -> sqlx::Resu
         return Ok(());
     }
     let mut days: HashMap<(&str, &str, &str, &str, i64), i64> = HashMap::new();
+    let mut by_month: HashMap<(&str, &str, &str, &str, i64), i64> = HashMap::new();
     let mut tx = pool.begin().await?;
     for (k, &ms) in batch {
         sqlx::query(
@@ -91,6 +96,13 @@ pub async fn record(pool: &AnyPool, batch: &HashMap<ViewKey, i64>) -> sqlx::Resu
             ))
             .or_default() += ms;
     }
+    for (&(account, uid, creator, protocol, day), &ms) in &days {
+        if let Some(month) = months::month_of(day) {
+            *by_month
+                .entry((account, uid, creator, protocol, month))
+                .or_default() += ms;
+        }
+    }
     for ((account, uid, creator, protocol, day), ms) in days {
         sqlx::query(
             "INSERT INTO view_days (account_id, day, uid, creator, protocol, millis) \
@@ -100,6 +112,22 @@ pub async fn record(pool: &AnyPool, batch: &HashMap<ViewKey, i64>) -> sqlx::Resu
         )
         .bind(account)
         .bind(day)
+        .bind(uid)
+        .bind(creator)
+        .bind(protocol)
+        .bind(ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for ((account, uid, creator, protocol, month), ms) in by_month {
+        sqlx::query(
+            "INSERT INTO view_months (account_id, month, uid, creator, protocol, millis) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (account_id, month, uid, creator, protocol) \
+             DO UPDATE SET millis = view_months.millis + excluded.millis",
+        )
+        .bind(account)
+        .bind(month)
         .bind(uid)
         .bind(creator)
         .bind(protocol)
@@ -233,41 +261,101 @@ impl GroupQuery {
             && !self.count
     }
 
+    /// The monthly plan of this query, when whole months of its range can
+    /// be read from the monthly rollup.
+    fn monthly(&self) -> Option<Plan> {
+        if !self.daily()
+            || self.dims.contains(&Dim::Date)
+            || !self.cond.as_ref().is_none_or(Cond::timeless)
+        {
+            return None;
+        }
+        let (from, until) = (self.from?, self.until?);
+        Plan::new(from.div_euclid(DAY_MINUTES), until.div_euclid(DAY_MINUTES))
+    }
+
+    /// The conditions other than time, on the columns every table has.
+    fn filters(&self, daily: bool, params: &mut Vec<Param>) -> Vec<String> {
+        params.push(Param::Text(self.account_id.clone()));
+        let mut wh = vec![format!("account_id = ${}", params.len())];
+        let cols = [
+            ("creator", &self.creator),
+            ("uid", &self.uid),
+            ("protocol", &self.protocol),
+        ];
+        for (col, v) in cols {
+            if let Some(v) = v {
+                params.push(Param::Text(v.clone()));
+                wh.push(format!("{col} = ${}", params.len()));
+            }
+        }
+        if let Some(c) = self.cond.as_ref().filter(|c| **c != Cond::All(Vec::new())) {
+            wh.push(c.sql(daily, params));
+        }
+        wh
+    }
+
     /// The SQL and its parameters (all bound, nothing spliced from input).
     pub fn sql(&self) -> (String, Vec<Param>) {
+        let mut params = Vec::new();
+        if let Some(plan) = self.monthly() {
+            let mut wh = self.filters(true, &mut params);
+            params.push(Param::Int(plan.months.0));
+            params.push(Param::Int(plan.months.1));
+            let n = params.len();
+            wh.push(format!("month >= ${} AND month < ${n}", n - 1));
+            let mut from = format!(
+                "(SELECT uid, creator, protocol, millis FROM view_months WHERE {}",
+                wh.join(" AND ")
+            );
+            if !plan.days.is_empty() {
+                let mut wh = self.filters(true, &mut params);
+                let mut ranges = Vec::new();
+                for (a, b) in &plan.days {
+                    params.push(Param::Int(*a));
+                    params.push(Param::Int(*b));
+                    let n = params.len();
+                    ranges.push(format!("(day >= ${} AND day < ${n})", n - 1));
+                }
+                wh.push(format!("({})", ranges.join(" OR ")));
+                from.push_str(&format!(
+                    " UNION ALL SELECT uid, creator, protocol, millis FROM view_days WHERE {}",
+                    wh.join(" AND ")
+                ));
+            }
+            from.push_str(") AS t");
+            return self.finish(&from, "", true, params);
+        }
         let daily = self.daily();
-        let (table, bucket, per_day) = if daily {
-            ("view_days", "day", 1)
+        let (table, bucket) = if daily {
+            ("view_days", "day")
         } else {
-            ("view_minutes", "minute", DAY_MINUTES)
+            ("view_minutes", "minute")
         };
-        let mut params = vec![Param::Text(self.account_id.clone())];
-        let mut wh = vec!["account_id = $1".to_string()];
-        let mut bind = |v: Param, cond: &str, params: &mut Vec<Param>| {
-            params.push(v);
-            wh.push(format!("{cond} ${}", params.len()));
-        };
+        let mut wh = self.filters(daily, &mut params);
         if let Some(m) = self.from {
             let v = if daily { m.div_euclid(DAY_MINUTES) } else { m };
-            bind(Param::Int(v), &format!("{bucket} >="), &mut params);
+            params.push(Param::Int(v));
+            wh.push(format!("{bucket} >= ${}", params.len()));
         }
         if let Some(m) = self.until {
             let v = if daily { m.div_euclid(DAY_MINUTES) } else { m };
-            bind(Param::Int(v), &format!("{bucket} <"), &mut params);
+            params.push(Param::Int(v));
+            wh.push(format!("{bucket} < ${}", params.len()));
         }
-        if let Some(c) = &self.creator {
-            bind(Param::Text(c.clone()), "creator =", &mut params);
-        }
-        if let Some(u) = &self.uid {
-            bind(Param::Text(u.clone()), "uid =", &mut params);
-        }
-        if let Some(p) = &self.protocol {
-            bind(Param::Text(p.clone()), "protocol =", &mut params);
-        }
-        if let Some(c) = self.cond.as_ref().filter(|c| **c != Cond::All(Vec::new())) {
-            let sql = c.sql(daily, &mut params);
-            wh.push(sql);
-        }
+        let wh = format!(" WHERE {}", wh.join(" AND "));
+        self.finish(table, &wh, daily, params)
+    }
+
+    /// SELECT, GROUP BY, ORDER BY and LIMIT over `from` (a table or a
+    /// subquery) with its `WHERE` clause.
+    fn finish(
+        &self,
+        from: &str,
+        wh: &str,
+        daily: bool,
+        mut params: Vec<Param>,
+    ) -> (String, Vec<Param>) {
         let expr = |d: Dim| -> String {
             match d {
                 Dim::Creator => "creator".into(),
@@ -275,7 +363,7 @@ impl GroupQuery {
                 Dim::Protocol => "protocol".into(),
                 Dim::Datetime => "minute".into(),
                 Dim::Date if daily => "day".into(),
-                Dim::Date => format!("{bucket} / {per_day}"),
+                Dim::Date => format!("minute / {DAY_MINUTES}"),
             }
         };
         let mut select: Vec<String> = self
@@ -287,11 +375,7 @@ impl GroupQuery {
         if self.count {
             select.push("CAST(COUNT(*) AS BIGINT) AS n".into());
         }
-        let mut sql = format!(
-            "SELECT {} FROM {table} WHERE {}",
-            select.join(", "),
-            wh.join(" AND ")
-        );
+        let mut sql = format!("SELECT {} FROM {from}{wh}", select.join(", "));
         if !self.dims.is_empty() {
             let g: Vec<String> = self.dims.iter().map(|d| expr(*d)).collect();
             sql.push_str(&format!(" GROUP BY {}", g.join(", ")));

@@ -89,6 +89,15 @@ impl Cond {
         }
     }
 
+    /// Whether no leaf is on time (the monthly rollup answers it).
+    pub fn timeless(&self) -> bool {
+        match self {
+            Cond::All(v) | Cond::Any(v) => v.iter().all(Cond::timeless),
+            Cond::TimeGe(_) | Cond::TimeLt(_) => false,
+            Cond::Text(..) | Cond::TextIn(..) => true,
+        }
+    }
+
     /// Leaf conditions and `_in` values, to bound the SQL.
     pub fn size(&self) -> usize {
         match self {

@@ -9,9 +9,10 @@
 //!   media time accrued since the last flush, so at most one flush interval;
 //!   a graceful shutdown (SIGTERM, Ctrl-C) flushes first. Nothing is written
 //!   per frame or per request.
-//! * [`db`]: the two tables (`view_minutes`, and the daily rollup
-//!   `view_days` that answers day-aligned queries) and the grouped query,
-//!   in SQL that runs unchanged on SQLite and PostgreSQL.
+//! * [`db`]: the tables (`view_minutes`, the daily rollup `view_days` that
+//!   answers day-aligned queries, and the monthly one of [`months`] that
+//!   answers the whole months of a range) and the grouped query, in SQL
+//!   that runs unchanged on SQLite and PostgreSQL.
 //! * [`graphql`]: `POST /client/v4/graphql`, the
 //!   `viewer.accounts.streamMinutesViewedAdaptiveGroups` query.
 //! * [`ingest_stats`]: per-stream ingest bitrate and frame-rate gauges.
@@ -24,6 +25,7 @@ pub mod filter;
 pub mod flush;
 pub mod graphql;
 pub mod ingest_stats;
+pub mod months;
 
 pub use db::create_schema;
 pub use flush::run;
