@@ -1,0 +1,760 @@
+//! Custom domains with certificates from a real ACME server: Debian's
+//! `pebble` with `pebble-challtestsrv` as its DNS (every name is 127.0.0.1
+//! unless the test says otherwise), both on loopback ports of the test's
+//! own, with a CA and TLS certificate for pebble made here. Pebble dials
+//! the node's RTMPS listener for TLS-ALPN-01 and its HTTP listener for
+//! HTTP-01. Real ffmpeg publishes and plays; `openssl s_client` looks at
+//! what the node serves by SNI. The node and the clients resolve the test
+//! names through a private hosts file (`unshare --mount`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_banyan");
+/// The node's own name in these tests.
+const HOST: &str = "node.example.test";
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command, what: &str) -> Proc {
+    Proc(cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}")))
+}
+
+/// A loopback port free a moment ago (pebble's ports must be known before
+/// it starts).
+fn free_port() -> u16 {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    // The DNS server takes the same UDP port.
+    let _udp = std::net::UdpSocket::bind(("127.0.0.1", port)).ok();
+    port
+}
+
+/// `program args..` in a private mount namespace whose /etc/hosts names
+/// `names` as 127.0.0.1.
+fn in_namespace(dir: &Path, names: &[&str], program: &str) -> Command {
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 localhost {}\n", names.join(" "))).unwrap();
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+    ])
+    .arg(&hosts)
+    .arg(program);
+    c
+}
+
+/// Pebble and its DNS, on ports of their own.
+struct Pebble {
+    _dns: Proc,
+    pebble: Option<Proc>,
+    dir: tempfile::TempDir,
+    port: u16,
+    mgmt: u16,
+    dns_mgmt: u16,
+    dns: u16,
+}
+
+impl Pebble {
+    /// The DNS now; pebble itself once the node's ports are known.
+    fn prepare() -> Pebble {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(vec![]).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "Banyan test root for pebble");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("pebble.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.path().join("pebble.key"), key.serialize_pem()).unwrap();
+        let (dns, dns_mgmt) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("dns.log")).unwrap();
+        let dns_proc = spawn(
+            Command::new("pebble-challtestsrv")
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .args(["-dns01", &format!("127.0.0.1:{dns}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", ""])
+                .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+            "pebble-challtestsrv",
+        );
+        Pebble {
+            _dns: dns_proc,
+            pebble: None,
+            dir,
+            port: free_port(),
+            mgmt: free_port(),
+            dns_mgmt,
+            dns,
+        }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    /// Start pebble validating against the node's ports, issuing
+    /// certificates valid for `validity` seconds, rejecting `nonce_reject`
+    /// percent of nonces.
+    async fn start(&mut self, http: u16, tls: u16, validity: u64, nonce_reject: u32) {
+        let cfg = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{}", self.port),
+            "managementListenAddress": format!("127.0.0.1:{}", self.mgmt),
+            "certificate": self.dir.path().join("pebble.pem"),
+            "privateKey": self.dir.path().join("pebble.key"),
+            "httpPort": http,
+            "tlsPort": tls,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": validity,
+        }});
+        let path = self.dir.path().join("pebble.json");
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let log = std::fs::File::create(self.dir.path().join("pebble.log")).unwrap();
+        self.pebble = Some(spawn(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(&path)
+                .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+            "pebble",
+        ));
+        let client = self.client();
+        for _ in 0..100 {
+            if client.get(self.directory()).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("pebble did not start:\n{}", self.log());
+    }
+
+    fn client(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.ca()).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    /// The subject of pebble's issuing intermediate, as openssl prints it.
+    async fn intermediate_subject(&self) -> String {
+        let url = format!("https://127.0.0.1:{}/intermediates/0", self.mgmt);
+        let pem = self
+            .client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let path = self.dir.path().join("intermediate.pem");
+        std::fs::write(&path, pem).unwrap();
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-in"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches("subject=")
+            .trim()
+            .to_string()
+    }
+
+    /// Make the DNS answer `name` with `ip`.
+    async fn add_a(&self, name: &str, ip: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/add-a", self.dns_mgmt))
+            .body(json!({"host": name, "addresses": [ip]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "add-a: {}", r.status());
+    }
+}
+
+/// A node in a namespace resolving `names` to itself; killed on drop.
+struct Node {
+    _proc: Proc,
+    ready: Value,
+    creds: Value,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(pebble: &Pebble, names: &[&str], extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = dir.path().join("node.log");
+        let (directory, ca) = (pebble.directory(), pebble.ca());
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--rtmps",
+            "127.0.0.1:0",
+            "--srt",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--no-rtmp",
+            "--public-host",
+            HOST,
+            "--domain-verify-port",
+            "0",
+            "--acme-directory",
+            &directory,
+            "--acme-ca",
+            ca.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let mut names = names.to_vec();
+        names.push(HOST);
+        let mut cmd = in_namespace(dir.path(), &names, BIN);
+        let mut proc = spawn(
+            cmd.args(&args)
+                .env("RUST_LOG", "info,banyan=debug")
+                .env_remove("BANYAN_DATA_DIR")
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&log).unwrap()),
+            "banyan",
+        );
+        let stdout = proc.0.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node did not start:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let creds = std::fs::read_to_string(data.join("credentials.json")).unwrap();
+        Node {
+            _proc: proc,
+            ready: serde_json::from_str(&line).unwrap(),
+            creds: serde_json::from_str(&creds).unwrap(),
+            log,
+            dir,
+        }
+    }
+
+    fn port(&self, which: &str) -> u16 {
+        let a: std::net::SocketAddr = self.ready[which].as_str().unwrap().parse().unwrap();
+        a.port()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn account(&self) -> Account {
+        Account {
+            base: self.base(self.creds["accountId"].as_str().unwrap()),
+            token: self.creds["apiToken"].as_str().unwrap().into(),
+        }
+    }
+
+    fn base(&self, id: &str) -> String {
+        format!(
+            "http://{}/client/v4/accounts/{id}/stream",
+            self.ready["http"].as_str().unwrap()
+        )
+    }
+
+    async fn new_account(&self, name: &str) -> Account {
+        let url = format!(
+            "http://{}/client/v4/accounts",
+            self.ready["http"].as_str().unwrap()
+        );
+        let admin = self.creds["adminToken"].as_str().unwrap();
+        let (s, v) = call(Method::POST, &url, admin, Some(json!({ "name": name }))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        Account {
+            base: self.base(v["result"]["id"].as_str().unwrap()),
+            token: v["result"]["apiToken"].as_str().unwrap().into(),
+        }
+    }
+}
+
+struct Account {
+    base: String,
+    token: String,
+}
+
+impl Account {
+    async fn add(&self, body: Value) -> (StatusCode, Value) {
+        call(
+            Method::POST,
+            &format!("{}/ingest_domains", self.base),
+            &self.token,
+            Some(body),
+        )
+        .await
+    }
+
+    async fn domain(&self, name: &str) -> Value {
+        let url = format!("{}/ingest_domains/{name}", self.base);
+        let (s, v) = call(Method::GET, &url, &self.token, None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["result"].clone()
+    }
+
+    /// Poll until the domain's status is not `pending` (at most `secs`).
+    async fn settled(&self, node: &Node, name: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = self.domain(name).await;
+            if d["status"] != "pending" {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} still pending: {d}\n{}",
+                node.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A new live input's (publish key, playback key).
+    async fn input(&self) -> (String, String) {
+        let url = format!("{}/live_inputs", self.base);
+        let (s, v) = call(Method::POST, &url, &self.token, Some(json!({}))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let r = &v["result"];
+        (
+            r["rtmps"]["streamKey"].as_str().unwrap().into(),
+            r["rtmpsPlayback"]["streamKey"].as_str().unwrap().into(),
+        )
+    }
+}
+
+async fn call(method: Method, url: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(20));
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (
+        status,
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// The leaf certificate the node shows for `sni` (issuer and serial, as
+/// openssl prints them).
+fn served(node: &Node, sni: &str) -> (String, String) {
+    let addr = format!("127.0.0.1:{}", node.port("rtmps"));
+    let mut s = Command::new("openssl")
+        .args(["s_client", "-connect", &addr, "-servername", sni])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(s.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let _ = s.wait();
+    let pem_start = out
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let pem_end = out.find("-----END CERTIFICATE-----").unwrap() + 25;
+    let pem = node.dir.path().join("served.pem");
+    std::fs::write(&pem, &out[pem_start..pem_end]).unwrap();
+    let x = Command::new("openssl")
+        .args(["x509", "-noout", "-issuer", "-serial", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&x.stdout).to_string();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    (field("issuer="), field("serial="))
+}
+
+/// ffmpeg publishing a live test pattern (H.264 + AAC) to `url` from a
+/// namespace resolving `names`.
+fn publish(node: &Node, names: &[&str], url: &str, log: &str) -> Proc {
+    spawn(
+        in_namespace(node.dir.path(), names, "ffmpeg")
+            .args(["-loglevel", "error", "-nostdin", "-re", "-f", "lavfi"])
+            .args(["-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi"])
+            .args(["-i", "sine=frequency=440:sample_rate=44100"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args([
+                "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(node.dir.path().join(log)).unwrap()),
+        "ffmpeg publisher",
+    )
+}
+
+/// An ffmpeg player; each video packet's arrival time comes back.
+fn player(url: &str, log: &Path) -> (Proc, mpsc::Receiver<Instant>) {
+    let mut p = spawn(
+        Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-nostdin", "-i", url, "-map", "0:v"])
+            .args([
+                "-c",
+                "copy",
+                "-flush_packets",
+                "1",
+                "-f",
+                "framemd5",
+                "pipe:1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap()),
+        "ffmpeg player",
+    );
+    let out = p.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if !line.starts_with('#') && tx.send(Instant::now()).is_err() {
+                return;
+            }
+        }
+    });
+    (p, rx)
+}
+
+/// TLS-ALPN-01 on the RTMPS listener: a domain added without a certificate
+/// becomes active with pebble's chain, ffmpeg publishes to it, it is
+/// renewed and hot-swapped while a player plays with no gap over 1 s; the
+/// node's own name gets its certificate too (`--acme`); names are held
+/// per account and the node's own name is reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_orders_renews_and_serves_by_sni() {
+    const NAME: &str = "live.a.example.test";
+    let mut pebble = Pebble::prepare();
+    let node = Node::start(&pebble, &[NAME], &["--acme"]);
+    pebble
+        .start(node.port("http"), node.port("rtmps"), 30, 0)
+        .await;
+    let a = node.account();
+    let b = node.new_account("platform-b").await;
+
+    // Reserved: the node's own name and names under it.
+    for name in [HOST, "x.node.example.test"] {
+        let (s, v) = b.add(json!({ "domain": name })).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{name}: {v}");
+        let msg = v["errors"][0]["message"].as_str().unwrap();
+        assert!(msg.contains("reserved"), "{msg}");
+    }
+
+    let started = Instant::now();
+    let (s, v) = a.add(json!({ "domain": NAME })).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["result"]["status"], "pending");
+    // Held by A, even while pending: B cannot take it.
+    let (s, v) = b.add(json!({ "domain": NAME })).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("another account"));
+
+    let d = a.settled(&node, NAME, 60).await;
+    assert_eq!(d["status"], "active", "{d}\n{}", node.log_text());
+    eprintln!("issued in {:?}", started.elapsed());
+    assert!(d["error"].is_null(), "{d}");
+    let first_renewal = d["renewedAt"].as_str().unwrap().to_string();
+    assert!(d["expiresOn"].is_string(), "{d}");
+    assert!(node.log_text().contains("answered a TLS-ALPN-01 challenge"));
+
+    let intermediate = pebble.intermediate_subject().await;
+    let (issuer, serial) = served(&node, NAME);
+    assert_eq!(issuer, intermediate, "the chain is pebble's");
+    // A name nobody added gets the node's own certificate.
+    let (other, _) = served(&node, "nobody.example.test");
+    assert_ne!(other, intermediate);
+
+    // The node's own name, ordered by --acme (its first tries ran before
+    // pebble was up, and were retried).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served(&node, HOST).0 != intermediate {
+        assert!(
+            Instant::now() < deadline,
+            "own name never issued:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Publish through the name; play from the node; renewal mid-stream.
+    let (key, play) = a.input().await;
+    let rtmps = node.port("rtmps");
+    let _pubr = publish(
+        &node,
+        &[NAME],
+        &format!("rtmps://{NAME}:{rtmps}/live/{key}"),
+        "pub.log",
+    );
+    let play_url = format!("rtmps://127.0.0.1:{rtmps}/live/{play}");
+    let mut arrivals = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (p, rx) = player(&play_url, &node.dir.path().join("play.log"));
+        if let Ok(first) = rx.recv_timeout(Duration::from_secs(3)) {
+            arrivals = Some((p, rx, first));
+            break;
+        }
+    }
+    let (_player, rx, mut last) =
+        arrivals.unwrap_or_else(|| panic!("nothing played through {NAME}:\n{}", node.log_text()));
+    let mut max_gap = Duration::ZERO;
+    let mut packets = 0;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut renewed_at = None;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(t) => {
+                max_gap = max_gap.max(t - last);
+                last = t;
+                packets += 1;
+            }
+            Err(_) => panic!("the player stopped:\n{}", node.log_text()),
+        }
+        if packets % 30 == 0 && renewed_at.is_none() {
+            let d = a.domain(NAME).await;
+            if d["renewedAt"].as_str() != Some(first_renewal.as_str()) {
+                assert_eq!(d["status"], "active");
+                renewed_at = Some(Instant::now());
+            }
+        }
+        if renewed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+    }
+    assert!(
+        renewed_at.is_some(),
+        "no renewal within the window:\n{}",
+        node.log_text()
+    );
+    assert!(
+        max_gap <= Duration::from_secs(1),
+        "a gap of {max_gap:?} in {packets} packets"
+    );
+    let (issuer2, serial2) = served(&node, NAME);
+    assert_eq!(issuer2, intermediate);
+    assert_ne!(
+        serial2, serial,
+        "the renewed certificate is served without a restart"
+    );
+    eprintln!("renewed while playing: {packets} packets, largest gap {max_gap:?}");
+}
+
+/// HTTP-01 on the HTTP listener with pebble rejecting 30 % of nonces: the
+/// order still completes; a name the CA resolves elsewhere ends `failed`
+/// with the CA's reason; the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_with_nonce_rejections_and_a_failed_challenge() {
+    const GOOD: &str = "push.b.example.test";
+    const BAD: &str = "elsewhere.example.test";
+    let mut pebble = Pebble::prepare();
+    let node = Node::start(&pebble, &[], &["--acme-challenge", "http-01"]);
+    pebble
+        .start(node.port("http"), node.port("rtmps"), 300, 30)
+        .await;
+    // Nothing listens on 127.0.0.2: the CA cannot reach the node there.
+    pebble.add_a(BAD, "127.0.0.2").await;
+    let a = node.account();
+    let (s, v) = a.add(json!({ "domain": GOOD })).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (s, v) = a.add(json!({ "domain": BAD })).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+
+    let bad = a.settled(&node, BAD, 120).await;
+    assert_eq!(bad["status"], "failed", "{bad}");
+    let reason = bad["error"].as_str().unwrap();
+    assert!(reason.contains("the CA refused"), "{reason}");
+    assert!(reason.contains("127.0.0.2"), "the CA's own words: {reason}");
+
+    let good = a.settled(&node, GOOD, 180).await;
+    assert_eq!(good["status"], "active", "{good}\n{}", node.log_text());
+    let (issuer, _) = served(&node, GOOD);
+    assert_eq!(issuer, pebble.intermediate_subject().await);
+    assert!(pebble.log().contains("badNonce") || pebble.log().contains("nonce"));
+    // A failed name can be added again (and here fails again).
+    let (s, v) = a.add(json!({ "domain": BAD })).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+}
+
+/// Uploaded certificates: refused in plain words when unproven (not
+/// served, no keys bound); OpenSSL's usual self-signed CA:TRUE certificate
+/// accepted for a name that resolves to the node, and ffmpeg publishes to
+/// it; additions over the per-account limit get 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_need_a_proven_name() {
+    const PROVEN: &str = "push.c.example.test";
+    const UNPROVEN: &str = "squat.example.test";
+    let pebble = Pebble::prepare();
+    let node = Node::start(&pebble, &[PROVEN], &["--max-domain-orders", "3"]);
+    let a = node.account();
+    let openssl_cert = |name: &str| {
+        let (c, k) = (
+            node.dir.path().join(format!("{name}.crt")),
+            node.dir.path().join(format!("{name}.key")),
+        );
+        let st = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-keyout",
+            ])
+            .arg(&k)
+            .arg("-out")
+            .arg(&c)
+            .args([
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                &format!("subjectAltName=DNS:{name}"),
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        (
+            std::fs::read_to_string(c).unwrap(),
+            std::fs::read_to_string(k).unwrap(),
+        )
+    };
+    let (c, k) = openssl_cert(UNPROVEN);
+    assert!(c.contains("BEGIN CERTIFICATE"));
+    let (s, v) = a
+        .add(json!({"domain": UNPROVEN, "certificate": c, "privateKey": k}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let r = &v["result"];
+    assert_eq!(r["status"], "pending");
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("not proven") && err.contains("point"), "{err}");
+    assert!(r["verification"]["http"]["url"]
+        .as_str()
+        .unwrap()
+        .contains("/.well-known/banyan-domain/"));
+    let (issuer, _) = served(&node, UNPROVEN);
+    assert!(
+        !issuer.contains(UNPROVEN),
+        "an unproven name is not served: {issuer}"
+    );
+
+    let (c, k) = openssl_cert(PROVEN);
+    let (s, v) = a
+        .add(json!({"domain": PROVEN, "certificate": c, "privateKey": k}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["result"]["status"], "active");
+    let (issuer, _) = served(&node, PROVEN);
+    assert!(issuer.contains(PROVEN), "{issuer}");
+    let (key, _) = a.input().await;
+    let rtmps = node.port("rtmps");
+    let mut p = publish(
+        &node,
+        &[PROVEN],
+        &format!("rtmps://{PROVEN}:{rtmps}/live/{key}"),
+        "c.log",
+    );
+    let http = node.ready["http"].as_str().unwrap().to_string();
+    let uid_url = format!("{}/live_inputs", a.base);
+    let (_, list) = call(Method::GET, &uid_url, &a.token, None).await;
+    let uid = list["result"][0]["uid"].as_str().unwrap().to_string();
+    let mut live = false;
+    for _ in 0..100 {
+        let v: Value = reqwest::get(format!("http://{http}/{uid}/lifecycle"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["live"] == json!(true) {
+            live = true;
+            break;
+        }
+        assert!(
+            p.0.try_wait().unwrap().is_none(),
+            "ffmpeg exited:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(live, "never live through {PROVEN}:\n{}", node.log_text());
+
+    // The third addition this hour is the limit; the fourth is refused.
+    let (s, _) = a.add(json!({"domain": "third.example.test"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, v) = a.add(json!({"domain": "fourth.example.test"})).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert!(v["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("per hour"));
+}
