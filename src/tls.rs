@@ -199,7 +199,14 @@ pub fn alpn_challenge_cert(domain: &str, key_authorization: &str) -> anyhow::Res
         .push(rcgen::CustomExtension::new_acme_identifier(&digest));
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
-    certified_key(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+    // Not `certified_key`: its consistency check parses the certificate
+    // with webpki, which refuses the critical acmeIdentifier extension.
+    let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signer = provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| anyhow!("challenge key: {e}"))?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
 }
 
 /// Custom domains: lowercase name → (owning account, certificate).
@@ -348,6 +355,48 @@ mod tests {
         make_private(&p).unwrap();
         assert_eq!(mode(&p), 0o600);
         make_private(&dir.path().join("missing")).unwrap();
+    }
+
+    #[test]
+    fn challenge_certificates_carry_the_key_authorization() {
+        use sha2::Digest as _;
+        let ck = alpn_challenge_cert("live.example.test", "token.thumbprint").unwrap();
+        assert_eq!(ck.cert.len(), 1);
+        let (_, c) = x509_parser::parse_x509_certificate(ck.cert[0].as_ref()).unwrap();
+        let ext = c
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("acmeIdentifier");
+        assert!(ext.critical);
+        // An OCTET STRING of the 32-byte digest.
+        assert_eq!(&ext.value[..2], &[0x04, 0x20]);
+        assert_eq!(
+            &ext.value[2..],
+            &sha2::Sha256::digest(b"token.thumbprint")[..]
+        );
+    }
+
+    #[test]
+    fn a_lone_self_signed_ca_certificate_is_accepted() {
+        let mut p = rcgen::CertificateParams::new(vec!["push.example.test".into()]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca_leaf = p.self_signed(&key).unwrap().pem();
+        let kp = key.serialize_pem();
+        validate_domain_cert("push.example.test", &ca_leaf, &kp).unwrap();
+        // First in a chain, a CA certificate is a mistake, said so.
+        let (other, _) = {
+            let o = rcgen::generate_simple_self_signed(vec!["x.example.test".into()]).unwrap();
+            (o.cert.pem(), o.key_pair.serialize_pem())
+        };
+        let e = validate_domain_cert("push.example.test", &format!("{ca_leaf}{other}"), &kp)
+            .unwrap_err();
+        assert!(
+            e.contains("put the server certificate first") || e.contains("incomplete"),
+            "{e}"
+        );
+        assert!(e.contains("openssl req"), "says how to make one: {e}");
     }
 
     #[test]
