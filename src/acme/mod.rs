@@ -260,7 +260,7 @@ async fn job(node: &Node, row: DomainRow, due: Due) -> anyhow::Result<()> {
         node.store.release_domain(&row.domain, &holder).await?;
         return Ok(());
     }
-    tracing::info!(domain = %row.domain, ?due, "acme: starting");
+    tracing::info!(domain = %row.domain, "acme: starting ({due:?})");
     let outcome = tokio::time::timeout(JOB_TIMEOUT, attempt(node, &row, due))
         .await
         .unwrap_or_else(|_| Outcome::Retry("the CA did not finish in time".into()));
@@ -281,15 +281,15 @@ async fn job(node: &Node, row: DomainRow, due: Due) -> anyhow::Result<()> {
     match &outcome {
         Outcome::Done { .. } => {
             metrics::counter!("banyan_acme_results_total", "result" => "done").increment(1);
-            tracing::info!(domain = %row.domain, ?due, "acme: done");
+            tracing::info!(domain = %row.domain, "acme: done ({due:?})");
         }
         Outcome::Refused(r) => {
             metrics::counter!("banyan_acme_results_total", "result" => "refused").increment(1);
-            tracing::warn!(domain = %row.domain, ?due, "acme: refused: {r}");
+            tracing::warn!(domain = %row.domain, "acme: refused ({due:?}): {r}");
         }
         Outcome::Retry(r) => {
             metrics::counter!("banyan_acme_results_total", "result" => "retry").increment(1);
-            tracing::warn!(domain = %row.domain, ?due, "acme: will retry: {r}");
+            tracing::warn!(domain = %row.domain, "acme: will retry ({due:?}): {r}");
         }
     }
     let jitter: f64 = rand::random();

@@ -276,7 +276,11 @@ async fn acme_challenge(State(node): State<St>, Path(token): Path<String>) -> Re
         return StatusCode::NOT_FOUND.into_response();
     }
     match node.store.challenge(&format!("http:{token}")).await {
-        Ok(Some(v)) => v.into_response(),
+        Ok(Some(v)) => {
+            metrics::counter!("banyan_acme_http01_answers_total").increment(1);
+            tracing::info!("answered an HTTP-01 challenge");
+            v.into_response()
+        }
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
