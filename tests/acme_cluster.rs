@@ -214,9 +214,9 @@ async fn one_node_orders_every_node_serves_and_another_renews() {
         let d = domain(&nodes[0]).await;
         if d["renewedAt"].as_str().is_some_and(|r| r > before.as_str()) {
             // The survivor that logged a renewal after the kill.
-            let who = nodes.iter().position(|n| {
-                n.log_text().contains("due=Renew") && n.log_text().contains("acme: done")
-            });
+            let who = nodes
+                .iter()
+                .position(|n| n.log_text().contains("acme: done (Renew)"));
             if let Some(w) = who {
                 break w;
             }
