@@ -15,7 +15,8 @@ packages=(
   chromium                                           # the browser for the watch page test
   nginx libnginx-mod-rtmp libnginx-mod-stream        # the peer in benchmarks
   postgresql                                         # cluster state and its tests
-  pebble                                             # ACME test CA (+ pebble-challtestsrv) for tests/acme.rs
+  pebble                                             # ACME test CA (+ pebble-challtestsrv) for tests/acme*.rs
+  obs-studio xvfb                                    # OBS itself, headless, in tests/acme_obs.rs
   sqlite3 procps iproute2 util-linux openssl curl    # inspection and test plumbing
   python3 python3-venv                               # Cloudflare's Python SDK in tests/sdk.rs
 )

@@ -1,12 +1,20 @@
 //! Pebble (Debian's ACME test server) with `pebble-challtestsrv` as its
-//! DNS for the ACME end-to-end tests, and what a TLS server shows.
+//! DNS for the ACME end-to-end tests, a node resolving test names to
+//! itself, its accounts, and what a TLS server shows.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_banyan");
+/// The node's own name in these tests.
+pub const HOST: &str = "node.example.test";
 
 /// A child process killed on drop.
 pub struct Proc(pub Child);
@@ -170,6 +178,22 @@ impl Pebble {
             .to_string()
     }
 
+    /// Pebble's root certificate (PEM), which issued its intermediate.
+    pub async fn root_pem(&self) -> String {
+        let url = format!("https://127.0.0.1:{}/roots/0", self.mgmt);
+        let pem = self
+            .client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
+        pem
+    }
+
     /// Make the DNS answer `name` with `ip`.
     pub async fn add_a(&self, name: &str, ip: &str) {
         let r = reqwest::Client::new()
@@ -215,4 +239,218 @@ pub fn served_at(addr: &str, sni: &str, dir: &Path) -> (String, String) {
             .to_string()
     };
     (field("issuer="), field("serial="))
+}
+
+/// `program args..` in a private mount namespace whose /etc/hosts names
+/// `names` as 127.0.0.1.
+pub fn in_namespace(dir: &Path, names: &[&str], program: &str) -> Command {
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 localhost {}\n", names.join(" "))).unwrap();
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+    ])
+    .arg(&hosts)
+    .arg(program);
+    c
+}
+
+/// A node in a namespace resolving `names` to itself; killed on drop.
+pub struct Node {
+    _proc: Proc,
+    pub ready: Value,
+    pub creds: Value,
+    pub log: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn start(pebble: &Pebble, names: &[&str], extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = dir.path().join("node.log");
+        let (directory, ca) = (pebble.directory(), pebble.ca());
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--rtmps",
+            "127.0.0.1:0",
+            "--srt",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--no-rtmp",
+            "--public-host",
+            HOST,
+            "--domain-verify-port",
+            "0",
+            "--acme-directory",
+            &directory,
+            "--acme-ca",
+            ca.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let mut names = names.to_vec();
+        names.push(HOST);
+        let mut cmd = in_namespace(dir.path(), &names, BIN);
+        let mut proc = spawn(
+            cmd.args(&args)
+                .env("RUST_LOG", "info,banyan=debug")
+                .env_remove("BANYAN_DATA_DIR")
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&log).unwrap()),
+            "banyan",
+        );
+        let stdout = proc.0.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node did not start:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let creds = std::fs::read_to_string(data.join("credentials.json")).unwrap();
+        Node {
+            _proc: proc,
+            ready: serde_json::from_str(&line).unwrap(),
+            creds: serde_json::from_str(&creds).unwrap(),
+            log,
+            dir,
+        }
+    }
+
+    pub fn port(&self, which: &str) -> u16 {
+        let a: std::net::SocketAddr = self.ready[which].as_str().unwrap().parse().unwrap();
+        a.port()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn account(&self) -> Account {
+        Account {
+            base: self.base(self.creds["accountId"].as_str().unwrap()),
+            token: self.creds["apiToken"].as_str().unwrap().into(),
+        }
+    }
+
+    fn base(&self, id: &str) -> String {
+        format!(
+            "http://{}/client/v4/accounts/{id}/stream",
+            self.ready["http"].as_str().unwrap()
+        )
+    }
+
+    pub async fn new_account(&self, name: &str) -> Account {
+        let url = format!(
+            "http://{}/client/v4/accounts",
+            self.ready["http"].as_str().unwrap()
+        );
+        let admin = self.creds["adminToken"].as_str().unwrap();
+        let (s, v) = call(Method::POST, &url, admin, Some(json!({ "name": name }))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        Account {
+            base: self.base(v["result"]["id"].as_str().unwrap()),
+            token: v["result"]["apiToken"].as_str().unwrap().into(),
+        }
+    }
+}
+
+pub struct Account {
+    pub base: String,
+    pub token: String,
+}
+
+impl Account {
+    pub async fn add(&self, body: Value) -> (StatusCode, Value) {
+        call(
+            Method::POST,
+            &format!("{}/ingest_domains", self.base),
+            &self.token,
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn domain(&self, name: &str) -> Value {
+        let url = format!("{}/ingest_domains/{name}", self.base);
+        let (s, v) = call(Method::GET, &url, &self.token, None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["result"].clone()
+    }
+
+    /// Poll until the domain's status is not `pending` (at most `secs`).
+    pub async fn settled(&self, node: &Node, name: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = self.domain(name).await;
+            if d["status"] != "pending" {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} still pending: {d}\n{}",
+                node.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A new live input's (uid, publish key, playback key).
+    pub async fn input(&self) -> (String, String, String) {
+        let url = format!("{}/live_inputs", self.base);
+        let (s, v) = call(Method::POST, &url, &self.token, Some(json!({}))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let r = &v["result"];
+        (
+            r["uid"].as_str().unwrap().into(),
+            r["rtmps"]["streamKey"].as_str().unwrap().into(),
+            r["rtmpsPlayback"]["streamKey"].as_str().unwrap().into(),
+        )
+    }
+}
+
+pub async fn call(
+    method: Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(20));
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (
+        status,
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// The leaf certificate the node shows for `sni` (issuer, serial).
+pub fn served(node: &Node, sni: &str) -> (String, String) {
+    let addr = format!("127.0.0.1:{}", node.port("rtmps"));
+    served_at(&addr, sni, node.dir.path())
 }
