@@ -10,15 +10,15 @@
 mod acme_support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use acme_support::{call, in_namespace, served, spawn, Node, Pebble, Proc, HOST};
+use acme_support::{in_namespace, served, spawn, Node, Pebble, Proc, HOST};
 
 /// ffmpeg publishing a live test pattern (H.264 + AAC) to `url` from a
 /// namespace resolving `names`.

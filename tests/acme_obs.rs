@@ -101,6 +101,11 @@ async fn obs_publishes_over_rtmps_to_a_name_pebble_issued() {
         !refused.status.success(),
         "OBS took a self-signed certificate: {said}"
     );
+    eprintln!("the self-signed certificate, as OBS says it:\n{said}");
+    assert!(
+        said.contains("Cert"),
+        "OBS refused for its certificate check: {said}"
+    );
 
     // The issued one: OBS publishes and the input goes live.
     let out = node.dir.path().join("obs.out");
