@@ -554,7 +554,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tasks.spawn(crate::acme::run(node.clone()));
     tasks.spawn(node.clone().watch_status());
     if node.settings.database_url.is_some() {
-        tasks.spawn(node.clone().refresh_shared(Duration::from_secs(2)));
+        tasks.spawn(node.clone().refresh_shared(crate::acme::SHARED_REFRESH));
     }
     tasks.spawn(crate::analytics::run(node.clone()));
     tasks.spawn(crate::webhooks::run(node.clone()));

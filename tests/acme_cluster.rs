@@ -1,9 +1,10 @@
 //! ACME in a cluster: three nodes on one PostgreSQL and pebble. One node
 //! orders a name (under a lease in the database); the certificate and its
 //! key (sealed with `--secret-key-file`) are stored once and every node
-//! serves them; the CA's HTTP-01 request goes to a node other than the one
-//! ordering (a small TCP forwarder of the test's own stands for a load
-//! balancer), which answers from the database. Killing the node that
+//! serves them; the CA's HTTP-01 request (or TLS-ALPN-01 handshake) goes
+//! to a node other than the one ordering (a small TCP forwarder of the
+//! test's own stands for a load balancer), which answers from the
+//! database. Killing the node that
 //! ordered does not stop renewal: another node renews and all survivors
 //! serve the new certificate.
 
@@ -32,7 +33,7 @@ fn jobs(log: &str) -> (usize, usize) {
     (started, ended)
 }
 
-/// A forwarder from a loopback port to the HTTP port of a live node that
+/// A forwarder from a loopback port to the port of a live node that
 /// is not working on an order right now (read from the node logs).
 fn forwarder(nodes: Arc<Mutex<Vec<(PathBuf, u16)>>>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -83,7 +84,22 @@ fn rtmps(node: &Node) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_node_orders_every_node_serves_and_another_renews() {
+async fn one_node_orders_every_node_serves_and_another_renews_http01() {
+    scenario("http-01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_orders_every_node_serves_and_another_renews_tls_alpn01() {
+    scenario("tls-alpn-01").await;
+}
+
+/// The CA reaches the nodes through the forwarder on the HTTP listeners
+/// (`http-01`) or the RTMPS listeners (`tls-alpn-01`).
+async fn scenario(challenge: &str) {
+    let (listener, answered_line) = match challenge {
+        "http-01" => ("http", "answered an HTTP-01 challenge"),
+        _ => ("rtmps", "answered a TLS-ALPN-01 challenge"),
+    };
     let pg = Postgres::start();
     let tmp = tempfile::tempdir().unwrap();
     let ca = cluster_ca(tmp.path());
@@ -95,7 +111,7 @@ async fn one_node_orders_every_node_serves_and_another_renews() {
         "--cluster-link",
         "127.0.0.1:0",
         "--acme-challenge",
-        "http-01",
+        challenge,
         "--acme-directory",
         &directory,
         "--acme-ca",
@@ -111,14 +127,14 @@ async fn one_node_orders_every_node_serves_and_another_renews() {
         nodes
             .iter()
             .map(|n| {
-                let a: std::net::SocketAddr = n.ready["http"].as_str().unwrap().parse().unwrap();
+                let a: std::net::SocketAddr = n.ready[listener].as_str().unwrap().parse().unwrap();
                 (n.log.clone(), a.port())
             })
             .collect::<Vec<_>>(),
     ));
     let lb = forwarder(targets.clone());
     // Short certificates: a renewal every ~13 s.
-    pebble.start(lb, 1, 20, 0).await;
+    pebble.start(lb, lb, 20, 0).await;
 
     // The default account is the same on every node of the cluster.
     let a = &nodes[0];
@@ -157,11 +173,7 @@ async fn one_node_orders_every_node_serves_and_another_renews() {
     assert_eq!(ordered.len(), 1, "one node orders");
     let orderer = ordered[0];
     let answered: Vec<usize> = (0..3)
-        .filter(|&i| {
-            nodes[i]
-                .log_text()
-                .contains("answered an HTTP-01 challenge")
-        })
+        .filter(|&i| nodes[i].log_text().contains(answered_line))
         .collect();
     assert!(
         !answered.is_empty() && !answered.contains(&orderer),
@@ -230,7 +242,7 @@ async fn one_node_orders_every_node_serves_and_another_renews() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     eprintln!(
-        "ordered on {}, renewed on {}",
+        "{challenge}: ordered on {}, answered by {answered:?}, renewed on {}",
         dead.name, nodes[renewer].name
     );
     for n in &nodes {

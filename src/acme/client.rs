@@ -61,6 +61,7 @@ pub async fn account(
     directory: &str,
     email: Option<&str>,
     roots: &[reqwest::Certificate],
+    sealer: &super::Sealer,
 ) -> anyhow::Result<Account> {
     let name = format!("acme_account:{directory}");
     let stored: Option<String> =
@@ -88,11 +89,12 @@ pub async fn account(
             // Another node may have made one at the same time: the first
             // stored is used by all.
             store
-                .cluster_secret(&name, &serde_json::to_string(&creds)?)
+                .cluster_secret(&name, &sealer.seal(&serde_json::to_string(&creds)?)?)
                 .await?
         }
     };
-    let creds: AccountCredentials = serde_json::from_str(&creds)?;
+    // Sealed like the domains' keys when a secret key file is configured.
+    let creds: AccountCredentials = serde_json::from_str(&sealer.open(&creds)?)?;
     Account::builder_with_http(http_client(roots)?)
         .from_credentials(creds)
         .await

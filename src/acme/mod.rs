@@ -40,6 +40,9 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_JOBS: usize = 4;
 /// The window of `max_domain_orders`.
 const ORDER_WINDOW: Duration = Duration::from_secs(3600);
+/// How often the nodes of a shared store refresh keys, domains and
+/// challenge certificates.
+pub const SHARED_REFRESH: Duration = Duration::from_secs(2);
 /// Challenge answers older than this are dropped.
 const CHALLENGE_TTL: i64 = 3600 * 1_000_000;
 
@@ -113,6 +116,7 @@ impl Acme {
             &self.settings.directory,
             self.settings.email.as_deref(),
             &self.roots,
+            &self.sealer,
         )
         .await?;
         *slot = Some(a.clone());
@@ -143,6 +147,12 @@ impl client::Publish for Publisher<'_> {
             .store
             .put_challenge(&format!("alpn:{domain}"), domain, key_auth)
             .await?;
+        if self.0.settings.database_url.is_some() {
+            // The other nodes load challenge certificates with their
+            // refresh of the shared store: let them have it before the CA
+            // may connect to any of them.
+            tokio::time::sleep(SHARED_REFRESH + Duration::from_millis(500)).await;
+        }
         Ok(())
     }
 }
