@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Banyan needs to build, run and test on a fresh Debian 12 machine:
 # the libsrt build and run libraries, the real clients and peers the tests drive
-# (ffmpeg, srt-live-transmit, VLC, chromium, nginx-rtmp), PostgreSQL for the
+# (ffmpeg, srt-live-transmit, VLC, chromium, nginx-rtmp), pebble (an ACME test CA), PostgreSQL for the
 # cluster tests, the watch page's npm packages (hls.js, playwright-core,
 # Cloudflare's TypeScript SDK) and Cloudflare's Python SDK (tests/sdk/.venv).
 # Safe to run again: it installs only what is missing.
@@ -15,6 +15,8 @@ packages=(
   chromium                                           # the browser for the watch page test
   nginx libnginx-mod-rtmp libnginx-mod-stream        # the peer in benchmarks
   postgresql                                         # cluster state and its tests
+  pebble                                             # ACME test CA (+ pebble-challtestsrv) for tests/acme*.rs
+  obs-studio xvfb                                    # OBS itself, headless, in tests/acme_obs.rs
   sqlite3 procps iproute2 util-linux openssl curl    # inspection and test plumbing
   python3 python3-venv                               # Cloudflare's Python SDK in tests/sdk.rs
 )

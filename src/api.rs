@@ -6,7 +6,8 @@
 //! Error codes: 10000 missing or bad token (401), 10001 operator token
 //! required (403), 10003 not found (404), 10005 bad request (400), 10009
 //! conflict (409), 10013 body or `meta` too large (413), 10040 quota
-//! `max_inputs_per_account` reached (403), 10429 too many failed token
+//! `max_inputs_per_account` reached (403), 10002 a reserved name (the
+//! node's own host, 403), 10431 over `max_domain_orders` (429), 10429 too many failed token
 //! attempts from this address (429), 10430 over the token's request rate
 //! `api_rate` (429), 10100 internal (500), 10503 the
 //! database is unreachable for now, retry later (503, within the store's
@@ -35,11 +36,12 @@ use serde_json::{json, Map, Value};
 use crate::node::Node;
 use crate::secret;
 
+mod domains;
 mod inputs;
 mod outputs;
 mod tokens;
 mod webhook;
-use crate::store::{now_micros, DomainRow, LiveInputRow, TokenInfo};
+use crate::store::{now_micros, LiveInputRow, TokenInfo};
 pub use tokens::MAX_TOKENS_PER_ACCOUNT;
 
 /// Largest request body accepted.
@@ -295,7 +297,7 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
             account_name(decode_json(bytes)?)?;
         }
         BodyKind::Domain => {
-            new_domain(decode_json(bytes)?)?;
+            domains::new_domain(decode_json(bytes)?)?;
         }
         BodyKind::Token => {
             tokens::token_name(decode_json(bytes)?)?;
@@ -342,14 +344,6 @@ pub fn router(node: St) -> Router {
             axum::routing::put(outputs::update_output).delete(outputs::delete_output),
         )
         .route(
-            &format!("{stream}/ingest_domains"),
-            post(add_domain).get(list_domains),
-        )
-        .route(
-            &format!("{stream}/ingest_domains/{{domain}}"),
-            axum::routing::delete(remove_domain),
-        )
-        .route(
             "/client/v4/accounts/{account}/tokens",
             post(tokens::create_token).get(tokens::list_tokens),
         )
@@ -368,6 +362,7 @@ pub fn router(node: St) -> Router {
         .route("/{uid}/views", get(inputs::views))
         .route("/metrics", get(metrics_text))
         .route("/client/v4/graphql", post(crate::analytics::handler))
+        .merge(domains::routes(stream))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, 10005, "method not allowed")
@@ -715,114 +710,6 @@ async fn list_accounts(State(node): State<St>, auth: Auth) -> ApiResult {
     ))
 }
 
-// ---- ingest domains
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DomainBody {
-    domain: Option<String>,
-    certificate: Option<String>,
-    private_key: Option<String>,
-}
-
-fn valid_domain(d: &str) -> bool {
-    d.len() <= 253
-        && d.contains('.')
-        && d.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
-}
-
-/// The checked (domain, certificate PEM, key PEM) of an upload.
-fn new_domain(body: DomainBody) -> Result<(String, String, String), ApiError> {
-    let (Some(domain), Some(cert), Some(key)) = (body.domain, body.certificate, body.private_key)
-    else {
-        return Err(ApiError::bad_request(
-            "domain, certificate and privateKey are required",
-        ));
-    };
-    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-    if !valid_domain(&domain) {
-        return Err(ApiError::bad_request(format!(
-            "not a domain name: {domain:?}"
-        )));
-    }
-    crate::tls::validate_domain_cert(&domain, &cert, &key)
-        .map_err(|e| ApiError::bad_request(format!("certificate: {e}")))?;
-    Ok((domain, cert, key))
-}
-
-fn domain_json(d: &DomainRow) -> Value {
-    json!({"domain": d.domain, "created": rfc3339(d.created)})
-}
-
-async fn add_domain(
-    State(node): State<St>,
-    auth: Auth,
-    Path(account): Path<String>,
-    JsonBody(body): JsonBody<DomainBody>,
-) -> ApiResult {
-    auth.scope(&account)?;
-    let (domain, cert, key) = new_domain(body)?;
-    if node.store.domain(&domain).await?.is_some() {
-        return Err(ApiError::conflict(format!(
-            "{domain} is already registered"
-        )));
-    }
-    let count = node.store.list_domains(Some(&account)).await?.len();
-    if count >= node.settings.max_ingest_domains {
-        return Err(ApiError::conflict(format!(
-            "at most {} ingest domains per account",
-            node.settings.max_ingest_domains
-        )));
-    }
-    let row = DomainRow {
-        domain,
-        account_id: account,
-        cert_pem: cert,
-        key_pem: key,
-        created: now_micros(),
-    };
-    node.store
-        .insert_domain(&row)
-        .await
-        .map_err(|_| ApiError::conflict(format!("{} is already registered", row.domain)))?;
-    node.reload_domains().await?;
-    tracing::info!(account = %row.account_id, domain = %row.domain, "ingest domain added");
-    Ok(ok(domain_json(&row)))
-}
-
-async fn list_domains(
-    State(node): State<St>,
-    auth: Auth,
-    Path(account): Path<String>,
-) -> ApiResult {
-    auth.scope(&account)?;
-    let list = node.store.list_domains(Some(&account)).await?;
-    Ok(ok_list(list.iter().map(domain_json).collect()))
-}
-
-async fn remove_domain(
-    State(node): State<St>,
-    auth: Auth,
-    Path((account, domain)): Path<(String, String)>,
-) -> ApiResult {
-    auth.scope(&account)?;
-    let domain = domain.to_ascii_lowercase();
-    if !node.store.delete_domain(&account, &domain).await? {
-        return Err(ApiError::not_found("ingest domain"));
-    }
-    node.reload_domains().await?;
-    tracing::info!(account = %account, domain = %domain, "ingest domain removed");
-    Ok(ok(Value::Null))
-}
-
 // ---- public per-input endpoints and metrics
 
 /// `/metrics` on the public port: the admin token only (scrapers use the
@@ -851,10 +738,6 @@ mod tests {
             "",
         ] {
             assert!(!valid_instream_id(bad), "{bad}");
-        }
-        assert!(valid_domain("push.example.com"));
-        for bad in ["localhost", "a..b", "-a.b", "A.b", "a_b.c", ""] {
-            assert!(!valid_domain(bad), "{bad}");
         }
     }
 
@@ -902,7 +785,7 @@ mod tests {
             (BodyKind::LiveInput, "[1,2"),
             (BodyKind::Account, r#"{"name":" "}"#),
             (BodyKind::Token, r#"{"name":7}"#),
-            (BodyKind::Domain, r#"{"domain":"push.example.com"}"#),
+            (BodyKind::Domain, r#"{"domain":"push_example.com"}"#),
             (
                 BodyKind::Domain,
                 r#"{"domain":"push.example.com","certificate":"x","privateKey":"y"}"#,

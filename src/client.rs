@@ -131,18 +131,22 @@ pub enum AdminCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DomainsCmd {
-    /// Add a custom RTMPS ingest domain with its certificate.
+    /// Add a custom RTMPS ingest domain: without --cert/--key the node gets
+    /// its certificate by ACME; with them, the upload is served once the
+    /// name is proven (see the README's "Custom domains").
     Add {
         domain: String,
         /// PEM certificate chain file.
-        #[arg(long)]
-        cert: PathBuf,
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
         /// PEM private key file.
-        #[arg(long)]
-        key: PathBuf,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
     },
     /// List the account's ingest domains.
     List,
+    /// Show one ingest domain (status, error, expiry, proof token).
+    Get { domain: String },
     /// Remove an ingest domain.
     Remove { domain: String },
 }
@@ -429,14 +433,26 @@ pub async fn domains(conn: Conn, cmd: DomainsCmd) -> anyhow::Result<()> {
             let read = |p: &PathBuf| {
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
             };
-            let body =
-                json!({"domain": domain, "certificate": read(&cert)?, "privateKey": read(&key)?});
+            let body = match (cert, key) {
+                (Some(cert), Some(key)) => {
+                    json!({"domain": domain, "certificate": read(&cert)?, "privateKey": read(&key)?})
+                }
+                _ => json!({ "domain": domain }),
+            };
             c.call(Method::POST, c.stream("ingest_domains"), Some(body))
                 .await?
         }
         DomainsCmd::List => {
             c.call(Method::GET, c.stream("ingest_domains"), None)
                 .await?
+        }
+        DomainsCmd::Get { domain } => {
+            c.call(
+                Method::GET,
+                c.stream(&format!("ingest_domains/{domain}")),
+                None,
+            )
+            .await?
         }
         DomainsCmd::Remove { domain } => {
             c.call(

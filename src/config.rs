@@ -104,6 +104,8 @@ pub struct ServeArgs {
     pub hls_sessions_per_address: Option<usize>,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
+    #[command(flatten)]
+    pub acme: crate::acme::AcmeArgs,
     /// Prometheus metrics listener (no token; keep it private). On the
     /// public HTTP port /metrics needs the admin token [default: 127.0.0.1:9090]
     #[arg(long, env = "BANYAN_METRICS", value_name = "ADDR")]
@@ -236,6 +238,15 @@ pub struct FileConfig {
     pub outputs_ca: Option<PathBuf>,
     #[serde(default)]
     pub outputs_allow_private: bool,
+    pub acme_directory: Option<String>,
+    pub acme_email: Option<String>,
+    pub acme_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub acme: bool,
+    pub acme_challenge: Option<String>,
+    pub domain_verify_port: Option<u16>,
+    pub max_domain_orders: Option<u32>,
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// The resolved settings of a node.
@@ -298,6 +309,8 @@ pub struct Settings {
     pub outputs_ca: Option<PathBuf>,
     /// Outputs may push to loopback, private and reserved addresses.
     pub outputs_allow_private: bool,
+    /// Custom domains and ACME.
+    pub acme: crate::acme::AcmeSettings,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -352,7 +365,23 @@ impl Settings {
             &args.cluster,
             database_url.as_deref(),
         )?;
+        let public_host = args.public_host.clone().or(file.public_host.clone());
+        let acme = crate::acme::AcmeSettings::resolve(
+            args.acme.clone(),
+            crate::acme::AcmeFile {
+                acme_directory: file.acme_directory.clone(),
+                acme_email: file.acme_email.clone(),
+                acme_ca: file.acme_ca.clone(),
+                acme: file.acme,
+                acme_challenge: file.acme_challenge.clone(),
+                domain_verify_port: file.domain_verify_port,
+                max_domain_orders: file.max_domain_orders,
+                secret_key_file: file.secret_key_file.clone(),
+            },
+            public_host.as_deref(),
+        )?;
         Ok(Settings {
+            acme,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -361,7 +390,7 @@ impl Settings {
             rtmps: args.rtmps.or(file.rtmps).unwrap_or(addr("127.0.0.1:1936")),
             srt: args.srt.or(file.srt).unwrap_or(addr("127.0.0.1:8890")),
             http: args.http.or(file.http).unwrap_or(addr("127.0.0.1:8080")),
-            public_host: args.public_host.or(file.public_host),
+            public_host,
             reconnect_window: Duration::from_secs(
                 args.reconnect_window
                     .or(file.reconnect_window)

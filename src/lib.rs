@@ -12,6 +12,7 @@
 //! The binary is the only user; the library exists so that the fuzz targets
 //! (fuzz/) reach the parsers of API bodies that live here.
 
+pub mod acme;
 pub mod analytics;
 pub mod api;
 pub mod auth;

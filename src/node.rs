@@ -87,6 +87,8 @@ pub struct Node {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The simulcast outputs this node runs (see `outputs`).
     pub outputs: Arc<crate::outputs::Outputs>,
+    /// Custom domains' certificates and proofs (see `acme`).
+    pub acme: Arc<crate::acme::Acme>,
 }
 
 impl Node {
@@ -130,12 +132,17 @@ impl Node {
         Ok(())
     }
 
-    /// Reload the custom ingest domains into the certificate resolver (only
-    /// when the stored list changed).
+    /// Reload the active custom ingest domains (and the node's own ACME
+    /// certificate) into the certificate resolver, only when the stored
+    /// list changed. A domain that is not `active` is not served by SNI
+    /// and binds no keys.
     pub async fn reload_domains(&self) -> anyhow::Result<()> {
         let rows = self.store.list_domains(None).await?;
-        let mut stamp: Vec<(String, i64)> =
-            rows.iter().map(|d| (d.domain.clone(), d.created)).collect();
+        let mut stamp: Vec<(String, i64)> = rows
+            .iter()
+            .filter(|d| d.status == crate::acme::plan::ACTIVE)
+            .map(|d| (d.domain.clone(), d.modified.max(d.created)))
+            .collect();
         stamp.sort();
         {
             let mut last = self.domains_stamp.lock();
@@ -146,7 +153,22 @@ impl Node {
         }
         let mut map = HashMap::new();
         for d in rows {
-            match tls::certified_key(d.cert_pem.as_bytes(), d.key_pem.as_bytes()) {
+            if d.status != crate::acme::plan::ACTIVE || d.cert_pem.is_empty() {
+                continue;
+            }
+            let key = match self.acme.sealer.open(&d.key_pem) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(domain = %d.domain, "unusable stored key: {e:#}");
+                    continue;
+                }
+            };
+            match tls::certified_key(d.cert_pem.as_bytes(), key.as_bytes()) {
+                Ok(ck) if d.account_id == crate::acme::OWN => {
+                    if self.settings.acme.own_host {
+                        self.tls.set_own(ck);
+                    }
+                }
                 Ok(ck) => {
                     map.insert(d.domain.to_ascii_lowercase(), (d.account_id, Arc::new(ck)));
                 }
@@ -169,6 +191,10 @@ impl Node {
             // In an outage the keys and domains last loaded stay in force.
             let r = match self.refresh_keys().await {
                 Ok(()) => self.reload_domains().await,
+                Err(e) => Err(e),
+            };
+            let r = match r {
+                Ok(()) => crate::acme::sync_challenges(&self).await,
                 Err(e) => Err(e),
             };
             let r = match r {
@@ -451,6 +477,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         https: https.as_ref().map(|l| l.local_addr()).transpose()?,
     };
     let settings_rate = (settings.api_rate, settings.api_burst);
+    let acme = crate::acme::Acme::new(settings.acme.clone())?;
     let node = Arc::new(Node {
         settings,
         store,
@@ -473,6 +500,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         api_rate: crate::quota::RateLimiter::new(settings_rate.0, settings_rate.1),
         webhooks,
         outputs,
+        acme,
     });
     node.rebuild_keys().await?;
     node.reload_domains().await?;
@@ -502,6 +530,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         max_per_address: s.max_connections_per_address,
         proxy_protocol: s.proxy_protocol,
         trusted_proxies: s.trusted_proxies.clone(),
+        acme_tls: None,
     };
     if let Some(l) = rtmp {
         tasks.spawn(serve_rtmp(
@@ -517,11 +546,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(node.tls_config.clone()),
         ctx.clone(),
         shutdown.clone(),
-        limits,
+        banyan_ingest::rtmp::Limits {
+            acme_tls: Some(tls::challenge_config(node.tls.clone())?),
+            ..limits
+        },
     ));
+    tasks.spawn(crate::acme::run(node.clone()));
     tasks.spawn(node.clone().watch_status());
     if node.settings.database_url.is_some() {
-        tasks.spawn(node.clone().refresh_shared(Duration::from_secs(2)));
+        tasks.spawn(node.clone().refresh_shared(crate::acme::SHARED_REFRESH));
     }
     tasks.spawn(crate::analytics::run(node.clone()));
     tasks.spawn(crate::webhooks::run(node.clone()));

@@ -13,10 +13,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 mod changes;
+mod domains;
 mod outputs;
 mod status;
 mod tokens;
 mod webhooks;
+pub use domains::DomainRow;
 pub use outputs::OutputRow;
 pub use tokens::TokenRow;
 pub use webhooks::{Enqueued, QueuedEvent, WebhookRow, MAX_QUEUED_PER_ACCOUNT};
@@ -81,16 +83,6 @@ impl LiveInputRow {
             options: "{}".into(),
         }
     }
-}
-
-/// A custom ingest domain.
-#[derive(Debug, Clone)]
-pub struct DomainRow {
-    pub domain: String,
-    pub account_id: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub created: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,12 +158,6 @@ const SCHEMA: &[&str] = &[
         recording TEXT NOT NULL DEFAULT '{}',
         options TEXT NOT NULL DEFAULT '{}')",
     "CREATE INDEX IF NOT EXISTS live_inputs_by_account ON live_inputs (account_id, created)",
-    "CREATE TABLE IF NOT EXISTS ingest_domains (
-        domain TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL,
-        cert_pem TEXT NOT NULL,
-        key_pem TEXT NOT NULL,
-        created BIGINT NOT NULL)",
     // Playback signing keys: the private key (PKCS#1 PEM, a secret) and
     // the public modulus and exponent (base64url). `internal` keys are the
     // node's own per-account keys for the token endpoint.
@@ -245,16 +231,6 @@ fn input_from_row(r: &sqlx::any::AnyRow) -> Result<LiveInputRow, sqlx::Error> {
         captions: r.try_get("captions")?,
         recording: r.try_get("recording")?,
         options: r.try_get("options")?,
-    })
-}
-
-fn domain_from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
-    Ok(DomainRow {
-        domain: r.try_get("domain")?,
-        account_id: r.try_get("account_id")?,
-        cert_pem: r.try_get("cert_pem")?,
-        key_pem: r.try_get("key_pem")?,
-        created: r.try_get("created")?,
     })
 }
 
@@ -336,10 +312,10 @@ impl Store {
         if backend == Backend::Sqlite {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        for stmt in SCHEMA.iter().chain(outputs::SCHEMA) {
+        for stmt in SCHEMA.iter().chain(outputs::SCHEMA).chain(domains::SCHEMA) {
             pool.execute(*stmt).await.context("creating the schema")?;
         }
-        for (table, column, def) in UPGRADES {
+        for (table, column, def) in UPGRADES.iter().chain(domains::UPGRADES) {
             add_column(&pool, backend, table, column, def)
                 .await
                 .with_context(|| format!("upgrading the schema: {table}.{column}"))?;
@@ -602,60 +578,6 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
-
-    // ---- ingest domains
-
-    pub async fn insert_domain(&self, d: &DomainRow) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO ingest_domains (domain, account_id, cert_pem, key_pem, created) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&d.domain)
-        .bind(&d.account_id)
-        .bind(&d.cert_pem)
-        .bind(&d.key_pem)
-        .bind(d.created)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn domain(&self, domain: &str) -> sqlx::Result<Option<DomainRow>> {
-        let row = sqlx::query(
-            "SELECT domain, account_id, cert_pem, key_pem, created FROM ingest_domains \
-             WHERE domain = $1",
-        )
-        .bind(domain)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(domain_from_row).transpose()
-    }
-
-    /// Domains of one account, or of every account with `None`.
-    pub async fn list_domains(&self, account_id: Option<&str>) -> sqlx::Result<Vec<DomainRow>> {
-        let sql = "SELECT domain, account_id, cert_pem, key_pem, created FROM ingest_domains";
-        let rows = match account_id {
-            Some(a) => {
-                sqlx::query(&format!(
-                    "{sql} WHERE account_id = $1 ORDER BY created, domain"
-                ))
-                .bind(a)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => sqlx::query(sql).fetch_all(&self.pool).await?,
-        };
-        rows.iter().map(domain_from_row).collect()
-    }
-
-    pub async fn delete_domain(&self, account_id: &str, domain: &str) -> sqlx::Result<bool> {
-        let done = sqlx::query("DELETE FROM ingest_domains WHERE domain = $1 AND account_id = $2")
-            .bind(domain)
-            .bind(account_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
 }
 
 #[cfg(test)]
@@ -722,6 +644,9 @@ mod tests {
             cert_pem: "c".into(),
             key_pem: "k".into(),
             created: 2,
+            status: "active".into(),
+            method: "upload".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

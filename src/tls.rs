@@ -105,41 +105,108 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Certifie
         .map_err(|e| anyhow!("the private key does not fit the certificate: {e}"))
 }
 
+/// How to make a certificate that works, for refusals.
+pub const MAKE_ONE: &str = "make one with: openssl req -x509 -newkey rsa:2048 -nodes -days 365 \
+     -keyout key.pem -out cert.pem -subj /CN=NAME -addext subjectAltName=DNS:NAME \
+     (or add the domain without a certificate and the node gets one by ACME)";
+
 /// Check an uploaded chain for a custom domain: the key fits, the leaf
 /// names the domain, and the chain is currently valid (each certificate is
-/// checked up to the last one of the chain, taken as the anchor).
+/// checked up to the last one of the chain, taken as the anchor). A lone
+/// self-signed certificate may be marked CA:TRUE (OpenSSL's `req -x509`
+/// does so by default): only its dates and names count then.
 pub fn validate_domain_cert(domain: &str, cert_pem: &str, key_pem: &str) -> Result<(), String> {
-    let ck =
-        certified_key(cert_pem.as_bytes(), key_pem.as_bytes()).map_err(|e| format!("{e:#}"))?;
+    let ck = certified_key(cert_pem.as_bytes(), key_pem.as_bytes())
+        .map_err(|e| format!("{e:#}; {MAKE_ONE}"))?;
     let name = ServerName::try_from(domain.to_string()).map_err(|_| "invalid domain name")?;
     let leaf = webpki::EndEntityCert::try_from(&ck.cert[0])
-        .map_err(|e| format!("unreadable certificate: {e}"))?;
-    leaf.verify_is_valid_for_subject_name(&name)
-        .map_err(|_| format!("the certificate does not cover {domain}"))?;
+        .map_err(|e| format!("unreadable certificate ({e}); {MAKE_ONE}"))?;
+    leaf.verify_is_valid_for_subject_name(&name).map_err(|_| {
+        format!(
+            "the certificate does not cover {domain}: its subjectAltName must list DNS:{domain}; \
+             {MAKE_ONE}"
+        )
+    })?;
     let last = ck.cert.last().expect("chain checked non-empty");
     let anchor = webpki::anchor_from_trusted_cert(last)
-        .map_err(|e| format!("unreadable certificate: {e}"))?;
+        .map_err(|e| format!("unreadable certificate ({e}); {MAKE_ONE}"))?;
     let intermediates = if ck.cert.len() > 2 {
         &ck.cert[1..ck.cert.len() - 1]
     } else {
         &[]
     };
     let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-    leaf.verify_for_usage(
+    let anchors = [anchor];
+    let verified = leaf.verify_for_usage(
         algs.all,
-        &[anchor],
+        &anchors,
         intermediates,
         UnixTime::now(),
         webpki::KeyUsage::server_auth(),
         None,
         None,
-    )
-    .map_err(|e| match e {
-        webpki::Error::CertExpired { .. } => "the certificate has expired".to_string(),
-        webpki::Error::CertNotValidYet { .. } => "the certificate is not valid yet".to_string(),
-        e => format!("the certificate chain does not verify: {e}"),
-    })?;
-    Ok(())
+    );
+    match verified {
+        Ok(_) => Ok(()),
+        // webpki checks the dates before the basic constraints: a lone
+        // self-signed CA:TRUE certificate that gets here is in its dates.
+        Err(webpki::Error::CaUsedAsEndEntity) if ck.cert.len() == 1 => Ok(()),
+        Err(webpki::Error::CaUsedAsEndEntity) => Err(format!(
+            "the first certificate of the chain is a CA certificate (CA:TRUE), not the server's \
+             own: put the server certificate first, then its intermediates; {MAKE_ONE}"
+        )),
+        Err(webpki::Error::CertExpired { .. }) => {
+            Err(format!("the certificate has expired; {MAKE_ONE}"))
+        }
+        Err(webpki::Error::CertNotValidYet { .. }) => Err(format!(
+            "the certificate is not valid yet (check the clock of the machine that made it); \
+             {MAKE_ONE}"
+        )),
+        Err(webpki::Error::UnknownIssuer) => Err(format!(
+            "the chain is incomplete: the last certificate does not sign the one before it; \
+             upload the server certificate followed by every intermediate; {MAKE_ONE}"
+        )),
+        Err(e) => Err(format!(
+            "the certificate chain does not verify ({e}); {MAKE_ONE}"
+        )),
+    }
+}
+
+/// The validity of the first certificate of a PEM chain: (notBefore,
+/// notAfter) in µs since the epoch.
+pub fn cert_validity(cert_pem: &str) -> Option<(i64, i64)> {
+    let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let v = cert.validity();
+    let micros = |t: &x509_parser::time::ASN1Time| t.timestamp().saturating_mul(1_000_000);
+    Some((micros(&v.not_before), micros(&v.not_after)))
+}
+
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// A TLS-ALPN-01 challenge certificate for `domain`: self-signed, with the
+/// critical acmeIdentifier extension holding SHA-256 of the key
+/// authorization.
+pub fn alpn_challenge_cert(domain: &str, key_authorization: &str) -> anyhow::Result<CertifiedKey> {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key_authorization.as_bytes());
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_string()])?;
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::new_acme_identifier(&digest));
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    // Not `certified_key`: its consistency check parses the certificate
+    // with webpki, which refuses the critical acmeIdentifier extension.
+    let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signer = provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| anyhow!("challenge key: {e}"))?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
 }
 
 /// Custom domains: lowercase name → (owning account, certificate).
@@ -152,6 +219,11 @@ pub struct SniResolver {
     default: Arc<CertifiedKey>,
     /// Lowercase name → (owning account, certificate).
     domains: RwLock<Arc<DomainMap>>,
+    /// Lowercase name → TLS-ALPN-01 challenge certificate.
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// The node's own certificate when ordered by ACME (`--acme`), over
+    /// the configured or self-signed one.
+    own: RwLock<Option<Arc<CertifiedKey>>>,
 }
 
 impl fmt::Debug for SniResolver {
@@ -167,7 +239,36 @@ impl SniResolver {
         Arc::new(SniResolver {
             default: Arc::new(default),
             domains: RwLock::new(Arc::new(HashMap::new())),
+            challenges: RwLock::new(HashMap::new()),
+            own: RwLock::new(None),
         })
+    }
+
+    /// Serve `ck` as the node's own certificate from now on.
+    pub fn set_own(&self, ck: CertifiedKey) {
+        *self.own.write() = Some(Arc::new(ck));
+    }
+
+    /// Answer TLS-ALPN-01 for `name` with `ck` (`None`: stop answering).
+    pub fn set_challenge(&self, name: &str, ck: Option<CertifiedKey>) {
+        let mut map = self.challenges.write();
+        match ck {
+            Some(ck) => map.insert(name.to_ascii_lowercase(), Arc::new(ck)),
+            None => map.remove(&name.to_ascii_lowercase()),
+        };
+    }
+
+    /// The names with a challenge certificate.
+    pub fn challenge_names(&self) -> Vec<String> {
+        self.challenges.read().keys().cloned().collect()
+    }
+
+    /// The TLS-ALPN-01 certificate for a name, if one is being answered.
+    pub fn challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.challenges
+            .read()
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 
     /// Replace the custom domains: lowercase name → (account, certificate).
@@ -193,8 +294,34 @@ impl ResolvesServerCert for SniResolver {
                 return Some(ck.clone());
             }
         }
+        if let Some(own) = self.own.read().clone() {
+            return Some(own);
+        }
         Some(self.default.clone())
     }
+}
+
+/// Answers only TLS-ALPN-01: the challenge certificate of the name in SNI.
+#[derive(Debug)]
+struct ChallengeResolver(Arc<SniResolver>);
+
+impl ResolvesServerCert for ChallengeResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.challenge(hello.server_name()?)
+    }
+}
+
+/// The config for a ClientHello offering `acme-tls/1`: negotiates that
+/// protocol and shows the challenge certificate (the connection is closed
+/// after the handshake).
+pub fn challenge_config(resolver: Arc<SniResolver>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(ChallengeResolver(resolver)));
+    cfg.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 /// A server config (TLS 1.2+, ring) using the resolver.
@@ -228,6 +355,48 @@ mod tests {
         make_private(&p).unwrap();
         assert_eq!(mode(&p), 0o600);
         make_private(&dir.path().join("missing")).unwrap();
+    }
+
+    #[test]
+    fn challenge_certificates_carry_the_key_authorization() {
+        use sha2::Digest as _;
+        let ck = alpn_challenge_cert("live.example.test", "token.thumbprint").unwrap();
+        assert_eq!(ck.cert.len(), 1);
+        let (_, c) = x509_parser::parse_x509_certificate(ck.cert[0].as_ref()).unwrap();
+        let ext = c
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("acmeIdentifier");
+        assert!(ext.critical);
+        // An OCTET STRING of the 32-byte digest.
+        assert_eq!(&ext.value[..2], &[0x04, 0x20]);
+        assert_eq!(
+            &ext.value[2..],
+            &sha2::Sha256::digest(b"token.thumbprint")[..]
+        );
+    }
+
+    #[test]
+    fn a_lone_self_signed_ca_certificate_is_accepted() {
+        let mut p = rcgen::CertificateParams::new(vec!["push.example.test".into()]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca_leaf = p.self_signed(&key).unwrap().pem();
+        let kp = key.serialize_pem();
+        validate_domain_cert("push.example.test", &ca_leaf, &kp).unwrap();
+        // First in a chain, a CA certificate is a mistake, said so.
+        let (other, _) = {
+            let o = rcgen::generate_simple_self_signed(vec!["x.example.test".into()]).unwrap();
+            (o.cert.pem(), o.key_pair.serialize_pem())
+        };
+        let e = validate_domain_cert("push.example.test", &format!("{ca_leaf}{other}"), &kp)
+            .unwrap_err();
+        assert!(
+            e.contains("put the server certificate first") || e.contains("incomplete"),
+            "{e}"
+        );
+        assert!(e.contains("openssl req"), "says how to make one: {e}");
     }
 
     #[test]

@@ -24,11 +24,14 @@ use std::time::Duration;
 
 use banyan_relay::views::Protocol;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::{self, PerAddress, TrustedProxies};
 use crate::{Context, IngestError};
+
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 pub use conn::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, STALL_TIMEOUT};
 
@@ -53,6 +56,10 @@ pub struct Limits {
     pub proxy_protocol: bool,
     /// The proxies allowed to send a PROXY header.
     pub trusted_proxies: Arc<TrustedProxies>,
+    /// On RTMPS: the config used when a ClientHello offers ALPN
+    /// `acme-tls/1` (an ACME server checking a TLS-ALPN-01 challenge). The
+    /// connection is closed after the handshake, without any RTMP.
+    pub acme_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Limits {
@@ -64,6 +71,7 @@ impl Default for Limits {
             max_per_address: 64,
             proxy_protocol: false,
             trusted_proxies: Arc::new(TrustedProxies::default()),
+            acme_tls: None,
         }
     }
 }
@@ -90,7 +98,7 @@ pub async fn serve_with(
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let per_address = PerAddress::new(limits.max_per_address);
     let mut last_limit_warning: Option<tokio::time::Instant> = None;
-    let acceptor = tls.map(TlsAcceptor::from);
+    let acceptor = tls;
     let protocol = if acceptor.is_some() {
         Protocol::Rtmps
     } else {
@@ -178,13 +186,35 @@ pub async fn serve_with(
             };
             match acceptor {
                 None => conn::run(tcp, ctx, protocol, origin, setup, shutdown).await,
-                Some(acceptor) => {
+                Some(config) => {
+                    let acme = limits.acme_tls.clone();
+                    let handshake = async move {
+                        let start =
+                            LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+                                .await?;
+                        let offers_acme = start
+                            .client_hello()
+                            .alpn()
+                            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+                        match acme {
+                            Some(acme) if offers_acme => {
+                                let mut stream = start.into_stream(acme).await?;
+                                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                                Ok(None)
+                            }
+                            _ => start.into_stream(config).await.map(Some),
+                        }
+                    };
                     let tls = tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        r = tokio::time::timeout_at(setup.handshake_deadline, acceptor.accept(tcp)) => r,
+                        r = tokio::time::timeout_at(setup.handshake_deadline, handshake) => r,
                     };
                     match tls {
-                        Ok(Ok(stream)) => {
+                        Ok(Ok(None)) => {
+                            metrics::counter!("banyan_acme_tls_alpn_answers_total").increment(1);
+                            tracing::info!(%peer, "rtmps: answered a TLS-ALPN-01 challenge");
+                        }
+                        Ok(Ok(Some(stream))) => {
                             // A custom domain named in SNI admits only its
                             // own account's keys.
                             origin.domain_account = stream
