@@ -7,7 +7,8 @@
 //! (viewing time, GraphQL), `captions` (the caption registry of the node), `exposition`
 //! (the Prometheus text, per-stream series, the metrics listener),
 //! `cluster` (membership, origins and per-stream trees over node links),
-//! `playback` (signed playback: signing keys, tokens, the HLS gate).
+//! `playback` (signed playback: signing keys, tokens, the HLS gate),
+//! `welcome` (the ready message: credentials, URLs for publishers and players).
 //!
 //! The binary is the only user; the library exists so that the fuzz targets
 //! (fuzz/) reach the parsers of API bodies that live here.
@@ -31,3 +32,4 @@ pub mod secret;
 pub mod store;
 pub mod tls;
 pub mod webhooks;
+pub mod welcome;

@@ -89,13 +89,28 @@ enum Cmd {
     },
 }
 
-fn init_logs(default: &str) {
+/// Logs on stderr, filtered by `RUST_LOG` (else `default`): plain text with
+/// colours only when stderr is a terminal (a file or journald gets none, and
+/// journald, which stamps each line itself, no timestamps), or one JSON
+/// object a line.
+fn init_logs(default: &str, format: config::LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Plain => {
+            let fmt = fmt.with_ansi(std::io::stderr().is_terminal());
+            if std::env::var_os("JOURNAL_STREAM").is_some() {
+                fmt.without_time().init()
+            } else {
+                fmt.init()
+            }
+        }
+        config::LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 #[tokio::main]
@@ -103,37 +118,37 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Serve(args) => {
-            init_logs("info");
             let settings = config::Settings::resolve(*args)?;
+            init_logs("info", settings.log_format);
             node::serve(settings).await
         }
         Cmd::Inputs { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::inputs(conn, cmd).await
         }
         Cmd::Accounts { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::accounts(conn, cmd).await
         }
         Cmd::Tokens { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::tokens(conn, cmd).await
         }
         Cmd::Outputs { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::outputs(conn, cmd).await
         }
         Cmd::Admin { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::admin(conn, cmd).await
         }
         Cmd::Domains { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::domains(conn, cmd).await
         }
         Cmd::ClusterCa { out } => cluster::write_ca(&out),
         Cmd::Analytics { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::analytics(conn, cmd).await
         }
     }

@@ -6,14 +6,22 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
 use common::Node;
 use reqwest::StatusCode;
+use serde_json::Value;
 
 /// A working directory with nothing of the checkout in it or above it.
 fn outside() -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("temp dir");
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(!d.path().starts_with(manifest), "temp dir inside the checkout");
+    assert!(
+        !d.path().starts_with(manifest),
+        "temp dir inside the checkout"
+    );
     d
 }
 
@@ -44,7 +52,11 @@ async fn watch_page_and_hls_js_from_any_directory() {
     assert!(ctype.starts_with("text/javascript"), "{ctype}");
     let js = js.bytes().await.unwrap();
     let vendored = include_bytes!("../web/vendor/hls.min.js");
-    assert_eq!(js.len(), vendored.len(), "served hls.js is the vendored file");
+    assert_eq!(
+        js.len(),
+        vendored.len(),
+        "served hls.js is the vendored file"
+    );
     assert!(js == vendored[..], "served hls.js differs from web/vendor");
     let text = std::str::from_utf8(&js).unwrap();
     // The UMD bundle of hls.js 1.x: exports the Hls class with isSupported.
@@ -57,7 +69,11 @@ async fn watch_page_and_hls_js_from_any_directory() {
         .await
         .unwrap();
     assert_eq!(lic.status(), StatusCode::OK);
-    assert!(lic.text().await.unwrap().contains("Apache License, Version 2.0"));
+    assert!(lic
+        .text()
+        .await
+        .unwrap()
+        .contains("Apache License, Version 2.0"));
 
     let none = http
         .get(format!("{}/watch-assets/hls.js", node.api()))
@@ -70,4 +86,140 @@ async fn watch_page_and_hls_js_from_any_directory() {
         "{}",
         node.log_text()
     );
+}
+
+/// Start `banyan serve` on `data` with every listener on port 0 and stderr
+/// into `log`; return the ready line and the child (killed by the caller).
+fn serve(data: &std::path::Path, log: &std::path::Path, extra: &[&str]) -> (Value, Child) {
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("serve").arg("--data-dir").arg(data);
+    for l in ["--http", "--rtmp", "--rtmps", "--srt", "--metrics"] {
+        cmd.args([l, "127.0.0.1:0"]);
+    }
+    let mut child = Child(
+        cmd.args(extra)
+            .env_remove("RUST_LOG")
+            .env_remove("BANYAN_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("spawn banyan"),
+    );
+    let out = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let ready = serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!(
+            "no ready line: {line:?}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    });
+    (ready, child)
+}
+
+/// A child process killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The log once it holds `what` (at most 10 s).
+fn log_with(log: &std::path::Path, what: &str) -> String {
+    for _ in 0..100 {
+        let t = std::fs::read_to_string(log).unwrap_or_default();
+        if t.contains(what) {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "log never said {what:?}:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn plain_logs_in_a_file_have_no_escapes_and_the_first_run_says_where_things_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("first.log");
+    let (ready, child) = serve(&data, &log, &[]);
+    let text = log_with(&log, "Banyan is ready");
+    drop(child);
+    let bytes = std::fs::read(&log).unwrap();
+    assert!(!bytes.contains(&0x1b), "ESC in a log file:\n{text}");
+    let creds = ready["credentials"].as_str().unwrap();
+    let rtmps = ready["rtmps"].as_str().unwrap();
+    let srt = ready["srt"].as_str().unwrap();
+    let api = ready["api"].as_str().unwrap();
+    for want in [
+        "first start".to_string(),
+        creds.to_string(),
+        format!("rtmps://{rtmps}/live/<rtmps.streamKey>"),
+        format!("srt://{srt}?streamid=<srt.streamId>&passphrase=<srt.passphrase>"),
+        format!("rtmps://{rtmps}/live/<rtmpsPlayback.streamKey>"),
+        format!("srt://{srt}?streamid=<srtPlayback.streamId>&passphrase=<srtPlayback.passphrase>"),
+        format!("{api}/<uid>/manifest/video.m3u8"),
+        format!("{api}/<uid>/watch"),
+        format!("{api}/openapi.json"),
+    ] {
+        assert!(
+            text.contains(&want),
+            "the first-run message lacks {want}:\n{text}"
+        );
+    }
+    let lines = text.lines().count();
+    assert!(
+        lines < 60,
+        "the first-run log is more than a screen: {lines} lines"
+    );
+
+    // A second start on the same data dir: the short reminder only.
+    let log2 = dir.path().join("second.log");
+    let (_, child) = serve(&data, &log2, &[]);
+    let text = log_with(&log2, "Banyan is ready");
+    drop(child);
+    assert!(!text.contains("first start"), "{text}");
+    assert!(
+        text.contains(creds) && text.contains("<rtmps.streamKey>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("node.log");
+    let (_, child) = serve(&data, &log, &["--log-format", "json"]);
+    log_with(&log, "Banyan is ready");
+    drop(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut messages = Vec::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{text}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        messages.push(v["fields"]["message"].as_str().unwrap_or("").to_string());
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("first start") && m.contains("<uid>/watch")),
+        "the first-run message is one JSON event: {messages:?}"
+    );
+    assert!(!text.as_bytes().contains(&0x1b), "ESC in JSON logs");
 }

@@ -16,14 +16,8 @@ pub(crate) fn page(uid: &str) -> String {
 /// A static file of the watch page by name, with its content type.
 pub(crate) fn asset(file: &str) -> Option<(Bytes, &'static str)> {
     match file {
-        "hls.min.js" => Some((
-            Bytes::from_static(HLS_JS),
-            "text/javascript; charset=utf-8",
-        )),
-        "hls.js.LICENSE" => Some((
-            Bytes::from_static(HLS_LICENSE),
-            "text/plain; charset=utf-8",
-        )),
+        "hls.min.js" => Some((Bytes::from_static(HLS_JS), "text/javascript; charset=utf-8")),
+        "hls.js.LICENSE" => Some((Bytes::from_static(HLS_LICENSE), "text/plain; charset=utf-8")),
         _ => None,
     }
 }
@@ -61,7 +55,9 @@ mod tests {
         let (js, ctype) = asset("hls.min.js").unwrap();
         assert!(js.len() > 100_000 && ctype.starts_with("text/javascript"));
         let (lic, _) = asset("hls.js.LICENSE").unwrap();
-        assert!(std::str::from_utf8(&lic).unwrap().contains("Apache License"));
+        assert!(std::str::from_utf8(&lic)
+            .unwrap()
+            .contains("Apache License"));
         assert!(asset("../Cargo.toml").is_none());
         let p = page("abc");
         assert!(p.contains("const uid = \"abc\"") && !p.contains("{{"));
