@@ -223,3 +223,98 @@ fn json_logs_are_one_object_a_line() {
     );
     assert!(!text.as_bytes().contains(&0x1b), "ESC in JSON logs");
 }
+
+/// The `(table, key)` pairs of a config file's key lines, commented or not,
+/// and the file with the first line of each uncommented (and `[cluster]`).
+fn config_keys(text: &str) -> (Vec<(String, String)>, String) {
+    let mut table = String::new();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut live = String::new();
+    for line in text.lines() {
+        let bare = line.trim_start_matches('#').trim();
+        if bare.starts_with('[') && bare.ends_with(']') {
+            table = bare.trim_matches(|c| c == '[' || c == ']').to_string();
+            live.push_str(bare);
+            live.push('\n');
+            continue;
+        }
+        let Some((k, _)) = bare.split_once(" = ") else {
+            continue;
+        };
+        if k.is_empty()
+            || !k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            || toml::from_str::<toml::Table>(bare).is_err()
+        {
+            continue; // prose that happens to hold " = "
+        }
+        let pair = (table.clone(), k.to_string());
+        if !keys.contains(&pair) {
+            keys.push(pair);
+            live.push_str(bare);
+            live.push('\n');
+        }
+    }
+    (keys, live)
+}
+
+/// Every option of `banyan serve`, as `(table, key)` of the config file.
+fn options() -> Vec<(String, String)> {
+    use clap::Args as _;
+    let cmd = banyan::config::ServeArgs::augment_args(clap::Command::new("serve"));
+    cmd.get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|l| *l != "config")
+        .map(|l| {
+            let k = l.replace('-', "_");
+            match k.strip_prefix("cluster_") {
+                Some(rest) => ("cluster".to_string(), rest.to_string()),
+                None => (String::new(), k),
+            }
+        })
+        .collect()
+}
+
+/// Parse a config file's text as the node does (unknown keys refused).
+fn parse_config(text: &str, what: &str) {
+    let file: banyan::config::FileConfig =
+        toml::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"));
+    if let Some(t) = file.cluster {
+        let _: banyan::cluster::FileCluster = t
+            .try_into()
+            .unwrap_or_else(|e| panic!("{what} [cluster]: {e}"));
+    }
+}
+
+#[test]
+fn the_packaged_config_names_every_option_and_the_samples_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let packaged = std::fs::read_to_string(root.join("packaging/banyan.toml")).unwrap();
+    let (keys, live) = config_keys(&packaged);
+    let opts = options();
+    assert!(opts.len() > 40, "options found: {opts:?}");
+    for o in &opts {
+        assert!(
+            keys.contains(o),
+            "packaging/banyan.toml does not name option {o:?}"
+        );
+    }
+    for k in &keys {
+        assert!(
+            opts.contains(k),
+            "packaging/banyan.toml names {k:?}, not an option"
+        );
+    }
+    parse_config(&packaged, "packaging/banyan.toml as shipped");
+    parse_config(&live, "packaging/banyan.toml with every line uncommented");
+
+    let sample = std::fs::read_to_string(root.join("samples/banyan.toml")).unwrap();
+    let (keys, live) = config_keys(&sample);
+    for k in &keys {
+        assert!(
+            opts.contains(k),
+            "samples/banyan.toml names {k:?}, not an option"
+        );
+    }
+    parse_config(&sample, "samples/banyan.toml");
+    parse_config(&live, "samples/banyan.toml uncommented");
+}
