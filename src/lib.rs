@@ -8,7 +8,7 @@
 //! (the Prometheus text, per-stream series, the metrics listener),
 //! `cluster` (membership, origins and per-stream trees over node links),
 //! `playback` (signed playback: signing keys, tokens, the HLS gate),
-//! `welcome` (the ready message: credentials, URLs for publishers and players).
+//! `openapi` (the API's OpenAPI document, served), `welcome` (the ready message: credentials, URLs for publishers and players).
 //!
 //! The binary is the only user; the library exists so that the fuzz targets
 //! (fuzz/) reach the parsers of API bodies that live here.
@@ -25,6 +25,7 @@ pub mod exposition;
 pub mod forwarded;
 pub mod httpd;
 pub mod node;
+pub mod openapi;
 pub mod outputs;
 pub mod playback;
 pub mod quota;

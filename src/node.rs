@@ -551,7 +551,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let mut app = crate::api::router(node.clone())
         .merge(crate::playback::api::router(node.clone()))
-        .merge(hls.router());
+        .merge(hls.router())
+        .merge(crate::openapi::router());
     if let Some(c) = &cluster {
         app = app.merge(c.router());
     }
