@@ -257,6 +257,8 @@ pub struct FileConfig {
 /// The resolved settings of a node.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The config file read, if any.
+    pub config: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// `None` when plain RTMP is off.
     pub rtmp: Option<SocketAddr>,
@@ -371,6 +373,7 @@ impl Settings {
             database_url.as_deref(),
         )?;
         Ok(Settings {
+            config: args.config,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)

@@ -18,7 +18,7 @@
 //! Logs go to stderr (`RUST_LOG` filters them). SIGTERM or Ctrl-C stops
 //! accepting, lets sessions end (at most 5 s) and exits 0.
 
-use banyan::{client, cluster, config, node};
+use banyan::{client, cluster, config, doctor, node};
 
 use clap::{Parser, Subcommand};
 
@@ -80,6 +80,9 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         out: std::path::PathBuf,
     },
+    /// Check a running node as an operator would (takes serve's flags, env
+    /// and config); exit status 1 on a problem.
+    Doctor(Box<doctor::DoctorArgs>),
     /// Viewing analytics.
     Analytics {
         #[command(flatten)]
@@ -147,6 +150,13 @@ async fn main() -> anyhow::Result<()> {
             client::domains(conn, cmd).await
         }
         Cmd::ClusterCa { out } => cluster::write_ca(&out),
+        Cmd::Doctor(args) => {
+            init_logs("error", config::LogFormat::Plain);
+            if !doctor::run(*args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Analytics { conn, cmd } => {
             init_logs("warn", config::LogFormat::Plain);
             client::analytics(conn, cmd).await

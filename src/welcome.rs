@@ -18,11 +18,15 @@ pub fn text(node: &Node, creds: &Path, first: bool) -> String {
     let data = node.settings.data_dir.display();
     let rtmps = format!("rtmps://{}/live", node.authority(a.rtmps));
     let srt = format!("srt://{}", node.authority(a.srt));
+    let doctor = match &node.settings.config {
+        Some(c) => format!("banyan doctor --config {} --data-dir {data}", c.display()),
+        None => format!("banyan doctor --data-dir {data}"),
+    };
     if !first {
         return format!(
             "Banyan is ready. Credentials: {creds}. Publish to {rtmps}/<rtmps.streamKey> \
              or {srt}; watch at {api}/<uid>/watch; API {api}/client/v4 (OpenAPI: \
-             {api}/openapi.json); `banyan doctor --data-dir {data}` checks this node.",
+             {api}/openapi.json); `{doctor}` checks this node (with serve's other flags, if any).",
             creds = creds.display()
         );
     }
@@ -56,7 +60,7 @@ pub fn text(node: &Node, creds: &Path, first: bool) -> String {
         ));
     }
     t.push_str(&format!(
-        "Check this node: banyan doctor --data-dir {data}\n"
+        "Check this node: {doctor} (with serve's other flags, if any)\n"
     ));
     t
 }

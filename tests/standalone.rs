@@ -318,3 +318,122 @@ fn the_packaged_config_names_every_option_and_the_samples_parse() {
     parse_config(&sample, "samples/banyan.toml");
     parse_config(&live, "samples/banyan.toml uncommented");
 }
+
+/// `banyan doctor` with the listeners of `ready` and `extra` flags: exit
+/// status and output.
+fn doctor(data: &std::path::Path, ready: &Value, extra: &[&str]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("doctor").arg("--data-dir").arg(data);
+    for l in ["http", "rtmp", "rtmps", "srt", "metrics"] {
+        cmd.arg(format!("--{l}"))
+            .arg(ready[l].as_str().expect("listener address"));
+    }
+    let out = cmd
+        .args(extra)
+        .env_remove("BANYAN_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run banyan doctor");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn doctor_passes_a_good_node_and_names_what_to_fix() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (ready, child) = serve(&data, &dir.path().join("node.log"), &[]);
+
+    let (ok, text) = doctor(&data, &ready, &[]);
+    assert!(ok, "doctor on a good node:\n{text}");
+    for want in [
+        "credentials",
+        "HTTP API",
+        "database is reachable",
+        "RTMPS",
+        "TLS handshake",
+        "SRT",
+        "plain RTMP",
+        "metrics",
+        "clock",
+        "0 problems",
+    ] {
+        assert!(text.contains(want), "doctor did not check {want}:\n{text}");
+    }
+    assert!(!text.contains("FAIL"), "{text}");
+
+    // A loosened credentials file: reported with its fix, exit status 1.
+    let creds = data.join("credentials.json");
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, text) = doctor(&data, &ready, &["--quiet"]);
+    assert!(!ok, "doctor exits non-zero on a problem:\n{text}");
+    assert!(
+        text.contains("open to other users (mode 644)")
+            && text.contains(&format!("fix: chmod 600 {}", creds.display())),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ok  "),
+        "--quiet prints only problems:\n{text}"
+    );
+    assert!(text.contains("1 problem, 0 warnings"), "{text}");
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // The node gone: every listener is reported.
+    drop(child);
+    let (ok, text) = doctor(&data, &ready, &[]);
+    assert!(!ok, "{text}");
+    for want in ["HTTP", "RTMPS", "SRT", "metrics"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("FAIL") && l.contains(want)),
+            "{want} not reported for a stopped node:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn doctor_warns_of_a_certificate_about_to_expire_and_a_wrong_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let now = time::OffsetDateTime::now_utc();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(5) + time::Duration::hours(12);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let tls = [
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ];
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (ready, _child) = serve(&data, &dir.path().join("node.log"), &tls);
+
+    let (ok, text) = doctor(&data, &ready, &tls);
+    assert!(ok, "a warning alone exits 0:\n{text}");
+    assert!(
+        text.contains("WARN  certificate expires in 5 days"),
+        "expiry not seen:\n{text}"
+    );
+    assert!(
+        text.contains("TLS handshake with the certificate on disk"),
+        "{text}"
+    );
+
+    // Clients told to use another name than the certificate's.
+    let mut named = tls.to_vec();
+    named.extend(["--public-host", "live.example.test"]);
+    let (ok, text) = doctor(&data, &ready, &named);
+    assert!(!ok, "{text}");
+    assert!(text.contains("does not name live.example.test"), "{text}");
+}
