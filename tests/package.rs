@@ -13,7 +13,6 @@
 //! the test never takes a fixed port.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -352,14 +351,11 @@ fn package_installs_serves_and_purges() {
             .envs(PORTS)
             .current_dir(service.get("WorkingDirectory").expect("WorkingDirectory"))
             .uid(uid)
-            .gid(gid)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log_path).unwrap());
-        let mut child = cmd.spawn().expect("start ExecStart");
-        // The ready line on stdout; drain the rest.
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
-        guard.child = Some(child);
+            .gid(gid);
+        // stdout and stderr into one log, as journald gets them.
+        let file = std::fs::File::create(&log_path).unwrap();
+        cmd.stdout(file.try_clone().unwrap()).stderr(file);
+        guard.child = Some(cmd.spawn().expect("start ExecStart"));
         let p = log_path.clone();
         Box::new(move || std::fs::read_to_string(&p).unwrap_or_default())
     };
@@ -375,6 +371,29 @@ fn package_installs_serves_and_purges() {
     assert_eq!(
         (creds.uid(), creds.permissions().mode() & 0o777),
         (uid, 0o600)
+    );
+
+    // banyan doctor as the message says, with the listeners the ready line
+    // names (the test moved them to port 0).
+    let ready: Value = text
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l.trim())
+                .ok()
+                .filter(|v| v["ready"] == true)
+        })
+        .unwrap_or_else(|| panic!("no ready line in the service log:\n{text}"));
+    let mut doctor = Command::new("/usr/bin/banyan");
+    doctor.args(["doctor", "--config", "/etc/banyan/banyan.toml"]);
+    doctor.args(["--data-dir", "/var/lib/banyan"]);
+    for l in ["http", "rtmp", "rtmps", "srt", "metrics"] {
+        doctor.arg(format!("--{l}")).arg(ready[l].as_str().unwrap());
+    }
+    let report = ok(&mut doctor);
+    assert!(report.contains("0 problems"), "{report}");
+    assert!(
+        report.contains("config /etc/banyan/banyan.toml"),
+        "{report}"
     );
 
     // A live input, made as the message says.
