@@ -53,6 +53,16 @@ pub fn text(node: &Node, creds: &Path, first: bool) -> String {
          (OpenAPI document: {api}/openapi.json).\n",
         creds = creds.display()
     );
+    let everywhere = [Some(a.http), Some(a.rtmps), Some(a.srt), a.rtmp]
+        .into_iter()
+        .flatten()
+        .any(|l| l.ip().is_unspecified());
+    if everywhere && node.settings.public_host.is_none() {
+        t.push_str(
+            "Listening on every interface, but the URLs above name this machine as \
+             127.0.0.1: set public_host to the name clients use.\n",
+        );
+    }
     if node.settings.tls.is_none() {
         t.push_str(&format!(
             "The RTMPS certificate is self-signed ({data}/tls): clients that verify \

@@ -5,9 +5,9 @@
 //! environment), ffmpeg publishes and ffprobe plays with the URLs the node's
 //! first-run message printed, and `dpkg --purge` leaves nothing behind.
 //!
-//! Needs root and dpkg (the CI machine is a root Debian 12); elsewhere, or
-//! when a `banyan` package, user or directory already exists, it says so
-//! and does nothing. Listener addresses are moved to port 0 on loopback
+//! Needs root (the CI machine is a root Debian 12); as another user it says
+//! so and does nothing. It refuses (fails) to touch a machine where a
+//! `banyan` package, user or directory already exists. Listener addresses are moved to port 0 on loopback
 //! through the environment (flags and environment win over
 //! /etc/banyan/banyan.toml, as an operator's `systemctl edit` would), so
 //! the test never takes a fixed port.
@@ -60,19 +60,13 @@ fn has(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Why this machine cannot take the test without being changed, if so.
-fn unsuitable() -> Option<String> {
+fn root() -> bool {
     let uid = String::from_utf8(run(Command::new("id").arg("-u")).stdout).unwrap_or_default();
-    if uid.trim() != "0" {
-        return Some("not root".into());
-    }
-    for p in ["dpkg", "dpkg-deb", "ffmpeg", "ffprobe", "adduser"] {
-        if !has(p) {
-            return Some(format!(
-                "{p} is not installed (scripts/setup.sh installs it)"
-            ));
-        }
-    }
+    uid.trim() == "0"
+}
+
+/// What of Banyan is on this machine already, if anything.
+fn leftovers() -> Option<String> {
     let status = run(Command::new("dpkg-query").args(["-W", "-f=${Status}", "banyan"]));
     if String::from_utf8_lossy(&status.stdout).contains("installed") {
         return Some("a banyan package is installed already".into());
@@ -237,9 +231,21 @@ fn probe(url: &str, secs: u64) -> Vec<String> {
 
 #[test]
 fn package_installs_serves_and_purges() {
-    if let Some(why) = unsuitable() {
-        eprintln!("package test skipped: {why}");
+    if !root() {
+        eprintln!("package test skipped: installing a package needs root");
         return;
+    }
+    for p in ["dpkg", "dpkg-deb", "ffmpeg", "ffprobe", "adduser"] {
+        assert!(
+            has(p),
+            "{p} is not installed (scripts/setup.sh installs it)"
+        );
+    }
+    if let Some(what) = leftovers() {
+        panic!(
+            "{what}: this test installs and purges the banyan package and will not touch \
+             a machine that has one (dpkg --purge banyan removes it, with its data)"
+        );
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = tempfile::tempdir().unwrap();
@@ -488,8 +494,8 @@ fn package_installs_serves_and_purges() {
         "dpkg still lists banyan"
     );
     assert!(
-        unsuitable().is_none(),
+        leftovers().is_none(),
         "the machine is changed: {:?}",
-        unsuitable()
+        leftovers()
     );
 }
