@@ -106,7 +106,7 @@ fn init_logs(default: &str, format: config::LogFormat) {
     match format {
         config::LogFormat::Plain => {
             let fmt = fmt.with_ansi(std::io::stderr().is_terminal());
-            if std::env::var_os("JOURNAL_STREAM").is_some() {
+            if stderr_is_journal() {
                 fmt.without_time().init()
             } else {
                 fmt.init()
@@ -114,6 +114,21 @@ fn init_logs(default: &str, format: config::LogFormat) {
         }
         config::LogFormat::Json => fmt.json().with_ansi(false).init(),
     }
+}
+
+/// Whether stderr is journald's stream: `JOURNAL_STREAM` names its device
+/// and inode (inherited by children whose stderr may be elsewhere, so both
+/// are compared).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        v.split_once(':')
+            .map(|(d, i)| (d.to_string(), i.to_string()))
+    }) else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/2")
+        .is_ok_and(|m| dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino()))
 }
 
 #[tokio::main]

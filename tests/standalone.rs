@@ -91,6 +91,16 @@ async fn watch_page_and_hls_js_from_any_directory() {
 /// Start `banyan serve` on `data` with every listener on port 0 and stderr
 /// into `log`; return the ready line and the child (killed by the caller).
 fn serve(data: &std::path::Path, log: &std::path::Path, extra: &[&str]) -> (Value, Child) {
+    serve_env(data, log, extra, &[])
+}
+
+/// [`serve`] with more environment variables.
+fn serve_env(
+    data: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> (Value, Child) {
     let mut cmd = std::process::Command::new(common::BIN);
     cmd.arg("serve").arg("--data-dir").arg(data);
     for l in ["--http", "--rtmp", "--rtmps", "--srt", "--metrics"] {
@@ -100,6 +110,8 @@ fn serve(data: &std::path::Path, log: &std::path::Path, extra: &[&str]) -> (Valu
         cmd.args(extra)
             .env_remove("RUST_LOG")
             .env_remove("BANYAN_LOG_FORMAT")
+            .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(log).unwrap())
@@ -194,6 +206,28 @@ fn plain_logs_in_a_file_have_no_escapes_and_the_first_run_says_where_things_are(
         text.contains(creds) && text.contains("<rtmps.streamKey>"),
         "{text}"
     );
+    let stamped = |t: &str| t.lines().next().is_some_and(|l| l.starts_with("20"));
+    assert!(stamped(&text), "lines in a file carry timestamps:\n{text}");
+
+    // Under journald (JOURNAL_STREAM names stderr's device and inode) the
+    // journal stamps lines itself: none from the node.
+    use std::os::unix::fs::MetadataExt as _;
+    let log3 = dir.path().join("journal.log");
+    std::fs::File::create(&log3).unwrap();
+    let m = std::fs::metadata(&log3).unwrap();
+    let journal = ("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+    let (_, child) = serve_env(&data, &log3, &[], &[journal]);
+    let text = log_with(&log3, "Banyan is ready");
+    drop(child);
+    assert!(!stamped(&text), "timestamps under journald:\n{text}");
+    assert!(text.trim_start().starts_with("INFO"), "{text}");
+    // A JOURNAL_STREAM inherited from elsewhere does not count.
+    let log4 = dir.path().join("inherited.log");
+    let other = ("JOURNAL_STREAM", "1:1".to_string());
+    let (_, child) = serve_env(&data, &log4, &[], &[other]);
+    let text = log_with(&log4, "Banyan is ready");
+    drop(child);
+    assert!(stamped(&text), "{text}");
 }
 
 #[test]
