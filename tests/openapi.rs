@@ -135,6 +135,35 @@ fn every_route_is_documented_and_every_operation_is_routed() {
 }
 
 #[test]
+fn path_parameters_are_declared() {
+    let doc = document();
+    let shared = &doc["components"]["parameters"];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let want: BTreeSet<&str> = path
+            .split('{')
+            .skip(1)
+            .filter_map(|p| p.split_once('}').map(|(n, _)| n))
+            .collect();
+        for (m, op) in item.as_object().unwrap() {
+            let declared: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| match p["$ref"].as_str() {
+                            Some(r) => &shared[r.rsplit('/').next().unwrap()],
+                            None => p,
+                        })
+                        .filter(|p| p["in"] == "path")
+                        .filter_map(|p| p["name"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(declared, want, "{m} {path}: path parameters");
+        }
+    }
+}
+
+#[test]
 fn route_parser_reads_chained_methods_and_formatted_paths() {
     let text = r#"
         Router::new()
@@ -177,6 +206,7 @@ async fn the_node_serves_the_document_and_every_documented_operation() {
     );
 
     let account = node.creds["accountId"].as_str().unwrap();
+    let input = node.create_input().await;
     let mut asked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         if path.starts_with("/cluster/") {
@@ -184,6 +214,7 @@ async fn the_node_serves_the_document_and_every_documented_operation() {
         }
         let url = path
             .replace("{account}", account)
+            .replace("{uid}", input.uid())
             .replace("{file}", "video.m3u8")
             .replace("{domain}", "live.example.com");
         // Any other parameter: a well-formed id nothing has.
@@ -199,6 +230,17 @@ async fn the_node_serves_the_document_and_every_documented_operation() {
                 .unwrap();
             let status = resp.status().as_u16();
             let body = resp.text().await.unwrap_or_default();
+            // Without a token: refused where the document asks for one,
+            // never refused for want of one where it says public.
+            let public = item[m]["security"].as_array().is_some_and(Vec::is_empty);
+            if public {
+                assert_ne!(status, 401, "{m} {path} is documented public: {body}");
+            } else {
+                assert_eq!(
+                    status, 401,
+                    "{m} {path} is documented to need a token: {body}"
+                );
+            }
             assert!(
                 !(status == 404 && body.contains("route not found")),
                 "{m} {path}: the router has no such route"
