@@ -471,3 +471,59 @@ fn doctor_warns_of_a_certificate_about_to_expire_and_a_wrong_name() {
     assert!(!ok, "{text}");
     assert!(text.contains("does not name live.example.test"), "{text}");
 }
+
+/// The Dockerfile cannot be built here without a container tool; what it
+/// says about the node is checked instead: every `BANYAN_*` variable it
+/// sets is an option, its listeners are the defaults' ports on every
+/// interface, and it exposes exactly the public ones.
+#[test]
+fn the_dockerfile_sets_real_options_and_exposes_its_listeners() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let envs: Vec<String> = {
+        use clap::Args as _;
+        let cmd = banyan::config::ServeArgs::augment_args(clap::Command::new("serve"));
+        cmd.get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut set = std::collections::HashMap::new();
+    for word in text.split_whitespace() {
+        if let Some((k, v)) = word.split_once('=') {
+            if k.starts_with("BANYAN_") {
+                assert!(
+                    envs.iter().any(|e| e == k),
+                    "Dockerfile sets {k}, not an option"
+                );
+                set.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    let expose: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPOSE "))
+        .expect("an EXPOSE line")
+        .split_whitespace()
+        .collect();
+    for (var, port) in [
+        ("BANYAN_RTMPS", "1936/tcp"),
+        ("BANYAN_SRT", "8890/udp"),
+        ("BANYAN_HTTP", "8080/tcp"),
+    ] {
+        let num = port.split('/').next().unwrap();
+        assert_eq!(
+            set.get(var).map(String::as_str),
+            Some(&*format!("0.0.0.0:{num}"))
+        );
+        assert!(expose.contains(&port), "{port} not exposed: {expose:?}");
+    }
+    assert_eq!(expose.len(), 3, "only the public listeners: {expose:?}");
+    assert_eq!(set.get("BANYAN_NO_RTMP").map(String::as_str), Some("true"));
+    assert_eq!(
+        set.get("BANYAN_DATA_DIR").map(String::as_str),
+        Some("/var/lib/banyan")
+    );
+    assert!(text.contains("VOLUME /var/lib/banyan") && text.contains("USER banyan"));
+    assert!(text.contains("COPY --chown=root:banyan --chmod=0640 packaging/banyan.toml"));
+}
