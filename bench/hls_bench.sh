@@ -88,7 +88,7 @@ BANYAN=${BANYAN_BIN:-$TARGET/release/banyan}
 # --- servers (both up for the whole run) ----------------------------------------------------
 N=$WORK/nginx
 mkdir -p "$N/www/hls" "$N/tmp"
-cp "$ROOT/web/node_modules/hls.js/dist/hls.min.js" "$N/www/"
+cp "$ROOT/web/vendor/hls.min.js" "$N/www/"
 cat > "$N/www/play.html" <<'EOF'
 <!doctype html><html><body>
 <video id="video" muted autoplay playsinline></video>

@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# Installs what Banyan needs to build, run and test on a fresh Debian 12 machine:
-# the libsrt build and run libraries, the real clients and peers the tests drive
-# (ffmpeg, srt-live-transmit, VLC, chromium, nginx-rtmp), pebble (an ACME test CA), PostgreSQL for the
-# cluster tests, the watch page's npm packages (hls.js, playwright-core,
-# Cloudflare's TypeScript SDK) and Cloudflare's Python SDK (tests/sdk/.venv).
+# Installs what Banyan needs on a fresh Debian 12 machine.
+#
+#   scripts/setup.sh --run   only what building and running a node needs: a C
+#                            compiler, pkg-config, libsrt (scripts/serve.sh)
+#   scripts/setup.sh         that and everything the tests need (scripts/test.sh):
+#                            the real clients and peers the tests drive (ffmpeg,
+#                            srt-live-transmit, VLC, chromium, nginx-rtmp,
+#                            OBS Studio), pebble (an ACME test CA),
+#                            PostgreSQL for the cluster tests, adduser and systemd
+#                            for the package test, the browser test driver's npm
+#                            packages (playwright-core, Cloudflare's TypeScript
+#                            SDK) and Cloudflare's Python SDK (tests/sdk/.venv).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+run_only=0
+[ "${1:-}" = "--run" ] && run_only=1
+
 packages=(
-  pkg-config libsrt-openssl-dev libsrt1.5-openssl   # build + run (SRT)
+  gcc libc6-dev pkg-config ca-certificates           # build (ring, SQLite)
+  libsrt-openssl-dev libsrt1.5-openssl               # build + run (SRT)
+)
+test_packages=(
   ffmpeg srt-tools rtmpdump                          # real publishers and players
   vlc-bin vlc-plugin-base vlc-plugin-access-extra    # headless VLC player
   chromium                                           # the browser for the watch page test
@@ -22,7 +35,11 @@ packages=(
 )
 # Node and npm run the browser tests (playwright-core); take Debian's only when
 # the machine has none of its own.
-command -v npm >/dev/null || packages+=(nodejs npm)
+command -v npm >/dev/null || test_packages+=(nodejs npm)
+# The package test (tests/package.rs): the package's postinst runs adduser;
+# systemd-analyze checks the unit.
+test_packages+=(adduser systemd)
+((run_only)) || packages+=("${test_packages[@]}")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,6 +49,11 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ((run_only)); then
+  echo "setup: ready to build and run"
+  exit 0
 fi
 
 if [ -f web/package-lock.json ]; then

@@ -174,6 +174,21 @@ pub struct ServeArgs {
     /// an account could otherwise reach the operator's internal network)
     #[arg(long, env = "BANYAN_OUTPUTS_ALLOW_PRIVATE")]
     pub outputs_allow_private: bool,
+    /// Log lines on stderr: plain text (colours only on a terminal) or one
+    /// JSON object a line, for log shippers [default: plain]
+    #[arg(long, env = "BANYAN_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Plain,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Which per-stream metric series a node exports.
@@ -247,11 +262,14 @@ pub struct FileConfig {
     pub domain_verify_port: Option<u16>,
     pub max_domain_orders: Option<u32>,
     pub secret_key_file: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
 }
 
 /// The resolved settings of a node.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The config file read, if any.
+    pub config: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// `None` when plain RTMP is off.
     pub rtmp: Option<SocketAddr>,
@@ -311,6 +329,8 @@ pub struct Settings {
     pub outputs_allow_private: bool,
     /// Custom domains and ACME.
     pub acme: crate::acme::AcmeSettings,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -382,6 +402,7 @@ impl Settings {
         )?;
         Ok(Settings {
             acme,
+            config: args.config,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -479,6 +500,7 @@ impl Settings {
             webhook_ca_file: args.webhook_ca_file.or(file.webhook_ca_file),
             outputs_ca: args.outputs_ca.or(file.outputs_ca),
             outputs_allow_private: args.outputs_allow_private || file.outputs_allow_private,
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }
@@ -541,6 +563,15 @@ mod tests {
         .unwrap();
         assert_eq!(s.metrics, addr("127.0.0.1:9999"));
         assert_eq!(s.metrics_per_stream, PerStream::Hashed);
+        assert_eq!(s.log_format, LogFormat::Plain);
+        let json = dir.path().join("json.toml");
+        std::fs::write(&json, "log_format = \"json\"\n").unwrap();
+        let s = Settings::resolve(ServeArgs {
+            config: Some(json),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! (viewing time, GraphQL), `captions` (the caption registry of the node), `exposition`
 //! (the Prometheus text, per-stream series, the metrics listener),
 //! `cluster` (membership, origins and per-stream trees over node links),
-//! `playback` (signed playback: signing keys, tokens, the HLS gate).
+//! `playback` (signed playback: signing keys, tokens, the HLS gate), `doctor`
+//! (`banyan doctor`: a running node checked as an operator would),
+//! `openapi` (the API's OpenAPI document, served), `welcome` (the ready message: credentials, URLs for publishers and players).
 //!
 //! The binary is the only user; the library exists so that the fuzz targets
 //! (fuzz/) reach the parsers of API bodies that live here.
@@ -21,10 +23,12 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod deadline;
+pub mod doctor;
 pub mod exposition;
 pub mod forwarded;
 pub mod httpd;
 pub mod node;
+pub mod openapi;
 pub mod outputs;
 pub mod playback;
 pub mod quota;
@@ -32,3 +36,4 @@ pub mod secret;
 pub mod store;
 pub mod tls;
 pub mod webhooks;
+pub mod welcome;

@@ -18,7 +18,7 @@
 //! Logs go to stderr (`RUST_LOG` filters them). SIGTERM or Ctrl-C stops
 //! accepting, lets sessions end (at most 5 s) and exits 0.
 
-use banyan::{client, cluster, config, node};
+use banyan::{client, cluster, config, doctor, node};
 
 use clap::{Parser, Subcommand};
 
@@ -80,6 +80,9 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         out: std::path::PathBuf,
     },
+    /// Check a running node as an operator would (takes serve's flags, env
+    /// and config); exit status 1 on a problem.
+    Doctor(Box<doctor::DoctorArgs>),
     /// Viewing analytics.
     Analytics {
         #[command(flatten)]
@@ -89,13 +92,43 @@ enum Cmd {
     },
 }
 
-fn init_logs(default: &str) {
+/// Logs on stderr, filtered by `RUST_LOG` (else `default`): plain text with
+/// colours only when stderr is a terminal (a file or journald gets none, and
+/// journald, which stamps each line itself, no timestamps), or one JSON
+/// object a line.
+fn init_logs(default: &str, format: config::LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Plain => {
+            let fmt = fmt.with_ansi(std::io::stderr().is_terminal());
+            if stderr_is_journal() {
+                fmt.without_time().init()
+            } else {
+                fmt.init()
+            }
+        }
+        config::LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
+}
+
+/// Whether stderr is journald's stream: `JOURNAL_STREAM` names its device
+/// and inode (inherited by children whose stderr may be elsewhere, so both
+/// are compared).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        v.split_once(':')
+            .map(|(d, i)| (d.to_string(), i.to_string()))
+    }) else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/2")
+        .is_ok_and(|m| dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino()))
 }
 
 #[tokio::main]
@@ -103,37 +136,44 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Serve(args) => {
-            init_logs("info");
             let settings = config::Settings::resolve(*args)?;
+            init_logs("info", settings.log_format);
             node::serve(settings).await
         }
         Cmd::Inputs { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::inputs(conn, cmd).await
         }
         Cmd::Accounts { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::accounts(conn, cmd).await
         }
         Cmd::Tokens { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::tokens(conn, cmd).await
         }
         Cmd::Outputs { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::outputs(conn, cmd).await
         }
         Cmd::Admin { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::admin(conn, cmd).await
         }
         Cmd::Domains { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::domains(conn, cmd).await
         }
         Cmd::ClusterCa { out } => cluster::write_ca(&out),
+        Cmd::Doctor(args) => {
+            init_logs("error", config::LogFormat::Plain);
+            if !doctor::run(*args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Analytics { conn, cmd } => {
-            init_logs("warn");
+            init_logs("warn", config::LogFormat::Plain);
             client::analytics(conn, cmd).await
         }
     }

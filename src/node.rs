@@ -368,6 +368,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         None => Store::open_sqlite(&data_dir).await?,
     };
     let creds_path = data_dir.join("credentials.json");
+    let first_run = !creds_path.exists();
     let mut creds = bootstrap(&store, &creds_path, settings.cluster_cfg.is_some()).await?;
 
     let (cert, key) = tls::node_cert_files(
@@ -583,7 +584,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let mut app = crate::api::router(node.clone())
         .merge(crate::playback::api::router(node.clone()))
-        .merge(hls.router());
+        .merge(hls.router())
+        .merge(crate::openapi::router());
     if let Some(c) = &cluster {
         app = app.merge(c.router());
     }
@@ -626,6 +628,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let a = &node.addrs;
     tracing::info!(http = %a.http, rtmp = ?a.rtmp, rtmps = %a.rtmps, srt = %a.srt, metrics = %a.metrics, "listening");
     ready_line(&node, &creds_path);
+    tracing::info!("{}", crate::welcome::text(&node, &creds_path, first_run));
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections");

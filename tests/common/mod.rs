@@ -49,6 +49,11 @@ pub struct Node {
 impl Node {
     /// Start a node on a fresh data dir with every listener on port 0.
     pub fn start(extra: &[&str]) -> Node {
+        Node::start_in(None, extra)
+    }
+
+    /// [`Node::start`] with the process's working directory set to `cwd`.
+    pub fn start_in(cwd: Option<&Path>, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let log = dir.path().join("node.log");
@@ -68,7 +73,11 @@ impl Node {
             "127.0.0.1:0",
         ];
         args.extend(extra);
-        let mut child = std::process::Command::new(BIN)
+        let mut cmd = std::process::Command::new(BIN);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd
             .args(&args)
             .env("RUST_LOG", "info")
             .env_remove("BANYAN_DATA_DIR")

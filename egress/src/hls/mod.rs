@@ -15,7 +15,8 @@
 //! `manifest/seg-<msn>.m4s`, `manifest/part-<n>.m4s` (global part numbers, so
 //! a preload hint is always right), `manifest/subs.m3u8` and
 //! `manifest/sub-<msn>.vtt` (only with a WebVTT caption writer), `watch`;
-//! and `/watch-assets/hls.min.js`.
+//! and `/watch-assets/hls.min.js` with its licence `/watch-assets/hls.js.LICENSE`
+//! (embedded in the binary).
 
 pub mod access;
 mod captions;
@@ -27,7 +28,6 @@ mod server;
 pub mod session;
 mod web;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,10 +103,6 @@ pub struct HlsConfig {
     pub segment_target: Duration,
     /// Complete segments kept per stream.
     pub window_segments: usize,
-    /// The web/ directory (watch page assets); `None` looks for
-    /// `web/node_modules/hls.js/dist/hls.min.js` from the current directory
-    /// and the executable's ancestors.
-    pub web_dir: Option<PathBuf>,
     /// A muxer stops after this long without requests.
     pub idle_stop: Duration,
     /// A viewer session ends after this long without a media playlist fetch.
@@ -139,7 +135,6 @@ impl Default for HlsConfig {
             part_target: Duration::from_millis(333),
             segment_target: Duration::from_secs(1),
             window_segments: 6,
-            web_dir: None,
             idle_stop: Duration::from_secs(30),
             session_timeout: Duration::from_secs(10),
             start_wait: Duration::from_secs(5),
@@ -159,7 +154,6 @@ impl std::fmt::Debug for HlsConfig {
             .field("part_target", &self.part_target)
             .field("segment_target", &self.segment_target)
             .field("window_segments", &self.window_segments)
-            .field("web_dir", &self.web_dir)
             .field("idle_stop", &self.idle_stop)
             .field("session_timeout", &self.session_timeout)
             .field("sessions_per_address", &self.sessions_per_address)

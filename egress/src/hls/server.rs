@@ -113,7 +113,6 @@ pub struct HlsService {
     sessions: Mutex<HashMap<String, HashMap<u64, Session>>>,
     session_count: Mutex<SessionCounts>,
     session_key: SessionKey,
-    web: web::Assets,
     sweeper: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -129,7 +128,6 @@ impl HlsService {
     /// Create the service. Call inside a tokio runtime (a sweeper task
     /// stops idle muxers and expires sessions).
     pub fn new(hub: Arc<Hub>, views: Arc<Views>, cfg: HlsConfig) -> Arc<Self> {
-        let web = web::Assets::locate(cfg.web_dir.clone());
         let session_key = match &cfg.session_secret {
             Some(s) => SessionKey::new(s),
             None => SessionKey::random(),
@@ -142,7 +140,6 @@ impl HlsService {
             streams: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             session_count: Mutex::new(SessionCounts::default()),
-            web,
             sweeper: Mutex::new(None),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -174,11 +171,6 @@ impl HlsService {
     /// Streams with a running muxer.
     pub fn active_streams(&self) -> usize {
         self.streams.lock().len()
-    }
-
-    /// Where the watch page's hls.js is served from, if found.
-    pub fn hls_js_path(&self) -> Option<&std::path::Path> {
-        self.web.hls_js.as_deref()
     }
 
     fn seg_config(&self) -> SegmenterConfig {
@@ -528,7 +520,7 @@ async fn watch_page(
         return refuse(status);
     }
     // The page loads everything under the same segment (uid or token).
-    let html = svc.web.page(&segment);
+    let html = web::page(&segment);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -539,8 +531,8 @@ async fn watch_page(
         .into_response()
 }
 
-async fn web_asset(State(svc): State<Arc<HlsService>>, Path(file): Path<String>) -> Response {
-    match svc.web.asset(&file).await {
+async fn web_asset(Path(file): Path<String>) -> Response {
+    match web::asset(&file) {
         Some((data, ctype)) => (
             [
                 (header::CONTENT_TYPE, ctype),

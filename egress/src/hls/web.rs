@@ -1,61 +1,66 @@
-//! The watch page and its static script (hls.js from web/node_modules).
-
-use std::path::{Path, PathBuf};
+//! The watch page and its static script, embedded at build time: the page
+//! from `web/watch.html`, hls.js from `web/vendor/` (see its README: version,
+//! integrity and SHA-256 in `hls.lock`, checked by a test below).
 
 use bytes::Bytes;
 
 const PAGE: &str = include_str!("../../../web/watch.html");
-const HLS_JS: &str = "node_modules/hls.js/dist/hls.min.js";
+const HLS_JS: &[u8] = include_bytes!("../../../web/vendor/hls.min.js");
+const HLS_LICENSE: &[u8] = include_bytes!("../../../web/vendor/hls.js.LICENSE");
 
-pub(crate) struct Assets {
-    /// hls.min.js on disk, when found.
-    pub hls_js: Option<PathBuf>,
+/// The watch page of `uid` (an id already checked to be URL-safe).
+pub(crate) fn page(uid: &str) -> String {
+    PAGE.replace("{{UID}}", uid)
 }
 
-impl Assets {
-    /// Find hls.js: in `dir` when given, else in `web/` under the current
-    /// directory or any ancestor of it or of the executable.
-    pub fn locate(dir: Option<PathBuf>) -> Assets {
-        let hls_js = match dir {
-            Some(d) => Some(d.join(HLS_JS)).filter(|p| p.is_file()),
-            None => {
-                let mut roots: Vec<PathBuf> = Vec::new();
-                if let Ok(cwd) = std::env::current_dir() {
-                    roots.extend(cwd.ancestors().map(Path::to_path_buf));
-                }
-                if let Ok(exe) = std::env::current_exe() {
-                    roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
-                }
-                roots
-                    .into_iter()
-                    .map(|r| r.join("web").join(HLS_JS))
-                    .find(|p| p.is_file())
-            }
-        };
-        if hls_js.is_none() {
-            tracing::warn!("hls.js not found: run `npm ci --prefix web` for the watch page");
-        }
-        Assets { hls_js }
+/// A static file of the watch page by name, with its content type.
+pub(crate) fn asset(file: &str) -> Option<(Bytes, &'static str)> {
+    match file {
+        "hls.min.js" => Some((Bytes::from_static(HLS_JS), "text/javascript; charset=utf-8")),
+        "hls.js.LICENSE" => Some((Bytes::from_static(HLS_LICENSE), "text/plain; charset=utf-8")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded script is the file `hls.lock` names, byte for byte.
+    #[test]
+    fn embedded_hls_js_matches_lock() {
+        let lock = include_str!("../../../web/vendor/hls.lock");
+        let want = lock
+            .lines()
+            .find_map(|l| l.strip_prefix("sha256 = "))
+            .map(|v| v.trim().trim_matches('"'))
+            .expect("sha256 line in hls.lock");
+        let got = ring::digest::digest(&ring::digest::SHA256, HLS_JS);
+        let hex: String = got.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, want, "web/vendor/hls.min.js differs from hls.lock");
+        let version = lock
+            .lines()
+            .find_map(|l| l.strip_prefix("version = "))
+            .map(|v| v.trim().trim_matches('"'))
+            .expect("version line in hls.lock");
+        // The bundle states its own version.
+        let js = std::str::from_utf8(HLS_JS).expect("UTF-8 script");
+        assert!(
+            js.contains(&format!("\"{version}\"")),
+            "hls.min.js is not version {version}"
+        );
     }
 
-    /// The watch page of `uid` (an id already checked to be URL-safe).
-    pub fn page(&self, uid: &str) -> String {
-        let missing = if self.hls_js.is_some() {
-            ""
-        } else {
-            "hls.js is not installed on this node: run <code>npm ci --prefix web</code> in the Banyan checkout and restart."
-        };
-        PAGE.replace("{{UID}}", uid).replace("{{MISSING}}", missing)
-    }
-
-    pub async fn asset(&self, file: &str) -> Option<(Bytes, &'static str)> {
-        match file {
-            "hls.min.js" => {
-                let path = self.hls_js.as_ref()?;
-                let data = tokio::fs::read(path).await.ok()?;
-                Some((Bytes::from(data), "text/javascript; charset=utf-8"))
-            }
-            _ => None,
-        }
+    #[test]
+    fn assets_and_page() {
+        let (js, ctype) = asset("hls.min.js").unwrap();
+        assert!(js.len() > 100_000 && ctype.starts_with("text/javascript"));
+        let (lic, _) = asset("hls.js.LICENSE").unwrap();
+        assert!(std::str::from_utf8(&lic)
+            .unwrap()
+            .contains("Apache License"));
+        assert!(asset("../Cargo.toml").is_none());
+        let p = page("abc");
+        assert!(p.contains("const uid = \"abc\"") && !p.contains("{{"));
     }
 }
