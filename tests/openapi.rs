@@ -13,8 +13,9 @@ use serde_json::Value;
 
 /// The files that register HTTP routes of the public port, and what the
 /// `{stream}` in their `format!` paths stands for.
-const ROUTERS: [&str; 5] = [
+const ROUTERS: [&str; 6] = [
     "src/api.rs",
+    "src/api/domains.rs",
     "src/playback/api.rs",
     "src/cluster/mod.rs",
     "src/openapi.rs",
