@@ -308,23 +308,29 @@ impl GroupQuery {
                 "(SELECT uid, creator, protocol, millis FROM view_months WHERE {}",
                 wh.join(" AND ")
             );
-            if !plan.days.is_empty() {
+            for (ranges, sign) in [(&plan.add, ""), (&plan.sub, "-")] {
+                if ranges.is_empty() {
+                    continue;
+                }
                 let mut wh = self.filters(true, &mut params);
-                let mut ranges = Vec::new();
-                for (a, b) in &plan.days {
+                let mut any = Vec::new();
+                for (a, b) in ranges {
                     params.push(Param::Int(*a));
                     params.push(Param::Int(*b));
                     let n = params.len();
-                    ranges.push(format!("(day >= ${} AND day < ${n})", n - 1));
+                    any.push(format!("(day >= ${} AND day < ${n})", n - 1));
                 }
-                wh.push(format!("({})", ranges.join(" OR ")));
+                wh.push(format!("({})", any.join(" OR ")));
                 from.push_str(&format!(
-                    " UNION ALL SELECT uid, creator, protocol, millis FROM view_days WHERE {}",
+                    " UNION ALL SELECT uid, creator, protocol, {sign}millis FROM view_days WHERE {}",
                     wh.join(" AND ")
                 ));
             }
             from.push_str(") AS t");
-            return self.finish(&from, "", true, params);
+            // A group seen only on subtracted days nets to nothing: not a
+            // group of this range.
+            let having = !plan.sub.is_empty() && !self.dims.is_empty();
+            return self.finish(&from, "", true, having, params);
         }
         let daily = self.daily();
         let (table, bucket) = if daily {
@@ -344,7 +350,7 @@ impl GroupQuery {
             wh.push(format!("{bucket} < ${}", params.len()));
         }
         let wh = format!(" WHERE {}", wh.join(" AND "));
-        self.finish(table, &wh, daily, params)
+        self.finish(table, &wh, daily, false, params)
     }
 
     /// SELECT, GROUP BY, ORDER BY and LIMIT over `from` (a table or a
@@ -354,6 +360,7 @@ impl GroupQuery {
         from: &str,
         wh: &str,
         daily: bool,
+        having: bool,
         mut params: Vec<Param>,
     ) -> (String, Vec<Param>) {
         let expr = |d: Dim| -> String {
@@ -379,6 +386,9 @@ impl GroupQuery {
         if !self.dims.is_empty() {
             let g: Vec<String> = self.dims.iter().map(|d| expr(*d)).collect();
             sql.push_str(&format!(" GROUP BY {}", g.join(", ")));
+            if having {
+                sql.push_str(" HAVING SUM(millis) <> 0");
+            }
         }
         let mut order: Vec<String> = Vec::new();
         let mut seen = Vec::new();

@@ -42,36 +42,73 @@ pub fn first_day(month: i64) -> Option<i64> {
     Some(i64::from(d.to_julian_day()) - i64::from(unix_epoch_julian()))
 }
 
+/// What reading a month of the rollup costs, in days of the daily rollup:
+/// a month has at most one row per (input, creator, protocol), a day one
+/// per (input, creator, protocol) seen that day; a few days is a fair guess
+/// for a platform where creators stream on some days of the month.
+const MONTH_COST_DAYS: i64 = 3;
+
 /// How to read the whole days `[from, until)`: months `[months.0,
-/// months.1)` from the monthly rollup and the days left at either end from
-/// the daily one.
+/// months.1)` from the monthly rollup, plus the days in `add` and minus the
+/// days in `sub` from the daily one. A range that cuts a month reads that
+/// month and subtracts the days outside it when that reads fewer days than
+/// adding the days inside (a rolling 31 days, `11-02` to `12-03`, is
+/// November minus its first day plus two days of December).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub months: (i64, i64),
-    /// Half-open day ranges, none empty.
-    pub days: Vec<(i64, i64)>,
+    /// Half-open day ranges added, none empty.
+    pub add: Vec<(i64, i64)>,
+    /// Half-open day ranges subtracted, none empty, each inside `months`.
+    pub sub: Vec<(i64, i64)>,
 }
 
 impl Plan {
-    /// The plan for `[from, until)` in days, or `None` when no whole month
-    /// lies inside.
+    /// The plan for `[from, until)` in days, or `None` when reading the
+    /// days alone is cheaper.
     pub fn new(from: i64, until: i64) -> Option<Plan> {
-        let m0 = month_of(from)?;
-        let first = if first_day(m0)? == from { m0 } else { m0 + 1 };
-        // The month holding `until` ends after it: whole months end before.
-        let last = month_of(until)?;
-        if first >= last {
+        if from >= until {
             return None;
         }
-        let (a, b) = (first_day(first)?, first_day(last)?);
-        let days = [(from, a), (b, until)]
-            .into_iter()
-            .filter(|(x, y)| x < y)
-            .collect();
-        Some(Plan {
-            months: (first, last),
-            days,
-        })
+        let first = month_of(from)?;
+        let last = month_of(until - 1)?;
+        let (f0, f1) = (first_day(first)?, first_day(first + 1)?);
+        let (l0, l1) = (first_day(last)?, first_day(last + 1)?);
+        let mut add = Vec::new();
+        let mut sub = Vec::new();
+        let months = if first == last {
+            let inside = until - from;
+            let outside = (f1 - f0) - inside;
+            if outside + MONTH_COST_DAYS >= inside {
+                return None;
+            }
+            sub.extend([(f0, from), (until, f1)]);
+            (first, first + 1)
+        } else {
+            // The first month: whole, or cut (add the days in it, or read
+            // it and subtract the days before `from`).
+            let start = if from == f0 || (from - f0) + MONTH_COST_DAYS < f1 - from {
+                sub.push((f0, from));
+                first
+            } else {
+                add.push((from, f1));
+                first + 1
+            };
+            let end = if until == l1 || (l1 - until) + MONTH_COST_DAYS < until - l0 {
+                sub.push((until, l1));
+                last + 1
+            } else {
+                add.push((l0, until));
+                last
+            };
+            if start >= end {
+                return None;
+            }
+            (start, end)
+        };
+        add.retain(|(x, y)| x < y);
+        sub.retain(|(x, y)| x < y);
+        Some(Plan { months, add, sub })
     }
 }
 
@@ -154,26 +191,80 @@ mod tests {
 
     #[test]
     fn plans_split_ranges_into_months_and_days() {
+        let nov = 2026 * 12 + 10;
         // Exactly November.
         let p = Plan::new(day("2026-11-01"), day("2026-12-01")).unwrap();
-        assert_eq!(p.months, (2026 * 12 + 10, 2026 * 12 + 11));
-        assert!(p.days.is_empty());
-        // A day either side.
+        assert_eq!(p.months, (nov, nov + 1));
+        assert!(p.add.is_empty() && p.sub.is_empty());
+        // A day either side: added.
         let p = Plan::new(day("2026-10-31"), day("2026-12-02")).unwrap();
-        assert_eq!(p.months, (2026 * 12 + 10, 2026 * 12 + 11));
+        assert_eq!(p.months, (nov, nov + 1));
         assert_eq!(
-            p.days,
+            p.add,
             vec![
                 (day("2026-10-31"), day("2026-11-01")),
                 (day("2026-12-01"), day("2026-12-02"))
             ]
         );
-        // 31 days from mid-month hold no whole month.
+        assert!(p.sub.is_empty());
+        // A rolling 31 days: November less its first day, two December days.
+        let p = Plan::new(day("2026-11-02"), day("2026-12-03")).unwrap();
+        assert_eq!(p.months, (nov, nov + 1));
+        assert_eq!(p.sub, vec![(day("2026-11-01"), day("2026-11-02"))]);
+        assert_eq!(p.add, vec![(day("2026-12-01"), day("2026-12-03"))]);
+        // Most of one month: read it, subtract both ends.
+        let p = Plan::new(day("2026-11-03"), day("2026-11-29")).unwrap();
+        assert_eq!(p.months, (nov, nov + 1));
+        assert_eq!(
+            p.sub,
+            vec![
+                (day("2026-11-01"), day("2026-11-03")),
+                (day("2026-11-29"), day("2026-12-01"))
+            ]
+        );
+        // A cut in the middle of the range's months: days are cheaper.
         assert_eq!(Plan::new(day("2026-11-15"), day("2026-12-16")), None);
+        assert_eq!(Plan::new(day("2026-11-10"), day("2026-11-20")), None);
+        // Two months, the last one nearly whole.
+        let p = Plan::new(day("2026-10-20"), day("2026-12-30")).unwrap();
+        assert_eq!(p.months, (nov, nov + 2));
+        assert_eq!(p.add, vec![(day("2026-10-20"), day("2026-11-01"))]);
+        assert_eq!(p.sub, vec![(day("2026-12-30"), day("2027-01-01"))]);
         // February: 28 days are a whole month.
         let p = Plan::new(day("2026-02-01"), day("2026-03-01")).unwrap();
         assert_eq!(p.months.1 - p.months.0, 1);
         assert_eq!(Plan::new(5, 5), None);
+        assert_eq!(Plan::new(6, 5), None);
+    }
+
+    /// Every plan over a year of ranges covers exactly its days: months
+    /// plus added minus subtracted days, counted day by day.
+    #[test]
+    fn plans_cover_exactly_their_days() {
+        let base = day("2026-01-01");
+        for from in (base..base + 400).step_by(3) {
+            for len in [1, 2, 5, 17, 28, 29, 30, 31, 45, 62, 90, 365] {
+                let until = from + len;
+                let Some(p) = Plan::new(from, until) else {
+                    continue;
+                };
+                let mut n = std::collections::BTreeMap::<i64, i64>::new();
+                let (m0, m1) = p.months;
+                for d in first_day(m0).unwrap()..first_day(m1).unwrap() {
+                    *n.entry(d).or_default() += 1;
+                }
+                for &(a, b) in &p.add {
+                    (a..b).for_each(|d| *n.entry(d).or_default() += 1);
+                }
+                for &(a, b) in &p.sub {
+                    (a..b).for_each(|d| *n.entry(d).or_default() -= 1);
+                }
+                n.retain(|_, v| *v != 0);
+                let want: std::collections::BTreeMap<i64, i64> =
+                    (from..until).map(|d| (d, 1)).collect();
+                assert_eq!(n, want, "{from}..{until}: {p:?}");
+            }
+        }
     }
 
     /// Month-wide answers from the monthly rollup equal the sums of the
@@ -210,6 +301,7 @@ mod tests {
         add("bob", "2026-11-30", 1439, 400_000);
         add("bob", "2026-12-01", 0, 7_000);
         add("carol", "2026-12-02", 0, 900_000); // outside
+        add("dave", "2026-11-01", 30, 50_000); // only on a subtracted day
         record(pool, &batch).await.unwrap();
         let q = GroupQuery {
             account_id: account.clone(),
@@ -230,7 +322,32 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![("bob".into(), 407_000), ("alice".into(), 320_000)]
+            vec![
+                ("bob".into(), 407_000),
+                ("alice".into(), 320_000),
+                ("dave".into(), 50_000)
+            ]
+        );
+        // A rolling 31 days: November less its first day, plus December's
+        // first two days; dave, seen only on November 1st, is no group.
+        let mut r = q.clone();
+        r.from = Some(day("2026-11-02") * DAY_MINUTES);
+        r.until = Some(day("2026-12-03") * DAY_MINUTES);
+        assert!(r.sql().0.contains("-millis"), "{}", r.sql().0);
+        let got: Vec<_> = r
+            .run(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.creator.unwrap(), r.millis))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("carol".into(), 900_000),
+                ("bob".into(), 407_000),
+                ("alice".into(), 300_000)
+            ]
         );
         // The same from the minute table (a range that cuts a day).
         let mut m = q.clone();
