@@ -1,5 +1,5 @@
 //! OBS Studio itself (Debian's obs-studio, headless under Xvfb through
-//! `../shared/tools/obs-publish`, or `BANYAN_OBS_PUBLISH`) publishing over
+//! `tests/tools/obs-headless`, or `BANYAN_OBS_PUBLISH`) publishing over
 //! RTMPS. OBS verifies the server's certificate: it refuses the node's
 //! self-signed one, and publishes to a custom domain whose certificate
 //! pebble issued, with pebble's root in the trust store of that run only
@@ -17,24 +17,16 @@ use serde_json::{json, Value};
 
 const NAME: &str = "obs.example.test";
 
-/// The script: `BANYAN_OBS_PUBLISH`, or `shared/tools/obs-publish` beside
-/// the repository (or beside the folder of a git worktree).
+/// The script: `BANYAN_OBS_PUBLISH`, or the repository's own
+/// `tests/tools/obs-headless`.
 fn obs_publish() -> PathBuf {
-    if let Some(p) = std::env::var_os("BANYAN_OBS_PUBLISH") {
-        return PathBuf::from(p);
+    match std::env::var_os("BANYAN_OBS_PUBLISH") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/obs-headless"),
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [
-        "../shared/tools/obs-publish",
-        "../../shared/tools/obs-publish",
-    ]
-    .iter()
-    .map(|rel| repo.join(rel))
-    .find(|p| p.is_file())
-    .expect("shared/tools/obs-publish beside the repository, or BANYAN_OBS_PUBLISH")
 }
 
-/// obs-publish SERVER KEY SECONDS in a namespace resolving `NAME` (and the
+/// obs-headless SERVER KEY SECONDS in a namespace resolving `NAME` (and the
 /// node's name) to 127.0.0.1 and trusting the certificates in `certs`.
 fn obs(dir: &Path, certs: &Path, server: &str, key: &str, secs: u32) -> Command {
     let hosts = dir.join("obs-hosts");
