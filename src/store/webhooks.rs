@@ -13,26 +13,6 @@ use sqlx::Row;
 
 use super::{now_micros, Store};
 
-/// The tables (run with the rest of the schema).
-pub(super) const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS webhooks (
-        account_id TEXT PRIMARY KEY,
-        url TEXT NOT NULL,
-        secret TEXT NOT NULL,
-        modified BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS webhook_events (
-        id TEXT PRIMARY KEY,
-        seq BIGINT NOT NULL,
-        account_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        created BIGINT NOT NULL,
-        attempts BIGINT NOT NULL,
-        next_at BIGINT NOT NULL,
-        claim TEXT NOT NULL,
-        claim_until BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS webhook_events_by_account ON webhook_events (account_id, seq)",
-];
-
 /// Events queued per account at most; more are dropped (and counted).
 pub const MAX_QUEUED_PER_ACCOUNT: i64 = 10_000;
 
