@@ -212,23 +212,45 @@ pub(crate) fn sql(version: i64) -> &'static str {
     migration(version).map(|m| &*m.sql).unwrap_or_default()
 }
 
-/// The migrations this binary has that the database has not applied
-/// (all of them for a database from before migrations, adopted at the
-/// node's next start).
-pub async fn pending(pool: &sqlx::AnyPool) -> anyhow::Result<Vec<i64>> {
+/// Where a database stands against this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Migrations of this binary not applied yet (all of them on a new
+    /// database or one from before migrations).
+    pub pending: Vec<i64>,
+    /// Applied migrations this binary does not know: a newer node migrated
+    /// the database, and this one refuses to start on it.
+    pub unknown: Vec<i64>,
+    /// Tables of a node from before migrations, adopted at the next start.
+    pub older: bool,
+}
+
+/// The status of the database behind `pool`, read only.
+pub async fn status(pool: &sqlx::AnyPool) -> anyhow::Result<Status> {
     let mut conn = pool.acquire().await?;
     let applied: Vec<i64> = if has_table(&mut conn, "_sqlx_migrations").await? {
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
             .fetch_all(&mut *conn)
             .await?
     } else {
         Vec::new()
     };
-    Ok(MIGRATOR
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| !applied.contains(v))
-        .collect())
+    let mut older = false;
+    if applied.is_empty() {
+        for table in ["accounts", "api_tokens", "live_inputs"] {
+            older |= has_table(&mut conn, table).await?;
+        }
+    }
+    let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    Ok(Status {
+        pending: known
+            .iter()
+            .copied()
+            .filter(|v| !applied.contains(v))
+            .collect(),
+        unknown: applied.into_iter().filter(|v| !known.contains(v)).collect(),
+        older,
+    })
 }
 
 #[cfg(test)]

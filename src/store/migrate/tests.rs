@@ -211,7 +211,8 @@ async fn new_databases_have_the_same_schema_on_both_engines() {
     assert_eq!(lite.len() - TABLES.len(), 9, "indexes: {lite:#?}");
     let all: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
     assert_eq!(applied(store.pool()).await, all);
-    assert!(pending(store.pool()).await.unwrap().is_empty());
+    let st = status(store.pool()).await.unwrap();
+    assert!(st.pending.is_empty() && st.unknown.is_empty() && !st.older);
     store.close().await;
     let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") else {
         return;
@@ -293,6 +294,8 @@ async fn a_release_database_is_adopted_with_its_rows() {
         let raw = db.raw().await;
         raw.execute(sql(1)).await.unwrap();
         release_rows(&raw).await;
+        let st = status(&raw).await.unwrap();
+        assert!(st.older && st.pending == vec![1, 2, 3], "{st:?}");
         raw.close().await;
         let s = db.open().await.unwrap();
         assert_eq!(applied(s.pool()).await, vec![1, 2, 3]);
@@ -378,6 +381,31 @@ async fn a_database_between_releases_is_adopted() {
             .unwrap();
         assert_eq!(total, 321_000);
         s.close().await;
+        db.drop().await;
+    }
+}
+
+/// A database a newer node migrated (a migration this binary does not
+/// know): the status says so and the store refuses to open it.
+#[tokio::test]
+async fn a_newer_database_is_refused() {
+    for pg in backends() {
+        let db = Db::new(pg.as_deref()).await;
+        db.open().await.unwrap().close().await;
+        let raw = db.raw().await;
+        let st = status(&raw).await.unwrap();
+        assert!(st.pending.is_empty() && st.unknown.is_empty() && !st.older);
+        raw.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+             execution_time) SELECT 9999, 'later', success, checksum, 0 \
+             FROM _sqlx_migrations WHERE version = 1",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&raw).await.unwrap().unknown, vec![9999]);
+        raw.close().await;
+        let e = db.open().await.err().expect("a newer database opened");
+        assert!(format!("{e:#}").contains("9999"), "{e:#}");
         db.drop().await;
     }
 }
