@@ -503,15 +503,20 @@ pub(crate) mod tests {
     }
 
     /// Runs the store round trip against SQLite, and against PostgreSQL when
-    /// `BANYAN_TEST_POSTGRES` names a database URL.
+    /// `BANYAN_TEST_POSTGRES` names a database URL (in a schema of its own,
+    /// so that it can run again on the same database).
     #[tokio::test]
     async fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = Store::open_sqlite(dir.path()).await.unwrap();
         round_trip_on(&sqlite).await;
         if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
-            let pg = Store::open(&url).await.unwrap();
+            // A schema of its own: the token rotation writes fixed hashes.
+            let schema = PgSchema::create(&url).await;
+            let pg = Store::open(&schema.url).await.unwrap();
             round_trip_on(&pg).await;
+            pg.close().await;
+            schema.drop().await;
         }
     }
 
