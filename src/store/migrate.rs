@@ -15,7 +15,8 @@
 //! node lacked are added, the baseline is run on it (it creates what is
 //! missing and keeps every row), and the later steps it already has (a
 //! build between releases took them without migrations) are recorded as
-//! applied; the migrator runs the rest.
+//! applied, all in one transaction; the migrator runs the rest, each
+//! migration in a transaction with its record.
 //!
 //! Nodes of a cluster starting at once against one PostgreSQL: the whole
 //! of it (adoption and migrations) runs under sqlx's migration lock, a
@@ -82,7 +83,11 @@ pub async fn run(pool: &sqlx::AnyPool) -> anyhow::Result<()> {
 
 async fn migrate(conn: &mut AnyConnection) -> anyhow::Result<()> {
     conn.lock().await.context("taking the migration lock")?;
-    adopt(conn).await.context("adopting an older database")?;
+    // One transaction: a node that dies while adopting leaves the database
+    // as it found it (sqlx's own steps inside are savepoints).
+    let mut tx = conn.begin().await?;
+    adopt(&mut tx).await.context("adopting an older database")?;
+    tx.commit().await?;
     let mut m = sqlx::migrate!();
     // Already locked, on this connection.
     m.set_locking(false);

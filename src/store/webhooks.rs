@@ -374,9 +374,15 @@ pub(super) mod tests {
         let b = Store::open_sqlite(dir.path()).await.unwrap();
         two_claimers_on(&a, &b).await;
         if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
-            let a = Store::open(&url).await.unwrap();
-            let b = Store::open(&url).await.unwrap();
+            // A schema of its own: a claimer takes any account's rows, so
+            // rows other runs left would crowd out this run's.
+            let schema = crate::store::tests::PgSchema::create(&url).await;
+            let a = Store::open(&schema.url).await.unwrap();
+            let b = Store::open(&schema.url).await.unwrap();
             two_claimers_on(&a, &b).await;
+            a.close().await;
+            b.close().await;
+            schema.drop().await;
         }
     }
 }
