@@ -1,7 +1,11 @@
-//! The schema, by numbered migrations: `migrations/NNNN_*.sql`, one set of
-//! portable SQL that runs unchanged on SQLite and PostgreSQL (embedded in
-//! the binary by `sqlx::migrate!`; applied versions are recorded in
-//! `_sqlx_migrations`).
+//! The schema, by numbered migrations: `migrations/NNNN_*.sql`, embedded in
+//! the binary by `sqlx::migrate!`, applied versions recorded in
+//! `_sqlx_migrations`. One set serves both engines, because the schema's
+//! SQL is portable: TEXT and BIGINT columns, `IF NOT EXISTS`, `ALTER TABLE
+//! ... ADD COLUMN` with a default, and the month of a day computed in
+//! integer arithmetic that both engines evaluate alike (no date functions,
+//! which differ); a test checks that both end with the same tables, columns
+//! and indexes.
 //!
 //! * `0001_baseline`: the schema as the last release before migrations
 //!   (5fa896c) created it, every statement `IF NOT EXISTS`.
@@ -11,7 +15,7 @@
 //!   daily one in SQL.
 //!
 //! A database of a node from before migrations (tables, no
-//! `_sqlx_migrations`) is adopted ([`adopt`]): the columns an even older
+//! `_sqlx_migrations`) is adopted (`adopt`): the columns an even older
 //! node lacked are added, the baseline is run on it (it creates what is
 //! missing and keeps every row), and the later steps it already has (a
 //! build between releases took them without migrations) are recorded as
