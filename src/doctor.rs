@@ -9,11 +9,14 @@
 //! - the HTTP API answers with the credentials (so the database is
 //!   reachable), RTMPS completes a TLS handshake with the certificate on
 //!   disk, SRT answers a handshake, plain RTMP and the metrics listener
-//!   accept connections.
+//!   accept connections;
+//! - the database (the data dir's SQLite file, or `database_url`) has every
+//!   schema migration of this binary (`store::migrate`).
 //!
 //! Exit status 1 when any check failed (warnings alone exit 0).
 
 mod checks;
+mod database;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -143,6 +146,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<bool> {
         checks::tcp(&mut r, "plain RTMP", a).await;
     }
     checks::metrics(&mut r, settings.metrics).await;
+    database::database(&mut r, &settings).await;
     print!("{}", r.render(args.quiet));
     Ok(r.count(Level::Fail) == 0)
 }

@@ -14,6 +14,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 mod changes;
 mod domains;
+pub mod migrate;
 mod outputs;
 mod status;
 mod tokens;
@@ -130,79 +131,6 @@ pub fn unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS accounts (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        created BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS api_tokens (
-        hash TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL,
-        admin BIGINT NOT NULL,
-        created BIGINT NOT NULL,
-        id TEXT NOT NULL DEFAULT '',
-        name TEXT NOT NULL DEFAULT '')",
-    "CREATE TABLE IF NOT EXISTS live_inputs (
-        uid TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL,
-        created BIGINT NOT NULL,
-        modified BIGINT NOT NULL,
-        meta TEXT NOT NULL,
-        default_creator TEXT NOT NULL,
-        enabled BIGINT NOT NULL,
-        stream_key TEXT NOT NULL,
-        playback_key TEXT NOT NULL,
-        srt_passphrase TEXT NOT NULL,
-        srt_play_passphrase TEXT NOT NULL,
-        captions TEXT NOT NULL,
-        recording TEXT NOT NULL DEFAULT '{}',
-        options TEXT NOT NULL DEFAULT '{}')",
-    "CREATE INDEX IF NOT EXISTS live_inputs_by_account ON live_inputs (account_id, created)",
-    // Playback signing keys: the private key (PKCS#1 PEM, a secret) and
-    // the public modulus and exponent (base64url). `internal` keys are the
-    // node's own per-account keys for the token endpoint.
-    "CREATE TABLE IF NOT EXISTS stream_signing_keys (
-        id TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL,
-        created BIGINT NOT NULL,
-        private_pem TEXT NOT NULL,
-        n TEXT NOT NULL,
-        e TEXT NOT NULL,
-        internal BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS stream_signing_keys_by_account \
-        ON stream_signing_keys (account_id, created)",
-    // Secrets of the whole cluster, created once by whichever node is first.
-    "CREATE TABLE IF NOT EXISTS node_secrets (
-        name TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        created BIGINT NOT NULL)",
-    // The key refresh of a shared store reads inputs changed since it last
-    // looked, and deletions from the tombstones below.
-    "CREATE INDEX IF NOT EXISTS live_inputs_by_modified ON live_inputs (modified)",
-    "CREATE TABLE IF NOT EXISTS live_input_deletions (
-        uid TEXT PRIMARY KEY,
-        deleted BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS live_input_deletions_by_time ON live_input_deletions (deleted)",
-    // The last connection status of each input (Cloudflare's `status`), so
-    // it survives a restart; written on changes only.
-    "CREATE TABLE IF NOT EXISTS live_input_status (
-        uid TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        updated BIGINT NOT NULL)",
-];
-
-/// Columns added to tables of an older node's database, applied in order at
-/// every start: `(table, column, definition)`. A column that is already
-/// there is left alone, so a database of any earlier version is brought up
-/// to date and a new one (whose `CREATE TABLE` already has the column)
-/// is untouched.
-const UPGRADES: &[(&str, &str, &str)] = &[
-    ("api_tokens", "id", "TEXT NOT NULL DEFAULT ''"),
-    ("api_tokens", "name", "TEXT NOT NULL DEFAULT ''"),
-    ("live_inputs", "recording", "TEXT NOT NULL DEFAULT '{}'"),
-    ("live_inputs", "options", "TEXT NOT NULL DEFAULT '{}'"),
-];
-
 const INPUT_COLUMNS: &str = "uid, account_id, created, modified, meta, default_creator, enabled, \
      stream_key, playback_key, srt_passphrase, srt_play_passphrase, captions, recording, \
      options";
@@ -234,42 +162,6 @@ fn input_from_row(r: &sqlx::any::AnyRow) -> Result<LiveInputRow, sqlx::Error> {
     })
 }
 
-/// Add `column` to `table` unless it is already there.
-async fn add_column(
-    pool: &AnyPool,
-    backend: Backend,
-    table: &str,
-    column: &str,
-    def: &str,
-) -> sqlx::Result<()> {
-    let exists: i64 = match backend {
-        Backend::Sqlite => {
-            sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = $1"
-            ))
-            .bind(column)
-            .fetch_one(pool)
-            .await?
-        }
-        Backend::Postgres => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM information_schema.columns \
-                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
-            )
-            .bind(table)
-            .bind(column)
-            .fetch_one(pool)
-            .await?
-        }
-    };
-    if exists == 0 {
-        pool.execute(format!("ALTER TABLE {table} ADD COLUMN {column} {def}").as_str())
-            .await?;
-        tracing::info!(table, column, "database upgraded: column added");
-    }
-    Ok(())
-}
-
 impl Store {
     /// The embedded SQLite database `<data_dir>/banyan.db`, in WAL mode.
     pub async fn open_sqlite(data_dir: &Path) -> anyhow::Result<Store> {
@@ -287,7 +179,8 @@ impl Store {
         Store::open(&url).await
     }
 
-    /// Connect to `sqlite://...` or `postgres://...` and create the schema.
+    /// Connect to `sqlite://...` or `postgres://...` and bring the schema
+    /// up to date ([`migrate`]).
     pub async fn open(url: &str) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -312,27 +205,7 @@ impl Store {
         if backend == Backend::Sqlite {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        for stmt in SCHEMA.iter().chain(outputs::SCHEMA).chain(domains::SCHEMA) {
-            pool.execute(*stmt).await.context("creating the schema")?;
-        }
-        for (table, column, def) in UPGRADES.iter().chain(domains::UPGRADES) {
-            add_column(&pool, backend, table, column, def)
-                .await
-                .with_context(|| format!("upgrading the schema: {table}.{column}"))?;
-        }
-        for stmt in webhooks::SCHEMA {
-            pool.execute(*stmt)
-                .await
-                .context("creating the schema: webhooks")?;
-        }
-        for stmt in tokens::AFTER_UPGRADES {
-            pool.execute(*stmt)
-                .await
-                .context("upgrading the schema: token ids")?;
-        }
-        crate::analytics::create_schema(&pool)
-            .await
-            .context("creating the analytics schema")?;
+        migrate::run(&pool).await?;
         Ok(Store {
             pool,
             down_since: Default::default(),
@@ -581,8 +454,43 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A PostgreSQL schema of its own on the shared `BANYAN_TEST_POSTGRES`
+    /// database, for tests that need a new database or one no other test
+    /// touches: `url` connects with it as the search path (so the store's
+    /// tables, `_sqlx_migrations` included, are made there);
+    /// [`PgSchema::drop`] removes it.
+    pub(crate) struct PgSchema {
+        pub url: String,
+        admin: AnyPool,
+        schema: String,
+    }
+
+    impl PgSchema {
+        pub(crate) async fn create(url: &str) -> PgSchema {
+            sqlx::any::install_default_drivers();
+            let admin = AnyPool::connect(url).await.unwrap();
+            let schema = format!("t{}", crate::secret::new_id());
+            admin
+                .execute(format!("CREATE SCHEMA {schema}").as_str())
+                .await
+                .unwrap();
+            let sep = if url.contains('?') { '&' } else { '?' };
+            PgSchema {
+                url: format!("{url}{sep}options[search_path]={schema}"),
+                admin,
+                schema,
+            }
+        }
+
+        pub(crate) async fn drop(self) {
+            let sql = format!("DROP SCHEMA {} CASCADE", self.schema);
+            self.admin.execute(sql.as_str()).await.unwrap();
+            self.admin.close().await;
+        }
+    }
 
     pub(super) fn input(uid: &str, account: &str) -> LiveInputRow {
         LiveInputRow {
@@ -595,15 +503,20 @@ mod tests {
     }
 
     /// Runs the store round trip against SQLite, and against PostgreSQL when
-    /// `BANYAN_TEST_POSTGRES` names a database URL.
+    /// `BANYAN_TEST_POSTGRES` names a database URL (in a schema of its own,
+    /// so that it can run again on the same database).
     #[tokio::test]
     async fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = Store::open_sqlite(dir.path()).await.unwrap();
         round_trip_on(&sqlite).await;
         if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
-            let pg = Store::open(&url).await.unwrap();
+            // A schema of its own: the token rotation writes fixed hashes.
+            let schema = PgSchema::create(&url).await;
+            let pg = Store::open(&schema.url).await.unwrap();
             round_trip_on(&pg).await;
+            pg.close().await;
+            schema.drop().await;
         }
     }
 

@@ -392,6 +392,7 @@ fn doctor_passes_a_good_node_and_names_what_to_fix() {
         "plain RTMP",
         "metrics",
         "clock",
+        "database schema up to date",
         "0 problems",
     ] {
         assert!(text.contains(want), "doctor did not check {want}:\n{text}");

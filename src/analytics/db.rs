@@ -12,44 +12,13 @@
 
 use std::collections::HashMap;
 
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Row};
 
 use super::filter::Cond;
 use super::months::{self, Plan};
 
 /// Minutes in a day.
 pub const DAY_MINUTES: i64 = 1440;
-
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS view_minutes (
-        account_id TEXT NOT NULL,
-        minute BIGINT NOT NULL,
-        uid TEXT NOT NULL,
-        creator TEXT NOT NULL,
-        protocol TEXT NOT NULL,
-        millis BIGINT NOT NULL,
-        PRIMARY KEY (account_id, minute, uid, creator, protocol))",
-    "CREATE TABLE IF NOT EXISTS view_days (
-        account_id TEXT NOT NULL,
-        day BIGINT NOT NULL,
-        uid TEXT NOT NULL,
-        creator TEXT NOT NULL,
-        protocol TEXT NOT NULL,
-        millis BIGINT NOT NULL,
-        PRIMARY KEY (account_id, day, uid, creator, protocol))",
-    // Per-creator totals over a range scan this index in creator order
-    // without touching the table.
-    "CREATE INDEX IF NOT EXISTS view_days_by_creator
-        ON view_days (account_id, creator, day, millis)",
-];
-
-/// Create the analytics tables if they do not exist.
-pub async fn create_schema(pool: &AnyPool) -> sqlx::Result<()> {
-    for stmt in SCHEMA {
-        pool.execute(*stmt).await?;
-    }
-    months::create(pool).await
-}
 
 /// One bucket of viewing time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -27,6 +27,5 @@ pub mod graphql;
 pub mod ingest_stats;
 pub mod months;
 
-pub use db::create_schema;
 pub use flush::run;
 pub use graphql::handler;

@@ -5,22 +5,14 @@
 //! A month is numbered `year * 12 + (month - 1)`. A query over a range of
 //! whole days reads the whole months inside it from `view_months` and the
 //! days at either end from `view_days` ([`Plan`]).
+//!
+//! The table is made by the migration `0003_view_months`, which fills it
+//! from the daily rollup with the same month arithmetic in SQL (tested
+//! against [`month_of`] below); every flush then adds to it.
 
-use std::collections::HashMap;
-
-use sqlx::{AnyPool, Executor, Row};
 use time::{Date, Month};
 
 use super::filter::unix_epoch_julian;
-
-pub(super) const SCHEMA: &str = "CREATE TABLE view_months (
-        account_id TEXT NOT NULL,
-        month BIGINT NOT NULL,
-        uid TEXT NOT NULL,
-        creator TEXT NOT NULL,
-        protocol TEXT NOT NULL,
-        millis BIGINT NOT NULL,
-        PRIMARY KEY (account_id, month, uid, creator, protocol))";
 
 fn date(day: i64) -> Option<Date> {
     let jd = i32::try_from(day.checked_add(i64::from(unix_epoch_julian()))?).ok()?;
@@ -112,65 +104,12 @@ impl Plan {
     }
 }
 
-/// Create `view_months` if it does not exist; when it is new, fill it from
-/// the daily rollup in the same transaction (a database of an older node),
-/// so no node sees a month table that disagrees with the days.
-pub async fn create(pool: &AnyPool) -> sqlx::Result<()> {
-    let exists = sqlx::query("SELECT 1 FROM view_months LIMIT 1")
-        .fetch_optional(pool)
-        .await
-        .is_ok();
-    if exists {
-        return Ok(());
-    }
-    let mut tx = pool.begin().await?;
-    if let Err(e) = (&mut *tx).execute(SCHEMA).await {
-        // Another node created it meanwhile (and filled it).
-        tracing::debug!("view_months: {e}");
-        return Ok(());
-    }
-    let rows = sqlx::query("SELECT account_id, day, uid, creator, protocol, millis FROM view_days")
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut months: HashMap<(String, i64, String, String, String), i64> = HashMap::new();
-    for r in rows {
-        let day: i64 = r.try_get("day")?;
-        let Some(month) = month_of(day) else {
-            continue;
-        };
-        let key = (
-            r.try_get("account_id")?,
-            month,
-            r.try_get("uid")?,
-            r.try_get("creator")?,
-            r.try_get("protocol")?,
-        );
-        *months.entry(key).or_default() += r.try_get::<i64, _>("millis")?;
-    }
-    let n = months.len();
-    for ((account, month, uid, creator, protocol), ms) in months {
-        sqlx::query(
-            "INSERT INTO view_months (account_id, month, uid, creator, protocol, millis) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(account)
-        .bind(month)
-        .bind(uid)
-        .bind(creator)
-        .bind(protocol)
-        .bind(ms)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    if n > 0 {
-        tracing::info!(rows = n, "view_months filled from view_days");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use sqlx::{AnyPool, Executor};
+
     use super::*;
 
     fn day(s: &str) -> i64 {
@@ -276,8 +215,12 @@ mod tests {
         let (_dir, pool) = crate::analytics::db::tests::sqlite().await;
         monthly_on(&pool).await;
         if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
-            let store = crate::store::Store::open(&url).await.unwrap();
+            // A schema of its own: the test drops and refills view_months.
+            let pg = crate::store::tests::PgSchema::create(&url).await;
+            let store = crate::store::Store::open(&pg.url).await.unwrap();
             monthly_on(store.pool()).await;
+            store.close().await;
+            pg.drop().await;
         }
     }
 
@@ -358,14 +301,105 @@ mod tests {
         assert_eq!(again[0].millis, 407_000);
         assert_eq!(again[1].millis, 320_000);
 
-        // An older database: no monthly table, days only.
+        // An older database: no monthly table, days only; the migration
+        // fills it from the days.
         pool.execute("DROP TABLE view_months").await.unwrap();
-        create(pool).await.unwrap();
+        pool.execute(crate::store::migrate::sql(3)).await.unwrap();
         let got = q.run(pool).await.unwrap();
         assert_eq!(got[0].millis, 407_000);
         assert_eq!(got[1].millis, 320_000);
-        // Created once: a second start changes nothing.
-        create(pool).await.unwrap();
-        assert_eq!(q.run(pool).await.unwrap()[0].millis, 407_000);
+    }
+
+    /// The month arithmetic of the migration's SQL equals [`month_of`] on
+    /// SQLite and PostgreSQL: around the epoch, leap days, century years,
+    /// negative days and the ends of the calendar (days outside it are left
+    /// out by both).
+    #[tokio::test]
+    async fn migration_months_equal_month_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = crate::store::Store::open_sqlite(dir.path()).await.unwrap();
+        months_on(sqlite.pool()).await;
+        if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
+            // A schema of its own: the test drops and refills view_months.
+            let pg = crate::store::tests::PgSchema::create(&url).await;
+            let store = crate::store::Store::open(&pg.url).await.unwrap();
+            months_on(store.pool()).await;
+            store.close().await;
+            pg.drop().await;
+        }
+    }
+
+    async fn months_on(pool: &AnyPool) {
+        let cal = |y: i32, m: Month, d: u8| {
+            Date::from_calendar_date(y, m, d)
+                .ok()
+                .map(|d| i64::from(d.to_julian_day()) - i64::from(unix_epoch_julian()))
+        };
+        let (lo, hi) = (
+            cal(-9999, Month::January, 1).unwrap(),
+            cal(9999, Month::December, 31).unwrap(),
+        );
+        assert!(month_of(lo).is_some() && month_of(lo - 1).is_none());
+        assert!(month_of(hi).is_some() && month_of(hi + 1).is_none());
+        let mut days: Vec<i64> = (-800..800).collect();
+        let years = [
+            -9999, -4800, -401, -400, -1, 0, 1, 100, 1600, 1900, 2000, 2024, 2100, 9999,
+        ];
+        for y in years {
+            for (m, d) in [
+                (Month::January, 1),
+                (Month::February, 28),
+                (Month::February, 29),
+                (Month::March, 1),
+                (Month::December, 31),
+            ] {
+                if let Some(d) = cal(y, m, d) {
+                    days.extend([d - 1, d, d + 1]);
+                }
+            }
+        }
+        days.extend((0..2000).map(|i| lo + i * 3659 + i % 7));
+        days.extend([lo - 1, hi + 1, i64::from(i32::MIN), i64::from(i32::MAX)]);
+        days.sort();
+        days.dedup();
+        let account = crate::secret::new_id();
+        let mut tx = pool.begin().await.unwrap();
+        for d in &days {
+            sqlx::query(
+                "INSERT INTO view_days (account_id, day, uid, creator, protocol, millis) \
+                 VALUES ($1, $2, $3, 'c', 'rtmp', 1)",
+            )
+            .bind(&account)
+            .bind(d)
+            .bind(d.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        pool.execute("DROP TABLE view_months").await.unwrap();
+        pool.execute(crate::store::migrate::sql(3)).await.unwrap();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT uid, month FROM view_months WHERE account_id = $1 ORDER BY uid")
+                .bind(&account)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let got: HashMap<i64, i64> = rows
+            .into_iter()
+            .map(|(uid, m)| (uid.parse().unwrap(), m))
+            .collect();
+        let want: HashMap<i64, i64> = days
+            .iter()
+            .filter_map(|&d| Some((d, month_of(d)?)))
+            .collect();
+        assert!(want.len() > 2000, "{}", want.len());
+        let mut wrong: Vec<_> = days
+            .iter()
+            .filter(|d| got.get(d) != want.get(d))
+            .map(|d| (d, got.get(d), want.get(d)))
+            .collect();
+        wrong.truncate(10);
+        assert!(wrong.is_empty(), "(day, SQL, month_of): {wrong:?}");
     }
 }

@@ -16,46 +16,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Row};
 
 use crate::store::now_micros;
-
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS cluster_nodes (
-        name TEXT PRIMARY KEY,
-        region TEXT NOT NULL,
-        link_addr TEXT NOT NULL,
-        http_addr TEXT NOT NULL,
-        heartbeat_at BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS stream_origins (
-        uid TEXT PRIMARY KEY,
-        node TEXT NOT NULL,
-        live BIGINT NOT NULL,
-        lease_until BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS stream_tree (
-        uid TEXT NOT NULL,
-        child TEXT NOT NULL,
-        parent TEXT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        PRIMARY KEY (uid, child))",
-    "CREATE TABLE IF NOT EXISTS cluster_rtt (
-        a TEXT NOT NULL,
-        b TEXT NOT NULL,
-        rtt_us BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        PRIMARY KEY (a, b))",
-    "CREATE TABLE IF NOT EXISTS cluster_meta (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL)",
-];
-
-/// Create the cluster tables if needed.
-pub async fn create_schema(pool: &AnyPool) -> sqlx::Result<()> {
-    for stmt in SCHEMA {
-        pool.execute(*stmt).await?;
-    }
-    Ok(())
-}
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)

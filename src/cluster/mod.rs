@@ -245,7 +245,6 @@ pub async fn shared_account(
     store: &crate::store::Store,
     candidate: &str,
 ) -> anyhow::Result<String> {
-    db::create_schema(store.pool()).await?;
     let id = db::claim_meta(store.pool(), "default_account", candidate).await?;
     if id == candidate {
         return Ok(id);
@@ -515,11 +514,9 @@ fn link_config() -> LinkConfig {
 }
 
 impl Cluster {
-    /// Bind the link, create the tables and start every cluster task.
+    /// Bind the link and start every cluster task (the tables are the
+    /// store's, see `store::migrate`).
     pub async fn start(node: Arc<Node>, cfg: ClusterConfig) -> anyhow::Result<Arc<Cluster>> {
-        db::create_schema(node.store.pool())
-            .await
-            .context("creating the cluster schema")?;
         let tls = cfg.tls().context("the node's link certificate")?;
         let shared = Arc::new(Shared {
             me: cfg.node.clone(),

@@ -9,53 +9,6 @@ use sqlx::Row as _;
 
 use super::{now_micros, Store};
 
-pub(super) const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS ingest_domains (
-        domain TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL,
-        cert_pem TEXT NOT NULL,
-        key_pem TEXT NOT NULL,
-        created BIGINT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'active',
-        method TEXT NOT NULL DEFAULT 'upload',
-        error TEXT NOT NULL DEFAULT '',
-        verify_token TEXT NOT NULL DEFAULT '',
-        verify_value TEXT NOT NULL DEFAULT '',
-        expires BIGINT NOT NULL DEFAULT 0,
-        renewed BIGINT NOT NULL DEFAULT 0,
-        modified BIGINT NOT NULL DEFAULT 0,
-        next_attempt BIGINT NOT NULL DEFAULT 0,
-        attempts BIGINT NOT NULL DEFAULT 0,
-        lease_holder TEXT NOT NULL DEFAULT '',
-        lease_until BIGINT NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS acme_challenges (
-        id TEXT PRIMARY KEY,
-        domain TEXT NOT NULL,
-        value TEXT NOT NULL,
-        created BIGINT NOT NULL)",
-];
-
-/// Columns an older node's `ingest_domains` lacks (see `UPGRADES`). Rows
-/// of an older node were uploads and stay `active`.
-pub(super) const UPGRADES: &[(&str, &str, &str)] = &[
-    ("ingest_domains", "status", "TEXT NOT NULL DEFAULT 'active'"),
-    ("ingest_domains", "method", "TEXT NOT NULL DEFAULT 'upload'"),
-    ("ingest_domains", "error", "TEXT NOT NULL DEFAULT ''"),
-    ("ingest_domains", "verify_token", "TEXT NOT NULL DEFAULT ''"),
-    ("ingest_domains", "verify_value", "TEXT NOT NULL DEFAULT ''"),
-    ("ingest_domains", "expires", "BIGINT NOT NULL DEFAULT 0"),
-    ("ingest_domains", "renewed", "BIGINT NOT NULL DEFAULT 0"),
-    ("ingest_domains", "modified", "BIGINT NOT NULL DEFAULT 0"),
-    (
-        "ingest_domains",
-        "next_attempt",
-        "BIGINT NOT NULL DEFAULT 0",
-    ),
-    ("ingest_domains", "attempts", "BIGINT NOT NULL DEFAULT 0"),
-    ("ingest_domains", "lease_holder", "TEXT NOT NULL DEFAULT ''"),
-    ("ingest_domains", "lease_until", "BIGINT NOT NULL DEFAULT 0"),
-];
-
 /// A custom ingest domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainRow {

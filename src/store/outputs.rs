@@ -6,20 +6,6 @@ use sqlx::Row;
 
 use super::{now_micros, Store};
 
-/// Schema of the outputs table (appended to the store's `SCHEMA`).
-pub(super) const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS live_input_outputs (
-        uid TEXT PRIMARY KEY,
-        input_uid TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        url TEXT NOT NULL,
-        stream_key TEXT NOT NULL,
-        enabled BIGINT NOT NULL,
-        created BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS live_input_outputs_by_input \
-     ON live_input_outputs (input_uid, created)",
-];
-
 /// One output as stored.
 #[derive(Clone, PartialEq)]
 pub struct OutputRow {

@@ -5,15 +5,6 @@ use sqlx::Row;
 
 use super::{now_micros, Store};
 
-/// Statements run after the upgrades, at every start: tokens of an older
-/// database get an id (the first 32 hex digits of their hash, which only
-/// their holder could have known), then ids are unique.
-pub(super) const AFTER_UPGRADES: &[&str] = &[
-    "UPDATE api_tokens SET id = substr(hash, 1, 32) WHERE id = ''",
-    "CREATE UNIQUE INDEX IF NOT EXISTS api_tokens_by_id ON api_tokens (id)",
-    "CREATE INDEX IF NOT EXISTS api_tokens_by_account ON api_tokens (account_id, created)",
-];
-
 /// An account's API token as listed (never the secret).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRow {

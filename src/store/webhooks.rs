@@ -13,26 +13,6 @@ use sqlx::Row;
 
 use super::{now_micros, Store};
 
-/// The tables (run with the rest of the schema).
-pub(super) const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS webhooks (
-        account_id TEXT PRIMARY KEY,
-        url TEXT NOT NULL,
-        secret TEXT NOT NULL,
-        modified BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS webhook_events (
-        id TEXT PRIMARY KEY,
-        seq BIGINT NOT NULL,
-        account_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        created BIGINT NOT NULL,
-        attempts BIGINT NOT NULL,
-        next_at BIGINT NOT NULL,
-        claim TEXT NOT NULL,
-        claim_until BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS webhook_events_by_account ON webhook_events (account_id, seq)",
-];
-
 /// Events queued per account at most; more are dropped (and counted).
 pub const MAX_QUEUED_PER_ACCOUNT: i64 = 10_000;
 
@@ -394,9 +374,15 @@ pub(super) mod tests {
         let b = Store::open_sqlite(dir.path()).await.unwrap();
         two_claimers_on(&a, &b).await;
         if let Ok(url) = std::env::var("BANYAN_TEST_POSTGRES") {
-            let a = Store::open(&url).await.unwrap();
-            let b = Store::open(&url).await.unwrap();
+            // A schema of its own: a claimer takes any account's rows, so
+            // rows other runs left would crowd out this run's.
+            let schema = crate::store::tests::PgSchema::create(&url).await;
+            let a = Store::open(&schema.url).await.unwrap();
+            let b = Store::open(&schema.url).await.unwrap();
             two_claimers_on(&a, &b).await;
+            a.close().await;
+            b.close().await;
+            schema.drop().await;
         }
     }
 }

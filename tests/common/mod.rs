@@ -56,6 +56,17 @@ impl Node {
     pub fn start_in(cwd: Option<&Path>, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
+        Node::launch(cwd, dir, data, extra)
+    }
+
+    /// A node on an existing data dir `data` (kept when the node is
+    /// dropped), every listener on port 0.
+    pub fn start_on(data: &Path, extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Node::launch(None, dir, data.to_path_buf(), extra)
+    }
+
+    fn launch(cwd: Option<&Path>, dir: tempfile::TempDir, data: PathBuf, extra: &[&str]) -> Node {
         let log = dir.path().join("node.log");
         let mut args = vec![
             "serve",

@@ -1,0 +1,5 @@
+// The migrations are embedded in the binary by `sqlx::migrate!`: rebuild
+// when one changes.
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}
