@@ -48,8 +48,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use banyan_relay::link::{
-    Admission, Admit, AdmitRequest, ClusterCa, Downstream, LinkClient, LinkConfig,
-    LinkError, LinkServer, PullEnd, PullHandle,
+    Admission, Admit, AdmitRequest, ClusterCa, Downstream, LinkClient, LinkConfig, LinkError,
+    LinkServer, PullEnd, PullHandle,
 };
 use banyan_relay::StreamState;
 use banyan_topology::{Decision, NodeId, RttEstimates, RttTable, Tree};

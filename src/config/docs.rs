@@ -174,8 +174,9 @@ fn the_packaged_config_names_every_option_at_its_default() {
         );
     }
     for (table, key, value, _) in &lines {
-        let o = find(&opts, table, key)
-            .unwrap_or_else(|| panic!("packaging/banyan.toml names [{table}] {key}, not an option"));
+        let o = find(&opts, table, key).unwrap_or_else(|| {
+            panic!("packaging/banyan.toml names [{table}] {key}, not an option")
+        });
         // The service passes its own data dir; the file says which.
         if key == "data_dir" {
             continue;

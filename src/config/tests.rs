@@ -152,7 +152,10 @@ fn values_are_kept_within_their_bounds() {
 fn tls_cluster_and_acme_are_checked() {
     let e = with_file("tls_cert = \"/c.pem\"\n", &[]).unwrap_err();
     assert!(format!("{e:#}").contains("together"), "{e:#}");
-    assert!(serve(&["--tls-cert", "/c.pem"]).is_err(), "flags come in pairs");
+    assert!(
+        serve(&["--tls-cert", "/c.pem"]).is_err(),
+        "flags come in pairs"
+    );
     let both = "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n";
     let s = with_file(both, &[]).unwrap();
     assert_eq!(s.tls.pair(), Some(("/c.pem".into(), "/k.pem".into())));
@@ -164,7 +167,11 @@ fn tls_cluster_and_acme_are_checked() {
     let pg = ["--database-url", "postgres://db/banyan"];
     let s = with_file(
         "[cluster]\nregion = \"eu\"\nfanout = 0\nca_cert = \"/ca.pem\"\nca_key = \"/ca.key\"\n",
-        &[&["--cluster-node", "b", "--cluster-link", "127.0.0.1:0"][..], &pg].concat(),
+        &[
+            &["--cluster-node", "b", "--cluster-link", "127.0.0.1:0"][..],
+            &pg,
+        ]
+        .concat(),
     )
     .unwrap();
     let c = s.cluster_cfg.unwrap();
