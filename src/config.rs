@@ -81,7 +81,10 @@ impl Options {
         let known = Self::top_level_keys();
         for key in table.keys() {
             if key != "cluster" && !known.contains(&key.as_str()) {
-                bail!("unknown key `{key}`");
+                bail!(
+                    "unknown key `{key}` (the keys are the flags of `banyan serve --help` \
+                     in snake case)"
+                );
             }
         }
         #[derive(Deserialize)]

@@ -1,7 +1,7 @@
 //! The documents that list the options, checked against the options
 //! themselves: the README's table, `packaging/banyan.toml` and
 //! `samples/banyan.toml` name every option and none that does not exist,
-//! with the defaults the code has.
+//! with the defaults the code has; the sample cluster's configs parse.
 
 use std::path::Path;
 
@@ -214,4 +214,9 @@ fn the_sample_config_sets_real_options_to_their_defaults() {
         );
     }
     Options::from_toml(&text).expect("samples/banyan.toml parses");
+    for node in ["a", "b", "c"] {
+        let path = format!("samples/cluster/{node}.toml");
+        let o = Options::from_toml(&read(&path)).unwrap_or_else(|e| panic!("{path}: {e:#}"));
+        assert_eq!(o.cluster.node.as_deref(), Some(node), "{path}");
+    }
 }
