@@ -155,7 +155,7 @@ impl Args for ServeArgs {
                     .env("BANYAN_CONFIG")
                     .value_name("FILE")
                     .value_parser(clap::value_parser!(PathBuf))
-                    .help("TOML config file; flags and env variables win over it."),
+                    .help("TOML config file; flags and env variables win over it"),
             ),
         )
     }
