@@ -573,8 +573,8 @@ async fn create_input(
     JsonBody(body): JsonBody<InputBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    body.check(node.settings.max_meta_bytes)?;
-    let max = node.settings.max_inputs_per_account;
+    body.check(node.settings.quotas.max_meta_bytes)?;
+    let max = node.settings.quotas.max_inputs_per_account;
     if node.store.count_inputs(&account).await? >= max as i64 {
         return Err(crate::quota::inputs_refusal(max).into());
     }
@@ -612,7 +612,7 @@ async fn update_input(
 ) -> ApiResult {
     auth.scope(&account)?;
     let mut row = load_input(&node, &account, &uid).await?;
-    body.check(node.settings.max_meta_bytes)?;
+    body.check(node.settings.quotas.max_meta_bytes)?;
     body.apply(&mut row);
     row.modified = now_micros().max(row.modified + 1);
     if !node.store.update_input(&row).await? {

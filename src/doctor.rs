@@ -128,7 +128,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<bool> {
     if !args.quiet {
         println!(
             "banyan doctor: data dir {}{}",
-            settings.data_dir.display(),
+            settings.general.data_dir.display(),
             settings
                 .config
                 .as_ref()
@@ -141,11 +141,11 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<bool> {
     checks::clock(&mut r);
     checks::http(&mut r, &settings, creds.as_ref()).await;
     checks::rtmps(&mut r, &settings, cert.as_ref()).await;
-    checks::srt(&mut r, settings.srt).await;
-    if let Some(a) = settings.rtmp {
+    checks::srt(&mut r, settings.net.srt).await;
+    if let Some(a) = settings.net.plain_rtmp() {
         checks::tcp(&mut r, "plain RTMP", a).await;
     }
-    checks::metrics(&mut r, settings.metrics).await;
+    checks::metrics(&mut r, settings.net.metrics).await;
     database::database(&mut r, &settings).await;
     print!("{}", r.render(args.quiet));
     Ok(r.count(Level::Fail) == 0)

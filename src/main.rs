@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => {
             let settings = config::Settings::resolve(*args)?;
-            init_logs("info", settings.log_format);
+            init_logs("info", settings.observe.log_format);
             node::serve(settings).await
         }
         Cmd::Inputs { conn, cmd } => {

@@ -97,7 +97,7 @@ pub struct Node {
 impl Node {
     /// The host written into URLs: `--public-host`, else the bound address.
     fn host(&self, addr: SocketAddr) -> String {
-        if let Some(h) = &self.settings.public_host {
+        if let Some(h) = &self.settings.general.public_host {
             return h.clone();
         }
         let ip = if addr.ip().is_unspecified() {
@@ -168,7 +168,7 @@ impl Node {
             };
             match tls::certified_key(d.cert_pem.as_bytes(), key.as_bytes()) {
                 Ok(ck) if d.account_id == crate::acme::OWN => {
-                    if self.settings.acme.own_host {
+                    if self.settings.acme.acme {
                         self.tls.set_own(ck);
                     }
                 }
@@ -308,9 +308,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             upkeep.run_upkeep();
         }
     });
-    prepare_data_dir(&settings.data_dir)?;
-    let data_dir = settings.data_dir.canonicalize()?;
-    let store = match &settings.database_url {
+    prepare_data_dir(&settings.general.data_dir)?;
+    let data_dir = settings.general.data_dir.canonicalize()?;
+    let store = match &settings.general.database_url {
         Some(url) => Store::open(url).await?,
         None => Store::open_sqlite(&data_dir).await?,
     };
@@ -320,8 +320,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let (cert, key) = tls::node_cert_files(
         &data_dir,
-        settings.tls.as_ref(),
-        settings.public_host.as_deref(),
+        settings.tls.pair().as_ref(),
+        settings.general.public_host.as_deref(),
     )?;
     let node_key = tls::certified_key(
         &std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?,
@@ -330,10 +330,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let resolver = SniResolver::new(node_key);
     let tls_config = tls::server_config(resolver.clone())?;
 
-    let http = TcpListener::bind(settings.http)
+    let http = TcpListener::bind(settings.net.http)
         .await
-        .with_context(|| format!("binding HTTP {}", settings.http))?;
-    let rtmp = match settings.rtmp {
+        .with_context(|| format!("binding HTTP {}", settings.net.http))?;
+    let rtmp = match settings.net.plain_rtmp() {
         Some(a) => Some(
             TcpListener::bind(a)
                 .await
@@ -341,17 +341,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let rtmps = TcpListener::bind(settings.rtmps)
+    let rtmps = TcpListener::bind(settings.net.rtmps)
         .await
-        .with_context(|| format!("binding RTMPS {}", settings.rtmps))?;
-    let metrics_listener = TcpListener::bind(settings.metrics)
+        .with_context(|| format!("binding RTMPS {}", settings.net.rtmps))?;
+    let metrics_listener = TcpListener::bind(settings.net.metrics)
         .await
-        .with_context(|| format!("binding metrics {}", settings.metrics))?;
+        .with_context(|| format!("binding metrics {}", settings.net.metrics))?;
     let exposition = crate::exposition::Exposition::new(
-        settings.metrics_per_stream,
+        settings.observe.metrics_per_stream,
         crate::exposition::load_key(&data_dir)?,
     );
-    let https = match settings.https {
+    let https = match settings.net.https {
         Some(a) => Some(
             TcpListener::bind(a)
                 .await
@@ -362,16 +362,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let outputs = crate::outputs::Outputs::new(
         banyan_egress::push::PushConfig {
             roots: Arc::new(
-                crate::outputs::roots(settings.outputs_ca.as_deref())
+                crate::outputs::roots(settings.hooks.outputs_ca.as_deref())
                     .context("loading the trusted roots of outputs")?,
             ),
-            allow_private: settings.outputs_allow_private,
+            allow_private: settings.hooks.outputs_allow_private,
             ..Default::default()
         },
         settings.cluster_cfg.is_some(),
     );
     let hub = Hub::new(HubConfig {
-        reconnect_window: settings.reconnect_window,
+        reconnect_window: settings.general.reconnect_window,
         ..HubConfig::default()
     });
     let keys = Arc::new(KeyTable::new());
@@ -380,7 +380,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let webhooks = crate::webhooks::Webhooks::new();
     crate::webhooks::set_roots(
         &webhooks,
-        crate::webhooks::load_roots(settings.webhook_ca_file.as_deref())
+        crate::webhooks::load_roots(settings.hooks.webhook_ca_file.as_deref())
             .context("loading the CA certificates for webhooks")?,
     );
     let ctx = banyan_ingest::Context {
@@ -395,8 +395,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 Arc::new(move |name: &str| resolver.account_of(name))
             },
             banyan_ingest::admission::FailLimit {
-                max: settings.auth_fail_max,
-                window: settings.auth_fail_window,
+                max: settings.limits.auth_fail_max,
+                window: settings.limits.auth_fail_window,
             },
         ),
         events: webhooks.ingest_events(),
@@ -405,17 +405,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Binds now (port 0 allowed) and serves in the background. The key
     // table is empty until the rebuild below: until then SRT refuses.
     let srt = banyan_ingest::srt::serve(
-        settings.srt,
+        settings.net.srt,
         banyan_ingest::srt::SrtConfig {
-            max_connections: settings.max_connections,
-            max_per_address: settings.max_connections_per_address,
+            max_connections: settings.limits.max_connections,
+            max_per_address: settings.limits.max_connections_per_address,
             ..Default::default()
         },
         ctx.clone(),
         shutdown.clone(),
     )
     .await
-    .with_context(|| format!("binding SRT {}", settings.srt))?;
+    .with_context(|| format!("binding SRT {}", settings.net.srt))?;
     let addrs = Addrs {
         http: http.local_addr()?,
         rtmp: rtmp.as_ref().map(|l| l.local_addr()).transpose()?,
@@ -424,7 +424,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         metrics: metrics_listener.local_addr()?,
         https: https.as_ref().map(|l| l.local_addr()).transpose()?,
     };
-    let settings_rate = (settings.api_rate, settings.api_burst);
+    let settings_rate = (settings.quotas.api_rate, settings.quotas.api_burst);
     let acme = crate::acme::Acme::new(settings.acme.clone())?;
     let node = Arc::new(Node {
         settings,
@@ -472,11 +472,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let s = &node.settings;
     let limits = banyan_ingest::rtmp::Limits {
-        handshake_timeout: s.handshake_timeout,
-        idle_timeout: s.idle_timeout,
-        max_connections: s.max_connections,
-        max_per_address: s.max_connections_per_address,
-        proxy_protocol: s.proxy_protocol,
+        handshake_timeout: s.limits.handshake_timeout,
+        idle_timeout: s.limits.idle_timeout,
+        max_connections: s.limits.max_connections,
+        max_per_address: s.limits.max_connections_per_address,
+        proxy_protocol: s.net.proxy_protocol,
         trusted_proxies: s.trusted_proxies.clone(),
         acme_tls: None,
     };
@@ -501,7 +501,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
     tasks.spawn(crate::acme::run(node.clone()));
     tasks.spawn(node.clone().watch_status());
-    if node.settings.database_url.is_some() {
+    if node.settings.general.database_url.is_some() {
         tasks.spawn(node.clone().refresh_shared(crate::acme::SHARED_REFRESH));
     }
     tasks.spawn(crate::analytics::run(node.clone()));
@@ -525,7 +525,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             )),
             access: node.playback.clone(),
             session_secret: Some(Arc::from(session_secret.as_bytes())),
-            sessions_per_address: node.settings.hls_sessions_per_address,
+            sessions_per_address: node.settings.limits.hls_sessions_per_address,
             ..banyan_egress::hls::HlsConfig::default()
         },
     );
@@ -537,15 +537,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         app = app.merge(c.router());
     }
     let http_limits = crate::httpd::HttpLimits {
-        header_timeout: node.settings.http_header_timeout,
-        max_connections: node.settings.max_connections,
-        body_timeout: node.settings.http_body_timeout,
-        write_timeout: node.settings.http_write_timeout,
-        max_per_address: node.settings.max_connections_per_address,
+        header_timeout: node.settings.limits.http_header_timeout,
+        max_connections: node.settings.limits.max_connections,
+        body_timeout: node.settings.limits.http_body_timeout,
+        write_timeout: node.settings.limits.http_write_timeout,
+        max_per_address: node.settings.limits.max_connections_per_address,
         trusted_proxies: node.settings.trusted_proxies.clone(),
     };
     let metrics_limits = crate::httpd::HttpLimits {
-        max_connections: node.settings.max_connections.min(64),
+        max_connections: node.settings.limits.max_connections.min(64),
         ..http_limits.clone()
     };
     if let Some(l) = https {

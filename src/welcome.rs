@@ -15,7 +15,7 @@ use crate::node::Node;
 pub fn text(node: &Node, creds: &Path, first: bool) -> String {
     let a = &node.addrs;
     let api = node.api_url();
-    let data = node.settings.data_dir.display();
+    let data = node.settings.general.data_dir.display();
     let rtmps = format!("rtmps://{}/live", node.authority(a.rtmps));
     let srt = format!("srt://{}", node.authority(a.srt));
     let doctor = match &node.settings.config {
@@ -57,13 +57,13 @@ pub fn text(node: &Node, creds: &Path, first: bool) -> String {
         .into_iter()
         .flatten()
         .any(|l| l.ip().is_unspecified());
-    if everywhere && node.settings.public_host.is_none() {
+    if everywhere && node.settings.general.public_host.is_none() {
         t.push_str(
             "Listening on every interface, but the URLs above name this machine as \
              127.0.0.1: set public_host to the name clients use.\n",
         );
     }
-    if node.settings.tls.is_none() {
+    if node.settings.tls.pair().is_none() {
         t.push_str(&format!(
             "The RTMPS certificate is self-signed ({data}/tls): clients that verify \
              need it, or give --tls-cert/--tls-key.\n"

@@ -310,12 +310,8 @@ fn options() -> Vec<(String, String)> {
 
 /// Parse a config file's text as the node does (unknown keys refused).
 fn parse_config(text: &str, what: &str) {
-    let file: banyan::config::FileConfig =
-        toml::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"));
-    if let Some(t) = file.cluster {
-        let _: banyan::cluster::FileCluster = t
-            .try_into()
-            .unwrap_or_else(|e| panic!("{what} [cluster]: {e}"));
+    if let Err(e) = banyan::config::Options::from_toml(text) {
+        panic!("{what}: {e:#}\n{text}");
     }
 }
 

@@ -22,7 +22,7 @@ pub mod plan;
 mod seal;
 pub mod verify;
 
-pub use config::{AcmeArgs, AcmeFile, AcmeSettings, Challenge, LETS_ENCRYPT};
+pub use config::{AcmeOptions, Challenge, LETS_ENCRYPT};
 pub use seal::Sealer;
 
 use crate::node::Node;
@@ -48,7 +48,7 @@ const CHALLENGE_TTL: i64 = 3600 * 1_000_000;
 
 /// The ACME state of a node.
 pub struct Acme {
-    pub settings: AcmeSettings,
+    pub settings: AcmeOptions,
     pub sealer: Sealer,
     /// This process's lease holder id.
     holder: String,
@@ -61,7 +61,7 @@ pub struct Acme {
 }
 
 impl Acme {
-    pub fn new(settings: AcmeSettings) -> anyhow::Result<Arc<Acme>> {
+    pub fn new(settings: AcmeOptions) -> anyhow::Result<Arc<Acme>> {
         use anyhow::Context as _;
         let sealer = match &settings.secret_key_file {
             Some(p) => {
@@ -69,7 +69,7 @@ impl Acme {
             }
             None => Sealer::default(),
         };
-        let roots = crate::webhooks::load_roots(settings.ca.as_deref())
+        let roots = crate::webhooks::load_roots(settings.acme_ca.as_deref())
             .context("loading the CA certificates for the ACME server")?;
         Ok(Arc::new(Acme {
             settings,
@@ -98,7 +98,7 @@ impl Acme {
         while q.front().is_some_and(|t| now - *t >= ORDER_WINDOW) {
             q.pop_front();
         }
-        if q.len() >= self.settings.max_orders_per_hour as usize {
+        if q.len() >= self.settings.max_domain_orders as usize {
             metrics::counter!("banyan_domain_orders_refused_total").increment(1);
             return false;
         }
@@ -113,8 +113,8 @@ impl Acme {
         }
         let a = client::account(
             &node.store,
-            &self.settings.directory,
-            self.settings.email.as_deref(),
+            &self.settings.acme_directory,
+            self.settings.acme_email.as_deref(),
             &self.roots,
             &self.sealer,
         )
@@ -147,7 +147,7 @@ impl client::Publish for Publisher<'_> {
             .store
             .put_challenge(&format!("alpn:{domain}"), domain, key_auth)
             .await?;
-        if self.0.settings.database_url.is_some() {
+        if self.0.settings.general.database_url.is_some() {
             // The other nodes load challenge certificates with their
             // refresh of the shared store: let them have it before the CA
             // may connect to any of them.
@@ -179,7 +179,7 @@ pub async fn sync_challenges(node: &Node) -> anyhow::Result<()> {
 
 /// With `--acme`: the row of the node's own name (account [`OWN`]).
 async fn ensure_own_row(node: &Node) -> anyhow::Result<()> {
-    let Some(host) = node.settings.public_host.as_deref() else {
+    let Some(host) = node.settings.general.public_host.as_deref() else {
         return Ok(());
     };
     let host = host.to_ascii_lowercase();
@@ -205,7 +205,7 @@ async fn ensure_own_row(node: &Node) -> anyhow::Result<()> {
 
 /// Run the driver until shutdown.
 pub async fn run(node: Arc<Node>) {
-    if node.settings.acme.own_host {
+    if node.settings.acme.acme {
         if let Err(e) = ensure_own_row(&node).await {
             tracing::warn!("cannot record the node's own ACME name: {e:#}");
         }
@@ -229,7 +229,7 @@ pub async fn run(node: Arc<Node>) {
             let Some(due) = plan::due(&row, now) else {
                 continue;
             };
-            if row.account_id == OWN && !node.settings.acme.own_host {
+            if row.account_id == OWN && !node.settings.acme.acme {
                 continue;
             }
             if !node.acme.busy.lock().insert(row.domain.clone()) {
@@ -318,7 +318,7 @@ async fn job(node: &Node, row: DomainRow, due: Due) -> anyhow::Result<()> {
 
 async fn attempt(node: &Node, row: &DomainRow, due: Due) -> Outcome {
     if due == Due::Verify {
-        let port = match node.settings.acme.verify_port {
+        let port = match node.settings.acme.domain_verify_port {
             0 => node.addrs.http.port(),
             p => p,
         };
@@ -331,7 +331,7 @@ async fn attempt(node: &Node, row: &DomainRow, due: Due) -> Outcome {
     client::order(
         &account,
         &row.domain,
-        node.settings.acme.challenge,
+        node.settings.acme.acme_challenge,
         &Publisher(node),
     )
     .await

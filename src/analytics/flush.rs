@@ -166,9 +166,9 @@ pub async fn flush_once(node: &Node, batcher: &mut Batcher, since_ms: &mut i64) 
     }
 }
 
-/// Flush every `settings.analytics_flush` until shutdown, then once more.
+/// Flush every `settings.observe.analytics_flush` until shutdown, then once more.
 pub async fn run(node: Arc<Node>) {
-    let period = node.settings.analytics_flush;
+    let period = node.settings.observe.analytics_flush;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batcher = Batcher::default();

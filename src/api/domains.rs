@@ -101,7 +101,7 @@ fn domain_json(node: &St, d: &DomainRow) -> Value {
         "renewedAt": when(d.renewed),
     });
     if d.method == plan::UPLOAD && !d.verify_token.is_empty() {
-        let port = match node.settings.acme.verify_port {
+        let port = match node.settings.acme.domain_verify_port {
             0 => node.addrs.http.port(),
             p => p,
         };
@@ -123,7 +123,7 @@ async fn add_domain(
 ) -> ApiResult {
     auth.scope(&account)?;
     let NewDomain { domain, upload } = new_domain(body)?;
-    if reserved(&domain, node.settings.public_host.as_deref()) {
+    if reserved(&domain, node.settings.general.public_host.as_deref()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             10002,
@@ -155,10 +155,10 @@ async fn add_domain(
         .iter()
         .filter(|d| d.domain != domain)
         .count();
-    if count >= node.settings.max_ingest_domains {
+    if count >= node.settings.quotas.max_ingest_domains {
         return Err(ApiError::conflict(format!(
             "at most {} ingest domains per account",
-            node.settings.max_ingest_domains
+            node.settings.quotas.max_ingest_domains
         )));
     }
     if !node.acme.allow_order(&account) {
@@ -168,7 +168,7 @@ async fn add_domain(
             format!(
                 "too many domain additions: at most {} per account per hour \
                  (max_domain_orders); try again later",
-                node.settings.acme.max_orders_per_hour
+                node.settings.acme.max_domain_orders
             ),
         ));
     }
@@ -201,7 +201,7 @@ async fn add_domain(
         "ingest domain added");
     if row.method == plan::UPLOAD {
         // Check at once: a name already pointed here is proven now.
-        let port = match node.settings.acme.verify_port {
+        let port = match node.settings.acme.domain_verify_port {
             0 => node.addrs.http.port(),
             p => p,
         };

@@ -120,7 +120,7 @@ pub(super) async fn create_output(
     auth.scope(&account)?;
     load_input(&node, &account, &input).await?;
     let (url, stream_key, enabled) = new_output(body)?;
-    if !node.settings.outputs_allow_private {
+    if !node.settings.hooks.outputs_allow_private {
         let target = banyan_egress::push::Target::parse(&url, &stream_key)
             .map_err(|e| ApiError::bad_request(format!("url: {e}")))?;
         if banyan_egress::push::addr::literal_is_private(target.host()) {

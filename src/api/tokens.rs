@@ -154,7 +154,7 @@ pub(super) async fn rotate_admin(
 /// old one. Whether it was rewritten.
 fn rewrite_credentials(node: &St, old: &str, new: &str) -> bool {
     use subtle::ConstantTimeEq as _;
-    let path = crate::node::credentials_path(&node.settings.data_dir);
+    let path = crate::node::credentials_path(&node.settings.general.data_dir);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return false;
     };

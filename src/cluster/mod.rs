@@ -30,11 +30,14 @@
 //!   broadcaster reconnected elsewhere) or its broadcaster is away, pulls
 //!   are dropped and re-made under the new origin.
 
+mod config;
 mod db;
+
+pub use config::{ClusterConfig, ClusterOptions};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,14 +48,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use banyan_relay::link::{
-    Admission, Admit, AdmitRequest, ClusterCa, ClusterTls, Downstream, LinkClient, LinkConfig,
-    LinkError, LinkServer, PullEnd, PullHandle,
+    Admission, Admit, AdmitRequest, ClusterCa, Downstream, LinkClient, LinkConfig, LinkError,
+    LinkServer, PullEnd, PullHandle,
 };
 use banyan_relay::StreamState;
 use banyan_topology::{Decision, NodeId, RttEstimates, RttTable, Tree};
-use clap::Args;
 use parking_lot::{Mutex, RwLock};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -89,137 +90,6 @@ pub const ORIGIN_GRACE: Duration = Duration::from_secs(4);
 /// A membership tick that takes longer than this is abandoned (a database
 /// that stopped answering on an open connection) and counts as failed.
 const TICK_LIMIT: Duration = Duration::from_secs(4);
-
-/// The `[cluster]` table of the config file. Every key has a flag and an
-/// env variable (`--cluster-node`, `BANYAN_CLUSTER_NODE`, ...).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileCluster {
-    /// The node's name, unique in the cluster (letters, digits, `-`, `.`).
-    pub node: Option<String>,
-    /// A free-form region label; nodes of one region count as close when no
-    /// RTT was measured between them.
-    pub region: Option<String>,
-    /// The QUIC link address (UDP); port 0 picks a free port.
-    pub link: Option<SocketAddr>,
-    /// The link address peers are told to use, when it differs from `link`
-    /// (NAT, a port forward, a proxy); default: the bound link address.
-    pub advertise: Option<SocketAddr>,
-    /// Per-stream limit of downstream nodes.
-    pub fanout: Option<usize>,
-    /// The cluster CA certificate (PEM).
-    pub ca_cert: Option<PathBuf>,
-    /// The cluster CA key (PEM): the node issues its own link certificate
-    /// from it at start.
-    pub ca_key: Option<PathBuf>,
-}
-
-/// Flags of the cluster (they win over the `[cluster]` table).
-#[derive(Debug, Clone, Default, Args)]
-pub struct ClusterArgs {
-    /// Run as cluster node NAME (needs a postgres:// database URL)
-    #[arg(long, env = "BANYAN_CLUSTER_NODE", value_name = "NAME")]
-    pub cluster_node: Option<String>,
-    /// Region label of this node [default: default]
-    #[arg(long, env = "BANYAN_CLUSTER_REGION", value_name = "NAME")]
-    pub cluster_region: Option<String>,
-    /// QUIC link address (UDP) [default: 127.0.0.1:7700]
-    #[arg(long, env = "BANYAN_CLUSTER_LINK", value_name = "ADDR")]
-    pub cluster_link: Option<SocketAddr>,
-    /// Link address announced to peers [default: the bound link address]
-    #[arg(long, env = "BANYAN_CLUSTER_ADVERTISE", value_name = "ADDR")]
-    pub cluster_advertise: Option<SocketAddr>,
-    /// Per-stream limit of downstream nodes [default: 4]
-    #[arg(long, env = "BANYAN_CLUSTER_FANOUT", value_name = "N")]
-    pub cluster_fanout: Option<usize>,
-    /// Cluster CA certificate (PEM)
-    #[arg(long, env = "BANYAN_CLUSTER_CA_CERT", value_name = "FILE")]
-    pub cluster_ca_cert: Option<PathBuf>,
-    /// Cluster CA key (PEM), to issue this node's link certificate
-    #[arg(long, env = "BANYAN_CLUSTER_CA_KEY", value_name = "FILE")]
-    pub cluster_ca_key: Option<PathBuf>,
-}
-
-/// The resolved cluster settings of a node.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    pub node: String,
-    pub region: String,
-    pub link: SocketAddr,
-    pub advertise: Option<SocketAddr>,
-    pub fanout: usize,
-    pub ca_cert: PathBuf,
-    pub ca_key: PathBuf,
-}
-
-impl ClusterConfig {
-    /// Merge flags and the `[cluster]` table. `None` when neither names a
-    /// node (single-node mode).
-    pub fn resolve(
-        table: Option<&toml::Table>,
-        args: &ClusterArgs,
-        database_url: Option<&str>,
-    ) -> anyhow::Result<Option<ClusterConfig>> {
-        let file: FileCluster = match table {
-            Some(t) => toml::Value::Table(t.clone())
-                .try_into()
-                .context("the [cluster] section")?,
-            None => FileCluster::default(),
-        };
-        let Some(node) = args.cluster_node.clone().or(file.node) else {
-            if table.is_some() {
-                bail!("the [cluster] section needs `node = \"NAME\"`");
-            }
-            return Ok(None);
-        };
-        if rustls::pki_types::ServerName::try_from(node.as_str()).is_err() || node.len() > 63 {
-            bail!("cluster node name {node:?} must be a DNS-like name");
-        }
-        if !database_url
-            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
-        {
-            bail!("a cluster node needs a shared postgres:// database_url");
-        }
-        let ca_cert = args
-            .cluster_ca_cert
-            .clone()
-            .or(file.ca_cert)
-            .context("a cluster node needs ca_cert (--cluster-ca-cert)")?;
-        let ca_key = args
-            .cluster_ca_key
-            .clone()
-            .or(file.ca_key)
-            .context("a cluster node needs ca_key (--cluster-ca-key)")?;
-        Ok(Some(ClusterConfig {
-            node,
-            region: args
-                .cluster_region
-                .clone()
-                .or(file.region)
-                .unwrap_or_else(|| "default".into()),
-            link: args
-                .cluster_link
-                .or(file.link)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
-            advertise: args.cluster_advertise.or(file.advertise),
-            fanout: args.cluster_fanout.or(file.fanout).unwrap_or(4).max(1),
-            ca_cert,
-            ca_key,
-        }))
-    }
-
-    /// Issue this node's link certificate from the cluster CA.
-    fn tls(&self) -> anyhow::Result<ClusterTls> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-        };
-        let ca = ClusterCa {
-            cert_pem: read(&self.ca_cert)?,
-            key_pem: read(&self.ca_key)?,
-        };
-        Ok(ca.issue_node_cert(&self.node)?)
-    }
-}
 
 /// `banyan cluster-ca --out DIR`: write a new cluster CA (`ca.pem`,
 /// `ca.key`, mode 0600).

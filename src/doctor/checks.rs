@@ -61,7 +61,7 @@ fn private(r: &mut Report, what: &str, path: &Path, mode: u32, want: u32) {
 /// The modes of the data dir, credentials.json and the TLS key; the
 /// credentials themselves.
 pub(super) fn files(r: &mut Report, s: &Settings) -> Option<Creds> {
-    let dir = &s.data_dir;
+    let dir = &s.general.data_dir;
     let start = "start the node once with this data dir (it makes it), or give the node's \
                  --data-dir / --config";
     match std::fs::metadata(dir) {
@@ -71,8 +71,8 @@ pub(super) fn files(r: &mut Report, s: &Settings) -> Option<Creds> {
             return None;
         }
     }
-    let key = match &s.tls {
-        Some((_, k)) => k.clone(),
+    let key = match s.tls.pair() {
+        Some((_, k)) => k,
         None => dir.join("tls").join("key.pem"),
     };
     match std::fs::metadata(&key) {
@@ -161,10 +161,10 @@ fn days_valid(chain: &[CertificateDer<'static>], now: u64) -> Option<u64> {
 /// The certificate on disk: readable, naming the public host, valid now
 /// and for the next two weeks.
 pub(super) fn certificate(r: &mut Report, s: &Settings) -> Option<Cert> {
-    let own = s.tls.is_none();
-    let path = match &s.tls {
-        Some((c, _)) => c.clone(),
-        None => s.data_dir.join("tls").join("cert.pem"),
+    let own = s.tls.pair().is_none();
+    let path = match s.tls.pair() {
+        Some((c, _)) => c,
+        None => s.general.data_dir.join("tls").join("cert.pem"),
     };
     let renew = if own {
         format!(
@@ -193,6 +193,7 @@ pub(super) fn certificate(r: &mut Report, s: &Settings) -> Option<Cert> {
         return None;
     }
     let name = s
+        .general
         .public_host
         .clone()
         .unwrap_or_else(|| "localhost".to_string());
@@ -271,7 +272,7 @@ pub(super) fn clock(r: &mut Report) {
 /// The API with credentials.json's token (which also reaches the database),
 /// and the node's clock from its `Date` header.
 pub(super) async fn http(r: &mut Report, s: &Settings, creds: Option<&Creds>) {
-    let addr = reach(s.http);
+    let addr = reach(s.net.http);
     let client = match reqwest::Client::builder()
         .timeout(TIMEOUT)
         .no_proxy()
@@ -348,7 +349,7 @@ pub(super) async fn http(r: &mut Report, s: &Settings, creds: Option<&Creds>) {
 /// A TLS handshake on the RTMPS listener, trusting only the certificate on
 /// disk, for the name clients use.
 pub(super) async fn rtmps(r: &mut Report, s: &Settings, cert: Option<&Cert>) {
-    let addr = reach(s.rtmps);
+    let addr = reach(s.net.rtmps);
     let Some(tcp) = connect(r, "RTMPS", addr).await else {
         return;
     };

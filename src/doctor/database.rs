@@ -15,10 +15,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// `database_url`) has every migration of this binary. Read only: a
 /// missing SQLite file is not created.
 pub(super) async fn database(r: &mut Report, s: &Settings) {
-    let url = match &s.database_url {
+    let url = match &s.general.database_url {
         Some(u) => u.clone(),
         None => {
-            let path = s.data_dir.join("banyan.db");
+            let path = s.general.data_dir.join("banyan.db");
             if !path.exists() {
                 r.warn(
                     format!("database {}: none yet", path.display()),

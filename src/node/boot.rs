@@ -84,7 +84,7 @@ pub(super) fn ready_line(node: &Node, creds: &Path) {
         "srt": a.srt.to_string(),
         "api": node.api_url(),
         "https": a.https.map(|h| h.to_string()),
-        "dataDir": node.settings.data_dir.display().to_string(),
+        "dataDir": node.settings.general.data_dir.display().to_string(),
         "credentials": creds.display().to_string(),
         "metrics": a.metrics.to_string(),
     });

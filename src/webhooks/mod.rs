@@ -238,7 +238,7 @@ pub async fn run(node: Arc<Node>) {
     let Some(rx) = node.webhooks.rx.lock().take() else {
         return;
     };
-    if node.settings.database_url.is_none() {
+    if node.settings.general.database_url.is_none() {
         // Alone on this store: any claim is this node's own, from a stop
         // in the middle of a delivery.
         if let Err(e) = node.store.release_webhook_claims().await {
@@ -370,7 +370,7 @@ async fn deliver(node: &Node, e: QueuedEvent) {
             let attempts = e.attempts + 1;
             let next = now + backoff(e.attempts).as_micros() as i64;
             let age = Duration::from_micros(now.saturating_sub(e.created).max(0) as u64);
-            if age >= node.settings.webhook_retry_for {
+            if age >= node.settings.hooks.webhook_retry_for {
                 tracing::warn!(account = %e.account_id, attempts, "webhook event dropped after retrying: {why}");
                 delivered("expired");
                 store.remove_webhook_event(&e.id).await
@@ -394,7 +394,7 @@ async fn post(
     body: &str,
 ) -> Result<(), (&'static str, String)> {
     let t = target::parse(url).map_err(|e| ("refused", e))?;
-    let addrs = target::resolve(&t, node.settings.webhook_allow_private)
+    let addrs = target::resolve(&t, node.settings.hooks.webhook_allow_private)
         .await
         .map_err(|e| ("refused", e))?;
     // Connect only to the addresses just checked.
