@@ -24,6 +24,7 @@
 //! `ceil(log_fanout(n)) + 1`.
 
 mod directory;
+pub mod member;
 mod planner;
 
 pub use directory::{Directory, NodeInfo, StaticDirectory};

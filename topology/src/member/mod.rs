@@ -1,0 +1,794 @@
+//! One cluster member as a sans-IO state machine: membership, origin
+//! leases, demand, joins, redirects, heals and leaving.
+//!
+//! [`ClusterNode::handle`] takes the time and one [`Event`] (a scan of the
+//! local streams, a timer, the result of a database round, a link's answer)
+//! and returns [`Action`]s for its driver to carry out (a database round,
+//! asking a node for a stream, dropping a pull, a log line). There is no
+//! clock, socket or database inside: the production driver (QUIC links and
+//! PostgreSQL) and the simulator run this same code.
+//!
+//! Per stream a member is in one explicit phase: waiting for an origin or a
+//! retry, asking a node (one request in flight, identified by its attempt
+//! number, so a late answer to an abandoned attempt is ignored), pulling
+//! from a parent, or releasing (the pull is dropped and the driver has not
+//! yet said the local stream is gone, so no new join starts meanwhile).
+//!
+//! Healing: when the link to the parent is lost, the member asks the lost
+//! parent's nearest live ancestor first (from the stored edges), then the
+//! next one up, then the origin; the lost parent is avoided for a moment.
+
+mod admit;
+mod view;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use admit::Admit;
+pub use view::{Member, Origin, Snapshot, View};
+
+use crate::NodeId;
+
+/// The durations of the protocol.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Period of the database round (heartbeat, leases, snapshot).
+    pub heartbeat: Duration,
+    /// A member whose heartbeat is older than this is dead.
+    pub dead_after: Duration,
+    /// An origin lease lasts this long unless renewed.
+    pub lease: Duration,
+    /// Period of the scan of local streams.
+    pub demand_poll: Duration,
+    /// A pull nobody here uses for this long is dropped.
+    pub leave_after: Duration,
+    /// After an outage, how long this node's writes must succeed before the
+    /// database's staleness is believed.
+    pub settle: Duration,
+    /// How long an origin lease missing from the database is still believed
+    /// while its node is a member.
+    pub origin_grace: Duration,
+    /// How long an accepted child counts before its pull shows as served.
+    pub admit_hold: Duration,
+    /// How long a lost parent is avoided.
+    pub avoid: Duration,
+    /// Wait before asking again after a failed attempt.
+    pub retry: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        let ms = Duration::from_millis;
+        Timing {
+            heartbeat: ms(500),
+            dead_after: ms(1500),
+            lease: ms(1500),
+            demand_poll: ms(150),
+            leave_after: ms(5000),
+            settle: ms(2500),
+            origin_grace: ms(4000),
+            admit_hold: ms(2000),
+            avoid: ms(2000),
+            retry: ms(100),
+        }
+    }
+}
+
+/// Most redirects one join follows.
+pub const MAX_REDIRECTS: usize = 16;
+
+/// A stream in the local hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalState {
+    Idle,
+    Live,
+    /// The publisher left and may come back.
+    Reconnecting,
+}
+
+/// One local stream as the driver sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    pub uid: String,
+    pub state: LocalState,
+    /// Viewers of any protocol watch it here.
+    pub viewers: bool,
+    /// Anything subscribes to it in the hub (a waiting player, a muxer).
+    pub subscribers: bool,
+    /// Nodes this one serves it to.
+    pub downstream: usize,
+}
+
+/// What a node answered an [`Action::Ask`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// It serves the stream to this node now.
+    Accepted,
+    Redirect {
+        node: NodeId,
+        link: Option<SocketAddr>,
+    },
+    /// A broadcaster publishes the stream on this node.
+    LocalPublisher,
+    Failed(String),
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The local streams now (every stream the node knows of).
+    Local(Vec<Local>),
+    /// A time asked for with [`Action::TickAt`] came.
+    Tick,
+    /// Time for a database round.
+    SyncDue,
+    /// The database round asked for succeeded. `taken`: per origin lease
+    /// asked for, whether this node holds it; `linked`: peers this node
+    /// holds an open link to.
+    Synced {
+        snapshot: Arc<Snapshot>,
+        taken: Vec<(String, bool)>,
+        linked: BTreeSet<NodeId>,
+    },
+    /// The database round failed (or took too long).
+    SyncFailed,
+    /// The answer to [`Action::Ask`].
+    Answer {
+        uid: String,
+        attempt: u64,
+        answer: Answer,
+    },
+    /// A pull ended by itself: `lost` with the reason when the link failed,
+    /// `None` when the stream ended upstream.
+    PullEnded {
+        uid: String,
+        attempt: u64,
+        lost: Option<String>,
+    },
+    /// After [`Action::Release`]: the pull is dropped and the stream is no
+    /// longer live here.
+    Released { uid: String },
+}
+
+/// One origin lease operation of a database round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginOp {
+    /// Take or renew the lease (`live`: the broadcaster is connected).
+    Take { live: bool },
+    Release,
+}
+
+/// The writes of one database round; the driver then reads a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncPlan {
+    pub origins: Vec<(String, OriginOp)>,
+    /// `(uid, parent)` edges of the streams this node pulls.
+    pub edges: Vec<(String, NodeId)>,
+    /// Delete stale edges.
+    pub sweep: bool,
+}
+
+/// What the driver does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Heartbeat, write the plan, read a snapshot, answer with
+    /// [`Event::Synced`] or [`Event::SyncFailed`].
+    Sync(SyncPlan),
+    /// Run a database round soon (a broadcaster needs the origin lease).
+    WakeSync,
+    /// Ask `node` for `uid`; pull on acceptance; answer [`Event::Answer`].
+    Ask {
+        uid: String,
+        attempt: u64,
+        node: NodeId,
+        link: Option<SocketAddr>,
+    },
+    /// Drop the pull of `uid` (a new one follows).
+    DropPull { uid: String },
+    /// Drop the pull of `uid` if any; answer [`Event::Released`] once the
+    /// stream is not live here.
+    Release { uid: String },
+    StoreEdge { uid: String, parent: NodeId },
+    RemoveEdge { uid: String },
+    /// Feed [`Event::Tick`] at this time.
+    TickAt(Duration),
+    Note(Note),
+}
+
+/// Things worth a log line or a metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    Joined {
+        uid: String,
+        parent: NodeId,
+        origin: NodeId,
+    },
+    Healed {
+        uid: String,
+        parent: NodeId,
+        origin: NodeId,
+        took: Duration,
+    },
+    JoinFailed {
+        uid: String,
+        why: String,
+    },
+    LinkLost {
+        uid: String,
+        parent: NodeId,
+        why: String,
+    },
+    EndedUpstream {
+        uid: String,
+    },
+    OriginMoved {
+        uid: String,
+        origin: NodeId,
+    },
+    Leaving {
+        uid: String,
+    },
+    LocalPublisher {
+        uid: String,
+    },
+    OriginTaken {
+        uid: String,
+    },
+    LeaseReleased {
+        uid: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    /// Wanted; waits for an origin or for `retry_at`.
+    Waiting,
+    Asking {
+        at: NodeId,
+        origin: NodeId,
+        hops: usize,
+    },
+    Pulling {
+        parent: NodeId,
+        origin: NodeId,
+    },
+    Releasing,
+}
+
+#[derive(Debug, Clone)]
+struct Stream {
+    phase: Phase,
+    attempt: u64,
+    idle_since: Option<Duration>,
+    /// When the link to the parent was lost (a heal is under way).
+    lost_at: Option<Duration>,
+    /// Nodes to ask next while healing, nearest first.
+    heal_via: Vec<NodeId>,
+    avoid: BTreeMap<NodeId, Duration>,
+    retry_at: Duration,
+}
+
+/// A pull as the admin view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullInfo {
+    pub parent: Option<NodeId>,
+    pub origin: Option<NodeId>,
+}
+
+/// One cluster member.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    me: NodeId,
+    fanout: usize,
+    timing: Timing,
+    view: View,
+    local: BTreeMap<String, Local>,
+    streams: BTreeMap<String, Stream>,
+    leases: BTreeSet<String>,
+    admitted: BTreeMap<String, Vec<(NodeId, Duration)>>,
+    /// Since when this node's database rounds have been succeeding.
+    ok_since: Option<Duration>,
+    /// The round under way: since when rounds succeed if it does, whether
+    /// that is settled, its plan.
+    pending: Option<(Duration, bool, SyncPlan)>,
+    origins_seen: BTreeMap<String, Duration>,
+    next_attempt: u64,
+}
+
+impl ClusterNode {
+    pub fn new(me: NodeId, fanout: usize, timing: Timing) -> ClusterNode {
+        ClusterNode {
+            me,
+            fanout: fanout.max(1),
+            timing,
+            view: View::default(),
+            local: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            leases: BTreeSet::new(),
+            admitted: BTreeMap::new(),
+            ok_since: None,
+            pending: None,
+            origins_seen: BTreeMap::new(),
+            next_attempt: 0,
+        }
+    }
+
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    pub fn fanout(&self) -> usize {
+        self.fanout
+    }
+
+    pub fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// The live origin of `uid` on another member.
+    pub fn remote_origin(&self, uid: &str) -> Option<&NodeId> {
+        let o = self.view.origin(uid)?;
+        (o.live && o.node != self.me && self.view.member(&o.node).is_some()).then_some(&o.node)
+    }
+
+    /// Whether this node holds `uid` from another node (or is joining it).
+    pub fn pulling(&self, uid: &str) -> bool {
+        self.streams.contains_key(uid)
+    }
+
+    /// Whether this node is `uid`'s origin: a broadcaster publishes here
+    /// and this node holds the lease.
+    pub fn is_origin(&self, uid: &str) -> bool {
+        !self.pulling(uid) && self.leases.contains(uid)
+    }
+
+    pub fn pull(&self, uid: &str) -> Option<PullInfo> {
+        let s = self.streams.get(uid)?;
+        Some(match &s.phase {
+            Phase::Pulling { parent, origin } => PullInfo {
+                parent: Some(parent.clone()),
+                origin: Some(origin.clone()),
+            },
+            Phase::Asking { origin, .. } => PullInfo {
+                parent: None,
+                origin: Some(origin.clone()),
+            },
+            _ => PullInfo {
+                parent: None,
+                origin: None,
+            },
+        })
+    }
+
+    /// The parent `uid` is pulled from now.
+    pub fn parent(&self, uid: &str) -> Option<&NodeId> {
+        match &self.streams.get(uid)?.phase {
+            Phase::Pulling { parent, .. } => Some(parent),
+            _ => None,
+        }
+    }
+
+    /// Take one event; the actions to carry out, in order.
+    pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Local(list) => {
+                self.local = list.into_iter().map(|l| (l.uid.clone(), l)).collect();
+                self.evaluate(now, &mut out);
+            }
+            Event::Tick => self.evaluate(now, &mut out),
+            Event::SyncDue => out.push(Action::Sync(self.plan(now))),
+            Event::Synced {
+                snapshot,
+                taken,
+                linked,
+            } => {
+                self.synced(now, snapshot, taken, &linked, &mut out);
+                self.evaluate(now, &mut out);
+            }
+            Event::SyncFailed => {
+                self.ok_since = None;
+                self.pending = None;
+            }
+            Event::Answer {
+                uid,
+                attempt,
+                answer,
+            } => self.answered(now, &uid, attempt, answer, &mut out),
+            Event::PullEnded { uid, attempt, lost } => {
+                self.pull_ended(now, &uid, attempt, lost, &mut out)
+            }
+            Event::Released { uid } => {
+                if matches!(
+                    self.streams.get(&uid).map(|s| &s.phase),
+                    Some(Phase::Releasing)
+                ) {
+                    self.streams.remove(&uid);
+                    out.push(Action::RemoveEdge { uid });
+                }
+            }
+        }
+        out
+    }
+
+    fn plan(&mut self, now: Duration) -> SyncPlan {
+        let since = self.ok_since.unwrap_or(now);
+        let settled = now.saturating_sub(since) >= self.timing.settle;
+        let mut plan = SyncPlan {
+            sweep: settled,
+            ..SyncPlan::default()
+        };
+        for (uid, l) in &self.local {
+            if self.streams.contains_key(uid) {
+                continue;
+            }
+            let held = self.leases.contains(uid);
+            match l.state {
+                LocalState::Live => plan.origins.push((uid.clone(), OriginOp::Take { live: true })),
+                LocalState::Reconnecting if held => {
+                    plan.origins
+                        .push((uid.clone(), OriginOp::Take { live: false }))
+                }
+                _ if held => plan.origins.push((uid.clone(), OriginOp::Release)),
+                _ => {}
+            }
+        }
+        for (uid, s) in &self.streams {
+            if let Phase::Pulling { parent, .. } = &s.phase {
+                plan.edges.push((uid.clone(), parent.clone()));
+            }
+        }
+        self.pending = Some((since, settled, plan.clone()));
+        plan
+    }
+
+    fn synced(
+        &mut self,
+        now: Duration,
+        snapshot: Arc<Snapshot>,
+        taken: Vec<(String, bool)>,
+        linked: &BTreeSet<NodeId>,
+        out: &mut Vec<Action>,
+    ) {
+        let (since, settled, plan) = self.pending.take().unwrap_or((now, false, SyncPlan::default()));
+        self.ok_since = Some(since);
+        for (uid, op) in &plan.origins {
+            if *op == OriginOp::Release && self.leases.remove(uid) {
+                out.push(Action::Note(Note::LeaseReleased { uid: uid.clone() }));
+            }
+        }
+        for (uid, got) in taken {
+            if !got {
+                self.leases.remove(&uid);
+            } else if self.leases.insert(uid.clone()) {
+                out.push(Action::Note(Note::OriginTaken { uid }));
+            }
+        }
+        for uid in snapshot.origins.keys() {
+            self.origins_seen.insert(uid.clone(), now);
+        }
+        let grace = self.timing.origin_grace;
+        self.origins_seen
+            .retain(|_, t| now.saturating_sub(*t) < grace);
+        let seen = &self.origins_seen;
+        let recent = |uid: &str| seen.contains_key(uid);
+        self.view = self.view.next(snapshot, linked, &recent, settled);
+    }
+
+    /// Start joins for streams wanted here and live elsewhere; step every
+    /// stream held.
+    fn evaluate(&mut self, now: Duration, out: &mut Vec<Action>) {
+        let mut wake = false;
+        let mut start = Vec::new();
+        for (uid, l) in &self.local {
+            if self.streams.contains_key(uid) {
+                continue;
+            }
+            if l.state == LocalState::Live {
+                wake |= !self.leases.contains(uid);
+                continue;
+            }
+            // Viewers waiting (through a heal or an origin move), or any
+            // subscriber of a stream that is not here at all.
+            let wanted = l.viewers || (l.state == LocalState::Idle && l.subscribers);
+            if wanted && self.remote_origin(uid).is_some() {
+                start.push(uid.clone());
+            }
+        }
+        if wake {
+            out.push(Action::WakeSync);
+        }
+        for uid in start {
+            self.streams.insert(
+                uid,
+                Stream {
+                    phase: Phase::Waiting,
+                    attempt: 0,
+                    idle_since: None,
+                    lost_at: None,
+                    heal_via: Vec::new(),
+                    avoid: BTreeMap::new(),
+                    retry_at: now,
+                },
+            );
+        }
+        let uids: Vec<String> = self.streams.keys().cloned().collect();
+        for uid in uids {
+            self.step(now, &uid, out);
+        }
+    }
+
+    /// Local viewers or downstream nodes use `uid`, or did within
+    /// `leave_after`. Other hub subscribers (a waiting muxer) do not keep a
+    /// pull alive by themselves.
+    fn wanted(&mut self, now: Duration, uid: &str) -> bool {
+        let l = self.local.get(uid);
+        let Some(s) = self.streams.get_mut(uid) else {
+            return false;
+        };
+        let viewers = l.is_some_and(|l| l.viewers || l.downstream > 0);
+        // Before the pull starts, a waiting subscriber is the demand.
+        let waiting = l.is_some_and(|l| l.state != LocalState::Live && l.subscribers)
+            && s.idle_since.is_none();
+        if viewers || waiting {
+            s.idle_since = None;
+            return true;
+        }
+        let since = *s.idle_since.get_or_insert(now);
+        now.saturating_sub(since) < self.timing.leave_after
+    }
+
+    fn step(&mut self, now: Duration, uid: &str, out: &mut Vec<Action>) {
+        let Some(phase) = self.streams.get(uid).map(|s| s.phase.clone()) else {
+            return;
+        };
+        match phase {
+            Phase::Releasing | Phase::Asking { .. } => {}
+            Phase::Pulling { origin, .. } => {
+                if !self.wanted(now, uid) {
+                    out.push(Action::Note(Note::Leaving { uid: uid.into() }));
+                    self.release(uid, out);
+                } else if self.remote_origin(uid) != Some(&origin) {
+                    out.push(Action::Note(Note::OriginMoved {
+                        uid: uid.into(),
+                        origin,
+                    }));
+                    out.push(Action::DropPull { uid: uid.into() });
+                    if let Some(s) = self.streams.get_mut(uid) {
+                        s.phase = Phase::Waiting;
+                        s.heal_via.clear();
+                        s.retry_at = now;
+                    }
+                    self.step(now, uid, out);
+                }
+            }
+            Phase::Waiting => {
+                if !self.wanted(now, uid) {
+                    self.release(uid, out);
+                    return;
+                }
+                let Some(origin) = self.remote_origin(uid).cloned() else {
+                    // Live here with no pull: a broadcaster publishes here.
+                    if self.local.get(uid).map(|l| l.state) == Some(LocalState::Live) {
+                        out.push(Action::Note(Note::LocalPublisher { uid: uid.into() }));
+                        self.release(uid, out);
+                    }
+                    return;
+                };
+                let avoid_for = self.timing.avoid;
+                let next_attempt = self.next_attempt + 1;
+                let Some(s) = self.streams.get_mut(uid) else {
+                    return;
+                };
+                if now < s.retry_at {
+                    out.push(Action::TickAt(s.retry_at));
+                    return;
+                }
+                s.avoid.retain(|_, t| now.saturating_sub(*t) < avoid_for);
+                let at = loop {
+                    match s.heal_via.first().cloned() {
+                        Some(n) if s.avoid.contains_key(&n) || n == self.me => {
+                            s.heal_via.remove(0);
+                        }
+                        Some(n) if self.view.member(&n).is_some() => {
+                            s.heal_via.remove(0);
+                            break n;
+                        }
+                        Some(_) => {
+                            s.heal_via.remove(0);
+                        }
+                        None => break origin.clone(),
+                    }
+                };
+                self.next_attempt = next_attempt;
+                s.attempt = next_attempt;
+                let link = self.view.member(&at).map(|m| m.link);
+                s.phase = Phase::Asking {
+                    at: at.clone(),
+                    origin,
+                    hops: 0,
+                };
+                out.push(Action::Ask {
+                    uid: uid.into(),
+                    attempt: next_attempt,
+                    node: at,
+                    link,
+                });
+            }
+        }
+    }
+
+    fn release(&mut self, uid: &str, out: &mut Vec<Action>) {
+        if let Some(s) = self.streams.get_mut(uid) {
+            s.phase = Phase::Releasing;
+            out.push(Action::Release { uid: uid.into() });
+        }
+    }
+
+    fn answered(
+        &mut self,
+        now: Duration,
+        uid: &str,
+        attempt: u64,
+        answer: Answer,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(s) = self.streams.get_mut(uid) else {
+            return;
+        };
+        let Phase::Asking { at, origin, hops } = s.phase.clone() else {
+            return;
+        };
+        if s.attempt != attempt {
+            return;
+        }
+        match answer {
+            Answer::Accepted => {
+                let note = match s.lost_at.take() {
+                    Some(t) => Note::Healed {
+                        uid: uid.into(),
+                        parent: at.clone(),
+                        origin: origin.clone(),
+                        took: now.saturating_sub(t),
+                    },
+                    None => Note::Joined {
+                        uid: uid.into(),
+                        parent: at.clone(),
+                        origin: origin.clone(),
+                    },
+                };
+                s.heal_via.clear();
+                s.phase = Phase::Pulling {
+                    parent: at.clone(),
+                    origin,
+                };
+                out.push(Action::Note(note));
+                out.push(Action::StoreEdge {
+                    uid: uid.into(),
+                    parent: at,
+                });
+            }
+            Answer::Redirect { node, link } => {
+                let why = if s.avoid.contains_key(&node) {
+                    Some(format!("sent to {node}, lost moments ago"))
+                } else if hops + 1 >= MAX_REDIRECTS {
+                    Some("too many redirects".to_string())
+                } else if node == self.me {
+                    Some("sent to this node".to_string())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    self.failed(now, uid, why, out);
+                    return;
+                }
+                let link = self.view.member(&node).map(|m| m.link).or(link);
+                s.phase = Phase::Asking {
+                    at: node.clone(),
+                    origin,
+                    hops: hops + 1,
+                };
+                out.push(Action::Ask {
+                    uid: uid.into(),
+                    attempt,
+                    node,
+                    link,
+                });
+            }
+            Answer::LocalPublisher => {
+                out.push(Action::Note(Note::LocalPublisher { uid: uid.into() }));
+                self.release(uid, out);
+            }
+            Answer::Failed(why) => self.failed(now, uid, why, out),
+        }
+    }
+
+    /// An attempt failed: ask the next node on the heal path at once, or
+    /// the origin after a short wait.
+    fn failed(&mut self, now: Duration, uid: &str, why: String, out: &mut Vec<Action>) {
+        out.push(Action::Note(Note::JoinFailed {
+            uid: uid.into(),
+            why,
+        }));
+        let retry = self.timing.retry;
+        if let Some(s) = self.streams.get_mut(uid) {
+            s.phase = Phase::Waiting;
+            s.retry_at = if s.heal_via.is_empty() {
+                now + retry
+            } else {
+                now
+            };
+        }
+        self.step(now, uid, out);
+    }
+
+    fn pull_ended(
+        &mut self,
+        now: Duration,
+        uid: &str,
+        attempt: u64,
+        lost: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
+        let heal_via = match self.streams.get(uid) {
+            Some(Stream {
+                phase: Phase::Pulling { parent, .. },
+                attempt: a,
+                ..
+            }) if *a == attempt => self.ancestors(uid, parent),
+            _ => return,
+        };
+        let poll = self.timing.demand_poll;
+        let Some(s) = self.streams.get_mut(uid) else {
+            return;
+        };
+        let Phase::Pulling { parent, .. } = s.phase.clone() else {
+            return;
+        };
+        s.phase = Phase::Waiting;
+        match lost {
+            Some(why) => {
+                out.push(Action::Note(Note::LinkLost {
+                    uid: uid.into(),
+                    parent: parent.clone(),
+                    why,
+                }));
+                s.avoid.insert(parent, now);
+                s.lost_at = Some(now);
+                s.heal_via = heal_via;
+                s.retry_at = now;
+            }
+            None => {
+                out.push(Action::Note(Note::EndedUpstream { uid: uid.into() }));
+                s.retry_at = now + poll;
+            }
+        }
+        self.step(now, uid, out);
+    }
+
+    /// The stored ancestors of `parent` in `uid`'s tree, nearest first,
+    /// without the origin (asked last anyway) and without this node.
+    fn ancestors(&self, uid: &str, parent: &NodeId) -> Vec<NodeId> {
+        let origin = self.view.origin(uid).map(|o| o.node.clone());
+        let mut out = Vec::new();
+        let mut at = parent;
+        // Bounded: a stored loop ends at a node seen before.
+        while let Some(p) = self.view.parent(uid, at) {
+            if Some(p) == origin.as_ref() || *p == self.me || out.contains(p) || out.len() > 64 {
+                break;
+            }
+            out.push(p.clone());
+            at = p;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
