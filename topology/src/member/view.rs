@@ -60,6 +60,11 @@ impl Snapshot {
         })
     }
 
+    /// The RTT between two regions, when known.
+    pub fn region_rtt(&self, a: &str, b: &str) -> Option<Duration> {
+        self.region_rtts.get(&region_key(a, b)).copied()
+    }
+
     /// Record the RTT between two regions (either order).
     pub fn set_region_rtt(&mut self, a: &str, b: &str, rtt: Duration) {
         self.region_rtts.insert(region_key(a, b), rtt);
