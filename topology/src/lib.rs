@@ -26,6 +26,7 @@
 mod directory;
 pub mod member;
 mod planner;
+pub mod sim;
 
 pub use directory::{Directory, NodeInfo, StaticDirectory};
 pub use planner::{Decision, Placement, RttEstimates, RttTable, Tree};
