@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{ClusterNode, LocalState, Phase};
-use crate::planner::{Decision, RttEstimates, Tree};
+use crate::planner::{RttEstimates, Tree};
 use crate::NodeId;
 
 /// The answer to a joiner.
@@ -66,54 +66,55 @@ impl ClusterNode {
     }
 
     /// Where a joiner goes, given the children this node serves or has
-    /// just accepted (`kids`, the joiner not among them).
+    /// just accepted (`kids`, the joiner not among them): the rule of
+    /// [`Tree::decide`], on each child's subtree as the stored edges show
+    /// it (the shallowest free slot, then the lowest RTT to the joiner).
+    /// Every child counts for the fan-out; only members can be sent to.
     fn place(&self, uid: &str, joiner: &NodeId, kids: &[NodeId]) -> Admit {
         if kids.len() < self.fanout {
             return Admit::Accept;
         }
-        let me = &self.me;
         let view = &self.view;
-        // This node's subtree: its children now, and below them the stored
-        // edges (never the joiner's own subtree).
-        let mut edges: Vec<(NodeId, NodeId)> = Vec::new();
-        let mut inside: BTreeSet<NodeId> = BTreeSet::new();
-        let mut queue: VecDeque<NodeId> = VecDeque::new();
+        let mut best: Option<(usize, Duration, NodeId, SocketAddr)> = None;
         for k in kids {
-            if view.member(k).is_some() && inside.insert(k.clone()) {
-                edges.push((k.clone(), me.clone()));
-                queue.push_back(k.clone());
+            let Some(m) = view.member(k) else {
+                continue;
+            };
+            let depth = self.subtree(uid, k, joiner).free_depth(k);
+            let rtt = view.rtt(joiner, k).unwrap_or(Duration::MAX);
+            let score = (depth, rtt, k.clone(), m.link);
+            if best.as_ref().is_none_or(|b| (score.0, score.1, &score.2) < (b.0, b.1, &b.2)) {
+                best = Some(score);
             }
         }
+        match best {
+            Some((_, _, node, link)) => Admit::Redirect { node, link },
+            // Full, and no child is in the view yet (a view older than the
+            // children): the joiner asks again in a moment, by when the
+            // view knows them or a dead child's link has closed.
+            None => Admit::Refuse("full, and no child is known yet".into()),
+        }
+    }
+
+    /// The subtree of `root` from the stored edges, never this node nor the
+    /// joiner (so never the joiner's own subtree), within the fan-out.
+    fn subtree(&self, uid: &str, root: &NodeId, joiner: &NodeId) -> Tree {
+        let mut edges: Vec<(NodeId, NodeId)> = Vec::new();
+        let mut inside: BTreeSet<NodeId> = [root.clone()].into();
+        let mut queue: VecDeque<NodeId> = [root.clone()].into();
         // Bounded: every member enters the queue once.
         while let Some(x) = queue.pop_front() {
-            for c in view.children(uid, &x) {
-                if c != *me && c != *joiner && inside.insert(c.clone()) {
+            let mut taken = 0;
+            for c in self.view.children(uid, &x) {
+                if taken < self.fanout && c != self.me && c != *joiner && inside.insert(c.clone())
+                {
+                    taken += 1;
                     edges.push((c.clone(), x.clone()));
                     queue.push_back(c);
                 }
             }
         }
-        let first_level: Vec<(NodeId, NodeId)> =
-            edges.iter().filter(|(_, p)| p == me).cloned().collect();
-        let tree = Tree::from_edges(me.clone(), self.fanout, edges)
-            .or_else(|_| Tree::from_edges(me.clone(), usize::MAX, first_level));
-        let choice = match tree {
-            Ok(t) if t.children(me).count() >= self.fanout => match t.decide(me, joiner, view) {
-                Decision::Redirect(c) => Some(c),
-                Decision::Accept => None,
-            },
-            Ok(t) => {
-                // Over the limit only in a race: pick the closest child.
-                t.children(me)
-                    .min_by_key(|c| (view.rtt(joiner, c).unwrap_or(Duration::MAX), (*c).clone()))
-                    .cloned()
-            }
-            Err(_) => None,
-        };
-        match choice.and_then(|c| view.member(&c).map(|m| (c.clone(), m.link))) {
-            Some((node, link)) => Admit::Redirect { node, link },
-            // No usable child (all dead): take the joiner rather than fail it.
-            None => Admit::Accept,
-        }
+        Tree::from_edges(root.clone(), self.fanout, edges)
+            .unwrap_or_else(|_| Tree::new(root.clone(), self.fanout))
     }
 }

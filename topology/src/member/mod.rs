@@ -554,7 +554,7 @@ impl ClusterNode {
                 if !self.wanted(now, uid) {
                     out.push(Action::Note(Note::Leaving { uid: uid.into() }));
                     self.release(uid, out);
-                } else if self.remote_origin(uid) != Some(&origin) {
+                } else if self.origin_moved(uid, &origin) {
                     out.push(Action::Note(Note::OriginMoved {
                         uid: uid.into(),
                         origin,
@@ -622,6 +622,16 @@ impl ClusterNode {
                 });
             }
         }
+    }
+
+    /// The stream's origin is known to be another node now, or its
+    /// broadcaster is away. A lease missing from the view (late renewals,
+    /// a slow or absent database) moves nothing: the pull shows the stream
+    /// flows, and a dead origin shows as a lost link.
+    fn origin_moved(&self, uid: &str, origin: &NodeId) -> bool {
+        self.view
+            .origin(uid)
+            .is_some_and(|o| o.node != *origin || !o.live)
     }
 
     fn release(&mut self, uid: &str, out: &mut Vec<Action>) {

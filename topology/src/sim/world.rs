@@ -581,6 +581,7 @@ impl<'a> World<'a> {
         let admit = self.nodes[to as usize]
             .core
             .admit(self.now, UID, &name(from), &children, state);
+
         self.control += 1;
         let answer = match admit {
             Admit::Accept => {
