@@ -55,13 +55,24 @@ impl ClusterNode {
             .chain(recent.iter().map(|(p, _)| p))
             .cloned()
             .collect();
+        let sent = self.redirected.entry(uid.to_string()).or_default();
+        sent.retain(|(_, p, at)| now.saturating_sub(*at) < hold && p != peer);
         let answer = self.place(uid, peer, &kids);
-        if answer == Admit::Accept {
-            if let Some(r) = self.admitted.get_mut(uid) {
-                r.push((peer.clone(), now));
+        match &answer {
+            Admit::Accept => {
+                if let Some(r) = self.admitted.get_mut(uid) {
+                    r.push((peer.clone(), now));
+                }
             }
+            Admit::Redirect { node, .. } => {
+                if let Some(r) = self.redirected.get_mut(uid) {
+                    r.push((node.clone(), peer.clone(), now));
+                }
+            }
+            _ => {}
         }
         self.admitted.retain(|_, v| !v.is_empty());
+        self.redirected.retain(|_, v| !v.is_empty());
         answer
     }
 
@@ -80,7 +91,16 @@ impl ClusterNode {
             let Some(m) = view.member(k) else {
                 continue;
             };
-            let depth = self.subtree(uid, k, joiner).free_depth(k);
+            let mut tree = self.subtree(uid, k, joiner);
+            // Joiners sent below `k` a moment ago, not in the stored edges
+            // yet, go where they will be placed (so a burst of joiners is
+            // spread, not sent down the same child).
+            for (to, sent, _) in self.redirected.get(uid).into_iter().flatten() {
+                if to == k && sent != joiner && !tree.contains(sent) {
+                    let _ = tree.join(sent, view);
+                }
+            }
+            let depth = tree.free_depth(k);
             let rtt = view.rtt(joiner, k).unwrap_or(Duration::MAX);
             let score = (depth, rtt, k.clone(), m.link);
             if best.as_ref().is_none_or(|b| (score.0, score.1, &score.2) < (b.0, b.1, &b.2)) {

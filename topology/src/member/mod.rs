@@ -288,6 +288,9 @@ pub struct ClusterNode {
     streams: BTreeMap<String, Stream>,
     leases: BTreeSet<String>,
     admitted: BTreeMap<String, Vec<(NodeId, Duration)>>,
+    /// Per stream, joiners recently sent below a child: `(child, joiner,
+    /// when)`.
+    redirected: BTreeMap<String, Vec<(NodeId, NodeId, Duration)>>,
     /// Since when this node's database rounds have been succeeding.
     ok_since: Option<Duration>,
     /// The round under way: since when rounds succeed if it does, whether
@@ -308,6 +311,7 @@ impl ClusterNode {
             streams: BTreeMap::new(),
             leases: BTreeSet::new(),
             admitted: BTreeMap::new(),
+            redirected: BTreeMap::new(),
             ok_since: None,
             pending: None,
             origins_seen: BTreeMap::new(),
