@@ -14,8 +14,8 @@ use banyan_relay::link::{
 };
 use banyan_relay::StreamState;
 use banyan_topology::member::{
-    Action, Admit, Answer, ClusterNode, Event, Local, LocalState, Member, Note, OriginOp,
-    Snapshot, SyncPlan, Timing,
+    Action, Admit, Answer, ClusterNode, Event, Local, LocalState, Member, Note, OriginOp, Snapshot,
+    SyncPlan, Timing,
 };
 use banyan_topology::NodeId;
 use parking_lot::Mutex;
@@ -54,7 +54,11 @@ fn local_state(s: StreamState) -> LocalState {
 
 impl Admission for Core {
     fn admit(&self, req: &AdmitRequest<'_>) -> WireAdmit {
-        let children: Vec<NodeId> = req.children.iter().map(|c| NodeId::new(c.as_str())).collect();
+        let children: Vec<NodeId> = req
+            .children
+            .iter()
+            .map(|c| NodeId::new(c.as_str()))
+            .collect();
         let now = self.now();
         let answer = self.node.lock().admit(
             now,
@@ -259,13 +263,22 @@ impl Cluster {
 
     /// Ask `node` for `uid`; on acceptance hold the pull until it ends or
     /// the core drops it.
-    async fn ask(self: Arc<Self>, uid: String, attempt: u64, node: NodeId, link: Option<SocketAddr>) {
+    async fn ask(
+        self: Arc<Self>,
+        uid: String,
+        attempt: u64,
+        node: NodeId,
+        link: Option<SocketAddr>,
+    ) {
         let answer = match self.client(node.as_str(), link).await {
             Err(why) => Answer::Failed(why),
             Ok(client) => match client.pull(&uid, self.node.hub.clone()).await {
                 Ok(handle) => {
                     let stop = CancellationToken::new();
-                    let old = self.pulls.lock().insert(uid.clone(), (attempt, stop.clone()));
+                    let old = self
+                        .pulls
+                        .lock()
+                        .insert(uid.clone(), (attempt, stop.clone()));
                     if let Some((_, old)) = old {
                         old.cancel();
                     }

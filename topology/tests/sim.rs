@@ -17,9 +17,15 @@ fn scenario(name: &str, seed: u64) -> Report {
 /// What holds in every scenario once its faults are over.
 fn check_common(r: &Report) {
     eprintln!("{}", r.row());
-    assert_eq!(r.unserved_end, 0, "every node with viewers is served: {r:?}");
+    assert_eq!(
+        r.unserved_end, 0,
+        "every node with viewers is served: {r:?}"
+    );
     assert!(r.is_tree, "the links form one tree: {r:?}");
-    assert_eq!(r.over_fanout, 0, "no node serves more than the fan-out: {r:?}");
+    assert_eq!(
+        r.over_fanout, 0,
+        "no node serves more than the fan-out: {r:?}"
+    );
     assert!(
         r.height_end <= r.height_bound + 1,
         "height {} within one of the bound {}",
@@ -39,12 +45,18 @@ fn check_common(r: &Report) {
         r.height_end,
         reference.height()
     );
-    assert!(r.members_end >= NODES / 2, "most nodes pull the stream: {r:?}");
+    assert!(
+        r.members_end >= NODES / 2,
+        "most nodes pull the stream: {r:?}"
+    );
     assert!(
         r.origin_mbps <= 4 * 6,
         "the origin uploads to at most fan-out children"
     );
-    assert!(r.join.count > 0 && r.join.p95 < Duration::from_secs(2), "{r:?}");
+    assert!(
+        r.join.count > 0 && r.join.p95 < Duration::from_secs(2),
+        "{r:?}"
+    );
     assert!(r.db_writes_per_node_s < 10.0, "{r:?}");
 }
 

@@ -18,7 +18,10 @@ pub enum Admit {
     /// The stream is not here.
     NotHere,
     /// Ask this child instead.
-    Redirect { node: NodeId, link: SocketAddr },
+    Redirect {
+        node: NodeId,
+        link: SocketAddr,
+    },
     Refuse(String),
 }
 
@@ -46,9 +49,8 @@ impl ClusterNode {
         // place.
         let hold = self.timing.admit_hold;
         let recent = self.admitted.entry(uid.to_string()).or_default();
-        recent.retain(|(p, at)| {
-            now.saturating_sub(*at) < hold && !children.contains(p) && p != peer
-        });
+        recent
+            .retain(|(p, at)| now.saturating_sub(*at) < hold && !children.contains(p) && p != peer);
         let kids: Vec<NodeId> = children
             .iter()
             .filter(|c| *c != peer)
@@ -103,7 +105,10 @@ impl ClusterNode {
             let depth = tree.free_depth(k);
             let rtt = view.rtt(joiner, k).unwrap_or(Duration::MAX);
             let score = (depth, rtt, k.clone(), m.link);
-            if best.as_ref().is_none_or(|b| (score.0, score.1, &score.2) < (b.0, b.1, &b.2)) {
+            if best
+                .as_ref()
+                .is_none_or(|b| (score.0, score.1, &score.2) < (b.0, b.1, &b.2))
+            {
                 best = Some(score);
             }
         }
@@ -126,8 +131,7 @@ impl ClusterNode {
         while let Some(x) = queue.pop_front() {
             let mut taken = 0;
             for c in self.view.children(uid, &x) {
-                if taken < self.fanout && c != self.me && c != *joiner && inside.insert(c.clone())
-                {
+                if taken < self.fanout && c != self.me && c != *joiner && inside.insert(c.clone()) {
                     taken += 1;
                     edges.push((c.clone(), x.clone()));
                     queue.push_back(c);

@@ -156,7 +156,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OriginOp {
     /// Take or renew the lease (`live`: the broadcaster is connected).
-    Take { live: bool },
+    Take {
+        live: bool,
+    },
     Release,
 }
 
@@ -186,12 +188,21 @@ pub enum Action {
         link: Option<SocketAddr>,
     },
     /// Drop the pull of `uid` (a new one follows).
-    DropPull { uid: String },
+    DropPull {
+        uid: String,
+    },
     /// Drop the pull of `uid` if any; answer [`Event::Released`] once the
     /// stream is not live here.
-    Release { uid: String },
-    StoreEdge { uid: String, parent: NodeId },
-    RemoveEdge { uid: String },
+    Release {
+        uid: String,
+    },
+    StoreEdge {
+        uid: String,
+        parent: NodeId,
+    },
+    RemoveEdge {
+        uid: String,
+    },
     /// Feed [`Event::Tick`] at this time.
     TickAt(Duration),
     Note(Note),
@@ -434,11 +445,12 @@ impl ClusterNode {
             }
             let held = self.leases.contains(uid);
             match l.state {
-                LocalState::Live => plan.origins.push((uid.clone(), OriginOp::Take { live: true })),
-                LocalState::Reconnecting if held => {
-                    plan.origins
-                        .push((uid.clone(), OriginOp::Take { live: false }))
-                }
+                LocalState::Live => plan
+                    .origins
+                    .push((uid.clone(), OriginOp::Take { live: true })),
+                LocalState::Reconnecting if held => plan
+                    .origins
+                    .push((uid.clone(), OriginOp::Take { live: false })),
                 _ if held => plan.origins.push((uid.clone(), OriginOp::Release)),
                 _ => {}
             }
@@ -460,7 +472,10 @@ impl ClusterNode {
         linked: &BTreeSet<NodeId>,
         out: &mut Vec<Action>,
     ) {
-        let (since, settled, plan) = self.pending.take().unwrap_or((now, false, SyncPlan::default()));
+        let (since, settled, plan) =
+            self.pending
+                .take()
+                .unwrap_or((now, false, SyncPlan::default()));
         self.ok_since = Some(since);
         for (uid, op) in &plan.origins {
             if *op == OriginOp::Release && self.leases.remove(uid) {

@@ -72,7 +72,11 @@ fn ask_of(actions: &[Action]) -> Option<(u64, NodeId)> {
 #[test]
 fn joins_through_redirects_and_heals_under_the_nearest_live_ancestor() {
     let mut me = ClusterNode::new(n("me"), 2, Timing::default());
-    synced(&mut me, ms(0), snapshot(&[("a", "o"), ("b", "o"), ("c", "a")]));
+    synced(
+        &mut me,
+        ms(0),
+        snapshot(&[("a", "o"), ("b", "o"), ("c", "a")]),
+    );
     let out = me.handle(ms(10), viewers(true));
     let (attempt, at) = ask_of(&out).expect("asks the origin");
     assert_eq!(at, n("o"));
@@ -229,7 +233,10 @@ fn leaves_after_the_last_viewer_and_follows_a_moved_origin() {
     assert!(me.handle(ms(200), idle.clone()).is_empty());
     let out = me.handle(ms(200) + t.leave_after, idle.clone());
     assert!(out.contains(&Action::Release { uid: "s".into() }));
-    assert!(me.pulling("s"), "no new join until the driver says released");
+    assert!(
+        me.pulling("s"),
+        "no new join until the driver says released"
+    );
     let out = me.handle(ms(6000), Event::Released { uid: "s".into() });
     assert_eq!(out, [Action::RemoveEdge { uid: "s".into() }]);
     assert!(!me.pulling("s"));
@@ -244,7 +251,10 @@ fn a_broadcaster_here_takes_the_lease() {
     let Some(Action::Sync(plan)) = out.first() else {
         panic!("{out:?}")
     };
-    assert_eq!(plan.origins, [("s".to_string(), OriginOp::Take { live: true })]);
+    assert_eq!(
+        plan.origins,
+        [("s".to_string(), OriginOp::Take { live: true })]
+    );
     assert!(!plan.sweep, "the first round is not settled");
     let out = me.handle(
         ms(5),

@@ -307,7 +307,10 @@ mod tests {
             },
         );
         let v = view.next(Arc::new(fresh), &linked, &recent, true);
-        assert_eq!(v.origin("u").map(|o| (&o.node, o.live)), Some((&n("b"), false)));
+        assert_eq!(
+            v.origin("u").map(|o| (&o.node, o.live)),
+            Some((&n("b"), false))
+        );
     }
 
     /// Right after a database outage the first read shows only this node:
@@ -321,7 +324,8 @@ mod tests {
         }
         old.origins.insert("u".into(), origin("a"));
         old.origins.insert("v".into(), origin("c"));
-        old.edges.insert("u".into(), [(n("b"), n("a")), (n("c"), n("a"))].into());
+        old.edges
+            .insert("u".into(), [(n("b"), n("a")), (n("c"), n("a"))].into());
         let view = View::default().next(Arc::new(old), &BTreeSet::new(), &|_| true, true);
 
         let mut fresh = Snapshot::default();
@@ -333,7 +337,11 @@ mod tests {
 
         let names: Vec<&NodeId> = v.members().into_iter().map(|(x, _)| x).collect();
         assert_eq!(names, [&n("a"), &n("b"), &n("c")]);
-        assert_eq!(v.member(&n("c")).unwrap().link.port(), 30, "the fresh row wins");
+        assert_eq!(
+            v.member(&n("c")).unwrap().link.port(),
+            30,
+            "the fresh row wins"
+        );
         assert_eq!(v.origin("u"), Some(&origin("a")));
         assert_eq!(v.origin("v"), Some(&origin("b")));
         assert_eq!(v.edges("u"), [(n("b"), n("a")), (n("c"), n("b"))]);

@@ -106,7 +106,10 @@ impl Scenario {
                 ("us-west".into(), 20),
                 ("ap".into(), 15),
             ],
-            region_rtt: rtt.iter().map(|r| r.iter().map(|x| ms(*x)).collect()).collect(),
+            region_rtt: rtt
+                .iter()
+                .map(|r| r.iter().map(|x| ms(*x)).collect())
+                .collect(),
             bitrate_kbps: 6000,
             premiere_at: Duration::from_secs(5),
             db_latency: ms(2),

@@ -30,10 +30,26 @@ enum Ev {
     SyncDone(u32, bool),
     Demand(u32),
     Tick(u32),
-    AskArrive { from: u32, to: u32, attempt: u64 },
-    Answer { to: u32, from: u32, attempt: u64, answer: Answer },
-    LinkDown { child: u32, parent: u32, attempt: u64 },
-    ChildGone { parent: u32, child: u32 },
+    AskArrive {
+        from: u32,
+        to: u32,
+        attempt: u64,
+    },
+    Answer {
+        to: u32,
+        from: u32,
+        attempt: u64,
+        answer: Answer,
+    },
+    LinkDown {
+        child: u32,
+        parent: u32,
+        attempt: u64,
+    },
+    ChildGone {
+        parent: u32,
+        child: u32,
+    },
     Released(u32),
     ViewerArrive(u32),
     ViewerLeave(u32),
@@ -131,7 +147,11 @@ impl<'a> World<'a> {
         let mut nodes = Vec::with_capacity(s.nodes);
         let mut by_region = vec![Vec::new(); s.regions.len()];
         for i in 0..s.nodes as u32 {
-            let region = if i == ORIGIN { 0 } else { pick_region(&mut rng) };
+            let region = if i == ORIGIN {
+                0
+            } else {
+                pick_region(&mut rng)
+            };
             by_region[region].push(i);
             nodes.push(SimNode {
                 core: ClusterNode::new(name(i), s.fanout, timing.clone()),
@@ -400,12 +420,21 @@ impl<'a> World<'a> {
                     .collect();
                 for (i, p, a) in cut {
                     let at = self.now + LINK_IDLE;
-                    self.push(at, Ev::LinkDown {
-                        child: i,
-                        parent: p,
-                        attempt: a,
-                    });
-                    self.push(at, Ev::ChildGone { parent: p, child: i });
+                    self.push(
+                        at,
+                        Ev::LinkDown {
+                            child: i,
+                            parent: p,
+                            attempt: a,
+                        },
+                    );
+                    self.push(
+                        at,
+                        Ev::ChildGone {
+                            parent: p,
+                            child: i,
+                        },
+                    );
                     self.recompute(i);
                 }
             }
@@ -507,19 +536,41 @@ impl<'a> World<'a> {
                 }
                 Action::Ask { attempt, node, .. } => {
                     self.control += 1;
-                    let Some(to) = index(&node).filter(|x| (*x as usize) < self.nodes.len())
-                    else {
+                    let Some(to) = index(&node).filter(|x| (*x as usize) < self.nodes.len()) else {
                         let answer = Answer::Failed("unknown node".into());
-                        self.push(self.now, Ev::Answer { to: i, from: i, attempt, answer });
+                        self.push(
+                            self.now,
+                            Ev::Answer {
+                                to: i,
+                                from: i,
+                                attempt,
+                                answer,
+                            },
+                        );
                         continue;
                     };
                     if self.reachable(i, to) {
                         let at = self.now + self.rtt(i, to) / 2;
-                        self.push(at, Ev::AskArrive { from: i, to, attempt });
+                        self.push(
+                            at,
+                            Ev::AskArrive {
+                                from: i,
+                                to,
+                                attempt,
+                            },
+                        );
                     } else {
                         let answer = Answer::Failed("unreachable".into());
                         let at = self.now + CONNECT_TIMEOUT;
-                        self.push(at, Ev::Answer { to: i, from: to, attempt, answer });
+                        self.push(
+                            at,
+                            Ev::Answer {
+                                to: i,
+                                from: to,
+                                attempt,
+                                answer,
+                            },
+                        );
                     }
                 }
                 Action::DropPull { .. } => self.unpull(i),
@@ -566,7 +617,15 @@ impl<'a> World<'a> {
         if !self.reachable(from, to) {
             let answer = Answer::Failed("unreachable".into());
             let at = self.now + CONNECT_TIMEOUT.saturating_sub(back);
-            self.push(at, Ev::Answer { to: from, from: to, attempt, answer });
+            self.push(
+                at,
+                Ev::Answer {
+                    to: from,
+                    from: to,
+                    attempt,
+                    answer,
+                },
+            );
             return;
         }
         let n = &self.nodes[to as usize];
@@ -578,9 +637,10 @@ impl<'a> World<'a> {
             LocalState::Idle
         };
         let children: Vec<NodeId> = n.children.iter().map(|c| name(*c)).collect();
-        let admit = self.nodes[to as usize]
-            .core
-            .admit(self.now, UID, &name(from), &children, state);
+        let admit =
+            self.nodes[to as usize]
+                .core
+                .admit(self.now, UID, &name(from), &children, state);
 
         self.control += 1;
         let answer = match admit {
@@ -592,13 +652,27 @@ impl<'a> World<'a> {
             Admit::NotHere => Answer::Failed("not here".into()),
             Admit::Refuse(why) => Answer::Failed(why),
         };
-        self.push(self.now + back, Ev::Answer { to: from, from: to, attempt, answer });
+        self.push(
+            self.now + back,
+            Ev::Answer {
+                to: from,
+                from: to,
+                attempt,
+                answer,
+            },
+        );
     }
 
     fn answer(&mut self, to: u32, from: u32, attempt: u64, answer: Answer) {
         if !self.nodes[to as usize].alive {
             if answer == Answer::Accepted {
-                self.push(self.now + LINK_IDLE, Ev::ChildGone { parent: from, child: to });
+                self.push(
+                    self.now + LINK_IDLE,
+                    Ev::ChildGone {
+                        parent: from,
+                        child: to,
+                    },
+                );
             }
             return;
         }
@@ -609,16 +683,26 @@ impl<'a> World<'a> {
             }
             self.nodes[to as usize].upstream = Some((from, attempt));
             if !self.reachable(to, from) || !self.nodes[from as usize].children.contains(&to) {
-                self.push(self.now + LINK_IDLE, Ev::LinkDown {
-                    child: to,
-                    parent: from,
-                    attempt,
-                });
+                self.push(
+                    self.now + LINK_IDLE,
+                    Ev::LinkDown {
+                        child: to,
+                        parent: from,
+                        attempt,
+                    },
+                );
             }
             self.recompute(to);
         }
         let uid = UID.to_string();
-        self.feed(to, Event::Answer { uid, attempt, answer });
+        self.feed(
+            to,
+            Event::Answer {
+                uid,
+                attempt,
+                answer,
+            },
+        );
         // The core holds no pull the driver does not (a stale answer).
         if accepted && self.nodes[to as usize].core.parent(UID) != Some(&name(from)) {
             self.unpull(to);
@@ -626,7 +710,10 @@ impl<'a> World<'a> {
     }
 
     fn viewer_arrive(&mut self, v: u32) {
-        let (mut node, leave) = (self.viewers[v as usize].node, self.viewers[v as usize].leave);
+        let (mut node, leave) = (
+            self.viewers[v as usize].node,
+            self.viewers[v as usize].leave,
+        );
         if !self.nodes[node as usize].alive {
             // The player picks another node of the region.
             let region = self.nodes[node as usize].region;
@@ -668,16 +755,25 @@ impl<'a> World<'a> {
         for c in &children {
             if let Some((p, a)) = self.nodes[*c as usize].upstream {
                 if p == i {
-                    self.push(now + LINK_IDLE, Ev::LinkDown {
-                        child: *c,
-                        parent: i,
-                        attempt: a,
-                    });
+                    self.push(
+                        now + LINK_IDLE,
+                        Ev::LinkDown {
+                            child: *c,
+                            parent: i,
+                            attempt: a,
+                        },
+                    );
                 }
             }
         }
         if let Some((p, _)) = up {
-            self.push(now + LINK_IDLE, Ev::ChildGone { parent: p, child: i });
+            self.push(
+                now + LINK_IDLE,
+                Ev::ChildGone {
+                    parent: p,
+                    child: i,
+                },
+            );
         }
         self.nodes[i as usize].served = false;
         for c in children {
