@@ -201,7 +201,7 @@ impl Tree {
 
     /// Depth, relative to `node`, of the shallowest member of `node`'s
     /// subtree that can take one more child.
-    pub fn free_depth(&self, node: &NodeId) -> usize {
+    fn free_depth(&self, node: &NodeId) -> usize {
         let mut depth = 0;
         let mut level = vec![node];
         // Bounded: every level holds distinct members.

@@ -83,3 +83,59 @@ fn nearest_child_wins_among_equals() {
     }
     assert_eq!(tree.join(&node(9), &table).unwrap().parent, node(2));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A full member's admission, from the stored edges of its view, sends
+    /// a joiner where the planner's rule does.
+    #[test]
+    fn admission_follows_the_planner(
+        fanout in 2usize..5,
+        count in 1usize..80,
+        seed in proptest::collection::vec(any::<u16>(), 1..64),
+    ) {
+        use banyan_topology::member::{
+            Admit, ClusterNode, Event, LocalState, Member, Snapshot, Timing,
+        };
+        use std::collections::BTreeSet;
+        use std::sync::Arc;
+
+        let table = rtts(count + 2, &seed);
+        let mut tree = Tree::new(node(0), fanout);
+        for i in 1..=count {
+            tree.join(&node(i), &table).unwrap();
+        }
+        let joiner = node(count + 1);
+        let mut snap = Snapshot::default();
+        for i in 0..=count + 1 {
+            snap.nodes.insert(node(i), Member {
+                region: format!("r{i}"),
+                link: ([127, 0, 0, 1], 9000 + i as u16).into(),
+                http: String::new(),
+            });
+        }
+        let edges = snap.edges.entry("s".into()).or_default();
+        for (c, p) in tree.edges() {
+            edges.insert(c.clone(), p.clone());
+        }
+        snap.rtts = table.clone();
+        let mut origin = ClusterNode::new(node(0), fanout, Timing::default());
+        let now = Duration::from_secs(1);
+        origin.handle(now, Event::SyncDue);
+        origin.handle(now, Event::Synced {
+            snapshot: Arc::new(snap),
+            taken: vec![],
+            linked: BTreeSet::new(),
+        });
+        let kids: Vec<NodeId> = tree.children(&node(0)).cloned().collect();
+        let got = origin.admit(now, "s", &joiner, &kids, LocalState::Live);
+        match tree.decide(&node(0), &joiner, &table) {
+            banyan_topology::Decision::Accept => prop_assert_eq!(got, Admit::Accept),
+            banyan_topology::Decision::Redirect(c) => match got {
+                Admit::Redirect { node, .. } => prop_assert_eq!(node, c),
+                other => prop_assert!(false, "expected a redirect to {}, got {:?}", c, other),
+            },
+        }
+    }
+}

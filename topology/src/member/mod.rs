@@ -302,6 +302,8 @@ pub struct ClusterNode {
     /// Per stream, joiners recently sent below a child: `(child, joiner,
     /// when)`.
     redirected: BTreeMap<String, Vec<(NodeId, NodeId, Duration)>>,
+    /// Per stream, the subtree level profiles of the current view.
+    profiles: BTreeMap<String, BTreeMap<NodeId, Vec<u32>>>,
     /// Since when this node's database rounds have been succeeding.
     ok_since: Option<Duration>,
     /// The round under way: since when rounds succeed if it does, whether
@@ -323,6 +325,7 @@ impl ClusterNode {
             leases: BTreeSet::new(),
             admitted: BTreeMap::new(),
             redirected: BTreeMap::new(),
+            profiles: BTreeMap::new(),
             ok_since: None,
             pending: None,
             origins_seen: BTreeMap::new(),
@@ -498,6 +501,7 @@ impl ClusterNode {
         let seen = &self.origins_seen;
         let recent = |uid: &str| seen.contains_key(uid);
         self.view = self.view.next(snapshot, linked, &recent, settled);
+        self.profiles.clear();
     }
 
     /// Start joins for streams wanted here and live elsewhere; step every
