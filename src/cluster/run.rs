@@ -299,6 +299,7 @@ impl Cluster {
                     }
                 }
                 Err(LinkError::Hub(_)) => Answer::LocalPublisher,
+                Err(LinkError::NotHere) => Answer::NotHere,
                 Err(e) => {
                     if client.close_reason().is_some() {
                         self.clients.lock().remove(node.as_str());

@@ -34,14 +34,23 @@ pub use view::{Member, Origin, Snapshot, View};
 
 use crate::NodeId;
 
+/// How often a node sent to, which does not have the stream yet (it is
+/// joining too), is asked again before the join starts over.
+const NOT_HERE_TRIES: u8 = 3;
+
 #[derive(Debug, Clone)]
 enum Phase {
     /// Wanted; waits for an origin or for `retry_at`.
     Waiting,
+    /// One request to `at` in flight, or, with `again_at`, none until
+    /// then (`at` is joining the stream itself: asked again, not the
+    /// origin from the top).
     Asking {
         at: NodeId,
         origin: NodeId,
         hops: usize,
+        again_at: Option<Duration>,
+        tries: u8,
     },
     Pulling {
         parent: NodeId,
@@ -354,7 +363,38 @@ impl ClusterNode {
             return;
         };
         match phase {
-            Phase::Releasing | Phase::Asking { .. } => {}
+            Phase::Releasing => {}
+            Phase::Asking {
+                at,
+                origin,
+                hops,
+                again_at,
+                tries,
+            } => {
+                let Some(t) = again_at else {
+                    return;
+                };
+                if now < t {
+                    return;
+                }
+                let Some(s) = self.streams.get_mut(uid) else {
+                    return;
+                };
+                let link = self.view.member(&at).map(|m| m.link);
+                s.phase = Phase::Asking {
+                    at: at.clone(),
+                    origin,
+                    hops,
+                    again_at: None,
+                    tries,
+                };
+                out.push(Action::Ask {
+                    uid: uid.into(),
+                    attempt: s.attempt,
+                    node: at,
+                    link,
+                });
+            }
             Phase::Pulling { origin, .. } => {
                 if !self.wanted(now, uid) {
                     out.push(Action::Note(Note::Leaving { uid: uid.into() }));
@@ -418,6 +458,8 @@ impl ClusterNode {
                     at: at.clone(),
                     origin,
                     hops: 0,
+                    again_at: None,
+                    tries: 0,
                 };
                 out.push(Action::Ask {
                     uid: uid.into(),
@@ -457,7 +499,14 @@ impl ClusterNode {
         let Some(s) = self.streams.get_mut(uid) else {
             return;
         };
-        let Phase::Asking { at, origin, hops } = s.phase.clone() else {
+        let Phase::Asking {
+            at,
+            origin,
+            hops,
+            again_at: None,
+            tries,
+        } = s.phase.clone()
+        else {
             return;
         };
         if s.attempt != attempt {
@@ -508,6 +557,8 @@ impl ClusterNode {
                     at: node.clone(),
                     origin,
                     hops: hops + 1,
+                    again_at: None,
+                    tries: 0,
                 };
                 out.push(Action::Ask {
                     uid: uid.into(),
@@ -519,6 +570,21 @@ impl ClusterNode {
             Answer::LocalPublisher => {
                 out.push(Action::Note(Note::LocalPublisher { uid: uid.into() }));
                 self.release(uid, out);
+            }
+            Answer::NotHere if at != origin && tries < NOT_HERE_TRIES => {
+                let again = now + self.timing.retry;
+                s.phase = Phase::Asking {
+                    at,
+                    origin,
+                    hops,
+                    again_at: Some(again),
+                    tries: tries + 1,
+                };
+                out.push(Action::TickAt(again));
+            }
+            Answer::NotHere => {
+                let why = format!("{at} does not have the stream");
+                self.failed(now, uid, why, out)
             }
             Answer::Failed(why) => self.failed(now, uid, why, out),
         }

@@ -310,3 +310,45 @@ fn redirects_go_to_the_child_with_the_shallowest_free_slot() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_node_sent_to_that_is_joining_itself_is_asked_again() {
+    let mut me = ClusterNode::new(n("me"), 2, Timing::default());
+    synced(&mut me, ms(0), snapshot(&[("a", "o"), ("b", "o")]));
+    let (attempt, _) = ask_of(&me.handle(ms(1), viewers(true))).unwrap();
+    let answer = |node: &str| Event::Answer {
+        uid: "s".into(),
+        attempt,
+        answer: if node == "here" {
+            Answer::NotHere
+        } else {
+            Answer::Redirect {
+                node: n(node),
+                link: None,
+            }
+        },
+    };
+    assert_eq!(
+        ask_of(&me.handle(ms(2), answer("a"))),
+        Some((attempt, n("a")))
+    );
+    // a is not pulling yet: asked again after the retry wait, three times,
+    // then the join starts over from the origin.
+    for k in 0..3u64 {
+        let t = ms(3 + 100 * k);
+        let out = me.handle(t, answer("here"));
+        assert_eq!(out, [Action::TickAt(t + ms(100))]);
+        assert_eq!(ask_of(&me.handle(t + ms(50), Event::Tick)), None);
+        assert_eq!(
+            ask_of(&me.handle(t + ms(100), Event::Tick)),
+            Some((attempt, n("a")))
+        );
+    }
+    let out = me.handle(ms(400), answer("here"));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Note(Note::JoinFailed { .. }))));
+    let (next, at) = ask_of(&me.handle(ms(500), Event::Tick)).unwrap();
+    assert_eq!(at, n("o"));
+    assert!(next > attempt);
+}

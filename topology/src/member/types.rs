@@ -87,6 +87,8 @@ pub enum Answer {
         node: NodeId,
         link: Option<SocketAddr>,
     },
+    /// The node does not have the stream (it may be joining it itself).
+    NotHere,
     /// A broadcaster publishes the stream on this node.
     LocalPublisher,
     Failed(String),

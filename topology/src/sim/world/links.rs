@@ -54,7 +54,7 @@ impl World<'_> {
                 Answer::Accepted
             }
             Admit::Redirect { node, .. } => Answer::Redirect { node, link: None },
-            Admit::NotHere => Answer::Failed("not here".into()),
+            Admit::NotHere => Answer::NotHere,
             Admit::Refuse(why) => Answer::Failed(why),
         };
         self.push(
