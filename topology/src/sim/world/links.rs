@@ -4,7 +4,7 @@
 use rand::Rng;
 
 use super::{Ev, World, CONNECT_TIMEOUT, LINK_IDLE, ORIGIN};
-use crate::member::{Admit, Answer, Event, LocalState};
+use crate::member::{Admit, Answer, ClusterNode, Event, LocalState};
 use crate::sim::{name, UID};
 use crate::NodeId;
 
@@ -151,6 +151,8 @@ impl World<'_> {
             return;
         }
         n.alive = false;
+        // A dead process keeps nothing (nor the snapshot it last read).
+        n.core = ClusterNode::new(name(i), self.s.fanout, self.timing.clone());
         n.crashed_at = Some(now);
         n.viewers = 0;
         n.gap_start = None;
