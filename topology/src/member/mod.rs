@@ -34,8 +34,9 @@ pub use view::{Member, Origin, Snapshot, View};
 
 use crate::NodeId;
 
-/// How often a node sent to, which does not have the stream yet (it is
-/// joining too), is asked again before the join starts over.
+/// How often a node is asked again before the join starts over, when it
+/// does not have the stream yet (it is joining too) or sends to the parent
+/// just lost (it has not seen that link close yet).
 const NOT_HERE_TRIES: u8 = 3;
 
 #[derive(Debug, Clone)]
@@ -537,6 +538,22 @@ impl ClusterNode {
                     uid: uid.into(),
                     parent: at,
                 });
+            }
+            Answer::Redirect { node, .. }
+                if s.avoid.contains_key(&node) && tries < NOT_HERE_TRIES =>
+            {
+                // Sent to the parent just lost: the asked node has not seen
+                // that link close yet (it will within the idle timeout).
+                // Ask it again in a moment rather than start over.
+                let again = now + self.timing.retry;
+                s.phase = Phase::Asking {
+                    at,
+                    origin,
+                    hops,
+                    again_at: Some(again),
+                    tries: tries + 1,
+                };
+                out.push(Action::TickAt(again));
             }
             Answer::Redirect { node, link } => {
                 let why = if s.avoid.contains_key(&node) {

@@ -161,23 +161,29 @@ fn joins_through_redirects_and_heals_under_the_nearest_live_ancestor() {
     let out = me.handle(ms(800), Event::Tick);
     let (heal, at) = ask_of(&out).expect("asks the origin");
     assert_eq!(at, n("o"));
-    // Redirected to the lost parent: refused, retried.
-    let out = me.handle(
-        ms(801),
-        Event::Answer {
-            uid: "s".into(),
-            attempt: heal,
-            answer: Answer::Redirect {
-                node: n("c"),
-                link: None,
-            },
+    // Redirected to the lost parent: the origin is asked again in a
+    // moment (its link to c closes soon), three times, then the join
+    // starts over.
+    let to_c = || Event::Answer {
+        uid: "s".into(),
+        attempt: heal,
+        answer: Answer::Redirect {
+            node: n("c"),
+            link: None,
         },
-    );
+    };
+    for k in 0..3u64 {
+        let t = ms(801 + 100 * k);
+        assert_eq!(me.handle(t, to_c()), [Action::TickAt(t + ms(100))]);
+        let out = me.handle(t + ms(100), Event::Tick);
+        assert_eq!(ask_of(&out), Some((heal, n("o"))));
+    }
+    let out = me.handle(ms(1101), to_c());
     assert!(out.iter().any(|a| matches!(a, Action::Note(Note::JoinFailed { why, .. }) if why.contains("lost moments ago"))));
-    let out = me.handle(ms(901), Event::Tick);
+    let out = me.handle(ms(1201), Event::Tick);
     let (heal, _) = ask_of(&out).unwrap();
     let out = me.handle(
-        ms(950),
+        ms(1250),
         Event::Answer {
             uid: "s".into(),
             attempt: heal,
@@ -188,7 +194,7 @@ fn joins_through_redirects_and_heals_under_the_nearest_live_ancestor() {
         Action::Note(Note::Healed { took, .. }) => Some(*took),
         _ => None,
     });
-    assert_eq!(took, Some(ms(350)));
+    assert_eq!(took, Some(ms(650)));
 }
 
 #[test]
