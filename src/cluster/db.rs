@@ -2,7 +2,7 @@
 //! is portable like the rest of the store's).
 //!
 //! * `cluster_nodes`: one row per node, its addresses and its last
-//!   heartbeat; a node whose heartbeat is older than [`super::DEAD_AFTER`]
+//!   heartbeat; a node whose heartbeat is older than the core's `dead_after`
 //!   counts as dead.
 //! * `stream_origins`: the node a stream's broadcaster pushes to, with a
 //!   lease renewed by that node; `live` is 0 while the broadcaster is away

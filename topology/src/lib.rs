@@ -1,32 +1,36 @@
-//! The distribution trees of a Banyan cluster.
+//! The distribution trees of a Banyan cluster, and the cluster member that
+//! builds them.
 //!
 //! Every live stream has its own tree of nodes: the root is the stream's
 //! origin (the node its broadcaster pushes to), every other member pulls the
 //! stream from its parent over a node link. This crate is pure code with no
-//! IO, no clock and no randomness:
+//! IO and no clock:
 //!
-//! * [`Tree`]: the planner. [`Tree::join`] places a node that wants the
-//!   stream, [`Tree::leave`] and [`Tree::node_failed`] remove one and re-place
-//!   its orphaned children. [`Tree::decide`] is the single step a member
-//!   takes when asked by a joiner (accept, or redirect to one of its
-//!   children), which is what the link server answers on the wire.
-//! * [`Directory`]: what the planner's callers need to know about the
-//!   cluster: which nodes exist (name, link address, region), which node is
-//!   the origin of a stream, and measured round-trip times between nodes.
-//!   The shared-state layer (PostgreSQL heartbeats and origin leases)
-//!   implements it over a snapshot it refreshes; [`StaticDirectory`] is an
-//!   in-memory implementation for tests and fixed setups.
+//! * [`member::ClusterNode`]: one cluster member as a sans-IO state machine,
+//!   `handle(now, event) -> actions` (membership view, origin leases,
+//!   demand, joins, redirects, heals, leaving) and `admit` (what it answers
+//!   a joiner). The production node drives it over QUIC links and
+//!   PostgreSQL; the simulator drives it in virtual time.
+//! * [`Tree`]: the placement rule. [`Tree::decide`] is the step a member
+//!   takes when asked by a joiner (accept, or redirect to the child whose
+//!   subtree has the shallowest free slot, then the nearest); admission
+//!   applies it through [`Tree::free_depth`]. [`Tree::join`] is the walk a
+//!   joiner makes under a perfect view, the reference the property tests
+//!   and the simulator's test compare against; [`Tree::from_edges`] and
+//!   [`Tree::check`] verify a tree.
+//! * [`sim`]: a deterministic simulator (seeded RNG, virtual time) of a
+//!   whole cluster running [`member::ClusterNode`].
 //!
-//! Invariants the planner keeps (checked by [`Tree::check`] and the property
-//! tests): the parent links form a tree rooted at the origin (no loops, every
-//! member reaches the origin), no node has more than `fanout` children, and
-//! greedy placement fills the tree level by level so its height stays within
+//! Invariants (checked by [`Tree::check`] and the property tests): the
+//! parent links form a tree rooted at the origin (no loops, every member
+//! reaches the origin), no node has more than `fanout` children, and greedy
+//! placement fills the tree level by level so its height stays within
 //! `ceil(log_fanout(n)) + 1`.
 
-mod directory;
+pub mod member;
 mod planner;
+pub mod sim;
 
-pub use directory::{Directory, NodeInfo, StaticDirectory};
 pub use planner::{Decision, Placement, RttEstimates, RttTable, Tree};
 
 use std::fmt;
@@ -70,16 +74,9 @@ impl From<String> for NodeId {
 /// Errors of the planner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    /// The operation names the origin, which cannot join, leave or be
-    /// re-placed: when the origin goes, the tree is rebuilt under a new one.
+    /// The origin cannot join its own tree.
     #[error("node {0} is the origin of the tree")]
     IsOrigin(NodeId),
-    /// The origin failed; the stream's tree is gone.
-    #[error("the origin {0} failed")]
-    OriginLost(NodeId),
-    /// The node is not a member of the tree.
-    #[error("node {0} is not in the tree")]
-    NotMember(NodeId),
     /// An edge list given to [`Tree::from_edges`] does not form a valid tree
     /// (a loop, a parent outside the tree, a duplicate child, or a node over
     /// the fan-out limit).

@@ -291,80 +291,6 @@ impl Tree {
         self.parent.insert(node.clone(), parent.clone());
     }
 
-    /// Remove `node` (it has no viewers and wants out) and re-place its
-    /// children, each with its own subtree, by RTT to them when known.
-    /// Returns the moves, `(orphan, new parent)`.
-    pub fn leave(
-        &mut self,
-        node: &NodeId,
-        rtts: &dyn RttEstimates,
-    ) -> Result<Vec<(NodeId, NodeId)>, PlanError> {
-        if node == &self.origin {
-            return Err(PlanError::IsOrigin(node.clone()));
-        }
-        self.remove(node, rtts)
-    }
-
-    /// Like [`Tree::leave`] for a node that died or whose link broke. The
-    /// origin's death ends the tree ([`PlanError::OriginLost`]): the stream
-    /// re-forms under its next origin.
-    pub fn node_failed(
-        &mut self,
-        node: &NodeId,
-        rtts: &dyn RttEstimates,
-    ) -> Result<Vec<(NodeId, NodeId)>, PlanError> {
-        if node == &self.origin {
-            return Err(PlanError::OriginLost(node.clone()));
-        }
-        self.remove(node, rtts)
-    }
-
-    fn remove(
-        &mut self,
-        node: &NodeId,
-        rtts: &dyn RttEstimates,
-    ) -> Result<Vec<(NodeId, NodeId)>, PlanError> {
-        let Some(kids) = self.children.remove(node) else {
-            return Err(PlanError::NotMember(node.clone()));
-        };
-        if let Some(p) = self.parent.remove(node) {
-            if let Some(siblings) = self.children.get_mut(&p) {
-                siblings.remove(node);
-            }
-        }
-        // Detach every orphan first: a detached subtree is unreachable from
-        // the origin, so no orphan can be placed inside its own subtree.
-        for k in &kids {
-            self.parent.remove(k);
-        }
-        // The heaviest subtrees go first, to the shallowest slots.
-        let mut orphans: Vec<(usize, NodeId)> = kids
-            .into_iter()
-            .map(|k| (self.subtree_size(&k), k))
-            .collect();
-        orphans.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let mut moves = Vec::with_capacity(orphans.len());
-        for (_, orphan) in orphans {
-            let placement = self.place(&orphan, rtts)?;
-            self.attach(&orphan, &placement.parent);
-            moves.push((orphan, placement.parent));
-        }
-        Ok(moves)
-    }
-
-    fn subtree_size(&self, node: &NodeId) -> usize {
-        let mut n = 0;
-        let mut stack = vec![node];
-        while let Some(x) = stack.pop() {
-            n += 1;
-            if n > self.len() {
-                break;
-            }
-            stack.extend(self.children(x));
-        }
-        n
-    }
-
     /// Check every invariant: parent and child maps agree, every member
     /// reaches the origin without a loop, fan-out limits hold.
     pub fn check(&self) -> Result<(), String> {
@@ -425,25 +351,6 @@ mod tests {
             Decision::Redirect(n("a"))
         );
         t.check().unwrap();
-    }
-
-    #[test]
-    fn failed_node_children_rejoin_and_origin_loss_is_reported() {
-        let mut t = Tree::new(n("o"), 1);
-        let rtts = RttTable::new();
-        for x in ["a", "b", "c"] {
-            t.join(&n(x), &rtts).unwrap();
-        }
-        assert_eq!(t.height(), 3);
-        let moves = t.node_failed(&n("a"), &rtts).unwrap();
-        assert_eq!(moves, vec![(n("b"), n("o"))]);
-        assert_eq!(t.depth(&n("c")), Some(2));
-        t.check().unwrap();
-        assert_eq!(
-            t.node_failed(&n("o"), &rtts),
-            Err(PlanError::OriginLost(n("o")))
-        );
-        assert_eq!(t.leave(&n("zz"), &rtts), Err(PlanError::NotMember(n("zz"))));
     }
 
     #[test]

@@ -34,21 +34,6 @@ fn ceil_log(f: usize, n: usize) -> usize {
     d
 }
 
-#[derive(Debug, Clone)]
-enum Op {
-    Join(usize),
-    Leave(usize),
-    Fail(usize),
-}
-
-fn op(max: usize) -> impl Strategy<Value = Op> {
-    prop_oneof![
-        4 => (1..max).prop_map(Op::Join),
-        1 => (1..max).prop_map(Op::Leave),
-        1 => (1..max).prop_map(Op::Fail),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -78,59 +63,10 @@ proptest! {
             "height {} for {} nodes at fan-out {}", tree.height(), n, fanout);
     }
 
-    /// Any mix of joins, leaves and failures: invariants hold after every
-    /// step and every live node still reaches the origin.
+    /// The origin never joins its own tree.
     #[test]
-    fn churn_keeps_a_valid_tree(
-        fanout in 1usize..5,
-        ops in proptest::collection::vec(op(40), 1..150),
-        seed in proptest::collection::vec(any::<u16>(), 1..64),
-    ) {
-        let table = rtts(40, &seed);
+    fn origin_cannot_join(fanout in 1usize..4) {
         let mut tree = Tree::new(node(0), fanout);
-        let mut live: std::collections::BTreeSet<usize> = [0].into();
-        for op in ops {
-            match op {
-                Op::Join(i) => {
-                    tree.join(&node(i), &table).unwrap();
-                    live.insert(i);
-                }
-                Op::Leave(i) | Op::Fail(i) => {
-                    let before: Vec<NodeId> = tree.children(&node(i)).cloned().collect();
-                    let r = if matches!(op, Op::Leave(_)) {
-                        tree.leave(&node(i), &table)
-                    } else {
-                        tree.node_failed(&node(i), &table)
-                    };
-                    if live.remove(&i) {
-                        let moves = r.unwrap();
-                        // Exactly the orphans moved, each once, none under itself.
-                        let mut moved: Vec<NodeId> = moves.iter().map(|m| m.0.clone()).collect();
-                        moved.sort();
-                        prop_assert_eq!(moved, before);
-                        for (orphan, parent) in &moves {
-                            prop_assert_ne!(orphan, parent);
-                            prop_assert_eq!(tree.parent(orphan), Some(parent));
-                        }
-                    } else {
-                        prop_assert_eq!(r, Err(PlanError::NotMember(node(i))));
-                    }
-                }
-            }
-            tree.check().map_err(TestCaseError::fail)?;
-            prop_assert_eq!(tree.len(), live.len());
-            for i in &live {
-                prop_assert!(tree.depth(&node(*i)).is_some(), "{} unreachable", i);
-            }
-        }
-    }
-
-    /// A failed middle node's children rejoin and a later join still finds
-    /// room; the origin is never re-placed.
-    #[test]
-    fn origin_cannot_leave(fanout in 1usize..4) {
-        let mut tree = Tree::new(node(0), fanout);
-        prop_assert_eq!(tree.leave(&node(0), &RttTable::new()), Err(PlanError::IsOrigin(node(0))));
         prop_assert_eq!(tree.join(&node(0), &RttTable::new()), Err(PlanError::IsOrigin(node(0))));
     }
 }
@@ -146,4 +82,60 @@ fn nearest_child_wins_among_equals() {
         tree.join(&node(i), &table).unwrap();
     }
     assert_eq!(tree.join(&node(9), &table).unwrap().parent, node(2));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A full member's admission, from the stored edges of its view, sends
+    /// a joiner where the planner's rule does.
+    #[test]
+    fn admission_follows_the_planner(
+        fanout in 2usize..5,
+        count in 1usize..80,
+        seed in proptest::collection::vec(any::<u16>(), 1..64),
+    ) {
+        use banyan_topology::member::{
+            Admit, ClusterNode, Event, LocalState, Member, Snapshot, Timing,
+        };
+        use std::collections::BTreeSet;
+        use std::sync::Arc;
+
+        let table = rtts(count + 2, &seed);
+        let mut tree = Tree::new(node(0), fanout);
+        for i in 1..=count {
+            tree.join(&node(i), &table).unwrap();
+        }
+        let joiner = node(count + 1);
+        let mut snap = Snapshot::default();
+        for i in 0..=count + 1 {
+            snap.nodes.insert(node(i), Member {
+                region: format!("r{i}"),
+                link: ([127, 0, 0, 1], 9000 + i as u16).into(),
+                http: String::new(),
+            });
+        }
+        let edges = snap.edges.entry("s".into()).or_default();
+        for (c, p) in tree.edges() {
+            edges.insert(c.clone(), p.clone());
+        }
+        snap.rtts = table.clone();
+        let mut origin = ClusterNode::new(node(0), fanout, Timing::default());
+        let now = Duration::from_secs(1);
+        origin.handle(now, Event::SyncDue);
+        origin.handle(now, Event::Synced {
+            snapshot: Arc::new(snap),
+            taken: vec![],
+            linked: BTreeSet::new(),
+        });
+        let kids: Vec<NodeId> = tree.children(&node(0)).cloned().collect();
+        let got = origin.admit(now, "s", &joiner, &kids, LocalState::Live);
+        match tree.decide(&node(0), &joiner, &table) {
+            banyan_topology::Decision::Accept => prop_assert_eq!(got, Admit::Accept),
+            banyan_topology::Decision::Redirect(c) => match got {
+                Admit::Redirect { node, .. } => prop_assert_eq!(node, c),
+                other => prop_assert!(false, "expected a redirect to {}, got {:?}", c, other),
+            },
+        }
+    }
 }
