@@ -17,7 +17,7 @@ const ROUTERS: [&str; 6] = [
     "src/api.rs",
     "src/api/domains.rs",
     "src/playback/api.rs",
-    "src/cluster/mod.rs",
+    "src/cluster/admin.rs",
     "src/openapi.rs",
     "egress/src/hls/server.rs",
 ];
