@@ -6,16 +6,18 @@
 //! machine's own /etc/hosts is never touched. What arrives is checked per
 //! packet against the source (framemd5 of the video slices).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::{hosts_file, in_namespace};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 /// The video bitstream filter applied to both sides of a comparison:
 /// Annex B slices only (no AUD, SEI, SPS, PPS).
 const SLICES: &str = "h264_mp4toannexb,filter_units=remove_types=6|7|8|9";
@@ -65,89 +67,36 @@ impl Drop for Proc {
     }
 }
 
-/// A running node; killed on drop.
-struct Node {
-    _proc: Proc,
-    ready: Value,
-    creds: Value,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// The kit's node resolving [`PROVEN`] to itself, logging at debug, and
+/// without plain RTMP unless the test names it.
+struct Node(common::Node);
+
+impl std::ops::Deref for Node {
+    type Target = common::Node;
+    fn deref(&self) -> &common::Node {
+        &self.0
+    }
 }
 
 impl Node {
     fn start(extra: &[&str]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = dir.path().join("node.log");
-        let mut args = vec![
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-            "--rtmps",
-            "127.0.0.1:0",
-            "--srt",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ];
         // The node proves uploads' names by fetching a token from them: it
         // resolves them to itself through a private hosts file, and fetches
         // from its own HTTP port.
-        args.extend(["--domain-verify-port", "0"]);
-        args.extend(extra);
+        let mut b = common::Node::builder()
+            .resolve(PROVEN)
+            .log_level("debug")
+            .args(&["--domain-verify-port", "0"])
+            .args(extra);
         if !extra.iter().any(|a| a.starts_with("--rtmp")) {
-            args.push("--no-rtmp");
+            b = b.arg("--no-rtmp");
         }
-        let hosts = hosts_file(dir.path(), PROVEN);
-        let mut proc = Proc::spawn(
-            in_namespace(&hosts, BIN)
-                .args(&args)
-                .env("RUST_LOG", "debug")
-                .env_remove("BANYAN_DATA_DIR")
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(&log).unwrap()),
-        );
-        let stdout = proc.take_stdout();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        let ready: Value = serde_json::from_str(&line).unwrap();
-        let creds = std::fs::read_to_string(data.join("credentials.json")).unwrap();
-        Node {
-            _proc: proc,
-            ready,
-            creds: serde_json::from_str(&creds).unwrap(),
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn api(&self) -> String {
-        format!("http://{}", self.ready["http"].as_str().unwrap())
+        Node(b.start())
     }
 
     fn port(&self, which: &str) -> u16 {
         let a: std::net::SocketAddr = self.ready[which].as_str().unwrap().parse().unwrap();
         a.port()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The sum of a counter's samples whose labels include `label`.
@@ -310,28 +259,6 @@ fn packet_hash(line: &str) -> Option<String> {
     }
     let f: Vec<&str> = line.split(',').map(str::trim).collect();
     (f.len() == 6).then(|| format!("{},{}", f[4], f[5]))
-}
-
-/// A hosts file naming `names` as 127.0.0.1, for [`in_namespace`].
-fn hosts_file(dir: &Path, names: &[&str]) -> PathBuf {
-    let p = dir.join("hosts");
-    std::fs::write(&p, format!("127.0.0.1 localhost {}\n", names.join(" "))).unwrap();
-    p
-}
-
-/// `program args..` in a private mount namespace whose /etc/hosts is
-/// `hosts` (the process itself is the program after the two execs).
-fn in_namespace(hosts: &Path, program: &str) -> Command {
-    let mut c = Command::new("unshare");
-    c.args([
-        "--mount",
-        "sh",
-        "-c",
-        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-    ])
-    .arg(hosts)
-    .arg(program);
-    c
 }
 
 /// ffmpeg publishing the source clip at its own pace to `url`.

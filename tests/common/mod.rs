@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-pub use node::Node;
+pub use node::{hosts_file, in_namespace, Node};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 

@@ -130,22 +130,8 @@ impl NodeBuilder {
         let mut cmd = if self.names.is_empty() {
             std::process::Command::new(BIN)
         } else {
-            let hosts = dir.path().join("hosts");
-            std::fs::write(
-                &hosts,
-                format!("127.0.0.1 localhost {}\n", self.names.join(" ")),
-            )
-            .expect("hosts file");
-            let mut c = std::process::Command::new("unshare");
-            c.args([
-                "--mount",
-                "sh",
-                "-c",
-                "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-            ])
-            .arg(&hosts)
-            .arg(BIN);
-            c
+            let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+            in_namespace(&hosts_file(dir.path(), &names), BIN)
         };
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
@@ -370,4 +356,27 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A hosts file in `dir` naming `names` as 127.0.0.1, for [`in_namespace`].
+pub fn hosts_file(dir: &Path, names: &[&str]) -> PathBuf {
+    let p = dir.join("hosts");
+    std::fs::write(&p, format!("127.0.0.1 localhost {}\n", names.join(" "))).expect("hosts file");
+    p
+}
+
+/// `program args..` in a private mount namespace whose /etc/hosts is
+/// `hosts` (the process itself is the program after the two execs), so
+/// the machine's own /etc/hosts is never touched.
+pub fn in_namespace(hosts: &Path, program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("unshare");
+    c.args([
+        "--mount",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+    ])
+    .arg(hosts)
+    .arg(program);
+    c
 }
