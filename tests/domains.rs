@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{hosts_file, in_namespace};
+use common::node::{hosts_file, in_namespace};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -15,7 +15,7 @@
 
 pub mod calls;
 pub mod encode;
-mod node;
+pub mod node;
 pub mod tls;
 
 use std::collections::HashSet;
@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-pub use node::{hosts_file, in_namespace, Node};
+pub use node::Node;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 
