@@ -7,6 +7,7 @@
 //!
 //! Malformed JSON and oversized API bodies are covered by tests/api_auth.rs.
 
+mod common;
 mod reliab;
 
 use std::time::{Duration, Instant};
