@@ -3,10 +3,13 @@
 //! itself, its accounts, and what a TLS server shows.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+// The test kit, included here so that every test binary using this module
+// gets it without declaring it.
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -258,89 +261,44 @@ pub fn in_namespace(dir: &Path, names: &[&str], program: &str) -> Command {
     c
 }
 
-/// A node in a namespace resolving `names` to itself; killed on drop.
+/// A node (the kit's) resolving `names` and [`HOST`] to itself, with a
+/// scratch directory of the test's own; killed on drop.
 pub struct Node {
-    _proc: Proc,
-    pub ready: Value,
-    pub creds: Value,
-    pub log: PathBuf,
+    node: common::Node,
+    /// Holds the node's data dir and log, and the test's files.
     pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Node {
+    type Target = common::Node;
+    fn deref(&self) -> &common::Node {
+        &self.node
+    }
 }
 
 impl Node {
     pub fn start(pebble: &Pebble, names: &[&str], extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = dir.path().join("node.log");
         let (directory, ca) = (pebble.directory(), pebble.ca());
-        let mut args = vec![
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-            "--rtmps",
-            "127.0.0.1:0",
-            "--srt",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--no-rtmp",
-            "--public-host",
-            HOST,
-            "--domain-verify-port",
-            "0",
-            "--acme-directory",
-            &directory,
-            "--acme-ca",
-            ca.to_str().unwrap(),
-        ];
-        args.extend(extra);
         let mut names = names.to_vec();
         names.push(HOST);
-        let mut cmd = in_namespace(dir.path(), &names, BIN);
-        let mut proc = spawn(
-            cmd.args(&args)
-                .env("RUST_LOG", "info,banyan=debug")
-                .env_remove("BANYAN_DATA_DIR")
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(&log).unwrap()),
-            "banyan",
-        );
-        let stdout = proc.0.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        let creds = std::fs::read_to_string(data.join("credentials.json")).unwrap();
-        Node {
-            _proc: proc,
-            ready: serde_json::from_str(&line).unwrap(),
-            creds: serde_json::from_str(&creds).unwrap(),
-            log,
-            dir,
-        }
+        let node = common::Node::builder()
+            .data_dir(&dir.path().join("data"))
+            .log_file(&dir.path().join("node.log"))
+            .resolve(&names)
+            .log_level("info,banyan=debug")
+            .args(&["--no-rtmp", "--public-host", HOST])
+            .args(&["--domain-verify-port", "0"])
+            .args(&["--acme-directory", &directory])
+            .args(&["--acme-ca", ca.to_str().unwrap()])
+            .args(extra)
+            .start();
+        Node { node, dir }
     }
 
     pub fn port(&self, which: &str) -> u16 {
         let a: std::net::SocketAddr = self.ready[which].as_str().unwrap().parse().unwrap();
         a.port()
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn account(&self) -> Account {
