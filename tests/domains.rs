@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::calls::call_as;
 use common::node::{hosts_file, in_namespace};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -132,7 +133,7 @@ impl Account {
     }
 
     async fn create(node: &Node, name: &str) -> Account {
-        let (s, v) = call(
+        let (s, v) = call_as(
             Method::POST,
             &format!("{}/client/v4/accounts", node.api()),
             node.creds["adminToken"].as_str().unwrap(),
@@ -155,7 +156,7 @@ impl Account {
     }
 
     async fn input(&self, node: &Node) -> Value {
-        let (s, v) = call(
+        let (s, v) = call_as(
             Method::POST,
             &self.url(node, "live_inputs"),
             &self.token,
@@ -173,7 +174,7 @@ impl Account {
         cert: &str,
         key: &str,
     ) -> (StatusCode, Value) {
-        call(
+        call_as(
             Method::POST,
             &self.url(node, "ingest_domains"),
             &self.token,
@@ -181,22 +182,6 @@ impl Account {
         )
         .await
     }
-}
-
-async fn call(method: Method, url: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(20));
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let v = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null);
-    (status, v)
 }
 
 /// A self-signed certificate and key (PEM) for `name`.
@@ -439,7 +424,7 @@ async fn custom_domains_admit_only_their_account_and_stay_live_across_changes() 
     let (cc, kc) = self_signed("push.c.example.test");
     let (s, v) = a.add_domain(&node, "push.c.example.test", &cc, &kc).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = call(
+    let (s, v) = call_as(
         Method::DELETE,
         &b.url(&node, "ingest_domains/push.b.example.test"),
         &b.token,
@@ -581,7 +566,7 @@ async fn bad_certificates_are_refused_with_the_reason() {
         assert!(msg.contains(why), "{msg:?} should say {why:?}");
         assert!(!msg.contains("PRIVATE KEY"), "the key is not echoed: {msg}");
     }
-    let (s, v) = call(Method::GET, &a.url(&node, "ingest_domains"), &a.token, None).await;
+    let (s, v) = call_as(Method::GET, &a.url(&node, "ingest_domains"), &a.token, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["result"], json!([]), "nothing refused was stored");
 

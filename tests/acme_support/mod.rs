@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::calls::call_as;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -321,7 +322,7 @@ impl Node {
             self.ready["http"].as_str().unwrap()
         );
         let admin = self.creds["adminToken"].as_str().unwrap();
-        let (s, v) = call(Method::POST, &url, admin, Some(json!({ "name": name }))).await;
+        let (s, v) = call_as(Method::POST, &url, admin, Some(json!({ "name": name }))).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         Account {
             base: self.base(v["result"]["id"].as_str().unwrap()),
@@ -337,7 +338,7 @@ pub struct Account {
 
 impl Account {
     pub async fn add(&self, body: Value) -> (StatusCode, Value) {
-        call(
+        call_as(
             Method::POST,
             &format!("{}/ingest_domains", self.base),
             &self.token,
@@ -348,7 +349,7 @@ impl Account {
 
     pub async fn domain(&self, name: &str) -> Value {
         let url = format!("{}/ingest_domains/{name}", self.base);
-        let (s, v) = call(Method::GET, &url, &self.token, None).await;
+        let (s, v) = call_as(Method::GET, &url, &self.token, None).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v["result"].clone()
     }
@@ -373,7 +374,7 @@ impl Account {
     /// A new live input's (uid, publish key, playback key).
     pub async fn input(&self) -> (String, String, String) {
         let url = format!("{}/live_inputs", self.base);
-        let (s, v) = call(Method::POST, &url, &self.token, Some(json!({}))).await;
+        let (s, v) = call_as(Method::POST, &url, &self.token, Some(json!({}))).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let r = &v["result"];
         (
@@ -382,29 +383,6 @@ impl Account {
             r["rtmpsPlayback"]["streamKey"].as_str().unwrap().into(),
         )
     }
-}
-
-pub async fn call(
-    method: Method,
-    url: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(20));
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    (
-        status,
-        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null),
-    )
 }
 
 /// The leaf certificate the node shows for `sni` (issuer, serial).

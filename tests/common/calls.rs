@@ -151,3 +151,19 @@ pub fn assert_no_secrets_logged(node: &Node, inputs: &[&Value]) {
     }
     assert!(!log.contains(node.token()) && !log.contains(node.admin()));
 }
+
+/// [`call`] with a token and an optional JSON body.
+pub async fn call_as(
+    method: Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    call(
+        method,
+        url,
+        Some(token),
+        body.map(|b| b.to_string().into_bytes()),
+    )
+    .await
+}
