@@ -26,6 +26,7 @@ pub struct NodeBuilder {
     level: String,
     names: Vec<String>,
     env: Vec<(String, String)>,
+    unset: Vec<String>,
     bare: bool,
 }
 
@@ -83,6 +84,14 @@ impl NodeBuilder {
     /// An environment variable of the node.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Start the node without this environment variable (`RUST_LOG`
+    /// included: then the node's own default applies); [`NodeBuilder::env`]
+    /// still sets it.
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.unset.push(key.to_string());
         self
     }
 
@@ -144,10 +153,13 @@ impl NodeBuilder {
         cmd.args(&args)
             .env("RUST_LOG", &self.level)
             .env_remove("BANYAN_DATA_DIR")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
+        for key in &self.unset {
+            cmd.env_remove(key);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("spawn banyan");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -205,6 +217,7 @@ impl Node {
             level: "info".into(),
             names: Vec::new(),
             env: Vec::new(),
+            unset: Vec::new(),
             bare: false,
         }
     }
