@@ -9,7 +9,7 @@
 mod common;
 mod pg;
 
-use common::BIN;
+use common::{http, BIN};
 use pg::Postgres;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -154,13 +154,6 @@ fn media_seconds(path: &Path) -> f64 {
         (Some(a), Some(b)) => (b - a) as f64 * tb.0 / tb.1,
         _ => 0.0,
     }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
 }
 
 /// An HLS viewer of our own: the multivariant playlist once, then the media

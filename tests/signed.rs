@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Client, Hashes, Input, Node, FRAMEMD5_ARGS};
+use common::{http, Client, Hashes, Input, Node, FRAMEMD5_ARGS};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::process::Command;
@@ -28,13 +28,6 @@ fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
 }
 
 /// A client whose requests come from another loopback address.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use common::{Client, Input, Node, Proto};
+use common::{http, Client, Input, Node, Proto};
 use serde_json::{json, Value};
 
 fn fixture() -> PathBuf {
@@ -118,13 +118,6 @@ impl Api {
     fn stream(&self, rest: &str) -> String {
         format!("/client/v4/accounts/{}/stream{rest}", self.account)
     }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
 }
 
 /// `banyan doctor` on the data dir; its report.

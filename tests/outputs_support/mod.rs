@@ -15,12 +15,7 @@ use tokio::process::Command;
 /// One test at a time: servers and several ffmpegs on a small machine.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("http client")
-}
+pub use crate::common::http;
 
 /// The outputs API of one node's default account.
 pub struct Api {
