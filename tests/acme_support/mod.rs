@@ -245,21 +245,10 @@ pub fn served_at(addr: &str, sni: &str, dir: &Path) -> (String, String) {
     (field("issuer="), field("serial="))
 }
 
-/// `program args..` in a private mount namespace whose /etc/hosts names
-/// `names` as 127.0.0.1.
+/// `program args..` in a private mount namespace whose /etc/hosts (written
+/// in `dir`) names `names` as 127.0.0.1.
 pub fn in_namespace(dir: &Path, names: &[&str], program: &str) -> Command {
-    let hosts = dir.join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1 localhost {}\n", names.join(" "))).unwrap();
-    let mut c = Command::new("unshare");
-    c.args([
-        "--mount",
-        "sh",
-        "-c",
-        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-    ])
-    .arg(&hosts)
-    .arg(program);
-    c
+    common::node::in_namespace(&common::node::hosts_file(dir, names), program)
 }
 
 /// A node (the kit's) resolving `names` and [`HOST`] to itself, with a

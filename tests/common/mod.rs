@@ -1,7 +1,9 @@
-//! Shared pieces of the end-to-end tests that play media through the real
-//! binary: a node started on port 0 everywhere and killed on drop, live
-//! inputs created through the API, one source clip per test run with its
-//! reference hashes, real-client children killed on drop, and the
+//! The test kit of the end-to-end tests: the real binary started by
+//! [`Node::builder`] (`node.rs`: port 0 everywhere, killed on drop), the
+//! HTTP API with a token (`calls.rs`), live-encoding publishers
+//! (`encode.rs`), the certificate a listener presents (`tls.rs`), and here
+//! live inputs created through the API, one source clip per test run with
+//! its reference hashes, real-client children killed on drop, and the
 //! frame-by-frame comparison of what a player received with what was sent.
 //!
 //! Hashes are per packet (`-f framemd5 -c copy`) after normalising both
