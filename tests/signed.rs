@@ -91,16 +91,6 @@ impl Api<'_> {
     }
 }
 
-/// ffmpeg publishing the source clip in a loop over RTMP.
-fn publish_loop(input: &Input) -> Client {
-    let mut c = common::ffmpeg();
-    c.args(["-re", "-stream_loop", "-1", "-i"])
-        .arg(&common::source().ts)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(input.publish_url(common::Proto::Rtmp));
-    Client::spawn(c, "RTMP publisher")
-}
-
 /// A token signed outside Banyan with `jose`, from the keys endpoint's key.
 fn platform_sign(key: &Value, sub: &str, exp: i64, rules: Option<Value>) -> String {
     let mut c = std::process::Command::new("node");
@@ -265,7 +255,7 @@ async fn signed_playback_end_to_end() {
 
     let mut pubs = Vec::new();
     for input in [&a, &b, &c] {
-        let mut p = publish_loop(input);
+        let mut p = common::publish_looped(input, -1);
         node.wait_connected(input.uid(), &mut p).await;
         pubs.push(p);
     }

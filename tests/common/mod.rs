@@ -200,6 +200,19 @@ pub fn publish(input: &Input, proto: Proto) -> Client {
     Client::spawn(c, &format!("{} publisher", proto.name()))
 }
 
+/// ffmpeg publishing the source clip over RTMP at its own pace, `loops`
+/// more times after the first (`-1`: until stopped).
+pub fn publish_looped(input: &Input, loops: i32) -> Client {
+    let mut c = ffmpeg();
+    c.arg("-re")
+        .args(["-stream_loop", &loops.to_string()])
+        .arg("-i")
+        .arg(&source().ts)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(input.publish_url(Proto::Rtmp));
+    Client::spawn(c, "looped RTMP publisher")
+}
+
 /// Output arguments writing the normalised hashes of video and audio.
 pub const FRAMEMD5_ARGS: [&str; 14] = [
     "-map",
