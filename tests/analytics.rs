@@ -6,142 +6,63 @@
 //! viewers write per-packet `framemd5` lines (media time = last video dts -
 //! first), the HLS poller measures how long it kept its session alive.
 
+mod common;
 mod pg;
 
+use common::{http, BIN};
 use pg::Postgres;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 /// The flush interval the tests run with, in seconds.
 const FLUSH: u64 = 2;
 
-/// A running node; killed on drop.
-struct Node {
-    child: Option<Child>,
-    ready: Value,
-    creds: Value,
-    log: PathBuf,
+/// The kit's node with analytics flushed every [`FLUSH`] seconds and
+/// per-stream metrics.
+struct Node(common::Node);
+
+impl std::ops::Deref for Node {
+    type Target = common::Node;
+    fn deref(&self) -> &common::Node {
+        &self.0
+    }
 }
 
 impl Node {
     fn start(data_dir: &Path, extra: &[&str]) -> Node {
-        let log = data_dir.with_extension(format!("log{}", unique()));
-        let flush = FLUSH.to_string();
-        let mut args = vec![
-            "serve",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-            "--rtmps",
-            "127.0.0.1:0",
-            "--srt",
-            "127.0.0.1:0",
-            "--rtmp",
-            "127.0.0.1:0",
-            "--analytics-flush",
-            &flush,
-            "--metrics",
-            "127.0.0.1:0",
-            "--metrics-per-stream",
-            "uid",
-        ];
-        args.extend(extra);
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .env_remove("BANYAN_DATA_DIR")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn banyan");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let mut node = Node {
-            child: Some(child),
-            ready: Value::Null,
-            creds: Value::Null,
-            log,
-        };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => {
-                node.ready = serde_json::from_str(&line).unwrap();
-                let creds = std::fs::read_to_string(data_dir.join("credentials.json")).unwrap();
-                node.creds = serde_json::from_str(&creds).unwrap();
-                node
-            }
-            Err(_) => {
-                node.kill9();
-                panic!(
-                    "node did not start:\n{}",
-                    std::fs::read_to_string(&node.log).unwrap_or_default()
-                );
-            }
-        }
+        Node(
+            common::Node::builder()
+                .data_dir(data_dir)
+                .args(&["--analytics-flush", &FLUSH.to_string()])
+                .args(&["--metrics-per-stream", "uid"])
+                .args(extra)
+                .start(),
+        )
     }
 
     fn api(&self) -> String {
-        format!("http://{}", self.ready["http"].as_str().unwrap())
+        self.0.api()
     }
     fn account(&self) -> String {
-        self.creds["accountId"].as_str().unwrap().to_string()
+        self.0.account().to_string()
     }
     fn token(&self) -> String {
-        self.creds["apiToken"].as_str().unwrap().to_string()
+        self.0.token().to_string()
     }
 
     /// SIGKILL: no chance to flush.
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.0.kill();
     }
 
     /// SIGTERM; true if it exited 0 within 10 s.
     fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(s)) = c.try_wait() {
-                return s.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        false
+        self.0.terminate() == Some(0)
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn unique() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A child process killed on drop.
@@ -233,13 +154,6 @@ fn media_seconds(path: &Path) -> f64 {
         (Some(a), Some(b)) => (b - a) as f64 * tb.0 / tb.1,
         _ => 0.0,
     }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
 }
 
 /// An HLS viewer of our own: the multivariant playlist once, then the media

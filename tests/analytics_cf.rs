@@ -11,7 +11,7 @@ mod pg;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{ffmpeg, publish, Client, Input, Node, Proto};
+use common::{ffmpeg, http, publish, Client, Input, Node, Proto};
 use pg::Postgres;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -83,13 +83,6 @@ fn groups(s: StatusCode, v: &Value) -> Vec<Value> {
         .as_array()
         .unwrap_or_else(|| panic!("{v}"))
         .clone()
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
 }
 
 fn utc_date(arg: &str) -> String {

@@ -8,15 +8,14 @@
 //! script; and the watch page in headless Chromium (low-latency mode) with
 //! the caption cues in `video.textTracks`.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 /// Seconds each player records.
 const RECORD: u32 = 12;
 
@@ -75,61 +74,34 @@ impl Drop for Procs {
     }
 }
 
-/// The node under test, on a temp data dir, ports bound to 0.
-struct Node {
-    _procs: Procs,
-    ready: Value,
-    creds: Value,
+/// The node under test (the kit's, without plain RTMP), with the calls
+/// this test makes.
+struct Node(common::Node);
+
+impl std::ops::Deref for Node {
+    type Target = common::Node;
+    fn deref(&self) -> &common::Node {
+        &self.0
+    }
 }
 
 impl Node {
     fn start(dir: &Path) -> Node {
-        let data = dir.join("data");
-        let mut procs = Procs::default();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--data-dir", data.to_str().unwrap()])
-            .args(["--http", "127.0.0.1:0", "--rtmps", "127.0.0.1:0"])
-            .args(["--srt", "127.0.0.1:0", "--no-rtmp"])
-            .args(["--metrics", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("node.log")).unwrap())
-            .spawn()
-            .expect("spawn banyan");
-        let stdout = child.stdout.take().unwrap();
-        procs.0.push(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("ready line");
-        let ready: Value = serde_json::from_str(&line).unwrap();
-        let creds: Value =
-            serde_json::from_str(&std::fs::read_to_string(data.join("credentials.json")).unwrap())
-                .unwrap();
-        Node {
-            _procs: procs,
-            ready,
-            creds,
-        }
+        Node(
+            common::Node::builder()
+                .data_dir(&dir.join("data"))
+                .log_file(&dir.join("node.log"))
+                .arg("--no-rtmp")
+                .start(),
+        )
     }
 
     fn http(&self) -> String {
-        format!("http://{}", self.ready["http"].as_str().unwrap())
+        self.0.api()
     }
 
     fn inputs(&self) -> String {
-        format!(
-            "{}/client/v4/accounts/{}/stream/live_inputs",
-            self.http(),
-            self.creds["accountId"].as_str().unwrap()
-        )
+        self.0.inputs("")
     }
 
     async fn create(&self, body: Value) -> Value {

@@ -6,16 +6,19 @@
 //! machine's own /etc/hosts is never touched. What arrives is checked per
 //! packet against the source (framemd5 of the video slices).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::calls::call_as;
+use common::node::{hosts_file, in_namespace};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 /// The video bitstream filter applied to both sides of a comparison:
 /// Annex B slices only (no AUD, SEI, SPS, PPS).
 const SLICES: &str = "h264_mp4toannexb,filter_units=remove_types=6|7|8|9";
@@ -65,89 +68,36 @@ impl Drop for Proc {
     }
 }
 
-/// A running node; killed on drop.
-struct Node {
-    _proc: Proc,
-    ready: Value,
-    creds: Value,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// The kit's node resolving [`PROVEN`] to itself, logging at debug, and
+/// without plain RTMP unless the test names it.
+struct Node(common::Node);
+
+impl std::ops::Deref for Node {
+    type Target = common::Node;
+    fn deref(&self) -> &common::Node {
+        &self.0
+    }
 }
 
 impl Node {
     fn start(extra: &[&str]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = dir.path().join("node.log");
-        let mut args = vec![
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-            "--rtmps",
-            "127.0.0.1:0",
-            "--srt",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ];
         // The node proves uploads' names by fetching a token from them: it
         // resolves them to itself through a private hosts file, and fetches
         // from its own HTTP port.
-        args.extend(["--domain-verify-port", "0"]);
-        args.extend(extra);
+        let mut b = common::Node::builder()
+            .resolve(PROVEN)
+            .log_level("debug")
+            .args(&["--domain-verify-port", "0"])
+            .args(extra);
         if !extra.iter().any(|a| a.starts_with("--rtmp")) {
-            args.push("--no-rtmp");
+            b = b.arg("--no-rtmp");
         }
-        let hosts = hosts_file(dir.path(), PROVEN);
-        let mut proc = Proc::spawn(
-            in_namespace(&hosts, BIN)
-                .args(&args)
-                .env("RUST_LOG", "debug")
-                .env_remove("BANYAN_DATA_DIR")
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(&log).unwrap()),
-        );
-        let stdout = proc.take_stdout();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        let ready: Value = serde_json::from_str(&line).unwrap();
-        let creds = std::fs::read_to_string(data.join("credentials.json")).unwrap();
-        Node {
-            _proc: proc,
-            ready,
-            creds: serde_json::from_str(&creds).unwrap(),
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn api(&self) -> String {
-        format!("http://{}", self.ready["http"].as_str().unwrap())
+        Node(b.start())
     }
 
     fn port(&self, which: &str) -> u16 {
         let a: std::net::SocketAddr = self.ready[which].as_str().unwrap().parse().unwrap();
         a.port()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The sum of a counter's samples whose labels include `label`.
@@ -183,7 +133,7 @@ impl Account {
     }
 
     async fn create(node: &Node, name: &str) -> Account {
-        let (s, v) = call(
+        let (s, v) = call_as(
             Method::POST,
             &format!("{}/client/v4/accounts", node.api()),
             node.creds["adminToken"].as_str().unwrap(),
@@ -206,7 +156,7 @@ impl Account {
     }
 
     async fn input(&self, node: &Node) -> Value {
-        let (s, v) = call(
+        let (s, v) = call_as(
             Method::POST,
             &self.url(node, "live_inputs"),
             &self.token,
@@ -224,7 +174,7 @@ impl Account {
         cert: &str,
         key: &str,
     ) -> (StatusCode, Value) {
-        call(
+        call_as(
             Method::POST,
             &self.url(node, "ingest_domains"),
             &self.token,
@@ -232,22 +182,6 @@ impl Account {
         )
         .await
     }
-}
-
-async fn call(method: Method, url: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(20));
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let v = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null);
-    (status, v)
 }
 
 /// A self-signed certificate and key (PEM) for `name`.
@@ -310,28 +244,6 @@ fn packet_hash(line: &str) -> Option<String> {
     }
     let f: Vec<&str> = line.split(',').map(str::trim).collect();
     (f.len() == 6).then(|| format!("{},{}", f[4], f[5]))
-}
-
-/// A hosts file naming `names` as 127.0.0.1, for [`in_namespace`].
-fn hosts_file(dir: &Path, names: &[&str]) -> PathBuf {
-    let p = dir.join("hosts");
-    std::fs::write(&p, format!("127.0.0.1 localhost {}\n", names.join(" "))).unwrap();
-    p
-}
-
-/// `program args..` in a private mount namespace whose /etc/hosts is
-/// `hosts` (the process itself is the program after the two execs).
-fn in_namespace(hosts: &Path, program: &str) -> Command {
-    let mut c = Command::new("unshare");
-    c.args([
-        "--mount",
-        "sh",
-        "-c",
-        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-    ])
-    .arg(hosts)
-    .arg(program);
-    c
 }
 
 /// ffmpeg publishing the source clip at its own pace to `url`.
@@ -512,7 +424,7 @@ async fn custom_domains_admit_only_their_account_and_stay_live_across_changes() 
     let (cc, kc) = self_signed("push.c.example.test");
     let (s, v) = a.add_domain(&node, "push.c.example.test", &cc, &kc).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = call(
+    let (s, v) = call_as(
         Method::DELETE,
         &b.url(&node, "ingest_domains/push.b.example.test"),
         &b.token,
@@ -654,7 +566,7 @@ async fn bad_certificates_are_refused_with_the_reason() {
         assert!(msg.contains(why), "{msg:?} should say {why:?}");
         assert!(!msg.contains("PRIVATE KEY"), "the key is not echoed: {msg}");
     }
-    let (s, v) = call(Method::GET, &a.url(&node, "ingest_domains"), &a.token, None).await;
+    let (s, v) = call_as(Method::GET, &a.url(&node, "ingest_domains"), &a.token, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["result"], json!([]), "nothing refused was stored");
 

@@ -2,6 +2,7 @@
 //! dir, SIGTERM with a player connected, and a publisher whose connection
 //! drops and comes back within the reconnect window.
 
+mod common;
 mod reliab;
 
 use std::time::Duration;

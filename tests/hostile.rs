@@ -5,8 +5,9 @@
 //! RTMP chunks. Each time a real ffmpeg stream (the witness) runs alongside
 //! and must get every frame.
 //!
-//! Malformed JSON and oversized API bodies are covered by tests/api.rs.
+//! Malformed JSON and oversized API bodies are covered by tests/api_auth.rs.
 
+mod common;
 mod reliab;
 
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@
 //! 127.0.0.1 (all of 127/8 is loopback). A real ffmpeg stream (the witness)
 //! runs alongside the attacks and must stay whole.
 
+mod common;
 mod limits_common;
 mod reliab;
 

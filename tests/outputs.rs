@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{publish, Client, Hashes, Node, Proto, FPS, FRAMEMD5_ARGS};
+use common::{publish, publish_looped, Client, Hashes, Node, Proto, FPS, FRAMEMD5_ARGS};
 use outputs_support::*;
 use serde_json::{json, Value};
 use tokio::process::Command;

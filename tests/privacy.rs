@@ -13,6 +13,7 @@
 //! - credentials.json, the TLS key, the database and the metrics key made
 //!   0644 before a restart are 0600 after it.
 
+mod common;
 mod reliab;
 
 use std::os::unix::fs::PermissionsExt as _;

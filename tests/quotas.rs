@@ -7,6 +7,7 @@
 //! where the other node learns of changes from the rows changed since it
 //! last looked and from the deletions' tombstones).
 
+mod common;
 mod pg;
 mod reliab;
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Client, Hashes, Input, Node, FRAMEMD5_ARGS};
+use common::{http, Client, Hashes, Input, Node, FRAMEMD5_ARGS};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::process::Command;
@@ -28,13 +28,6 @@ fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
 }
 
 /// A client whose requests come from another loopback address.
@@ -96,16 +89,6 @@ impl Api<'_> {
             .await;
         v["token"].as_str().unwrap().to_string()
     }
-}
-
-/// ffmpeg publishing the source clip in a loop over RTMP.
-fn publish_loop(input: &Input) -> Client {
-    let mut c = common::ffmpeg();
-    c.args(["-re", "-stream_loop", "-1", "-i"])
-        .arg(&common::source().ts)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(input.publish_url(common::Proto::Rtmp));
-    Client::spawn(c, "RTMP publisher")
 }
 
 /// A token signed outside Banyan with `jose`, from the keys endpoint's key.
@@ -272,7 +255,7 @@ async fn signed_playback_end_to_end() {
 
     let mut pubs = Vec::new();
     for input in [&a, &b, &c] {
-        let mut p = publish_loop(input);
+        let mut p = common::publish_looped(input, -1);
         node.wait_connected(input.uid(), &mut p).await;
         pubs.push(p);
     }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -88,9 +87,11 @@ async fn watch_page_and_hls_js_from_any_directory() {
     );
 }
 
-/// Start `banyan serve` on `data` with every listener on port 0 and stderr
-/// into `log`; return the ready line and the child (killed by the caller).
-fn serve(data: &std::path::Path, log: &std::path::Path, extra: &[&str]) -> (Value, Child) {
+/// Start `banyan serve` (the kit's node, without `RUST_LOG` or a log
+/// format from the environment) on `data` with every listener on port 0 and
+/// stderr into a fresh `log`; return the ready line and the node (killed on
+/// drop).
+fn serve(data: &std::path::Path, log: &std::path::Path, extra: &[&str]) -> (Value, Node) {
     serve_env(data, log, extra, &[])
 }
 
@@ -100,49 +101,21 @@ fn serve_env(
     log: &std::path::Path,
     extra: &[&str],
     env: &[(&str, String)],
-) -> (Value, Child) {
-    let mut cmd = std::process::Command::new(common::BIN);
-    cmd.arg("serve").arg("--data-dir").arg(data);
-    for l in ["--http", "--rtmp", "--rtmps", "--srt", "--metrics"] {
-        cmd.args([l, "127.0.0.1:0"]);
+) -> (Value, Node) {
+    // Emptied, not replaced: a test names the file's inode.
+    std::fs::File::create(log).unwrap();
+    let mut b = Node::builder()
+        .data_dir(data)
+        .log_file(log)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .env_remove("BANYAN_LOG_FORMAT")
+        .env_remove("JOURNAL_STREAM");
+    for (k, v) in env {
+        b = b.env(k, v);
     }
-    let mut child = Child(
-        cmd.args(extra)
-            .env_remove("RUST_LOG")
-            .env_remove("BANYAN_LOG_FORMAT")
-            .env_remove("JOURNAL_STREAM")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("spawn banyan"),
-    );
-    let out = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-    let ready = serde_json::from_str(&line).unwrap_or_else(|_| {
-        panic!(
-            "no ready line: {line:?}\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        )
-    });
-    (ready, child)
-}
-
-/// A child process killed on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let node = b.start();
+    (node.ready.clone(), node)
 }
 
 /// The log once it holds `what` (at most 10 s).

@@ -9,6 +9,7 @@
 //! of 127/8 is loopback). A real ffmpeg stream (the witness) runs alongside.
 
 mod cluster_node;
+mod common;
 mod limits_common;
 mod pg;
 mod reliab;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use common::{Client, Input, Node, Proto};
+use common::{http, Input, Node, Proto};
 use serde_json::{json, Value};
 
 fn fixture() -> PathBuf {
@@ -120,13 +120,6 @@ impl Api {
     }
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
 /// `banyan doctor` on the data dir; its report.
 fn doctor(data: &Path) -> String {
     let out = std::process::Command::new(common::BIN)
@@ -194,16 +187,6 @@ fn sign_with_old_key(key: &Value, uid: &str, dir: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     format!("{input}.{}", url.encode(out.stdout))
-}
-
-/// ffmpeg publishing the source clip in a loop over RTMP.
-fn publish_loop(input: &Input) -> Client {
-    let mut c = common::ffmpeg();
-    c.args(["-re", "-stream_loop", "-1", "-i"])
-        .arg(&common::source().ts)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(input.publish_url(Proto::Rtmp));
-    Client::spawn(c, "RTMP publisher")
 }
 
 /// ffmpeg plays `url` for up to `secs` seconds; the video frames it got.
@@ -382,8 +365,8 @@ async fn a_data_dir_of_the_last_release_upgrades_with_every_row() {
     let a = Input(inputs[0].clone());
     let b = Input(inputs[1].clone());
     assert_eq!(a.uid(), fx["published"].as_str().unwrap());
-    let mut pub_a = publish_loop(&a);
-    let mut pub_b = publish_loop(&b);
+    let mut pub_a = common::publish_looped(&a, -1);
+    let mut pub_b = common::publish_looped(&b, -1);
     node.wait_connected(a.uid(), &mut pub_a).await;
     node.wait_connected(b.uid(), &mut pub_b).await;
     let frames = play(&a.play_url(Proto::Rtmp), 3).await;

@@ -11,6 +11,7 @@
 //! - A receiver that is down for a while gets the events, in order, once
 //!   it is back; events queued before a restart are delivered after it.
 
+mod common;
 mod reliab;
 
 use std::net::SocketAddr;

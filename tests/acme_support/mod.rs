@@ -3,12 +3,16 @@
 //! itself, its accounts, and what a TLS server shows.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+// The test kit, included here so that every test binary using this module
+// gets it without declaring it.
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::calls::call_as;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -241,106 +245,50 @@ pub fn served_at(addr: &str, sni: &str, dir: &Path) -> (String, String) {
     (field("issuer="), field("serial="))
 }
 
-/// `program args..` in a private mount namespace whose /etc/hosts names
-/// `names` as 127.0.0.1.
+/// `program args..` in a private mount namespace whose /etc/hosts (written
+/// in `dir`) names `names` as 127.0.0.1.
 pub fn in_namespace(dir: &Path, names: &[&str], program: &str) -> Command {
-    let hosts = dir.join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1 localhost {}\n", names.join(" "))).unwrap();
-    let mut c = Command::new("unshare");
-    c.args([
-        "--mount",
-        "sh",
-        "-c",
-        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-    ])
-    .arg(&hosts)
-    .arg(program);
-    c
+    common::node::in_namespace(&common::node::hosts_file(dir, names), program)
 }
 
-/// A node in a namespace resolving `names` to itself; killed on drop.
+/// A node (the kit's) resolving `names` and [`HOST`] to itself, with a
+/// scratch directory of the test's own; killed on drop.
 pub struct Node {
-    _proc: Proc,
-    pub ready: Value,
-    pub creds: Value,
-    pub log: PathBuf,
+    node: common::Node,
+    /// Holds the node's data dir and log, and the test's files.
     pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Node {
+    type Target = common::Node;
+    fn deref(&self) -> &common::Node {
+        &self.node
+    }
 }
 
 impl Node {
     pub fn start(pebble: &Pebble, names: &[&str], extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = dir.path().join("node.log");
         let (directory, ca) = (pebble.directory(), pebble.ca());
-        let mut args = vec![
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-            "--rtmps",
-            "127.0.0.1:0",
-            "--srt",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--no-rtmp",
-            "--public-host",
-            HOST,
-            "--domain-verify-port",
-            "0",
-            "--acme-directory",
-            &directory,
-            "--acme-ca",
-            ca.to_str().unwrap(),
-        ];
-        args.extend(extra);
         let mut names = names.to_vec();
         names.push(HOST);
-        let mut cmd = in_namespace(dir.path(), &names, BIN);
-        let mut proc = spawn(
-            cmd.args(&args)
-                .env("RUST_LOG", "info,banyan=debug")
-                .env_remove("BANYAN_DATA_DIR")
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(&log).unwrap()),
-            "banyan",
-        );
-        let stdout = proc.0.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        let creds = std::fs::read_to_string(data.join("credentials.json")).unwrap();
-        Node {
-            _proc: proc,
-            ready: serde_json::from_str(&line).unwrap(),
-            creds: serde_json::from_str(&creds).unwrap(),
-            log,
-            dir,
-        }
+        let node = common::Node::builder()
+            .data_dir(&dir.path().join("data"))
+            .log_file(&dir.path().join("node.log"))
+            .resolve(&names)
+            .log_level("info,banyan=debug")
+            .args(&["--no-rtmp", "--public-host", HOST])
+            .args(&["--domain-verify-port", "0"])
+            .args(&["--acme-directory", &directory])
+            .args(&["--acme-ca", ca.to_str().unwrap()])
+            .args(extra)
+            .start();
+        Node { node, dir }
     }
 
     pub fn port(&self, which: &str) -> u16 {
         let a: std::net::SocketAddr = self.ready[which].as_str().unwrap().parse().unwrap();
         a.port()
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn account(&self) -> Account {
@@ -363,7 +311,7 @@ impl Node {
             self.ready["http"].as_str().unwrap()
         );
         let admin = self.creds["adminToken"].as_str().unwrap();
-        let (s, v) = call(Method::POST, &url, admin, Some(json!({ "name": name }))).await;
+        let (s, v) = call_as(Method::POST, &url, admin, Some(json!({ "name": name }))).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         Account {
             base: self.base(v["result"]["id"].as_str().unwrap()),
@@ -379,7 +327,7 @@ pub struct Account {
 
 impl Account {
     pub async fn add(&self, body: Value) -> (StatusCode, Value) {
-        call(
+        call_as(
             Method::POST,
             &format!("{}/ingest_domains", self.base),
             &self.token,
@@ -390,7 +338,7 @@ impl Account {
 
     pub async fn domain(&self, name: &str) -> Value {
         let url = format!("{}/ingest_domains/{name}", self.base);
-        let (s, v) = call(Method::GET, &url, &self.token, None).await;
+        let (s, v) = call_as(Method::GET, &url, &self.token, None).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v["result"].clone()
     }
@@ -415,7 +363,7 @@ impl Account {
     /// A new live input's (uid, publish key, playback key).
     pub async fn input(&self) -> (String, String, String) {
         let url = format!("{}/live_inputs", self.base);
-        let (s, v) = call(Method::POST, &url, &self.token, Some(json!({}))).await;
+        let (s, v) = call_as(Method::POST, &url, &self.token, Some(json!({}))).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let r = &v["result"];
         (
@@ -424,29 +372,6 @@ impl Account {
             r["rtmpsPlayback"]["streamKey"].as_str().unwrap().into(),
         )
     }
-}
-
-pub async fn call(
-    method: Method,
-    url: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(20));
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    (
-        status,
-        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null),
-    )
 }
 
 /// The leaf certificate the node shows for `sni` (issuer, serial).

@@ -1,7 +1,9 @@
-//! Shared pieces of the end-to-end tests that play media through the real
-//! binary: a node started on port 0 everywhere and killed on drop, live
-//! inputs created through the API, one source clip per test run with its
-//! reference hashes, real-client children killed on drop, and the
+//! The test kit of the end-to-end tests: the real binary started by
+//! [`Node::builder`] (`node.rs`: port 0 everywhere, killed on drop), the
+//! HTTP API with a token (`calls.rs`), live-encoding publishers
+//! (`encode.rs`), the certificate a listener presents (`tls.rs`), and here
+//! live inputs created through the API, one source clip per test run with
+//! its reference hashes, real-client children killed on drop, and the
 //! frame-by-frame comparison of what a player received with what was sent.
 //!
 //! Hashes are per packet (`-f framemd5 -c copy`) after normalising both
@@ -13,15 +15,21 @@
 
 #![allow(dead_code)]
 
+pub mod calls;
+pub mod encode;
+pub mod node;
+pub mod tls;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::process::{Child, Command};
+
+pub use node::Node;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 
@@ -37,185 +45,8 @@ pub fn loglevel() -> String {
     std::env::var("BANYAN_FFMPEG_LOGLEVEL").unwrap_or_else(|_| "error".into())
 }
 
-/// A running `banyan serve`; killed on drop.
-pub struct Node {
-    child: Option<std::process::Child>,
-    pub ready: Value,
-    pub creds: Value,
-    pub log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    /// Start a node on a fresh data dir with every listener on port 0.
-    pub fn start(extra: &[&str]) -> Node {
-        Node::start_in(None, extra)
-    }
-
-    /// [`Node::start`] with the process's working directory set to `cwd`.
-    pub fn start_in(cwd: Option<&Path>, extra: &[&str]) -> Node {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
-        Node::launch(cwd, dir, data, extra)
-    }
-
-    /// A node on an existing data dir `data` (kept when the node is
-    /// dropped), every listener on port 0.
-    pub fn start_on(data: &Path, extra: &[&str]) -> Node {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Node::launch(None, dir, data.to_path_buf(), extra)
-    }
-
-    fn launch(cwd: Option<&Path>, dir: tempfile::TempDir, data: PathBuf, extra: &[&str]) -> Node {
-        let log = dir.path().join("node.log");
-        let mut args = vec![
-            "serve",
-            "--data-dir",
-            data.to_str().expect("utf-8 path"),
-            "--http",
-            "127.0.0.1:0",
-            "--rtmp",
-            "127.0.0.1:0",
-            "--rtmps",
-            "127.0.0.1:0",
-            "--srt",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ];
-        args.extend(extra);
-        let mut cmd = std::process::Command::new(BIN);
-        if let Some(cwd) = cwd {
-            cmd.current_dir(cwd);
-        }
-        let mut child = cmd
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .env_remove("BANYAN_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn banyan");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let mut node = Node {
-            child: Some(child),
-            ready: Value::Null,
-            creds: Value::Null,
-            log,
-            _dir: dir,
-        };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => {
-                node.ready = serde_json::from_str(&line).expect("ready line is JSON");
-                let creds = std::fs::read_to_string(data.join("credentials.json"))
-                    .expect("credentials.json");
-                node.creds = serde_json::from_str(&creds).expect("credentials are JSON");
-                node
-            }
-            Err(_) => {
-                node.kill();
-                panic!("node did not start:\n{}", node.log_text());
-            }
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn api(&self) -> String {
-        format!("http://{}", self.ready["http"].as_str().expect("http"))
-    }
-
-    /// `/metrics` on the node's metrics listener (no token).
-    pub fn metrics_url(&self) -> String {
-        format!(
-            "http://{}/metrics",
-            self.ready["metrics"].as_str().expect("metrics")
-        )
-    }
-
-    fn inputs(&self, rest: &str) -> String {
-        format!(
-            "{}/client/v4/accounts/{}/stream/live_inputs{rest}",
-            self.api(),
-            self.creds["accountId"].as_str().expect("accountId")
-        )
-    }
-
-    fn token(&self) -> &str {
-        self.creds["apiToken"].as_str().expect("apiToken")
-    }
-
-    /// Create a live input; returns the API's `result`.
-    pub async fn create_input(&self) -> Input {
-        let resp = http()
-            .post(self.inputs(""))
-            .bearer_auth(self.token())
-            .header("content-type", "application/json")
-            .body(json!({"meta": {"name": "matrix"}}).to_string())
-            .send()
-            .await
-            .expect("create input");
-        let v: Value = resp.json().await.expect("JSON answer");
-        assert_eq!(v["success"], json!(true), "create input: {v}");
-        Input(v["result"].clone())
-    }
-
-    /// The live input's `status` field.
-    pub async fn status(&self, uid: &str) -> Value {
-        let resp = http()
-            .get(self.inputs(&format!("/{uid}")))
-            .bearer_auth(self.token())
-            .send()
-            .await
-            .expect("get input");
-        let v: Value = resp.json().await.expect("JSON answer");
-        v["result"]["status"].clone()
-    }
-
-    /// Wait (bounded) until the input is `connected`.
-    pub async fn wait_connected(&self, uid: &str, publisher: &mut Client) {
-        for _ in 0..150 {
-            if self.status(uid).await == json!("connected") {
-                return;
-            }
-            if let Ok(Some(st)) = publisher.child.try_wait() {
-                let err = publisher.stderr().await;
-                panic!("publisher exited with {st} before going live: {err}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "input {uid} never connected; node log:\n{}",
-            self.log_text()
-        );
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn http() -> reqwest::Client {
+/// An HTTP client with a 20 s timeout.
+pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -367,6 +198,19 @@ pub fn publish(input: &Input, proto: Proto) -> Client {
     };
     c.arg(input.publish_url(proto));
     Client::spawn(c, &format!("{} publisher", proto.name()))
+}
+
+/// ffmpeg publishing the source clip over RTMP at its own pace, `loops`
+/// more times after the first (`-1`: until stopped).
+pub fn publish_looped(input: &Input, loops: i32) -> Client {
+    let mut c = ffmpeg();
+    c.arg("-re")
+        .args(["-stream_loop", &loops.to_string()])
+        .arg("-i")
+        .arg(&source().ts)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(input.publish_url(Proto::Rtmp));
+    Client::spawn(c, "looped RTMP publisher")
 }
 
 /// Output arguments writing the normalised hashes of video and audio.

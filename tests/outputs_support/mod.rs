@@ -8,19 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{ffmpeg, source, Client, Hashes, Input, Node, Proto, FPS, FRAMEMD5_ARGS};
+use crate::common::{ffmpeg, source, Client, Hashes, Node, FPS, FRAMEMD5_ARGS};
 use serde_json::{json, Value};
 use tokio::process::Command;
 
 /// One test at a time: servers and several ffmpegs on a small machine.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("http client")
-}
+pub use crate::common::http;
 
 /// The outputs API of one node's default account.
 pub struct Api {
@@ -211,18 +206,6 @@ pub fn player(url: &str, out: &Path, what: &str) -> Client {
     let mut c = ffmpeg();
     c.arg("-i").arg(url).args(FRAMEMD5_ARGS).arg(out);
     Client::spawn(c, what)
-}
-
-/// ffmpeg publishing the source clip `loops` + 1 times in a row over RTMP.
-pub fn publish_looped(input: &Input, loops: u32) -> Client {
-    let mut c = ffmpeg();
-    c.arg("-re")
-        .args(["-stream_loop", &loops.to_string()])
-        .arg("-i")
-        .arg(&source().ts)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(input.publish_url(Proto::Rtmp));
-    Client::spawn(c, "looped publisher")
 }
 
 /// The source's hashes `n` times in a row (a looped publish).

@@ -5,10 +5,9 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -16,105 +15,37 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_banyan");
-
 /// One test at a time per test binary: the machine is small and the
 /// measurements (RSS, frame gaps) must not depend on a neighbour test.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A running `banyan serve`; killed on drop.
-pub struct Node {
-    pub child: Option<std::process::Child>,
-    pub ready: Value,
-    pub creds: Value,
-    pub log: PathBuf,
-    pub data: PathBuf,
+/// The kit's node (`crate::common::Node`) with the calls these tests make.
+pub struct Node(pub crate::common::Node);
+
+impl std::ops::Deref for Node {
+    type Target = crate::common::Node;
+    fn deref(&self) -> &crate::common::Node {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut crate::common::Node {
+        &mut self.0
+    }
 }
 
 impl Node {
-    /// Start a node on `data` with every listener on port 0.
+    /// Start a node on `data` with every listener on port 0, its log
+    /// appended to `log`.
     pub fn start(data: &Path, log: &Path, extra: &[&str]) -> Node {
-        let mut args: Vec<String> = [
-            "serve",
-            "--data-dir",
-            data.to_str().expect("utf-8 path"),
-            "--http",
-            "127.0.0.1:0",
-            "--rtmp",
-            "127.0.0.1:0",
-            "--rtmps",
-            "127.0.0.1:0",
-            "--srt",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let mut child = std::process::Command::new(BIN)
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .env_remove("BANYAN_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn banyan");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let mut node = Node {
-            child: Some(child),
-            ready: Value::Null,
-            creds: Value::Null,
-            log: log.to_path_buf(),
-            data: data.to_path_buf(),
-        };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => {
-                node.ready = serde_json::from_str(&line).expect("ready line is JSON");
-                let creds = std::fs::read_to_string(data.join("credentials.json"))
-                    .expect("credentials.json");
-                node.creds = serde_json::from_str(&creds).expect("credentials are JSON");
-                node
-            }
-            Err(_) => {
-                node.kill();
-                panic!("node did not start:\n{}", node.log_text());
-            }
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn addr(&self, which: &str) -> String {
-        self.ready[which]
-            .as_str()
-            .unwrap_or_else(|| panic!("{which} in {}", self.ready))
-            .to_string()
-    }
-
-    pub fn api(&self) -> String {
-        format!("http://{}", self.addr("http"))
+        Node(
+            crate::common::Node::builder()
+                .data_dir(data)
+                .log_file(log)
+                .args(extra)
+                .start(),
+        )
     }
 
     pub fn account(&self) -> String {
@@ -123,14 +54,6 @@ impl Node {
 
     pub fn token(&self) -> String {
         self.creds["apiToken"].as_str().expect("apiToken").into()
-    }
-
-    pub fn stream_api(&self, rest: &str) -> String {
-        format!(
-            "{}/client/v4/accounts/{}/stream/{rest}",
-            self.api(),
-            self.account()
-        )
     }
 
     /// Create a live input; returns the API's `result`.
@@ -230,19 +153,6 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
