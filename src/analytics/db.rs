@@ -31,78 +31,60 @@ pub struct ViewKey {
     pub minute: i64,
 }
 
+/// One row of a rollup: (account, uid, creator, protocol, bucket).
+type RollupKey<'a> = (&'a str, &'a str, &'a str, &'a str, i64);
+
 /// Add a batch of viewing time (milliseconds per bucket), in one
-/// transaction: either all of it lands or none of it.
+/// transaction: either all of it lands or none of it. The minute, day and
+/// month rollups are written together, so they always agree.
 pub async fn record(pool: &AnyPool, batch: &HashMap<ViewKey, i64>) -> sqlx::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    let mut days: HashMap<(&str, &str, &str, &str, i64), i64> = HashMap::new();
-    let mut by_month: HashMap<(&str, &str, &str, &str, i64), i64> = HashMap::new();
-    let mut tx = pool.begin().await?;
+    let mut minutes: HashMap<RollupKey, i64> = HashMap::with_capacity(batch.len());
+    let mut days: HashMap<RollupKey, i64> = HashMap::new();
+    let mut by_month: HashMap<RollupKey, i64> = HashMap::new();
     for (k, &ms) in batch {
-        sqlx::query(
-            "INSERT INTO view_minutes (account_id, minute, uid, creator, protocol, millis) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (account_id, minute, uid, creator, protocol) \
-             DO UPDATE SET millis = view_minutes.millis + excluded.millis",
-        )
-        .bind(&k.account_id)
-        .bind(k.minute)
-        .bind(&k.uid)
-        .bind(&k.creator)
-        .bind(k.protocol)
-        .bind(ms)
-        .execute(&mut *tx)
-        .await?;
-        *days
-            .entry((
-                &k.account_id,
-                &k.uid,
-                &k.creator,
+        let key = |bucket| {
+            (
+                k.account_id.as_str(),
+                k.uid.as_str(),
+                k.creator.as_str(),
                 k.protocol,
-                k.minute.div_euclid(DAY_MINUTES),
-            ))
-            .or_default() += ms;
-    }
-    for (&(account, uid, creator, protocol, day), &ms) in &days {
+                bucket,
+            )
+        };
+        *minutes.entry(key(k.minute)).or_default() += ms;
+        let day = k.minute.div_euclid(DAY_MINUTES);
+        *days.entry(key(day)).or_default() += ms;
         if let Some(month) = months::month_of(day) {
-            *by_month
-                .entry((account, uid, creator, protocol, month))
-                .or_default() += ms;
+            *by_month.entry(key(month)).or_default() += ms;
         }
     }
-    for ((account, uid, creator, protocol, day), ms) in days {
-        sqlx::query(
-            "INSERT INTO view_days (account_id, day, uid, creator, protocol, millis) \
+    let mut tx = pool.begin().await?;
+    for (table, bucket, rows) in [
+        ("view_minutes", "minute", minutes),
+        ("view_days", "day", days),
+        ("view_months", "month", by_month),
+    ] {
+        // Table and column names are these constants; values are bound.
+        let sql = format!(
+            "INSERT INTO {table} (account_id, {bucket}, uid, creator, protocol, millis) \
              VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (account_id, day, uid, creator, protocol) \
-             DO UPDATE SET millis = view_days.millis + excluded.millis",
-        )
-        .bind(account)
-        .bind(day)
-        .bind(uid)
-        .bind(creator)
-        .bind(protocol)
-        .bind(ms)
-        .execute(&mut *tx)
-        .await?;
-    }
-    for ((account, uid, creator, protocol, month), ms) in by_month {
-        sqlx::query(
-            "INSERT INTO view_months (account_id, month, uid, creator, protocol, millis) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (account_id, month, uid, creator, protocol) \
-             DO UPDATE SET millis = view_months.millis + excluded.millis",
-        )
-        .bind(account)
-        .bind(month)
-        .bind(uid)
-        .bind(creator)
-        .bind(protocol)
-        .bind(ms)
-        .execute(&mut *tx)
-        .await?;
+             ON CONFLICT (account_id, {bucket}, uid, creator, protocol) \
+             DO UPDATE SET millis = {table}.millis + excluded.millis"
+        );
+        for ((account, uid, creator, protocol, at), ms) in rows {
+            sqlx::query(&sql)
+                .bind(account)
+                .bind(at)
+                .bind(uid)
+                .bind(creator)
+                .bind(protocol)
+                .bind(ms)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     tx.commit().await
 }

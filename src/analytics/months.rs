@@ -224,6 +224,17 @@ mod tests {
         }
     }
 
+    /// (creator, millis) of each row of a query grouped by creator.
+    async fn by_creator(
+        q: &crate::analytics::db::GroupQuery,
+        pool: &AnyPool,
+    ) -> Vec<(String, i64)> {
+        let rows = q.run(pool).await.unwrap();
+        rows.into_iter()
+            .map(|r| (r.creator.unwrap(), r.millis))
+            .collect()
+    }
+
     async fn monthly_on(pool: &AnyPool) {
         use crate::analytics::db::{record, Dim, GroupQuery, SortKey, ViewKey, DAY_MINUTES};
         let account = crate::secret::new_id();
@@ -256,13 +267,7 @@ mod tests {
             ..GroupQuery::default()
         };
         assert!(q.sql().0.contains("view_months"), "{}", q.sql().0);
-        let got: Vec<_> = q
-            .run(pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.creator.unwrap(), r.millis))
-            .collect();
+        let got = by_creator(&q, pool).await;
         assert_eq!(
             got,
             vec![
@@ -277,13 +282,7 @@ mod tests {
         r.from = Some(day("2026-11-02") * DAY_MINUTES);
         r.until = Some(day("2026-12-03") * DAY_MINUTES);
         assert!(r.sql().0.contains("-millis"), "{}", r.sql().0);
-        let got: Vec<_> = r
-            .run(pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.creator.unwrap(), r.millis))
-            .collect();
+        let got = by_creator(&r, pool).await;
         assert_eq!(
             got,
             vec![
