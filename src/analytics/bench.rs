@@ -21,7 +21,7 @@ const ACCOUNT: &str = "00000000000000000000000000000001";
 const DAYS: i64 = 31;
 const CREATORS: i64 = 10_000;
 /// First day of the synthetic month (2026-11-01).
-const DAY0: i64 = 20_393;
+const DAY0: i64 = 20_758;
 
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes into the struct we pass.
