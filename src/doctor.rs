@@ -17,6 +17,7 @@
 
 mod checks;
 mod database;
+mod domains;
 
 use std::net::SocketAddr;
 use std::path::Path;

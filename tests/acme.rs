@@ -233,6 +233,38 @@ async fn http01_with_nonce_rejections_and_a_failed_challenge() {
     let (issuer, _) = served(&node, GOOD);
     assert_eq!(issuer, pebble.intermediate_subject().await);
     assert!(pebble.log().contains("badNonce") || pebble.log().contains("nonce"));
+
+    // `banyan doctor` reads the domains' ACME state from the database: the
+    // failed name with the CA's reason, and the active one as near expiry
+    // (pebble issues 300 s certificates here).
+    let mut doctor = std::process::Command::new(acme_support::BIN);
+    doctor
+        .arg("doctor")
+        .arg("--data-dir")
+        .arg(node.dir.path().join("data"))
+        .arg("--no-rtmp");
+    for l in ["http", "rtmps", "srt", "metrics"] {
+        doctor
+            .arg(format!("--{l}"))
+            .arg(node.ready[l].as_str().unwrap());
+    }
+    let out = doctor
+        .env_remove("BANYAN_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains(&format!("WARN  domain {BAD}: failed (")) && said.contains("127.0.0.2"),
+        "doctor names the failed domain and the CA's reason:\n{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "WARN  domain {GOOD}: the certificate expires in 0 days"
+        )),
+        "{said}"
+    );
+
     // A failed name can be added again (and here fails again).
     let (s, v) = a.add(json!({ "domain": BAD })).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");

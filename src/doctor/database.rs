@@ -1,10 +1,11 @@
-//! The doctor's database check: whether the schema is migrated.
+//! The doctor's database check: whether the schema is migrated, and then
+//! the custom domains' ACME state (`domains.rs`).
 
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 
-use super::Report;
+use super::{domains, Report};
 use crate::config::Settings;
 use crate::store::migrate;
 
@@ -52,9 +53,38 @@ pub(super) async fn database(r: &mut Report, s: &Settings) {
             return;
         }
     };
-    let status = tokio::time::timeout(TIMEOUT, migrate::status(&pool)).await;
+    let status = tokio::time::timeout(TIMEOUT, migrate::status(&pool))
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|s| s);
+    let migrated =
+        matches!(&status, Ok(st) if st.pending.is_empty() && st.unknown.is_empty() && !st.older);
+    report(r, status);
+    if migrated {
+        let own = s
+            .acme
+            .acme
+            .then_some(())
+            .and(s.general.public_host.as_deref());
+        match tokio::time::timeout(TIMEOUT, domains::read(&pool)).await {
+            Ok(Ok(rows)) => domains::report(r, &rows, own, now_micros()),
+            Ok(Err(e)) => r.warn(
+                format!("custom domains: cannot read them ({e})"),
+                "check the database server",
+            ),
+            Err(_) => r.warn(
+                "custom domains: no answer within 5 s",
+                "check the database server",
+            ),
+        }
+    }
     pool.close().await;
-    report(r, status.map_err(anyhow::Error::from).and_then(|s| s));
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn versions(v: &[i64]) -> String {
