@@ -61,11 +61,11 @@ pub(super) async fn database(r: &mut Report, s: &Settings) {
         matches!(&status, Ok(st) if st.pending.is_empty() && st.unknown.is_empty() && !st.older);
     report(r, status);
     if migrated {
-        let own = s
-            .acme
-            .acme
-            .then_some(())
-            .and(s.general.public_host.as_deref());
+        let own = if s.acme.acme {
+            s.general.public_host.as_deref()
+        } else {
+            None
+        };
         match tokio::time::timeout(TIMEOUT, domains::read(&pool)).await {
             Ok(Ok(rows)) => domains::report(r, &rows, own, now_micros()),
             Ok(Err(e)) => r.warn(

@@ -6,6 +6,8 @@
 use sqlx::{AnyPool, Row};
 
 use super::Report;
+use crate::acme::plan::{ACME, ACTIVE, FAILED, PENDING, UPLOAD};
+use crate::acme::OWN;
 
 /// A certificate closer than this to expiry has missed its renewal (ACME
 /// renews at two thirds of the lifetime: 30 days before for 90 days).
@@ -20,7 +22,7 @@ const MINUTE_MICROS: i64 = 60_000_000;
 #[derive(Debug, Clone, Default)]
 pub(super) struct DomainState {
     pub domain: String,
-    /// Empty for the node's own name (`--acme`).
+    /// [`OWN`] for the node's own name (`--acme`).
     pub account_id: String,
     pub status: String,
     pub method: String,
@@ -67,13 +69,13 @@ pub(super) fn report(r: &mut Report, rows: &[DomainState], own: Option<&str>, no
     let mut active = 0;
     let mut bad = 0;
     for d in rows {
-        let name = if d.account_id.is_empty() {
+        let name = if d.account_id == OWN {
             format!("{} (the node's own name)", d.domain)
         } else {
             format!("domain {}", d.domain)
         };
         match d.status.as_str() {
-            "failed" => {
+            FAILED => {
                 bad += 1;
                 r.warn(
                     format!("{name}: failed ({})", d.error),
@@ -81,10 +83,10 @@ pub(super) fn report(r: &mut Report, rows: &[DomainState], own: Option<&str>, no
                      remove the domain and add it again",
                 );
             }
-            "pending" if now - d.created > PENDING_TOO_LONG_MINUTES * MINUTE_MICROS => {
+            PENDING if now - d.created > PENDING_TOO_LONG_MINUTES * MINUTE_MICROS => {
                 bad += 1;
                 let minutes = (now - d.created) / MINUTE_MICROS;
-                let waits = if d.method == "upload" {
+                let waits = if d.method == UPLOAD {
                     "its proof token"
                 } else {
                     "the ACME order"
@@ -95,11 +97,11 @@ pub(super) fn report(r: &mut Report, rows: &[DomainState], own: Option<&str>, no
                      an upload's token) reaches it on port 443 or 80",
                 );
             }
-            "active" if d.expires > 0 && d.expires <= now => {
+            ACTIVE if d.expires > 0 && d.expires <= now => {
                 bad += 1;
                 r.fail(
                     format!("{name}: the certificate has expired"),
-                    if d.method == "acme" {
+                    if d.method == ACME {
                         "check the node's log for renewal errors (the CA's reason is in the \
                          API's `error`)"
                     } else {
@@ -107,12 +109,12 @@ pub(super) fn report(r: &mut Report, rows: &[DomainState], own: Option<&str>, no
                     },
                 );
             }
-            "active" if d.expires > 0 && d.expires - now < RENEWAL_OVERDUE_DAYS * DAY_MICROS => {
+            ACTIVE if d.expires > 0 && d.expires - now < RENEWAL_OVERDUE_DAYS * DAY_MICROS => {
                 bad += 1;
                 let days = (d.expires - now) / DAY_MICROS;
                 r.warn(
                     format!("{name}: the certificate expires in {days} days"),
-                    if d.method == "acme" {
+                    if d.method == ACME {
                         "renewal is overdue: check the node's log and that the CA reaches the \
                          node at that name"
                     } else {
@@ -120,7 +122,7 @@ pub(super) fn report(r: &mut Report, rows: &[DomainState], own: Option<&str>, no
                     },
                 );
             }
-            "active" => active += 1,
+            ACTIVE => active += 1,
             _ => {}
         }
     }
