@@ -66,10 +66,7 @@ fn start_node(dir: &Path, spec: &NodeSpec, db: &str, ca: &Path, fanout: usize) -
 
 /// A free UDP port on loopback.
 fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], pg::ports::free_port()))
 }
 
 /// Send `data` to `to` from `sock` at `due`: one FIFO queue per direction

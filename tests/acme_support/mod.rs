@@ -34,15 +34,7 @@ pub fn spawn(cmd: &mut Command, what: &str) -> Proc {
     Proc(cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}")))
 }
 
-/// A loopback port free a moment ago (pebble's ports must be known before
-/// it starts).
-pub fn free_port() -> u16 {
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    // The DNS server takes the same UDP port.
-    let _udp = std::net::UdpSocket::bind(("127.0.0.1", port)).ok();
-    port
-}
+pub use common::ports::free_port;
 
 /// Pebble and its DNS, on ports of their own.
 pub struct Pebble {

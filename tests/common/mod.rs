@@ -18,6 +18,7 @@
 pub mod calls;
 pub mod encode;
 pub mod node;
+pub mod ports;
 pub mod tls;
 
 use std::collections::HashSet;

@@ -117,19 +117,12 @@ impl Api {
 
 /// A free TCP port on loopback (nothing listens on it afterwards).
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    crate::common::ports::free_port()
 }
 
+/// A free UDP port on loopback.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    crate::common::ports::free_port()
 }
 
 /// nginx-rtmp on loopback with its own prefix: one process (no master), so

@@ -3,6 +3,12 @@
 
 use std::process::Command;
 
+// The kit's port chooser; a test binary that also loads the kit holds two
+// copies of this small module, which is harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/ports.rs"]
+pub mod ports;
+
 /// A throw-away PostgreSQL server in a temp dir; stopped on drop.
 pub struct Postgres {
     dir: tempfile::TempDir,
@@ -42,11 +48,7 @@ impl Postgres {
             "-U",
             "postgres",
         ]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = ports::free_port();
         let pg = Postgres { dir, port };
         pg.start_again();
         pg
