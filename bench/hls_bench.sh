@@ -21,8 +21,9 @@
 # Needs ffmpeg, nginx + libnginx-mod-rtmp, node + web/node_modules, chromium, jq, curl.
 # 127.0.0.1 only: nginx on 19360 (RTMP) / 19361 (HTTP), Banyan on free ports.
 set -euo pipefail
+. "$(dirname "$0")/../scripts/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$KIT_ROOT
 CACHE=$ROOT/bench/.cache
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 VIEWERS="100 500"
@@ -148,18 +149,11 @@ NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
 
 B=$WORK/banyan
 mkdir -p "$B"
-RUST_LOG=warn "$BANYAN" serve --data-dir "$B/data" --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
-    --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 > "$B/stdout" 2> "$B/stderr" &
-BANYAN_PID=$!
+# shellcheck disable=SC2086
+BANYAN_BIN=$BANYAN kit_node_start "$B/data" $KIT_PORTS0 || exit 1
+BANYAN_PID=$KIT_PID
 PIDS+=("$BANYAN_PID")
-ready=""
-for i in $(seq 200); do
-    ready=$(grep -m1 '"ready"' "$B/stdout" 2>/dev/null || true)
-    [ -n "$ready" ] && break
-    kill -0 "$BANYAN_PID" 2>/dev/null || { tail -20 "$B/stderr" >&2; exit 1; }
-    sleep 0.05
-done
-[ -n "$ready" ] || { log "banyan did not print its ready line"; exit 1; }
+ready=$(grep -m1 '"ready"' "$B/data.out")
 creds=$(jq -r '.credentials' <<<"$ready")
 api=$(jq -r '.api' "$creds")
 printf 'header = "Authorization: Bearer %s"\n' "$(jq -r '.apiToken' "$creds")" > "$B/curl.cfg"

@@ -11,37 +11,26 @@
 # BANYAN_BIN=PATH uses that binary instead of building target/release/banyan.
 # Needs: ffmpeg, nginx + libnginx-mod-rtmp, rtmpdump, curl, jq.
 set -euo pipefail
+. "$(dirname "$0")/../scripts/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=$ROOT/bench/.cache
+CACHE=$KIT_ROOT/bench/.cache
 N=${1:-10}
 MEASURE=${2:-30}
 mkdir -p "$CACHE"
-if [ -z "${BANYAN_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q --bin banyan)
-  BANYAN_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/banyan
-fi
+BANYAN_BIN=$(kit_bin)
 CLIP=$CACHE/output-cost-720p.flv
 [ -s "$CLIP" ] || ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=30 \
   -f lavfi -i sine=frequency=440 -t 10 -c:v libx264 -preset veryfast -b:v 3M -g 30 -bf 0 \
   -c:a aac -f flv "$CLIP"
 
-WORK=$(mktemp -d)
+kit_on_exit output-cost
+WORK=$KIT_WORK
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 run() {
   local mode=$1 w=$WORK/$1
   mkdir -p "$w/nginx/logs"
-  local nport; nport=$(free_port)
+  local nport; nport=$(kit_free_port)
   cat > "$w/nginx/nginx.conf" <<CONF
 load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
 worker_processes 1; daemon off; master_process off; pid $w/nginx/nginx.pid; error_log $w/nginx/error.log warn;
@@ -50,13 +39,13 @@ rtmp { server { listen 127.0.0.1:$nport; chunk_size 4096; application live { liv
 CONF
   local started=${#PIDS[@]}
   nginx -p "$w/nginx" -c "$w/nginx/nginx.conf" -e "$w/nginx/error.log" & PIDS+=($!)
-  "$BANYAN_BIN" serve --data-dir "$w/data" --http 127.0.0.1:0 --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
-    --srt 127.0.0.1:0 --metrics 127.0.0.1:0 --outputs-allow-private >"$w/ready" 2>"$w/node.log" & PIDS+=($!)
-  local node=$!
-  for _ in $(seq 100); do [ -s "$w/ready" ] && break; sleep 0.1; done
+  # shellcheck disable=SC2086
+  kit_node_start "$w/data" $KIT_PORTS0 --outputs-allow-private
+  PIDS+=("$KIT_PID")
+  local node=$KIT_PID
   local api acc tok rtmp input uid key pkey
-  api=$(jq -r .api "$w/ready"); rtmp=$(jq -r .rtmp "$w/ready")
-  acc=$(jq -r .accountId "$w/data/credentials.json"); tok=$(jq -r .apiToken "$w/data/credentials.json")
+  api=$(kit_cred "$w/data" api); rtmp=$(kit_json "$w/data.out" rtmp)
+  acc=$(kit_cred "$w/data" accountId); tok=$(kit_cred "$w/data" apiToken)
   local base=$api/client/v4/accounts/$acc/stream/live_inputs
   input=$(curl -sf -H "Authorization: Bearer $tok" -H 'content-type: application/json' -d '{}' "$base")
   uid=$(jq -r .result.uid <<<"$input"); key=$(jq -r .result.rtmp.streamKey <<<"$input")
@@ -75,7 +64,7 @@ CONF
   fi
   sleep 5
   local a b
-  a=$(ticks "$node"); sleep "$MEASURE"; b=$(ticks "$node")
+  a=$(kit_ticks "$node"); sleep "$MEASURE"; b=$(kit_ticks "$node")
   local connected=""
   if [ "$mode" = outputs ]; then
     connected=" ($(curl -sf -H "Authorization: Bearer $tok" "$base/$uid/outputs" | jq '[.result[] | select(.status == "connected")] | length') connected)"

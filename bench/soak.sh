@@ -25,8 +25,9 @@
 # use e.g. SOAK_MINUTES=3 RTMP_VIEWERS=100 SRT_VIEWERS=10 HLS_VIEWERS=10.
 # Needs: ffmpeg, srt-live-transmit, curl, jq, cargo. Everything started is stopped on exit.
 set -euo pipefail
+. "$(dirname "$0")/../scripts/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$KIT_ROOT
 CACHE=$ROOT/bench/.cache
 SOAK_MINUTES=${SOAK_MINUTES:-10}
 STREAMS=${STREAMS:-20}
@@ -67,12 +68,11 @@ trap cleanup EXIT INT TERM
 
 # The node, every port picked by itself.
 DATA=$OUT/data
-"$BANYAN_BIN" serve --data-dir "$DATA" --http 127.0.0.1:0 --rtmp 127.0.0.1:0 \
-    --rtmps 127.0.0.1:0 --srt 127.0.0.1:0 --metrics 127.0.0.1:0 >"$OUT/ready.json" 2>"$OUT/node.log" &
-NODE=$!
+# shellcheck disable=SC2086
+kit_node_start "$DATA" $KIT_PORTS0 || exit 1
+NODE=$KIT_PID
 PIDS+=("$NODE")
-for _ in $(seq 100); do [ -s "$OUT/ready.json" ] && break; sleep 0.1; done
-[ -s "$OUT/ready.json" ] || { echo "node did not start" >&2; cat "$OUT/node.log" >&2; exit 1; }
+grep -m1 '"ready"' "$DATA.out" >"$OUT/ready.json"
 API=$(jq -r .api "$OUT/ready.json")
 METRICS_URL="http://$(jq -r .metrics "$OUT/ready.json")/metrics"
 ACCOUNT=$(jq -r .accountId "$DATA/credentials.json")
