@@ -12,6 +12,9 @@ mod acme_support;
 mod cluster_node;
 mod pg;
 
+// The kit cluster_node starts nodes with, as acme_support holds it.
+use acme_support::common;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

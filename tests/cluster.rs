@@ -9,6 +9,7 @@
 //! receive must be one of the packets published (compared by hash).
 
 mod cluster_node;
+mod common;
 mod pg;
 
 use cluster_node::{

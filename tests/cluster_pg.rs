@@ -12,6 +12,7 @@
 //! a new player on c (which had no viewer) gets the stream.
 
 mod cluster_node;
+mod common;
 mod pg;
 
 use cluster_node::{

@@ -12,6 +12,7 @@
 //! small overhead.
 
 mod cluster_node;
+mod common;
 mod pg;
 
 use cluster_node::{

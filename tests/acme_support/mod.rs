@@ -6,7 +6,7 @@
 // The test kit, included here so that every test binary using this module
 // gets it without declaring it.
 #[path = "../common/mod.rs"]
-mod common;
+pub mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

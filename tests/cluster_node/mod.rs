@@ -1,11 +1,12 @@
-//! A cluster node process for the end-to-end cluster tests: started on
-//! port 0 with a shared PostgreSQL and cluster CA, killed (-9) on drop.
+//! A cluster node process for the end-to-end cluster tests: started by the
+//! test kit's `Node::builder` (port 0 everywhere) with a shared PostgreSQL
+//! and cluster CA, killed (-9) on drop. A test binary using this module
+//! declares the kit as `crate::common`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -55,53 +56,25 @@ impl Node {
         fanout: usize,
         extra: &[&str],
     ) -> Node {
-        let data = dir.join(name);
         let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(BIN)
-            .args(["serve", "--data-dir", data.to_str().unwrap()])
-            .args(["--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
-            .args(["--metrics", "127.0.0.1:0"])
-            .args(["--rtmps", "127.0.0.1:0", "--srt", "127.0.0.1:0"])
-            .args(["--database-url", db, "--cluster-node", name])
+        let path = |p: PathBuf| p.to_str().expect("utf-8 path").to_string();
+        let mut kit = crate::common::Node::builder()
+            .data_dir(&dir.join(name))
+            .log_file(&log)
+            .log_level("info,banyan::cluster=debug")
+            .database_url(db)
+            .args(&["--cluster-node", name])
             .args(extra)
-            .args(["--cluster-fanout", &fanout.to_string()])
-            .arg("--cluster-ca-cert")
-            .arg(ca.join("ca.pem"))
-            .arg("--cluster-ca-key")
-            .arg(ca.join("ca.key"))
-            .env("RUST_LOG", "info,banyan::cluster=debug")
-            .env_remove("BANYAN_DATA_DIR")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn banyan");
-        let stdout = child.stdout.take().unwrap();
-        let proc = Proc(Some(child));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node {name} did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        let ready: Value = serde_json::from_str(&line).unwrap();
-        let creds: Value =
-            serde_json::from_str(&std::fs::read_to_string(data.join("credentials.json")).unwrap())
-                .unwrap();
+            .args(&["--cluster-fanout", &fanout.to_string()])
+            .args(&["--cluster-ca-cert", &path(ca.join("ca.pem"))])
+            .args(&["--cluster-ca-key", &path(ca.join("ca.key"))])
+            .try_start()
+            .unwrap_or_else(|log| panic!("node {name} did not start:\n{log}"));
         Node {
             name: name.to_string(),
-            proc,
-            ready,
-            creds,
+            proc: Proc(kit.child.take()),
+            ready: kit.ready.take(),
+            creds: kit.creds.take(),
             log,
         }
     }
