@@ -34,6 +34,7 @@
 
 mod client;
 pub mod framing;
+mod sequencer;
 mod server;
 mod tls;
 
