@@ -484,7 +484,10 @@ async fn captions_survive_every_path_and_reach_hls_and_the_browser() {
         Command::new("node")
             .arg(root().join("tests/browser/play.mjs"))
             .arg(format!("{}/{ua}/watch", node.http()))
-            // Latency is the HLS tests' subject; here the machine also runs ten ffmpegs.
+            // Latency is the HLS tests' subject (and BENCHMARKS.md's); here the
+            // machine also runs ten ffmpegs, so the bound only catches a page
+            // that fell out of low-latency mode (5.96 s was seen on a loaded
+            // 2-core machine with the page working).
             .args([
                 "--seconds",
                 "8",
@@ -492,7 +495,7 @@ async fn captions_survive_every_path_and_reach_hls_and_the_browser() {
                 "--timeout",
                 "25",
                 "--max-latency",
-                "5",
+                "8",
             ])
             .args(
                 expected
