@@ -164,7 +164,20 @@ fn playlist_follows_ll_hls_rules() {
     assert_eq!(lines.last(), Some(&"#EXT-X-ENDLIST"));
     assert!(!list.contains("PRELOAD-HINT"), "no hint after the end");
     assert!(list.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
-    assert!(list.contains("#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:00.000Z"));
+    // Every frame arrived at wall time 0: the newest was live then, so the
+    // first segment started its media time before.
+    let video_dts: Vec<i64> = clip
+        .frames
+        .iter()
+        .filter(|f| f.track == banyan_relay::Track::Video)
+        .map(|f| f.dts)
+        .collect();
+    let newest_ms = (video_dts[video_dts.len() - 1] - video_dts[0]) * 1000 / 90_000;
+    let pdt = format!(
+        "#EXT-X-PROGRAM-DATE-TIME:{}",
+        playlist::rfc3339_ms(-newest_ms)
+    );
+    assert!(list.contains(&pdt), "{pdt} in\n{list}");
 
     // Parts: each at most PART-TARGET, the first of each segment
     // independent, and per segment they add up to its EXTINF.
@@ -244,4 +257,108 @@ fn window_slides_and_codec_change_maps_a_new_init() {
     // Parts of old segments are released.
     let total_parts: usize = seg.segments().iter().map(|s| s.parts.len()).sum();
     assert!(total_parts > 0);
+}
+
+/// The muxer of a stream starts on the hub's cached group of pictures:
+/// those frames arrive at once, late against their media time. The first
+/// segment's `EXT-X-PROGRAM-DATE-TIME` is still when its first frame was
+/// live (what the frames at the live edge show), and every segment's time
+/// follows the one before by its duration.
+#[test]
+fn a_replayed_gop_gets_the_wall_clock_of_the_live_edge() {
+    let dir = TempDir::new("pdt");
+    let clip = make_clip(dir.path(), 4);
+    let mut seg = Segmenter::new(config(), None);
+    let t0: i64 = 1_700_000_000_000;
+    seg.push(Item::Info(info(&clip)), t0);
+    // The first second (25 frames at 25 fps, one GOP) arrives in a burst
+    // at t0; the rest on time after it.
+    let first_dts = clip.frames[0].dts;
+    let mut edge_ms = 0;
+    for f in &clip.frames {
+        let media_ms = (f.dts - first_dts) * 1000 / 90_000;
+        let wall = if media_ms < 1000 {
+            edge_ms = edge_ms.max(media_ms);
+            t0
+        } else {
+            t0 + media_ms - edge_ms
+        };
+        seg.push(Item::Frame(f.clone()), wall);
+    }
+    seg.push(Item::End(StreamEnd::Finished), t0 + 5_000);
+    let segs: Vec<_> = seg.segments().iter().collect();
+    assert!(segs.len() >= 3, "{} segments", segs.len());
+    // The newest frame of the burst was live at t0, so the first frame was
+    // live `edge_ms` before.
+    let want = t0 - edge_ms;
+    assert!(
+        (segs[0].wall_ms - want).abs() <= 1,
+        "first segment at {} ms, want {want} (burst arrival {t0})",
+        segs[0].wall_ms
+    );
+    for w in segs.windows(2) {
+        let gap = w[1].wall_ms - w[0].wall_ms;
+        let dur = w[0].duration * 1000 / 90_000;
+        assert!(
+            (gap - dur).abs() <= 1,
+            "segments {} ms apart, {dur} ms long",
+            gap
+        );
+    }
+    let list = playlist::media(&seg);
+    let first_pdt = list
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PROGRAM-DATE-TIME:"))
+        .expect("a program date time");
+    assert!(first_pdt.ends_with("Z"), "{first_pdt}");
+}
+
+/// The publisher leaves mid-segment: `flush` closes the open part and
+/// segment at once with every frame pushed so far, and media after it
+/// starts a new segment at a keyframe, after a discontinuity.
+#[test]
+fn a_flush_closes_the_open_part_and_segment_with_every_frame() {
+    let dir = TempDir::new("flush");
+    let clip = make_clip(dir.path(), 4);
+    let mut seg = Segmenter::new(config(), None);
+    let t0: i64 = 1_700_000_000_000;
+    seg.push(Item::Info(info(&clip)), t0);
+    let video: Vec<_> = clip
+        .frames
+        .iter()
+        .filter(|f| f.track == banyan_relay::Track::Video)
+        .collect();
+    // 1.5 s of media, then the publisher is gone.
+    let cut = video[37].dts;
+    for f in clip.frames.iter().filter(|f| f.dts <= cut) {
+        seg.push(Item::Frame(f.clone()), t0);
+    }
+    assert!(seg.current().is_some(), "a segment is open");
+    assert!(seg.flush(), "the open part is published");
+    assert!(seg.current().is_none(), "no segment is left open");
+    let frames: usize = seg.segments().iter().map(|s| s.duration).sum::<i64>() as usize / 3_600;
+    assert_eq!(
+        frames, 38,
+        "every video frame up to the cut is in a segment"
+    );
+    assert!(!seg.flush(), "nothing more to flush");
+    let before = seg.segments().len();
+    // Media resumes mid-GOP: nothing until the next keyframe, which opens a
+    // new segment after a discontinuity.
+    for f in clip.frames.iter().filter(|f| f.dts > cut) {
+        seg.push(Item::Frame(f.clone()), t0 + 2_000);
+    }
+    seg.push(Item::End(StreamEnd::Finished), t0 + 5_000);
+    let after: Vec<_> = seg.segments().iter().skip(before).collect();
+    assert!(!after.is_empty(), "media after the flush is segmented");
+    assert!(after[0].discontinuity, "a discontinuity after the flush");
+    let resumed = video
+        .iter()
+        .position(|f| f.dts > cut && f.keyframe)
+        .unwrap();
+    assert_eq!(
+        after[0].start,
+        video[resumed].dts - video[0].dts,
+        "the new segment starts at the next keyframe"
+    );
 }

@@ -20,6 +20,13 @@
 //!   carries `EXT-X-DISCONTINUITY` (and a new `EXT-X-MAP` on a codec change).
 //! * Only `window` complete segments are kept; parts are kept only for the
 //!   newest complete segments and the one in progress.
+//! * A segment's program date time is its media time on a wall clock
+//!   anchored by the frames that arrived soonest after their media time
+//!   (a replayed group of pictures arrives late; the live edge does not),
+//!   so consecutive segments are dated exactly their durations apart.
+//! * [`Segmenter::flush`] (the publisher has gone) closes the open part and
+//!   segment at once; what comes after starts at a keyframe, after a
+//!   discontinuity.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -73,8 +80,13 @@ pub struct Segment {
     pub start: i64,
     /// Duration in ticks (sum of its parts).
     pub duration: i64,
-    /// Wall-clock time of the first frame, Unix milliseconds.
+    /// Wall-clock time of the first frame, Unix milliseconds (see
+    /// [`Segmenter::push`]: the arrival time the frame would have had at
+    /// the live edge, not when a replayed frame happened to arrive).
     pub wall_ms: i64,
+    /// Media timeline the segment belongs to: a discontinuity starts a new
+    /// one, with its own wall-clock anchor.
+    pub epoch: u64,
     /// Parts; emptied for old segments.
     pub parts: Vec<Arc<Part>>,
     /// Number of parts the segment was made of.
@@ -121,6 +133,13 @@ pub struct Segmenter {
     max_segment: i64,
     ended: bool,
     vtt: Option<Box<dyn WebVttWriter>>,
+    /// Current media timeline (see [`Segment::epoch`]).
+    epoch: u64,
+    /// Wall clock at media time zero of this epoch, Unix milliseconds: the
+    /// least `arrival - media time` of its frames. A frame replayed from
+    /// the hub's cache arrives late against its media time; frames at the
+    /// live edge arrive on time, so the least difference is the truest.
+    anchor: Option<i64>,
 }
 
 impl Segmenter {
@@ -148,6 +167,8 @@ impl Segmenter {
             max_segment: 0,
             ended: false,
             vtt,
+            epoch: 0,
+            anchor: None,
         }
     }
 
@@ -208,6 +229,7 @@ impl Segmenter {
         self.need_keyframe = true;
         self.pending_discontinuity = had_media;
         self.audio_next = None;
+        self.new_epoch();
     }
 
     fn video_frame(&mut self, f: Frame, wall_ms: i64) -> bool {
@@ -227,6 +249,7 @@ impl Segmenter {
                 self.pending_discontinuity = true;
                 self.need_keyframe = true;
                 self.audio_next = None;
+                self.new_epoch();
             } else {
                 let seg_len =
                     self.current.as_ref().map_or(0, |s| s.duration) + (dts - self.video[0].dts);
@@ -248,6 +271,7 @@ impl Segmenter {
         if dts < 0 {
             return changed;
         }
+        self.observe_wall(dts, wall_ms);
         if self.current.is_none() {
             self.current = Some(Segment {
                 msn: self.next_msn,
@@ -255,7 +279,8 @@ impl Segmenter {
                 discontinuity: std::mem::take(&mut self.pending_discontinuity),
                 start: dts,
                 duration: 0,
-                wall_ms,
+                wall_ms: self.wall_of(dts).unwrap_or(wall_ms),
+                epoch: self.epoch,
                 parts: Vec::new(),
                 part_count: 0,
                 data: None,
@@ -300,6 +325,51 @@ impl Segmenter {
 
     fn audio_rate(&self) -> u32 {
         self.info.as_deref().map_or(48_000, fmp4::audio_timescale)
+    }
+
+    /// The publisher has gone (the stream waits for it to come back):
+    /// close the open part and segment now, so players get the last frames
+    /// at once rather than when the stream ends or media resumes. Media
+    /// that comes later starts a new segment at a keyframe, after a
+    /// discontinuity. True when something new became available.
+    pub fn flush(&mut self) -> bool {
+        if self.ended || (self.video.is_empty() && self.current.is_none()) {
+            return false;
+        }
+        let est = self.frame_dur;
+        let changed = self.close_part(est);
+        self.close_segment();
+        self.need_keyframe = true;
+        self.pending_discontinuity = true;
+        self.audio_next = None;
+        self.new_epoch();
+        changed
+    }
+
+    fn new_epoch(&mut self) {
+        self.epoch += 1;
+        self.anchor = None;
+    }
+
+    /// Wall clock of media time `dts` in the current epoch.
+    fn wall_of(&self, dts: i64) -> Option<i64> {
+        self.anchor.map(|a| a + dts * 1000 / CLOCK_HZ)
+    }
+
+    /// A frame at media time `dts` arrived at `wall_ms`: a better anchor
+    /// moves the wall clock of this epoch's segments with it.
+    fn observe_wall(&mut self, dts: i64, wall_ms: i64) {
+        let c = wall_ms - dts * 1000 / CLOCK_HZ;
+        if self.anchor.is_some_and(|a| a <= c) {
+            return;
+        }
+        self.anchor = Some(c);
+        let epoch = self.epoch;
+        for seg in self.segments.iter_mut().chain(self.current.as_mut()) {
+            if seg.epoch == epoch {
+                seg.wall_ms = c + seg.start * 1000 / CLOCK_HZ;
+            }
+        }
     }
 
     /// Close the pending part; `last_dur` is the duration of its last video frame.

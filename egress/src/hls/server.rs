@@ -23,6 +23,10 @@ use super::access::{authorize, cors, refuse};
 use super::playlist::{self, MEDIA_PLAYLIST, SUBTITLES_PLAYLIST};
 use super::range::{media_body, CACHE_IMMUTABLE};
 use super::segmenter::{Segmenter, SegmenterConfig};
+
+/// A muxer whose stream has been quiet this long while its publisher is
+/// away closes its open part and segment ([`Segmenter::flush`]).
+const FLUSH_AFTER: Duration = Duration::from_millis(200);
 use super::session::{may_start, SessionCounts, SessionKey, Verdict};
 use super::{web, HlsConfig};
 
@@ -207,9 +211,29 @@ impl HlsService {
         });
         let mut sub = self.hub.subscribe(uid, SubscribeOptions::default());
         let weak = Arc::downgrade(&mux);
+        let hub = self.hub.clone();
+        let name = uid.to_string();
         let task = tokio::spawn(async move {
+            let mut flushed = false;
             loop {
-                let item = sub.recv().await;
+                // Quiet for a while and the publisher gone: the open part
+                // and segment are closed now, not when the stream ends.
+                let item = tokio::select! {
+                    item = sub.recv() => item,
+                    _ = tokio::time::sleep(FLUSH_AFTER), if !flushed => {
+                        if hub.state(&name) == StreamState::Reconnecting {
+                            let Some(mux) = weak.upgrade() else {
+                                return;
+                            };
+                            flushed = true;
+                            if mux.seg.lock().flush() {
+                                mux.tx.send_modify(|v| *v += 1);
+                            }
+                        }
+                        continue;
+                    }
+                };
+                flushed = false;
                 let end = matches!(item, Item::End(_));
                 let Some(mux) = weak.upgrade() else {
                     return;
