@@ -9,6 +9,7 @@
 //!   the open part and segment are closed at once, so an ffmpeg HLS player
 //!   has every frame up to the source's last within a few seconds, long
 //!   before the stream ends (no `EXT-X-ENDLIST` yet).
+//! - A broadcast with no video gets an audio-only variant that ffmpeg plays.
 
 mod common;
 
@@ -130,4 +131,58 @@ async fn hls_dates_follow_the_clock_and_the_tail_arrives_when_the_publisher_leav
         "a contiguous run to the end"
     );
     player.stop().await;
+}
+
+/// A broadcast with no video (ffmpeg publishing only AAC over RTMP) is
+/// served over HLS too: an audio-only variant, and ffmpeg plays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_only_broadcast_plays_over_hls() {
+    let node = Node::start(&[]);
+    let input = node.create_input().await;
+    let uid = input.uid().to_string();
+    let url = format!("http://{}/{uid}/manifest/video.m3u8", node.addr("http"));
+    let mut c = ffmpeg();
+    c.args([
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+    ])
+    .args(["-t", "10", "-c:a", "aac", "-b:a", "64k", "-f", "flv"])
+    .arg(input.publish_url(Proto::Rtmp));
+    let mut publisher = Client::spawn(c, "audio-only RTMP publisher");
+    node.wait_connected(&uid, &mut publisher).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    let multivariant = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(
+        multivariant.contains("CODECS=\"mp4a.40.2\"") && !multivariant.contains("RESOLUTION"),
+        "an audio-only variant:\n{multivariant}"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("audio.md5");
+    let mut c = ffmpeg();
+    c.args(["-i", &url, "-map", "0:a", "-c", "copy", "-f", "framemd5"])
+        .args(["-flush_packets", "1"])
+        .arg(&out);
+    let mut player = Client::spawn(c, "HLS player");
+    // About 8 s of the broadcast remain: at 44.1 kHz, 43 AAC frames a
+    // second; at least 4 s of them must arrive.
+    let mut frames = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        frames = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count();
+        if frames >= 4 * 43 {
+            break;
+        }
+    }
+    let log = player.stderr().await;
+    assert!(frames >= 4 * 43, "{frames} AAC frames arrived: {log}");
+    player.stop().await;
+    publisher.stop().await;
 }

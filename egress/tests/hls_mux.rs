@@ -362,3 +362,62 @@ fn a_flush_closes_the_open_part_and_segment_with_every_frame() {
         "the new segment starts at the next keyframe"
     );
 }
+
+/// A stream with no video: audio frames make the parts and segments, and
+/// ffmpeg decodes what the playlist lists into the source's AAC frames.
+#[test]
+fn an_audio_only_stream_is_segmented_by_its_audio() {
+    let dir = TempDir::new("audio");
+    let clip = make_clip(dir.path(), 4);
+    let mut seg = Segmenter::new(config(), None);
+    let t0: i64 = 1_700_000_000_000;
+    seg.push(
+        Item::Info(Arc::new(MediaInfo {
+            version: 1,
+            video: None,
+            audio: Some(clip.audio.clone()),
+        })),
+        t0,
+    );
+    for f in clip
+        .frames
+        .iter()
+        .filter(|f| f.track == banyan_relay::Track::Audio)
+    {
+        seg.push(Item::Frame(f.clone()), t0 + f.pts / 90);
+    }
+    assert!(seg.has_media(), "parts were made");
+    assert!(seg.push(Item::End(StreamEnd::Finished), t0 + 5_000));
+    let list = playlist::media(&seg);
+    let segs: Vec<_> = seg.segments().iter().collect();
+    assert!(segs.len() >= 3, "one segment a second:\n{list}");
+    for s in &segs[..segs.len() - 1] {
+        let secs = s.duration as f64 / 90_000.0;
+        assert!((0.9..=1.0).contains(&secs), "segment of {secs} s:\n{list}");
+        for p in &s.parts {
+            assert!(p.independent && p.duration <= config().part_target);
+        }
+    }
+    let multivariant = playlist::multivariant(&seg, "media.m3u8", &playlist::caption_lines_none());
+    assert!(!multivariant.contains("RESOLUTION"), "{multivariant}");
+    assert!(multivariant.contains("CODECS=\"mp4a"), "{multivariant}");
+
+    let mut file = seg.init(segs[0].init).expect("init").to_vec();
+    for s in &segs {
+        file.extend_from_slice(s.data.as_ref().unwrap());
+    }
+    let out = dir.path().join("audio.mp4");
+    std::fs::write(&out, &file).unwrap();
+    let src_a = framemd5(clip.aac.to_str().unwrap(), "0:a", &[]);
+    let got_a = framemd5(out.to_str().unwrap(), "0:a", &[]);
+    assert!(
+        got_a.len() + 2 >= src_a.len(),
+        "{} of {} audio frames",
+        got_a.len(),
+        src_a.len()
+    );
+    assert!(
+        find_run(&src_a, &got_a[1..got_a.len() - 1]).is_some(),
+        "decoded audio frames match the source"
+    );
+}
