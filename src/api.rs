@@ -18,6 +18,7 @@
 //! accounts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{
@@ -33,8 +34,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::node::Node;
+use crate::config::{Hooks, Quotas};
+use crate::inputs::Inputs;
+use crate::node::Urls;
 use crate::secret;
+use crate::store::Store;
 
 mod domains;
 mod inputs;
@@ -47,7 +51,40 @@ pub use tokens::MAX_TOKENS_PER_ACCOUNT;
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-type St = Arc<Node>;
+/// What the REST API (and the GraphQL endpoint it routes to) uses; built
+/// by the composition root.
+pub struct Context {
+    pub store: Store,
+    /// The token check.
+    pub auth: Arc<crate::auth::Auth>,
+    /// The key table and statuses of live inputs.
+    pub inputs: Arc<Inputs>,
+    /// The URLs written into answers.
+    pub urls: Urls,
+    pub hub: Arc<banyan_relay::Hub>,
+    pub views: Arc<banyan_relay::views::Views>,
+    pub captions: Arc<banyan_captions::Registry>,
+    pub playback: Arc<crate::playback::Gate>,
+    pub outputs: Arc<crate::outputs::Outputs>,
+    pub acme: Arc<crate::acme::Acme>,
+    pub domains: Arc<crate::acme::Domains>,
+    pub quotas: Quotas,
+    pub hooks: Hooks,
+    /// Where credentials.json is (admin token rotation).
+    pub data_dir: PathBuf,
+    /// The metrics page (`/metrics` with the admin token).
+    pub metrics: Arc<crate::exposition::Context>,
+    /// `POST /client/v4/graphql`.
+    pub analytics: Arc<crate::analytics::Context>,
+}
+
+impl crate::auth::HasAuth for Arc<Context> {
+    fn auth(&self) -> &crate::auth::Auth {
+        &self.auth
+    }
+}
+
+type St = Arc<Context>;
 
 /// An API error, answered in the envelope.
 #[derive(Debug)]
@@ -171,28 +208,26 @@ pub(crate) fn ok_list(items: Vec<Value>) -> Response {
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
-pub use crate::auth::AuthLimiter;
-
-/// The caller's token, checked.
+/// The caller's token, checked by [`crate::auth::Auth`] (REST).
 pub struct Auth(TokenInfo);
 
-impl FromRequestParts<St> for Auth {
+impl<S: crate::auth::HasAuth + Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, node: &St) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let token = crate::auth::bearer(&parts.headers);
-        node.auth_limiter
-            .check(&node.store, token, ip, "rest")
+        match state
+            .auth()
+            .check(&parts.headers, ip, crate::auth::Api::Rest)
             .await
-            .map_err(ApiError::from)
-            .and_then(|info| {
-                node.api_rate.check(token.unwrap_or_default())?;
-                Ok(Auth(info))
-            })
+        {
+            Ok(info) => Ok(Auth(info)),
+            Err(crate::auth::Refused::Token(e)) => Err(e.into()),
+            Err(crate::auth::Refused::Rate(r)) => Err(r.into()),
+        }
     }
 }
 
@@ -361,7 +396,7 @@ pub fn router(node: St) -> Router {
         .route("/{uid}/lifecycle", get(inputs::lifecycle))
         .route("/{uid}/views", get(inputs::views))
         .route("/metrics", get(metrics_text))
-        .route("/client/v4/graphql", post(crate::analytics::handler))
+        .route("/client/v4/graphql", post(graphql))
         .merge(domains::routes(stream))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
@@ -369,6 +404,16 @@ pub fn router(node: St) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(node)
+}
+
+/// `POST /client/v4/graphql`: analytics answers (under the API's body
+/// limit and fallbacks).
+async fn graphql(
+    State(node): State<St>,
+    ip: crate::auth::ClientIp,
+    req: axum::extract::Request,
+) -> Response {
+    crate::analytics::handler(node.analytics.clone(), ip, req).await
 }
 
 // ---- live inputs
@@ -519,11 +564,11 @@ pub(crate) fn rfc3339(micros: i64) -> String {
 }
 
 /// A live input as the API shows it.
-async fn input_json(node: &Node, r: &LiveInputRow) -> Value {
-    let status = node.input_status(&r.uid).await;
-    let rtmps = format!("rtmps://{}/live/", node.authority(node.addrs.rtmps));
-    let srt = format!("srt://{}", node.authority(node.addrs.srt));
-    let http = node.api_url();
+async fn input_json(node: &Context, r: &LiveInputRow) -> Value {
+    let status = node.inputs.input_status(&r.uid).await;
+    let rtmps = format!("rtmps://{}/live/", node.urls.authority(node.urls.addrs.rtmps));
+    let srt = format!("srt://{}", node.urls.authority(node.urls.addrs.srt));
+    let http = node.urls.api_url();
     let meta: Value = serde_json::from_str(&r.meta).unwrap_or_else(|_| json!({}));
     let captions = crate::captions::input_captions(&node.captions, r);
     let mut v = json!({
@@ -543,8 +588,8 @@ async fn input_json(node: &Node, r: &LiveInputRow) -> Value {
         "captions": captions,
         "recording": crate::playback::recording::load(&r.recording),
     });
-    if let Some(a) = node.addrs.rtmp {
-        let rtmp = format!("rtmp://{}/live/", node.authority(a));
+    if let Some(a) = node.urls.addrs.rtmp {
+        let rtmp = format!("rtmp://{}/live/", node.urls.authority(a));
         v["rtmp"] = json!({"url": rtmp, "streamKey": r.stream_key});
         v["rtmpPlayback"] = json!({"url": rtmp, "streamKey": r.playback_key});
     }
@@ -553,14 +598,14 @@ async fn input_json(node: &Node, r: &LiveInputRow) -> Value {
 }
 
 pub(crate) async fn load_input(
-    node: &Node,
+    store: &Store,
     account: &str,
     uid: &str,
 ) -> Result<LiveInputRow, ApiError> {
     if !secret::is_id(uid) {
         return Err(ApiError::not_found("live input"));
     }
-    node.store
+    store
         .input(account, uid)
         .await?
         .ok_or_else(|| ApiError::not_found("live input"))
@@ -573,8 +618,8 @@ async fn create_input(
     JsonBody(body): JsonBody<InputBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    body.check(node.settings.quotas.max_meta_bytes)?;
-    let max = node.settings.quotas.max_inputs_per_account;
+    body.check(node.quotas.max_meta_bytes)?;
+    let max = node.quotas.max_inputs_per_account;
     if node.store.count_inputs(&account).await? >= max as i64 {
         return Err(crate::quota::inputs_refusal(max).into());
     }
@@ -588,7 +633,7 @@ async fn create_input(
     body.apply(&mut row);
     inputs::created(&mut row);
     node.store.insert_input(&row).await?;
-    node.input_changed(&row).await;
+    node.inputs.input_changed(&row).await;
     metrics::counter!("banyan_live_inputs_created_total").increment(1);
     tracing::info!(account = %row.account_id, input = %row.uid, "live input created");
     Ok(ok(input_json(&node, &row).await))
@@ -600,7 +645,7 @@ async fn get_input(
     Path((account, uid)): Path<(String, String)>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    let row = load_input(&node, &account, &uid).await?;
+    let row = load_input(&node.store, &account, &uid).await?;
     Ok(ok(input_json(&node, &row).await))
 }
 
@@ -611,15 +656,15 @@ async fn update_input(
     JsonBody(body): JsonBody<InputBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    let mut row = load_input(&node, &account, &uid).await?;
-    body.check(node.settings.quotas.max_meta_bytes)?;
+    let mut row = load_input(&node.store, &account, &uid).await?;
+    body.check(node.quotas.max_meta_bytes)?;
     body.apply(&mut row);
     row.modified = now_micros().max(row.modified + 1);
     if !node.store.update_input(&row).await? {
         return Err(ApiError::not_found("live input"));
     }
     // Disabling ends the current session.
-    node.input_changed(&row).await;
+    node.inputs.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input updated");
     Ok(ok(input_json(&node, &row).await))
 }
@@ -634,8 +679,8 @@ async fn delete_input(
         return Err(ApiError::not_found("live input"));
     }
     // Ends the input's sessions.
-    node.input_deleted(&uid).await;
-    node.forget(&uid);
+    node.inputs.input_deleted(&uid).await;
+    node.inputs.forget(&uid);
     node.store.delete_outputs_of(&uid).await?;
     node.outputs.changed();
     if let Err(e) = node.store.forget_input_status(&uid).await {
@@ -651,7 +696,7 @@ async fn rotate_keys(
     Path((account, uid)): Path<(String, String)>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    let mut row = load_input(&node, &account, &uid).await?;
+    let mut row = load_input(&node.store, &account, &uid).await?;
     row.stream_key = secret::new_secret();
     row.playback_key = secret::new_secret();
     row.srt_passphrase = secret::new_secret();
@@ -663,7 +708,7 @@ async fn rotate_keys(
         return Err(ApiError::not_found("live input"));
     }
     // Old keys stop working first, then their sessions are ended.
-    node.input_changed(&row).await;
+    node.inputs.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input keys rotated");
     Ok(ok(input_json(&node, &row).await))
 }
@@ -716,7 +761,7 @@ async fn list_accounts(State(node): State<St>, auth: Auth) -> ApiResult {
 /// metrics listener).
 async fn metrics_text(State(node): State<St>, auth: Auth) -> ApiResult {
     auth.admin()?;
-    Ok(crate::exposition::answer(&node))
+    Ok(crate::exposition::answer(&node.metrics))
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::{Credentials, Node};
+use super::{Credentials, Urls};
 use crate::secret;
 use crate::store::Store;
 
 /// Create the data dir (0700) if needed; warn if an existing one is open to
 /// others.
-pub(super) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
@@ -29,7 +29,7 @@ pub(super) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Load or create the default account and the tokens of credentials.json.
 /// Cluster members (`shared`) use the cluster's one default account.
-pub(super) async fn bootstrap(
+pub(crate) async fn bootstrap(
     store: &Store,
     path: &Path,
     shared: bool,
@@ -74,17 +74,17 @@ pub(super) async fn bootstrap(
 /// Print the one JSON line on stdout that says the node is ready, with the
 /// real addresses: `{"ready":true,"http":..,"rtmp":..|null,"rtmps":..,
 /// "srt":..,"api":..,"dataDir":..,"credentials":..,"metrics":..}`.
-pub(super) fn ready_line(node: &Node, creds: &Path) {
-    let a = &node.addrs;
+pub(crate) fn ready_line(urls: &Urls, data_dir: &Path, creds: &Path) {
+    let a = &urls.addrs;
     let line = serde_json::json!({
         "ready": true,
         "http": a.http.to_string(),
         "rtmp": a.rtmp.map(|r| r.to_string()),
         "rtmps": a.rtmps.to_string(),
         "srt": a.srt.to_string(),
-        "api": node.api_url(),
+        "api": urls.api_url(),
         "https": a.https.map(|h| h.to_string()),
-        "dataDir": node.settings.general.data_dir.display().to_string(),
+        "dataDir": data_dir.display().to_string(),
         "credentials": creds.display().to_string(),
         "metrics": a.metrics.to_string(),
     });
@@ -93,7 +93,7 @@ pub(super) fn ready_line(node: &Node, creds: &Path) {
     let _ = out.flush();
 }
 
-pub(super) async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

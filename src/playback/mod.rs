@@ -89,6 +89,17 @@ fn input_access(r: &LiveInputRow) -> InputAccess {
 }
 
 impl Gate {
+    /// Reload the public playback signing keys from the store.
+    pub async fn reload(&self, store: &crate::store::Store) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let keys = store
+            .public_signing_keys()
+            .await
+            .context("loading signing keys")?;
+        self.set_keys(keys);
+        Ok(())
+    }
+
     /// Replace the inputs snapshot.
     pub fn set_inputs(&self, rows: &[LiveInputRow]) {
         let map = rows
