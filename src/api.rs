@@ -48,8 +48,7 @@ mod webhook;
 use crate::store::{now_micros, LiveInputRow, TokenInfo};
 pub use tokens::MAX_TOKENS_PER_ACCOUNT;
 
-/// Largest request body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
+pub use crate::quota::MAX_BODY;
 
 /// What the REST API (and the GraphQL endpoint it routes to) uses; built
 /// by the composition root.

@@ -12,7 +12,7 @@ use instant_acme::{
     Identifier, NewAccount, NewOrder, OrderStatus, Problem, RetryPolicy,
 };
 
-use super::config::Challenge;
+use super::Challenge;
 use super::plan::Outcome;
 
 /// Longest one HTTP exchange with the CA may take.

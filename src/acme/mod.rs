@@ -17,13 +17,12 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 mod client;
-mod config;
 mod domains;
 pub mod plan;
 mod seal;
 pub mod verify;
 
-pub use config::{AcmeOptions, Challenge, LETS_ENCRYPT};
+pub use crate::config::{AcmeOptions, Challenge, LETS_ENCRYPT};
 pub use domains::Domains;
 pub use seal::Sealer;
 

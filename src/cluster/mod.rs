@@ -33,11 +33,10 @@
 //!   `settle`.
 
 mod admin;
-mod config;
 mod db;
 mod run;
 
-pub use config::{ClusterConfig, ClusterOptions};
+pub use crate::config::{ClusterConfig, ClusterOptions};
 pub use run::Cluster;
 
 use std::net::SocketAddr;
