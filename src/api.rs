@@ -41,6 +41,8 @@ use crate::secret;
 use crate::store::Store;
 
 mod domains;
+#[cfg(test)]
+mod in_process;
 mod inputs;
 mod outputs;
 mod tokens;
@@ -565,7 +567,10 @@ pub(crate) fn rfc3339(micros: i64) -> String {
 /// A live input as the API shows it.
 async fn input_json(node: &Context, r: &LiveInputRow) -> Value {
     let status = node.inputs.input_status(&r.uid).await;
-    let rtmps = format!("rtmps://{}/live/", node.urls.authority(node.urls.addrs.rtmps));
+    let rtmps = format!(
+        "rtmps://{}/live/",
+        node.urls.authority(node.urls.addrs.rtmps)
+    );
     let srt = format!("srt://{}", node.urls.authority(node.urls.addrs.srt));
     let http = node.urls.api_url();
     let meta: Value = serde_json::from_str(&r.meta).unwrap_or_else(|_| json!({}));

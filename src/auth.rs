@@ -392,6 +392,72 @@ mod tests {
         assert_eq!(l.tracked(), 1);
     }
 
+    fn with_token(t: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn one_check_for_rest_graphql_and_the_cluster() {
+        let n = crate::serve::testkit::TestNode::new(&[]).await;
+        let auth = Auth::new(n.parts.store.clone(), crate::quota::RateLimiter::new(1, 1));
+        let ip: Option<IpAddr> = Some("192.0.2.7".parse().unwrap());
+        let status = |r: Result<TokenInfo, Refused>| match r {
+            Ok(_) => StatusCode::OK,
+            Err(Refused::Token(e)) => e.status(),
+            Err(Refused::Rate(r)) => r.status,
+        };
+        for api in [Api::Rest, Api::Graphql, Api::Cluster] {
+            let none = auth.check(&HeaderMap::new(), ip, api).await;
+            assert!(
+                matches!(none, Err(Refused::Token(AuthError::Missing))),
+                "{api:?}"
+            );
+            let bad = auth.check(&with_token("guess"), ip, api).await;
+            assert!(
+                matches!(bad, Err(Refused::Token(AuthError::Invalid))),
+                "{api:?}"
+            );
+        }
+        let admin = with_token(&n.creds.admin_token);
+        let info = auth.check(&admin, ip, Api::Cluster).await.unwrap();
+        assert!(info.admin);
+        assert_eq!(info.account_id, n.creds.account_id);
+        // The cluster's endpoints take nothing from the token's rate ...
+        for _ in 0..5 {
+            assert_eq!(
+                status(auth.check(&admin, ip, Api::Cluster).await),
+                StatusCode::OK
+            );
+        }
+        // ... REST and GraphQL share it (a burst of one).
+        assert_eq!(
+            status(auth.check(&admin, ip, Api::Rest).await),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(auth.check(&admin, ip, Api::Graphql).await),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let api = with_token(&n.creds.api_token);
+        let info = auth.check(&api, ip, Api::Rest).await.unwrap();
+        assert!(!info.admin);
+        // Failures of one address count together, whichever the endpoint.
+        for i in 0..AuthLimiter::MAX {
+            let api = [Api::Rest, Api::Graphql, Api::Cluster][i as usize % 3];
+            let _ = auth.check(&with_token("guess"), ip, api).await;
+        }
+        let limited = auth.check(&with_token("guess"), ip, Api::Cluster).await;
+        assert!(
+            matches!(limited, Err(Refused::Token(AuthError::Limited))),
+            "{limited:?}"
+        );
+    }
+
     #[test]
     fn bearer_tokens_are_read_from_the_header() {
         let mut h = HeaderMap::new();

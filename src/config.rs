@@ -11,10 +11,10 @@
 //! the subsystems read their settings from it.
 //! [`Settings::resolve`] then checks the merged options.
 
-pub(crate) mod merge;
-mod options;
 pub mod acme;
 pub mod cluster;
+pub(crate) mod merge;
+mod options;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

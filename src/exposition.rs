@@ -158,7 +158,11 @@ pub struct Context {
 /// The whole exposition of a node.
 pub fn render(node: &Context) -> String {
     let mut text = node.metrics.render();
-    text.push_str(&node.exposition.render_streams(|uid| node.inputs.is_input(uid)));
+    text.push_str(
+        &node
+            .exposition
+            .render_streams(|uid| node.inputs.is_input(uid)),
+    );
     text
 }
 

@@ -20,51 +20,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use banyan_relay::access::KeyTable;
-use banyan_relay::views::Views;
-use banyan_relay::{Hub, HubConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::acme::{Acme, Domains};
-use crate::auth::Auth;
 use crate::config::Settings;
-use crate::inputs::Inputs;
 use crate::node::{bootstrap, prepare_data_dir, ready_line, wait_for_signal, Addrs, Urls};
 use crate::secret;
 use crate::store::Store;
 use crate::tls::{self, SniResolver};
 
-/// The parts more than one subsystem shares, built once.
-#[derive(Clone)]
-pub struct Parts {
-    pub store: Store,
-    pub hub: Arc<Hub>,
-    pub keys: Arc<KeyTable>,
-    pub views: Arc<Views>,
-    /// Caption channels present per stream and declared per input.
-    pub captions: Arc<banyan_captions::Registry>,
-    /// The playback gate: inputs' signing requirements, public signing keys.
-    pub playback: Arc<crate::playback::Gate>,
-    /// Live webhooks: ingest's events in, signed notifications out.
-    pub webhooks: Arc<crate::webhooks::Webhooks>,
-    /// The simulcast outputs this node runs.
-    pub outputs: Arc<crate::outputs::Outputs>,
-    /// Custom domains' certificates and proofs.
-    pub acme: Arc<Acme>,
-    /// Stored certificates into the SNI resolver.
-    pub domains: Arc<Domains>,
-    /// The certificates of RTMPS and HTTPS (the node's own, custom domains
-    /// by SNI, ACME challenges).
-    pub tls: Arc<SniResolver>,
-    /// The live inputs: key table and statuses.
-    pub inputs: Arc<Inputs>,
-    /// The one token check of REST, GraphQL and the cluster's endpoints.
-    pub auth: Arc<Auth>,
-    /// Per-stream series and how they are labelled.
-    pub exposition: Arc<crate::exposition::Exposition>,
-    pub shutdown: CancellationToken,
-}
+mod parts;
+#[cfg(test)]
+pub(crate) mod testkit;
+
+pub use parts::Parts;
 
 /// The plain (`tls = None`) or TLS RTMP listener.
 async fn serve_rtmp(
@@ -188,83 +157,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
 
     // ---- the shared parts
-    let hub = Hub::new(HubConfig {
-        reconnect_window: settings.general.reconnect_window,
-        ..HubConfig::default()
-    });
-    let webhooks = crate::webhooks::Webhooks::new();
-    crate::webhooks::set_roots(
-        &webhooks,
-        crate::webhooks::load_roots(settings.hooks.webhook_ca_file.as_deref())
-            .context("loading the CA certificates for webhooks")?,
-    );
-    let acme = Acme::new(settings.acme.clone())?;
     let shutdown = CancellationToken::new();
-    let keys = Arc::new(KeyTable::new());
-    let captions = banyan_captions::Registry::new();
-    let playback = Arc::new(crate::playback::Gate::default());
-    let inputs = Inputs::new(crate::inputs::Parts {
-        store: store.clone(),
-        hub: hub.clone(),
-        keys: keys.clone(),
-        playback: playback.clone(),
-        captions: captions.clone(),
-        webhooks: webhooks.clone(),
-        clustered,
-    });
-    let parts = Parts {
-        outputs: crate::outputs::Outputs::new(
-            banyan_egress::push::PushConfig {
-                roots: Arc::new(
-                    crate::outputs::roots(settings.hooks.outputs_ca.as_deref())
-                        .context("loading the trusted roots of outputs")?,
-                ),
-                allow_private: settings.hooks.outputs_allow_private,
-                ..Default::default()
-            },
-            clustered,
-        ),
-        domains: Domains::new(store.clone(), resolver.clone(), acme.clone()),
-        auth: Auth::new(
-            store.clone(),
-            crate::quota::RateLimiter::new(settings.quotas.api_rate, settings.quotas.api_burst),
-        ),
-        exposition: Arc::new(crate::exposition::Exposition::new(
-            settings.observe.metrics_per_stream,
-            crate::exposition::load_key(&data_dir)?,
-        )),
-        store,
-        hub,
-        keys,
-        views: Views::new(),
-        captions,
-        playback,
-        webhooks,
-        acme,
-        tls: resolver,
-        inputs,
-        shutdown: shutdown.clone(),
-    };
+    let parts = Parts::build(&settings, store, &data_dir, resolver, shutdown.clone())?;
 
     // ---- ingest (RTMP, RTMPS, SRT)
-    let ingest = banyan_ingest::Context {
-        hub: parts.hub.clone(),
-        keys: parts.keys.clone(),
-        views: parts.views.clone(),
-        captions: parts.captions.clone(),
-        admission: banyan_ingest::admission::Admission::new(
-            {
-                // Ingest learns a custom domain's account from the resolver.
-                let resolver = parts.tls.clone();
-                Arc::new(move |name: &str| resolver.account_of(name))
-            },
-            banyan_ingest::admission::FailLimit {
-                max: settings.limits.auth_fail_max,
-                window: settings.limits.auth_fail_window,
-            },
-        ),
-        events: parts.webhooks.ingest_events(),
-    };
+    let ingest = parts.ingest_context(&settings);
     // Binds now (port 0 allowed) and serves in the background. The key
     // table is empty until the rebuild below: until then SRT refuses.
     let srt = banyan_ingest::srt::serve(
@@ -342,71 +239,25 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
 
     // ---- background subsystems
-    tasks.spawn(crate::acme::run(Arc::new(crate::acme::Context {
-        store: parts.store.clone(),
-        acme: parts.acme.clone(),
-        tls: parts.tls.clone(),
-        domains: parts.domains.clone(),
-        shared: shared_store,
-        public_host: s.general.public_host.clone(),
-        http: urls.addrs.http,
-        shutdown: shutdown.clone(),
-    })));
+    tasks.spawn(crate::acme::run(Arc::new(parts.acme_context(s, &urls))));
     tasks.spawn(parts.inputs.clone().watch_status(shutdown.clone()));
     if shared_store {
         tasks.spawn(refresh_shared(parts.clone(), crate::acme::SHARED_REFRESH));
     }
-    let analytics = Arc::new(crate::analytics::Context {
-        store: parts.store.clone(),
-        views: parts.views.clone(),
-        auth: parts.auth.clone(),
-        flush: s.observe.analytics_flush,
-        shutdown: shutdown.clone(),
-    });
+    let analytics = Arc::new(parts.analytics_context(s));
     tasks.spawn(crate::analytics::run(analytics.clone()));
-    tasks.spawn(crate::webhooks::run(Arc::new(crate::webhooks::Context {
-        store: parts.store.clone(),
-        webhooks: parts.webhooks.clone(),
-        hub: parts.hub.clone(),
-        hooks: s.hooks.clone(),
-        shared: shared_store,
-        shutdown: shutdown.clone(),
-    })));
+    tasks.spawn(crate::webhooks::run(Arc::new(parts.webhooks_context(s))));
     tasks.spawn(crate::analytics::ingest_stats::run(Arc::new(
-        crate::analytics::ingest_stats::Context {
-            inputs: parts.inputs.clone(),
-            hub: parts.hub.clone(),
-            exposition: parts.exposition.clone(),
-            shutdown: shutdown.clone(),
-        },
+        parts.ingest_stats_context(),
     )));
     let cluster = match s.cluster_cfg.clone() {
-        Some(cfg) => Some(
-            crate::cluster::Cluster::start(
-                crate::cluster::Context {
-                    store: parts.store.clone(),
-                    hub: parts.hub.clone(),
-                    views: parts.views.clone(),
-                    inputs: parts.inputs.clone(),
-                    auth: parts.auth.clone(),
-                    http: urls.addrs.http,
-                    shutdown: shutdown.clone(),
-                },
-                cfg,
-            )
-            .await?,
-        ),
+        Some(cfg) => Some(crate::cluster::Cluster::start(parts.cluster_context(&urls), cfg).await?),
         None => None,
     };
     if let Some(c) = &cluster {
         parts.outputs.set_origin_check(c.origin_check());
     }
-    tasks.spawn(parts.outputs.clone().run(crate::outputs::Context {
-        store: parts.store.clone(),
-        inputs: parts.inputs.clone(),
-        hub: parts.hub.clone(),
-        shutdown: shutdown.clone(),
-    }));
+    tasks.spawn(parts.outputs.clone().run(parts.outputs_context()));
 
     // ---- HTTP: one router for the HTTP and HTTPS listeners
     let hls = banyan_egress::hls::HlsService::new(
@@ -423,34 +274,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ..banyan_egress::hls::HlsConfig::default()
         },
     );
-    let metrics_page = Arc::new(crate::exposition::Context {
-        metrics,
-        exposition: parts.exposition.clone(),
-        inputs: parts.inputs.clone(),
-    });
-    let api = Arc::new(crate::api::Context {
-        store: parts.store.clone(),
-        auth: parts.auth.clone(),
-        inputs: parts.inputs.clone(),
-        urls: urls.clone(),
-        hub: parts.hub.clone(),
-        views: parts.views.clone(),
-        captions: parts.captions.clone(),
-        playback: parts.playback.clone(),
-        outputs: parts.outputs.clone(),
-        acme: parts.acme.clone(),
-        domains: parts.domains.clone(),
-        quotas: s.quotas.clone(),
-        hooks: s.hooks.clone(),
-        data_dir: s.general.data_dir.clone(),
-        metrics: metrics_page.clone(),
-        analytics,
-    });
-    let signing = Arc::new(crate::playback::api::Context {
-        store: parts.store.clone(),
-        auth: parts.auth.clone(),
-        playback: parts.playback.clone(),
-    });
+    let metrics_page = Arc::new(parts.metrics_context(metrics));
+    let api = Arc::new(parts.api_context(s, &urls, metrics_page.clone(), analytics));
+    let signing = Arc::new(parts.signing_context());
     let mut app = crate::api::router(api)
         .merge(crate::playback::api::router(signing))
         .merge(hls.router())

@@ -46,8 +46,8 @@ use super::db::{Dim, GroupQuery, GroupRow, SortKey};
 use super::filter::{
     check_range, map_variable_types, minute_range, unix_epoch_julian, GroupFilter,
 };
-use crate::auth::{ClientIp, Refused};
 use super::Context as Analytics;
+use crate::auth::{ClientIp, Refused};
 
 /// Largest `limit`.
 pub const MAX_LIMIT: i32 = 10_000;

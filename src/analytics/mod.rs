@@ -24,6 +24,8 @@ pub mod db;
 pub mod filter;
 pub mod flush;
 pub mod graphql;
+#[cfg(test)]
+mod in_process;
 pub mod ingest_stats;
 pub mod months;
 

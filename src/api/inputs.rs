@@ -16,8 +16,8 @@ use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
-use super::{rfc3339, ApiError, ApiResult, Auth, St};
 use super::Context;
+use super::{rfc3339, ApiError, ApiResult, Auth, St};
 use crate::store::LiveInputRow;
 
 /// Cloudflare's smallest `deleteRecordingAfterDays`.

@@ -29,7 +29,12 @@ async fn admin(
     headers: &HeaderMap,
     ip: Option<std::net::IpAddr>,
 ) -> Result<(), Response> {
-    match c.ctx.auth.check(headers, ip, crate::auth::Api::Cluster).await {
+    match c
+        .ctx
+        .auth
+        .check(headers, ip, crate::auth::Api::Cluster)
+        .await
+    {
         Ok(i) if i.admin => Ok(()),
         Ok(_) => Err((
             StatusCode::FORBIDDEN,

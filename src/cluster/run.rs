@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{db, ClusterConfig, LINK_IDLE, TICK_LIMIT};
 use super::Context;
+use super::{db, ClusterConfig, LINK_IDLE, TICK_LIMIT};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
 

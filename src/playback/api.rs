@@ -65,9 +65,7 @@ pub fn public_uid(gate: &super::Gate, segment: &str, parts: &Parts) -> Option<St
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    gate.resolve(segment, origin, client)
-        .ok()
-        .map(|g| g.uid)
+    gate.resolve(segment, origin, client).ok().map(|g| g.uid)
 }
 
 async fn create_key(State(node): State<St>, auth: Auth, Path(account): Path<String>) -> ApiResult {
