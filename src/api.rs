@@ -26,9 +26,9 @@ use axum::extract::{
 };
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -41,6 +41,7 @@ use crate::secret;
 use crate::store::Store;
 
 mod domains;
+mod envelope;
 #[cfg(test)]
 mod in_process;
 mod inputs;
@@ -48,6 +49,8 @@ mod outputs;
 mod tokens;
 mod webhook;
 use crate::store::{now_micros, LiveInputRow, TokenInfo};
+pub use envelope::ApiError;
+pub(crate) use envelope::{ok, ok_info, ok_list, ApiResult};
 pub use tokens::MAX_TOKENS_PER_ACCOUNT;
 
 pub use crate::quota::MAX_BODY;
@@ -86,128 +89,6 @@ impl crate::auth::HasAuth for Arc<Context> {
 }
 
 type St = Arc<Context>;
-
-/// An API error, answered in the envelope.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: u32,
-    message: String,
-}
-
-impl ApiError {
-    /// The HTTP status this error is answered with.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-    pub(crate) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-    pub(crate) fn unauthorized() -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            10000,
-            "Authentication error: missing or invalid API token",
-        )
-    }
-    fn forbidden() -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            10001,
-            "an operator (admin) token is required",
-        )
-    }
-    pub(crate) fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, 10003, format!("{what} not found"))
-    }
-    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, 10005, message)
-    }
-    pub(crate) fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::CONFLICT, 10009, message)
-    }
-    /// The database cannot be reached now (503). The outage itself is
-    /// logged once by the background tasks, not per request.
-    fn unavailable(e: &dyn std::fmt::Display) -> ApiError {
-        tracing::debug!("API: {e:#}");
-        metrics::counter!("banyan_api_unavailable_total").increment(1);
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            10503,
-            "the database is unreachable; retry later",
-        )
-    }
-    fn internal(e: impl std::fmt::Display) -> ApiError {
-        tracing::error!("API: {e}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 10100, "internal error")
-    }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        if crate::store::unavailable(&e) {
-            return ApiError::unavailable(&e);
-        }
-        ApiError::internal(e)
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        match e.downcast_ref::<sqlx::Error>() {
-            Some(db) if crate::store::unavailable(db) => ApiError::unavailable(&e),
-            _ => ApiError::internal(format!("{e:#}")),
-        }
-    }
-}
-
-impl From<crate::quota::Refusal> for ApiError {
-    fn from(r: crate::quota::Refusal) -> Self {
-        ApiError::new(r.status, r.code, r.message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({
-            "result": null,
-            "success": false,
-            "errors": [{"code": self.code, "message": self.message}],
-            "messages": [],
-        });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-/// A successful answer in the envelope.
-pub(crate) fn ok(result: Value) -> Response {
-    Json(json!({"result": result, "success": true, "errors": [], "messages": []})).into_response()
-}
-
-/// A successful answer for a collection of `count` items, all in this one
-/// page, with Cloudflare's `result_info`.
-pub(crate) fn ok_info(result: Value, count: usize) -> Response {
-    Json(json!({
-        "result": result,
-        "result_info": {"page": 1, "per_page": count, "count": count, "total_count": count},
-        "success": true,
-        "errors": [],
-        "messages": [],
-    }))
-    .into_response()
-}
-
-/// A collection answered as an array, with `result_info`.
-pub(crate) fn ok_list(items: Vec<Value>) -> Response {
-    let n = items.len();
-    ok_info(Value::Array(items), n)
-}
-
-pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// The caller's token, checked by [`crate::auth::Auth`] (REST).
 pub struct Auth(TokenInfo);
@@ -769,98 +650,4 @@ async fn metrics_text(State(node): State<St>, auth: Auth) -> ApiResult {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instream_ids_and_domains() {
-        for ok in ["CC1", "CC4", "SERVICE1", "SERVICE63"] {
-            assert!(valid_instream_id(ok), "{ok}");
-        }
-        for bad in [
-            "CC0",
-            "CC5",
-            "SERVICE0",
-            "SERVICE64",
-            "SERVICE01",
-            "cc1",
-            "",
-        ] {
-            assert!(!valid_instream_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn bodies_are_checked_as_their_endpoints_do() {
-        let ok = |kind, body: &str| check_body(kind, body.as_bytes()).map_err(|e| e.message);
-        assert_eq!(ok(BodyKind::LiveInput, ""), Ok(()));
-        assert_eq!(
-            ok(
-                BodyKind::LiveInput,
-                r#"{"meta":{"a":[1]},"captions":[{"instreamId":"CC1","language":"en"}]}"#
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            ok(
-                BodyKind::LiveInput,
-                r#"{"deleteRecordingAfterDays":45,"preferLowLatency":true,
-                    "recording":{"mode":"automatic","hideLiveViewerCount":true}}"#
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            ok(BodyKind::LiveInput, r#"{"deleteRecordingAfterDays":null}"#),
-            Ok(())
-        );
-        for bad in [
-            r#"{"deleteRecordingAfterDays":29}"#,
-            r#"{"deleteRecordingAfterDays":1e300}"#,
-            r#"{"deleteRecordingAfterDays":"45"}"#,
-        ] {
-            let e = ok(BodyKind::LiveInput, bad).unwrap_err();
-            assert!(e.contains("deleteRecordingAfterDays"), "{bad}: {e}");
-        }
-        assert!(ok(BodyKind::LiveInput, r#"{"preferLowLatency":"yes"}"#).is_err());
-        assert_eq!(ok(BodyKind::Account, r#"{"name":"yoga"}"#), Ok(()));
-        assert_eq!(ok(BodyKind::Token, ""), Ok(()));
-        assert_eq!(ok(BodyKind::Token, r#"{"name":"ci"}"#), Ok(()));
-        for (kind, body) in [
-            (
-                BodyKind::LiveInput,
-                r#"{"captions":[{"instreamId":"CC9","language":"en"}]}"#,
-            ),
-            (BodyKind::LiveInput, r#"{"enabled":"yes"}"#),
-            (BodyKind::LiveInput, "[1,2"),
-            (BodyKind::Account, r#"{"name":" "}"#),
-            (BodyKind::Token, r#"{"name":7}"#),
-            (BodyKind::Domain, r#"{"domain":"push_example.com"}"#),
-            (
-                BodyKind::Domain,
-                r#"{"domain":"push.example.com","certificate":"x","privateKey":"y"}"#,
-            ),
-        ] {
-            let e = check_body(kind, body.as_bytes()).unwrap_err();
-            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{body}: {e:?}");
-        }
-    }
-
-    #[test]
-    fn meta_is_limited_as_the_endpoint_does() {
-        let pad = |n: usize| format!(r#"{{"meta":{{"a":"{}"}}}}"#, "x".repeat(n));
-        // {"a":"xx..."} is 8 bytes plus the string.
-        let limit = crate::quota::DEFAULT_MAX_META_BYTES;
-        assert!(check_body(BodyKind::LiveInput, pad(limit - 8).as_bytes()).is_ok());
-        let e = check_body(BodyKind::LiveInput, pad(limit - 7).as_bytes()).unwrap_err();
-        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert!(e.message.contains("max_meta_bytes"), "{}", e.message);
-        let m: Map<String, Value> = serde_json::from_str(r#"{"a":[1,"\u00e9"]}"#).unwrap();
-        assert_eq!(meta_len(&m), Value::Object(m.clone()).to_string().len());
-    }
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_500_000), "1970-01-01T00:00:01.5Z");
-    }
-}
+mod tests;
