@@ -17,14 +17,10 @@
 //! The admin token belongs to the default account and may also manage
 //! accounts.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State,
-};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -40,6 +36,8 @@ use crate::node::Urls;
 use crate::secret;
 use crate::store::Store;
 
+mod accounts;
+mod caller;
 mod domains;
 mod envelope;
 #[cfg(test)]
@@ -48,7 +46,8 @@ mod inputs;
 mod outputs;
 mod tokens;
 mod webhook;
-use crate::store::{now_micros, LiveInputRow, TokenInfo};
+use crate::store::{now_micros, LiveInputRow};
+pub use caller::Auth;
 pub use envelope::ApiError;
 pub(crate) use envelope::{ok, ok_info, ok_list, ApiResult};
 pub use tokens::MAX_TOKENS_PER_ACCOUNT;
@@ -89,60 +88,6 @@ impl crate::auth::HasAuth for Arc<Context> {
 }
 
 type St = Arc<Context>;
-
-/// The caller's token, checked by [`crate::auth::Auth`] (REST).
-pub struct Auth(TokenInfo);
-
-impl<S: crate::auth::HasAuth + Send + Sync> FromRequestParts<S> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        match state
-            .auth()
-            .check(&parts.headers, ip, crate::auth::Api::Rest)
-            .await
-        {
-            Ok(info) => Ok(Auth(info)),
-            Err(crate::auth::Refused::Token(e)) => Err(e.into()),
-            Err(crate::auth::Refused::Rate(r)) => Err(r.into()),
-        }
-    }
-}
-
-impl From<crate::auth::AuthError> for ApiError {
-    fn from(e: crate::auth::AuthError) -> Self {
-        let code = match e.status() {
-            StatusCode::UNAUTHORIZED => 10000,
-            StatusCode::TOO_MANY_REQUESTS => 10429,
-            StatusCode::SERVICE_UNAVAILABLE => 10503,
-            _ => 10100,
-        };
-        ApiError::new(e.status(), code, e.message())
-    }
-}
-
-impl Auth {
-    /// The token may act on `account`: another account is "not found".
-    pub(crate) fn scope(&self, account: &str) -> Result<(), ApiError> {
-        if self.0.account_id == account {
-            Ok(())
-        } else {
-            Err(ApiError::not_found("account"))
-        }
-    }
-
-    fn admin(&self) -> Result<(), ApiError> {
-        if self.0.admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden())
-        }
-    }
-}
 
 /// A JSON body; an empty body is `{}`. Errors come in the envelope.
 pub struct JsonBody<T>(pub(crate) T);
@@ -211,7 +156,7 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
             body.apply(&mut row);
         }
         BodyKind::Account => {
-            account_name(decode_json(bytes)?)?;
+            accounts::account_name(decode_json(bytes)?)?;
         }
         BodyKind::Domain => {
             domains::new_domain(decode_json(bytes)?)?;
@@ -238,7 +183,7 @@ pub fn router(node: St) -> Router {
     Router::new()
         .route(
             "/client/v4/accounts",
-            post(create_account).get(list_accounts),
+            post(accounts::create_account).get(accounts::list_accounts),
         )
         .route(
             &format!("{stream}/live_inputs"),
@@ -596,48 +541,6 @@ async fn rotate_keys(
     node.inputs.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input keys rotated");
     Ok(ok(input_json(&node, &row).await))
-}
-
-// ---- accounts
-
-#[derive(Debug, Default, Deserialize)]
-struct AccountBody {
-    name: Option<String>,
-}
-
-fn account_name(body: AccountBody) -> Result<String, ApiError> {
-    let name = body.name.unwrap_or_default();
-    if name.trim().is_empty() || name.len() > 256 {
-        return Err(ApiError::bad_request("name: 1 to 256 bytes required"));
-    }
-    Ok(name)
-}
-
-async fn create_account(
-    State(node): State<St>,
-    auth: Auth,
-    JsonBody(body): JsonBody<AccountBody>,
-) -> ApiResult {
-    auth.admin()?;
-    let name = account_name(body)?;
-    let id = secret::new_id();
-    node.store.create_account(&id, &name).await?;
-    let token = secret::new_secret();
-    node.store
-        .add_token(&secret::token_hash(&token), &id, false)
-        .await?;
-    tracing::info!(account = %id, "account created");
-    Ok(ok(json!({"id": id, "name": name, "apiToken": token})))
-}
-
-async fn list_accounts(State(node): State<St>, auth: Auth) -> ApiResult {
-    auth.admin()?;
-    let list = node.store.list_accounts().await?;
-    Ok(ok_list(
-        list.iter()
-            .map(|a| json!({"id": a.id, "name": a.name, "created": rfc3339(a.created)}))
-            .collect(),
-    ))
 }
 
 // ---- public per-input endpoints and metrics
