@@ -34,6 +34,8 @@
 
 mod admin;
 mod db;
+#[cfg(test)]
+mod in_process;
 mod run;
 
 pub use crate::config::{ClusterConfig, ClusterOptions};

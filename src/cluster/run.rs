@@ -106,6 +106,21 @@ impl Cluster {
     /// Bind the link and start every cluster task (the tables come with
     /// the store's migrations).
     pub async fn start(ctx: Context, cfg: ClusterConfig) -> anyhow::Result<Arc<Cluster>> {
+        let cluster = Cluster::bind(ctx, cfg)?;
+        cluster.sync().await?;
+        tracing::info!(node = %cluster.cfg.node, region = %cluster.cfg.region,
+            link = %cluster.link_addr, fanout = cluster.cfg.fanout, "cluster member");
+        let link = cluster.link.clone();
+        let stop = cluster.ctx.shutdown.clone();
+        tokio::spawn(async move { link.run(stop.cancelled_owned()).await });
+        tokio::spawn(cluster.clone().membership());
+        tokio::spawn(cluster.clone().demand());
+        Ok(cluster)
+    }
+
+    /// The member with its link bound, before its first database round and
+    /// with no task running (`start` runs them; tests drive it by hand).
+    pub(super) fn bind(ctx: Context, cfg: ClusterConfig) -> anyhow::Result<Arc<Cluster>> {
         let tls = cfg.tls().context("the node's link certificate")?;
         let core = Arc::new(Core {
             epoch: Instant::now(),
@@ -120,7 +135,7 @@ impl Cluster {
                 .with_context(|| format!("binding the cluster link {}", cfg.link))?;
         let server = server.with_admission(core.clone());
         let downstream = server.downstream();
-        let cluster = Arc::new(Cluster {
+        Ok(Arc::new(Cluster {
             cfg,
             ctx,
             link: Arc::new(server),
@@ -131,16 +146,7 @@ impl Cluster {
             connecting: Arc::default(),
             pulls: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-        });
-        cluster.sync().await?;
-        tracing::info!(node = %cluster.cfg.node, region = %cluster.cfg.region, link = %link_addr,
-            fanout = cluster.cfg.fanout, "cluster member");
-        let link = cluster.link.clone();
-        let stop = cluster.ctx.shutdown.clone();
-        tokio::spawn(async move { link.run(stop.cancelled_owned()).await });
-        tokio::spawn(cluster.clone().membership());
-        tokio::spawn(cluster.clone().demand());
-        Ok(cluster)
+        }))
     }
 
     /// For the HLS service: streams that are idle here but live on another
@@ -167,7 +173,7 @@ impl Cluster {
     }
 
     /// The local streams now.
-    fn scan(&self) -> Vec<Local> {
+    pub(super) fn scan(&self) -> Vec<Local> {
         let hub = &self.ctx.hub;
         self.ctx
             .inputs

@@ -21,6 +21,8 @@ use crate::tls::{self, SniResolver};
 /// A node's parts, wired as `serve` wires them, without listeners.
 pub struct TestNode {
     pub parts: Parts,
+    /// The addresses written into answers (no listener is bound).
+    pub urls: Urls,
     /// The default account and its API and admin tokens.
     pub creds: Credentials,
     pub api: Arc<crate::api::Context>,
@@ -78,6 +80,7 @@ impl TestNode {
         ));
         TestNode {
             parts,
+            urls,
             creds,
             api,
             analytics,
