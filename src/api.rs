@@ -44,6 +44,7 @@ mod envelope;
 mod in_process;
 mod inputs;
 mod outputs;
+pub mod signing;
 mod tokens;
 mod webhook;
 use crate::store::{now_micros, LiveInputRow};

@@ -1,18 +1,12 @@
 //! What a node is, as the other parts see it: the addresses it listens on
-//! and the URLs built from them ([`Urls`]), its credentials file, and the
-//! start-up helpers of `serve` (data dir, default account, ready line,
-//! signals).
+//! and the URLs built from them ([`Urls`]), and its credentials file.
 //!
-//! The node's parts are built and wired in one place, [`crate::serve`].
+//! The node's parts are built and wired in one place, `serve`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
-pub use boot::credentials_path;
-pub(crate) use boot::{bootstrap, prepare_data_dir, ready_line, wait_for_signal};
-
-mod boot;
 
 /// The addresses the node actually listens on (real ports, even when the
 /// settings said port 0).
@@ -36,6 +30,11 @@ pub struct Credentials {
     pub api_token: String,
     pub admin_token: String,
     pub api: String,
+}
+
+/// Where the credentials of a data dir are.
+pub fn credentials_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("credentials.json")
 }
 
 /// The node's listeners and the host written into the URLs it hands out.

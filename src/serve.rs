@@ -24,11 +24,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::node::{bootstrap, prepare_data_dir, ready_line, wait_for_signal, Addrs, Urls};
+use crate::node::{Addrs, Urls};
 use crate::secret;
 use crate::store::Store;
 use crate::tls::{self, SniResolver};
+use boot::{bootstrap, prepare_data_dir, ready_line, wait_for_signal};
 
+mod boot;
 mod parts;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -278,7 +280,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let api = Arc::new(parts.api_context(s, &urls, metrics_page.clone(), analytics));
     let signing = Arc::new(parts.signing_context());
     let mut app = crate::api::router(api)
-        .merge(crate::playback::api::router(signing))
+        .merge(crate::api::signing::router(signing))
         .merge(hls.router())
         .merge(crate::openapi::router());
     if let Some(c) = &cluster {

@@ -194,7 +194,7 @@ pub(super) async fn lifecycle(
     Path(segment): Path<String>,
     parts: Parts,
 ) -> Response {
-    let Some(uid) = crate::playback::api::public_uid(&node.playback, &segment, &parts) else {
+    let Some(uid) = crate::api::signing::public_uid(&node.playback, &segment, &parts) else {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"isInput": false, "videoUID": null, "live": false, "status": null})),
@@ -213,7 +213,7 @@ pub(super) async fn views(
     Path(segment): Path<String>,
     parts: Parts,
 ) -> Response {
-    let Some(uid) = crate::playback::api::public_uid(&node.playback, &segment, &parts) else {
+    let Some(uid) = crate::api::signing::public_uid(&node.playback, &segment, &parts) else {
         return ApiError::not_found("live input").into_response();
     };
     if node.playback.hides_viewer_count(&uid) {

@@ -242,8 +242,8 @@ impl Parts {
     }
 
     /// The signing key and token endpoints.
-    pub fn signing_context(&self) -> crate::playback::api::Context {
-        crate::playback::api::Context {
+    pub fn signing_context(&self) -> crate::api::signing::Context {
+        crate::api::signing::Context {
             store: self.store.clone(),
             auth: self.auth.clone(),
             playback: self.playback.clone(),

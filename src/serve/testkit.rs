@@ -39,7 +39,7 @@ impl TestNode {
         all.extend_from_slice(argv);
         let settings = Settings::resolve(ServeArgs::parse_from(&all).unwrap()).unwrap();
         let store = Store::open_sqlite(dir.path()).await.unwrap();
-        let creds = crate::node::bootstrap(&store, &dir.path().join("credentials.json"), false)
+        let creds = super::boot::bootstrap(&store, &dir.path().join("credentials.json"), false)
             .await
             .unwrap();
         let (cert, key) = tls::node_cert_files(dir.path(), None, None).unwrap();
@@ -90,7 +90,7 @@ impl TestNode {
 
     /// The API router as `serve` mounts it.
     pub fn router(&self) -> Router {
-        crate::api::router(self.api.clone()).merge(crate::playback::api::router(Arc::new(
+        crate::api::router(self.api.clone()).merge(crate::api::signing::router(Arc::new(
             self.parts.signing_context(),
         )))
     }

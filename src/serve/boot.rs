@@ -3,17 +3,17 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::{Credentials, Urls};
+use crate::node::{Credentials, Urls};
 use crate::secret;
 use crate::store::Store;
 
 /// Create the data dir (0700) if needed; warn if an existing one is open to
 /// others.
-pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
@@ -74,7 +74,7 @@ pub(crate) async fn bootstrap(
 /// Print the one JSON line on stdout that says the node is ready, with the
 /// real addresses: `{"ready":true,"http":..,"rtmp":..|null,"rtmps":..,
 /// "srt":..,"api":..,"dataDir":..,"credentials":..,"metrics":..}`.
-pub(crate) fn ready_line(urls: &Urls, data_dir: &Path, creds: &Path) {
+pub(super) fn ready_line(urls: &Urls, data_dir: &Path, creds: &Path) {
     let a = &urls.addrs;
     let line = serde_json::json!({
         "ready": true,
@@ -93,7 +93,7 @@ pub(crate) fn ready_line(urls: &Urls, data_dir: &Path, creds: &Path) {
     let _ = out.flush();
 }
 
-pub(crate) async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -109,9 +109,4 @@ pub(crate) async fn wait_for_signal() {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// Where the credentials of a data dir are.
-pub fn credentials_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("credentials.json")
 }

@@ -17,8 +17,9 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::keys::{self, MAX_KEYS_PER_ACCOUNT};
-use crate::api::{load_input, ok, rfc3339, ApiError, ApiResult, Auth, JsonBody};
+use super::{load_input, ok, rfc3339, ApiError, ApiResult, Auth, JsonBody};
+use crate::playback::keys::{self, MAX_KEYS_PER_ACCOUNT};
+use crate::playback::Gate;
 use crate::secret;
 use crate::store::{now_micros, Store};
 
@@ -27,7 +28,7 @@ pub struct Context {
     pub store: Store,
     pub auth: Arc<crate::auth::Auth>,
     /// The playback gate, reloaded after each key change.
-    pub playback: Arc<super::Gate>,
+    pub playback: Arc<Gate>,
 }
 
 impl crate::auth::HasAuth for Arc<Context> {
@@ -53,7 +54,7 @@ pub fn router(node: St) -> Router {
 /// The uid a public per-input endpoint (`/lifecycle`, `/views`) answers
 /// for: a bare uid of an input without `requireSignedURLs`, or a valid
 /// token. `None` answers as an unknown input does.
-pub fn public_uid(gate: &super::Gate, segment: &str, parts: &Parts) -> Option<String> {
+pub fn public_uid(gate: &Gate, segment: &str, parts: &Parts) -> Option<String> {
     if !banyan_egress::hls::access::valid_segment(segment) {
         return None;
     }
@@ -144,7 +145,7 @@ pub fn token_claims(body: &TokenBody, uid: &str, kid: &str, now: i64) -> Result<
         claims["nbf"] = json!(nbf);
     }
     if let Some(rules) = &body.access_rules {
-        super::jwt::parse_rules(rules).map_err(ApiError::bad_request)?;
+        crate::playback::jwt::parse_rules(rules).map_err(ApiError::bad_request)?;
         claims["accessRules"] = rules.clone();
     }
     Ok(claims)
@@ -190,7 +191,7 @@ async fn token(
     };
     let claims = token_claims(&body, &input.uid, &kid, now)?;
     let der = keys::der(&pem)?;
-    let token = super::jwt::sign(&der, &kid, &claims)?;
+    let token = crate::playback::jwt::sign(&der, &kid, &claims)?;
     let max = banyan_egress::hls::access::MAX_SEGMENT;
     if token.len() > max {
         return Err(ApiError::bad_request(format!(
