@@ -1,8 +1,8 @@
 //! The node's library: everything `banyan` (src/main.rs) runs, in modules.
 //!
 //! Module map: `serve` (the composition root: builds every part, wires
-//! each subsystem's context, runs the node), `node` (addresses, URLs,
-//! credentials, start-up helpers), `inputs` (the key table and statuses of
+//! each subsystem's context, runs the node; start-up helpers), `node`
+//! (addresses, URLs, credentials), `inputs` (the key table and statuses of
 //! live inputs), `auth` (the one token check), `config` (flags, env, TOML), `store` (SQLite/PostgreSQL), `api` (HTTP), `httpd` (the HTTP
 //! server: limits, timeouts), `tls` (certificates, SNI), `secret` (ids,
 //! secrets, token hashes), `client` (the client subcommands), `analytics`
