@@ -17,215 +17,78 @@
 //! The admin token belongs to the default account and may also manage
 //! accounts.
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State,
-};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::node::Node;
+use crate::config::{Hooks, Quotas};
+use crate::inputs::Inputs;
+use crate::node::Urls;
 use crate::secret;
+use crate::store::Store;
 
+mod accounts;
+mod caller;
 mod domains;
+mod envelope;
+#[cfg(test)]
+mod in_process;
 mod inputs;
 mod outputs;
+pub mod signing;
 mod tokens;
 mod webhook;
-use crate::store::{now_micros, LiveInputRow, TokenInfo};
+use crate::store::{now_micros, LiveInputRow};
+pub use caller::Auth;
+pub use envelope::ApiError;
+pub(crate) use envelope::{ok, ok_info, ok_list, ApiResult};
 pub use tokens::MAX_TOKENS_PER_ACCOUNT;
 
-/// Largest request body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
+pub use crate::quota::MAX_BODY;
 
-type St = Arc<Node>;
-
-/// An API error, answered in the envelope.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: u32,
-    message: String,
+/// What the REST API (and the GraphQL endpoint it routes to) uses; built
+/// by the composition root.
+pub struct Context {
+    pub store: Store,
+    /// The token check.
+    pub auth: Arc<crate::auth::Auth>,
+    /// The key table and statuses of live inputs.
+    pub inputs: Arc<Inputs>,
+    /// The URLs written into answers.
+    pub urls: Urls,
+    pub hub: Arc<banyan_relay::Hub>,
+    pub views: Arc<banyan_relay::views::Views>,
+    pub captions: Arc<banyan_captions::Registry>,
+    pub playback: Arc<crate::playback::Gate>,
+    pub outputs: Arc<crate::outputs::Outputs>,
+    pub acme: Arc<crate::acme::Acme>,
+    pub domains: Arc<crate::acme::Domains>,
+    pub quotas: Quotas,
+    pub hooks: Hooks,
+    /// Where credentials.json is (admin token rotation).
+    pub data_dir: PathBuf,
+    /// The metrics page (`/metrics` with the admin token).
+    pub metrics: Arc<crate::exposition::Context>,
+    /// `POST /client/v4/graphql`.
+    pub analytics: Arc<crate::analytics::Context>,
 }
 
-impl ApiError {
-    /// The HTTP status this error is answered with.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-    pub(crate) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-    pub(crate) fn unauthorized() -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            10000,
-            "Authentication error: missing or invalid API token",
-        )
-    }
-    fn forbidden() -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            10001,
-            "an operator (admin) token is required",
-        )
-    }
-    pub(crate) fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, 10003, format!("{what} not found"))
-    }
-    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, 10005, message)
-    }
-    pub(crate) fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::CONFLICT, 10009, message)
-    }
-    /// The database cannot be reached now (503). The outage itself is
-    /// logged once by the background tasks, not per request.
-    fn unavailable(e: &dyn std::fmt::Display) -> ApiError {
-        tracing::debug!("API: {e:#}");
-        metrics::counter!("banyan_api_unavailable_total").increment(1);
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            10503,
-            "the database is unreachable; retry later",
-        )
-    }
-    fn internal(e: impl std::fmt::Display) -> ApiError {
-        tracing::error!("API: {e}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 10100, "internal error")
+impl crate::auth::HasAuth for Arc<Context> {
+    fn auth(&self) -> &crate::auth::Auth {
+        &self.auth
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        if crate::store::unavailable(&e) {
-            return ApiError::unavailable(&e);
-        }
-        ApiError::internal(e)
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        match e.downcast_ref::<sqlx::Error>() {
-            Some(db) if crate::store::unavailable(db) => ApiError::unavailable(&e),
-            _ => ApiError::internal(format!("{e:#}")),
-        }
-    }
-}
-
-impl From<crate::quota::Refusal> for ApiError {
-    fn from(r: crate::quota::Refusal) -> Self {
-        ApiError::new(r.status, r.code, r.message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({
-            "result": null,
-            "success": false,
-            "errors": [{"code": self.code, "message": self.message}],
-            "messages": [],
-        });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-/// A successful answer in the envelope.
-pub(crate) fn ok(result: Value) -> Response {
-    Json(json!({"result": result, "success": true, "errors": [], "messages": []})).into_response()
-}
-
-/// A successful answer for a collection of `count` items, all in this one
-/// page, with Cloudflare's `result_info`.
-pub(crate) fn ok_info(result: Value, count: usize) -> Response {
-    Json(json!({
-        "result": result,
-        "result_info": {"page": 1, "per_page": count, "count": count, "total_count": count},
-        "success": true,
-        "errors": [],
-        "messages": [],
-    }))
-    .into_response()
-}
-
-/// A collection answered as an array, with `result_info`.
-pub(crate) fn ok_list(items: Vec<Value>) -> Response {
-    let n = items.len();
-    ok_info(Value::Array(items), n)
-}
-
-pub(crate) type ApiResult = Result<Response, ApiError>;
-
-pub use crate::auth::AuthLimiter;
-
-/// The caller's token, checked.
-pub struct Auth(TokenInfo);
-
-impl FromRequestParts<St> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, node: &St) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let token = crate::auth::bearer(&parts.headers);
-        node.auth_limiter
-            .check(&node.store, token, ip, "rest")
-            .await
-            .map_err(ApiError::from)
-            .and_then(|info| {
-                node.api_rate.check(token.unwrap_or_default())?;
-                Ok(Auth(info))
-            })
-    }
-}
-
-impl From<crate::auth::AuthError> for ApiError {
-    fn from(e: crate::auth::AuthError) -> Self {
-        let code = match e.status() {
-            StatusCode::UNAUTHORIZED => 10000,
-            StatusCode::TOO_MANY_REQUESTS => 10429,
-            StatusCode::SERVICE_UNAVAILABLE => 10503,
-            _ => 10100,
-        };
-        ApiError::new(e.status(), code, e.message())
-    }
-}
-
-impl Auth {
-    /// The token may act on `account`: another account is "not found".
-    pub(crate) fn scope(&self, account: &str) -> Result<(), ApiError> {
-        if self.0.account_id == account {
-            Ok(())
-        } else {
-            Err(ApiError::not_found("account"))
-        }
-    }
-
-    fn admin(&self) -> Result<(), ApiError> {
-        if self.0.admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden())
-        }
-    }
-}
+type St = Arc<Context>;
 
 /// A JSON body; an empty body is `{}`. Errors come in the envelope.
 pub struct JsonBody<T>(pub(crate) T);
@@ -294,7 +157,7 @@ pub fn check_body(kind: BodyKind, bytes: &[u8]) -> Result<(), ApiError> {
             body.apply(&mut row);
         }
         BodyKind::Account => {
-            account_name(decode_json(bytes)?)?;
+            accounts::account_name(decode_json(bytes)?)?;
         }
         BodyKind::Domain => {
             domains::new_domain(decode_json(bytes)?)?;
@@ -321,7 +184,7 @@ pub fn router(node: St) -> Router {
     Router::new()
         .route(
             "/client/v4/accounts",
-            post(create_account).get(list_accounts),
+            post(accounts::create_account).get(accounts::list_accounts),
         )
         .route(
             &format!("{stream}/live_inputs"),
@@ -361,7 +224,7 @@ pub fn router(node: St) -> Router {
         .route("/{uid}/lifecycle", get(inputs::lifecycle))
         .route("/{uid}/views", get(inputs::views))
         .route("/metrics", get(metrics_text))
-        .route("/client/v4/graphql", post(crate::analytics::handler))
+        .route("/client/v4/graphql", post(graphql))
         .merge(domains::routes(stream))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
@@ -369,6 +232,16 @@ pub fn router(node: St) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(node)
+}
+
+/// `POST /client/v4/graphql`: analytics answers (under the API's body
+/// limit and fallbacks).
+async fn graphql(
+    State(node): State<St>,
+    ip: crate::auth::ClientIp,
+    req: axum::extract::Request,
+) -> Response {
+    crate::analytics::handler(node.analytics.clone(), ip, req).await
 }
 
 // ---- live inputs
@@ -519,11 +392,14 @@ pub(crate) fn rfc3339(micros: i64) -> String {
 }
 
 /// A live input as the API shows it.
-async fn input_json(node: &Node, r: &LiveInputRow) -> Value {
-    let status = node.input_status(&r.uid).await;
-    let rtmps = format!("rtmps://{}/live/", node.authority(node.addrs.rtmps));
-    let srt = format!("srt://{}", node.authority(node.addrs.srt));
-    let http = node.api_url();
+async fn input_json(node: &Context, r: &LiveInputRow) -> Value {
+    let status = node.inputs.input_status(&r.uid).await;
+    let rtmps = format!(
+        "rtmps://{}/live/",
+        node.urls.authority(node.urls.addrs.rtmps)
+    );
+    let srt = format!("srt://{}", node.urls.authority(node.urls.addrs.srt));
+    let http = node.urls.api_url();
     let meta: Value = serde_json::from_str(&r.meta).unwrap_or_else(|_| json!({}));
     let captions = crate::captions::input_captions(&node.captions, r);
     let mut v = json!({
@@ -543,8 +419,8 @@ async fn input_json(node: &Node, r: &LiveInputRow) -> Value {
         "captions": captions,
         "recording": crate::playback::recording::load(&r.recording),
     });
-    if let Some(a) = node.addrs.rtmp {
-        let rtmp = format!("rtmp://{}/live/", node.authority(a));
+    if let Some(a) = node.urls.addrs.rtmp {
+        let rtmp = format!("rtmp://{}/live/", node.urls.authority(a));
         v["rtmp"] = json!({"url": rtmp, "streamKey": r.stream_key});
         v["rtmpPlayback"] = json!({"url": rtmp, "streamKey": r.playback_key});
     }
@@ -553,14 +429,14 @@ async fn input_json(node: &Node, r: &LiveInputRow) -> Value {
 }
 
 pub(crate) async fn load_input(
-    node: &Node,
+    store: &Store,
     account: &str,
     uid: &str,
 ) -> Result<LiveInputRow, ApiError> {
     if !secret::is_id(uid) {
         return Err(ApiError::not_found("live input"));
     }
-    node.store
+    store
         .input(account, uid)
         .await?
         .ok_or_else(|| ApiError::not_found("live input"))
@@ -573,8 +449,8 @@ async fn create_input(
     JsonBody(body): JsonBody<InputBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    body.check(node.settings.quotas.max_meta_bytes)?;
-    let max = node.settings.quotas.max_inputs_per_account;
+    body.check(node.quotas.max_meta_bytes)?;
+    let max = node.quotas.max_inputs_per_account;
     if node.store.count_inputs(&account).await? >= max as i64 {
         return Err(crate::quota::inputs_refusal(max).into());
     }
@@ -588,7 +464,7 @@ async fn create_input(
     body.apply(&mut row);
     inputs::created(&mut row);
     node.store.insert_input(&row).await?;
-    node.input_changed(&row).await;
+    node.inputs.input_changed(&row).await;
     metrics::counter!("banyan_live_inputs_created_total").increment(1);
     tracing::info!(account = %row.account_id, input = %row.uid, "live input created");
     Ok(ok(input_json(&node, &row).await))
@@ -600,7 +476,7 @@ async fn get_input(
     Path((account, uid)): Path<(String, String)>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    let row = load_input(&node, &account, &uid).await?;
+    let row = load_input(&node.store, &account, &uid).await?;
     Ok(ok(input_json(&node, &row).await))
 }
 
@@ -611,15 +487,15 @@ async fn update_input(
     JsonBody(body): JsonBody<InputBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    let mut row = load_input(&node, &account, &uid).await?;
-    body.check(node.settings.quotas.max_meta_bytes)?;
+    let mut row = load_input(&node.store, &account, &uid).await?;
+    body.check(node.quotas.max_meta_bytes)?;
     body.apply(&mut row);
     row.modified = now_micros().max(row.modified + 1);
     if !node.store.update_input(&row).await? {
         return Err(ApiError::not_found("live input"));
     }
     // Disabling ends the current session.
-    node.input_changed(&row).await;
+    node.inputs.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input updated");
     Ok(ok(input_json(&node, &row).await))
 }
@@ -634,8 +510,8 @@ async fn delete_input(
         return Err(ApiError::not_found("live input"));
     }
     // Ends the input's sessions.
-    node.input_deleted(&uid).await;
-    node.forget(&uid);
+    node.inputs.input_deleted(&uid).await;
+    node.inputs.forget(&uid);
     node.store.delete_outputs_of(&uid).await?;
     node.outputs.changed();
     if let Err(e) = node.store.forget_input_status(&uid).await {
@@ -651,7 +527,7 @@ async fn rotate_keys(
     Path((account, uid)): Path<(String, String)>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    let mut row = load_input(&node, &account, &uid).await?;
+    let mut row = load_input(&node.store, &account, &uid).await?;
     row.stream_key = secret::new_secret();
     row.playback_key = secret::new_secret();
     row.srt_passphrase = secret::new_secret();
@@ -663,51 +539,9 @@ async fn rotate_keys(
         return Err(ApiError::not_found("live input"));
     }
     // Old keys stop working first, then their sessions are ended.
-    node.input_changed(&row).await;
+    node.inputs.input_changed(&row).await;
     tracing::info!(account = %account, input = %uid, "live input keys rotated");
     Ok(ok(input_json(&node, &row).await))
-}
-
-// ---- accounts
-
-#[derive(Debug, Default, Deserialize)]
-struct AccountBody {
-    name: Option<String>,
-}
-
-fn account_name(body: AccountBody) -> Result<String, ApiError> {
-    let name = body.name.unwrap_or_default();
-    if name.trim().is_empty() || name.len() > 256 {
-        return Err(ApiError::bad_request("name: 1 to 256 bytes required"));
-    }
-    Ok(name)
-}
-
-async fn create_account(
-    State(node): State<St>,
-    auth: Auth,
-    JsonBody(body): JsonBody<AccountBody>,
-) -> ApiResult {
-    auth.admin()?;
-    let name = account_name(body)?;
-    let id = secret::new_id();
-    node.store.create_account(&id, &name).await?;
-    let token = secret::new_secret();
-    node.store
-        .add_token(&secret::token_hash(&token), &id, false)
-        .await?;
-    tracing::info!(account = %id, "account created");
-    Ok(ok(json!({"id": id, "name": name, "apiToken": token})))
-}
-
-async fn list_accounts(State(node): State<St>, auth: Auth) -> ApiResult {
-    auth.admin()?;
-    let list = node.store.list_accounts().await?;
-    Ok(ok_list(
-        list.iter()
-            .map(|a| json!({"id": a.id, "name": a.name, "created": rfc3339(a.created)}))
-            .collect(),
-    ))
 }
 
 // ---- public per-input endpoints and metrics
@@ -716,102 +550,8 @@ async fn list_accounts(State(node): State<St>, auth: Auth) -> ApiResult {
 /// metrics listener).
 async fn metrics_text(State(node): State<St>, auth: Auth) -> ApiResult {
     auth.admin()?;
-    Ok(crate::exposition::answer(&node))
+    Ok(crate::exposition::answer(&node.metrics))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instream_ids_and_domains() {
-        for ok in ["CC1", "CC4", "SERVICE1", "SERVICE63"] {
-            assert!(valid_instream_id(ok), "{ok}");
-        }
-        for bad in [
-            "CC0",
-            "CC5",
-            "SERVICE0",
-            "SERVICE64",
-            "SERVICE01",
-            "cc1",
-            "",
-        ] {
-            assert!(!valid_instream_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn bodies_are_checked_as_their_endpoints_do() {
-        let ok = |kind, body: &str| check_body(kind, body.as_bytes()).map_err(|e| e.message);
-        assert_eq!(ok(BodyKind::LiveInput, ""), Ok(()));
-        assert_eq!(
-            ok(
-                BodyKind::LiveInput,
-                r#"{"meta":{"a":[1]},"captions":[{"instreamId":"CC1","language":"en"}]}"#
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            ok(
-                BodyKind::LiveInput,
-                r#"{"deleteRecordingAfterDays":45,"preferLowLatency":true,
-                    "recording":{"mode":"automatic","hideLiveViewerCount":true}}"#
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            ok(BodyKind::LiveInput, r#"{"deleteRecordingAfterDays":null}"#),
-            Ok(())
-        );
-        for bad in [
-            r#"{"deleteRecordingAfterDays":29}"#,
-            r#"{"deleteRecordingAfterDays":1e300}"#,
-            r#"{"deleteRecordingAfterDays":"45"}"#,
-        ] {
-            let e = ok(BodyKind::LiveInput, bad).unwrap_err();
-            assert!(e.contains("deleteRecordingAfterDays"), "{bad}: {e}");
-        }
-        assert!(ok(BodyKind::LiveInput, r#"{"preferLowLatency":"yes"}"#).is_err());
-        assert_eq!(ok(BodyKind::Account, r#"{"name":"yoga"}"#), Ok(()));
-        assert_eq!(ok(BodyKind::Token, ""), Ok(()));
-        assert_eq!(ok(BodyKind::Token, r#"{"name":"ci"}"#), Ok(()));
-        for (kind, body) in [
-            (
-                BodyKind::LiveInput,
-                r#"{"captions":[{"instreamId":"CC9","language":"en"}]}"#,
-            ),
-            (BodyKind::LiveInput, r#"{"enabled":"yes"}"#),
-            (BodyKind::LiveInput, "[1,2"),
-            (BodyKind::Account, r#"{"name":" "}"#),
-            (BodyKind::Token, r#"{"name":7}"#),
-            (BodyKind::Domain, r#"{"domain":"push_example.com"}"#),
-            (
-                BodyKind::Domain,
-                r#"{"domain":"push.example.com","certificate":"x","privateKey":"y"}"#,
-            ),
-        ] {
-            let e = check_body(kind, body.as_bytes()).unwrap_err();
-            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{body}: {e:?}");
-        }
-    }
-
-    #[test]
-    fn meta_is_limited_as_the_endpoint_does() {
-        let pad = |n: usize| format!(r#"{{"meta":{{"a":"{}"}}}}"#, "x".repeat(n));
-        // {"a":"xx..."} is 8 bytes plus the string.
-        let limit = crate::quota::DEFAULT_MAX_META_BYTES;
-        assert!(check_body(BodyKind::LiveInput, pad(limit - 8).as_bytes()).is_ok());
-        let e = check_body(BodyKind::LiveInput, pad(limit - 7).as_bytes()).unwrap_err();
-        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert!(e.message.contains("max_meta_bytes"), "{}", e.message);
-        let m: Map<String, Value> = serde_json::from_str(r#"{"a":[1,"\u00e9"]}"#).unwrap();
-        assert_eq!(meta_len(&m), Value::Object(m.clone()).to_string().len());
-    }
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_500_000), "1970-01-01T00:00:01.5Z");
-    }
-}
+mod tests;

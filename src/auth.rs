@@ -1,5 +1,6 @@
 //! The one way a bearer token is checked: the REST API, GraphQL and the
-//! cluster's admin endpoints all call [`AuthLimiter::check`].
+//! cluster's admin endpoints all call [`Auth::check`] (the composition root
+//! builds one [`Auth`] and hands it to each of them).
 //!
 //! * The token comes from `Authorization: Bearer <token>` ([`bearer`]).
 //! * It is looked up by its SHA-256 in the store (timing reveals nothing
@@ -235,8 +236,8 @@ impl AuthLimiter {
     }
 
     /// Check the bearer token of a request from `ip` for `api` (a metrics
-    /// label: "rest", "graphql", "cluster").
-    pub async fn check(
+    /// label: "rest", "graphql", "cluster"). Only [`Auth::check`] calls it.
+    async fn check_token(
         &self,
         store: &Store,
         token: Option<&str>,
@@ -268,6 +269,79 @@ impl AuthLimiter {
                 Err(AuthError::Invalid)
             }
         }
+    }
+}
+
+/// The state of a router whose handlers take a checked token: it holds
+/// the one [`Auth`].
+pub trait HasAuth {
+    fn auth(&self) -> &Auth;
+}
+
+/// Which endpoints a token is checked for (the `api` label of the refusal
+/// counters; REST and GraphQL also take from the token's request rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Rest,
+    Graphql,
+    Cluster,
+}
+
+impl Api {
+    fn label(self) -> &'static str {
+        match self {
+            Api::Rest => "rest",
+            Api::Graphql => "graphql",
+            Api::Cluster => "cluster",
+        }
+    }
+}
+
+/// Why a request was refused: its token ([`AuthError`]), or the token's
+/// request rate (`api_rate`).
+#[derive(Debug)]
+pub enum Refused {
+    Token(AuthError),
+    Rate(crate::quota::Refusal),
+}
+
+/// The token check of every HTTP endpoint: the store that holds the
+/// tokens, the failed-attempt limiter and the per-token request rate.
+pub struct Auth {
+    store: Store,
+    limiter: AuthLimiter,
+    rate: crate::quota::RateLimiter,
+}
+
+impl Auth {
+    pub fn new(store: Store, rate: crate::quota::RateLimiter) -> Arc<Auth> {
+        Arc::new(Auth {
+            store,
+            limiter: AuthLimiter::default(),
+            rate,
+        })
+    }
+
+    /// Check the bearer token of a request from `ip` (see the module doc),
+    /// then, for REST and GraphQL, take one request from its rate.
+    pub async fn check(
+        &self,
+        headers: &HeaderMap,
+        ip: Option<IpAddr>,
+        api: Api,
+    ) -> Result<TokenInfo, Refused> {
+        let token = bearer(headers);
+        let info = self
+            .limiter
+            .check_token(&self.store, token, ip, api.label())
+            .await
+            .map_err(Refused::Token)?;
+        if api != Api::Cluster {
+            self.rate
+                .check(token.unwrap_or_default())
+                .map_err(Refused::Rate)?;
+        }
+        Ok(info)
     }
 }
 
@@ -316,6 +390,72 @@ mod tests {
         let later = t0 + AuthLimiter::WINDOW;
         l.failed("198.51.100.1".parse().unwrap(), later);
         assert_eq!(l.tracked(), 1);
+    }
+
+    fn with_token(t: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn one_check_for_rest_graphql_and_the_cluster() {
+        let n = crate::serve::testkit::TestNode::new(&[]).await;
+        let auth = Auth::new(n.parts.store.clone(), crate::quota::RateLimiter::new(1, 1));
+        let ip: Option<IpAddr> = Some("192.0.2.7".parse().unwrap());
+        let status = |r: Result<TokenInfo, Refused>| match r {
+            Ok(_) => StatusCode::OK,
+            Err(Refused::Token(e)) => e.status(),
+            Err(Refused::Rate(r)) => r.status,
+        };
+        for api in [Api::Rest, Api::Graphql, Api::Cluster] {
+            let none = auth.check(&HeaderMap::new(), ip, api).await;
+            assert!(
+                matches!(none, Err(Refused::Token(AuthError::Missing))),
+                "{api:?}"
+            );
+            let bad = auth.check(&with_token("guess"), ip, api).await;
+            assert!(
+                matches!(bad, Err(Refused::Token(AuthError::Invalid))),
+                "{api:?}"
+            );
+        }
+        let admin = with_token(&n.creds.admin_token);
+        let info = auth.check(&admin, ip, Api::Cluster).await.unwrap();
+        assert!(info.admin);
+        assert_eq!(info.account_id, n.creds.account_id);
+        // The cluster's endpoints take nothing from the token's rate ...
+        for _ in 0..5 {
+            assert_eq!(
+                status(auth.check(&admin, ip, Api::Cluster).await),
+                StatusCode::OK
+            );
+        }
+        // ... REST and GraphQL share it (a burst of one).
+        assert_eq!(
+            status(auth.check(&admin, ip, Api::Rest).await),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(auth.check(&admin, ip, Api::Graphql).await),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let api = with_token(&n.creds.api_token);
+        let info = auth.check(&api, ip, Api::Rest).await.unwrap();
+        assert!(!info.admin);
+        // Failures of one address count together, whichever the endpoint.
+        for i in 0..AuthLimiter::MAX {
+            let api = [Api::Rest, Api::Graphql, Api::Cluster][i as usize % 3];
+            let _ = auth.check(&with_token("guess"), ip, api).await;
+        }
+        let limited = auth.check(&with_token("guess"), ip, Api::Cluster).await;
+        assert!(
+            matches!(limited, Err(Refused::Token(AuthError::Limited))),
+            "{limited:?}"
+        );
     }
 
     #[test]

@@ -5,10 +5,14 @@
 //! file wins over the defaults.
 //!
 //! Each option is declared once, in the struct of its subsystem
-//! (`options.rs`, `acme/config.rs`, `cluster/config.rs`), which derives
-//! both its flags and its keys; `merge.rs` has the generic merge.
+//! (`options.rs`, `acme.rs`, `cluster.rs` in config/), which derives both
+//! its flags and its keys; `merge.rs` has the generic merge. The config
+//! module imports no subsystem (only the constants of `quota`, a leaf):
+//! the subsystems read their settings from it.
 //! [`Settings::resolve`] then checks the merged options.
 
+pub mod acme;
+pub mod cluster;
 pub(crate) mod merge;
 mod options;
 
@@ -20,8 +24,8 @@ use banyan_ingest::net::TrustedProxies;
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 use serde::Deserialize;
 
-use crate::acme::AcmeOptions;
-use crate::cluster::{ClusterConfig, ClusterOptions};
+pub use acme::{AcmeOptions, Challenge, LETS_ENCRYPT};
+pub use cluster::{ClusterConfig, ClusterOptions};
 use merge::{clamp_secs, field_names};
 pub use options::{General, Hooks, Limits, Listeners, LogFormat, Observe, PerStream, Quotas, Tls};
 
@@ -248,7 +252,7 @@ impl Settings {
         ] {
             *t = clamp_secs(*t, 1, 86_400);
         }
-        quotas.max_meta_bytes = quotas.max_meta_bytes.min(crate::api::MAX_BODY);
+        quotas.max_meta_bytes = quotas.max_meta_bytes.min(crate::quota::MAX_BODY);
         quotas.api_burst = quotas.api_burst.max(1);
         hooks.webhook_retry_for = clamp_secs(hooks.webhook_retry_for, 1, 7 * 86_400);
         observe.analytics_flush = clamp_secs(observe.analytics_flush, 1, 3600);

@@ -26,7 +26,7 @@ use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 
 use crate::config::PerStream;
-use crate::node::Node;
+use crate::inputs::Inputs;
 
 /// Bytes of the key of hashed stream labels.
 const KEY_LEN: usize = 32;
@@ -145,15 +145,29 @@ pub fn load_key(data_dir: &Path) -> anyhow::Result<[u8; KEY_LEN]> {
     Ok(key)
 }
 
+/// What the metrics page reads.
+pub struct Context {
+    /// The global recorder's text.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The per-stream series.
+    pub exposition: Arc<Exposition>,
+    /// Which uids are live inputs (a stream's series go with its input).
+    pub inputs: Arc<Inputs>,
+}
+
 /// The whole exposition of a node.
-pub fn render(node: &Node) -> String {
+pub fn render(node: &Context) -> String {
     let mut text = node.metrics.render();
-    text.push_str(&node.exposition.render_streams(|uid| node.is_input(uid)));
+    text.push_str(
+        &node
+            .exposition
+            .render_streams(|uid| node.inputs.is_input(uid)),
+    );
     text
 }
 
 /// The answer to `GET /metrics`.
-pub fn answer(node: &Node) -> Response {
+pub fn answer(node: &Context) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         render(node),
@@ -162,12 +176,12 @@ pub fn answer(node: &Node) -> Response {
 }
 
 /// The router of the metrics listener: `GET /metrics`, nothing else.
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(node: Arc<Context>) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(
-                |axum::extract::State(node): axum::extract::State<Arc<Node>>| async move {
+                |axum::extract::State(node): axum::extract::State<Arc<Context>>| async move {
                     answer(&node)
                 },
             ),

@@ -1,7 +1,9 @@
 //! The node's library: everything `banyan` (src/main.rs) runs, in modules.
 //!
-//! Module map: `config` (flags, env, TOML), `node` (state, listeners,
-//! lifetime), `store` (SQLite/PostgreSQL), `api` (HTTP), `httpd` (the HTTP
+//! Module map: `serve` (the composition root: builds every part, wires
+//! each subsystem's context, runs the node; start-up helpers), `node`
+//! (addresses, URLs, credentials), `inputs` (the key table and statuses of
+//! live inputs), `auth` (the one token check), `config` (flags, env, TOML), `store` (SQLite/PostgreSQL), `api` (HTTP), `httpd` (the HTTP
 //! server: limits, timeouts), `tls` (certificates, SNI), `secret` (ids,
 //! secrets, token hashes), `client` (the client subcommands), `analytics`
 //! (viewing time, GraphQL), `captions` (the caption registry of the node), `exposition`
@@ -27,12 +29,14 @@ pub mod doctor;
 pub mod exposition;
 pub mod forwarded;
 pub mod httpd;
+pub mod inputs;
 pub mod node;
 pub mod openapi;
 pub mod outputs;
 pub mod playback;
 pub mod quota;
 pub mod secret;
+pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod webhooks;

@@ -18,7 +18,7 @@
 //! Logs go to stderr (`RUST_LOG` filters them). SIGTERM or Ctrl-C stops
 //! accepting, lets sessions end (at most 5 s) and exits 0.
 
-use banyan::{client, cluster, config, doctor, node};
+use banyan::{client, cluster, config, doctor, serve};
 
 use clap::{Parser, Subcommand};
 
@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Serve(args) => {
             let settings = config::Settings::resolve(*args)?;
             init_logs("info", settings.observe.log_format);
-            node::serve(settings).await
+            serve::serve(settings).await
         }
         Cmd::Inputs { conn, cmd } => {
             init_logs("warn", config::LogFormat::Plain);

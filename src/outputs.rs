@@ -24,8 +24,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::Node;
-use crate::store::OutputRow;
+use crate::inputs::Inputs;
+use crate::store::{OutputRow, Store};
 
 /// Where the platform keeps its trusted roots (Debian, Ubuntu, Alpine).
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -43,6 +43,15 @@ struct Running {
     status: Arc<PushStatus>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the reconcile loop reads: the enabled outputs, which inputs exist
+/// and their streams.
+pub struct Context {
+    pub store: Store,
+    pub inputs: Arc<Inputs>,
+    pub hub: Arc<banyan_relay::Hub>,
+    pub shutdown: CancellationToken,
 }
 
 /// The outputs this node runs.
@@ -121,7 +130,7 @@ impl Outputs {
     }
 
     /// Run until the node shuts down.
-    pub async fn run(self: Arc<Self>, node: Arc<Node>) {
+    pub async fn run(self: Arc<Self>, node: Context) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u32 = 0;
@@ -145,8 +154,8 @@ impl Outputs {
     }
 
     /// Whether `input`'s outputs should run on this node now.
-    fn live_here(&self, node: &Node, input: &str) -> bool {
-        if !node.is_input(input) || node.hub.state(input) == StreamState::Idle {
+    fn live_here(&self, node: &Context, input: &str) -> bool {
+        if !node.inputs.is_input(input) || node.hub.state(input) == StreamState::Idle {
             return false;
         }
         if !self.cluster {
@@ -155,7 +164,7 @@ impl Outputs {
         self.origin.get().is_some_and(|f| f(input))
     }
 
-    fn reconcile(&self, node: &Node) {
+    fn reconcile(&self, node: &Context) {
         let rows = self.rows.lock().clone();
         let mut live: HashMap<String, bool> = HashMap::new();
         let mut wanted: HashMap<&str, &OutputRow> = HashMap::new();

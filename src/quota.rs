@@ -16,6 +16,9 @@ use axum::http::StatusCode;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
+/// Largest request body the API accepts.
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// A request refused by a quota: the status, the API error code and a
 /// message that names the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]

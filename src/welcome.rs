@@ -9,16 +9,17 @@
 
 use std::path::Path;
 
-use crate::node::Node;
+use crate::config::Settings;
+use crate::node::Urls;
 
 /// The text; `first` is true when this start made the credentials.
-pub fn text(node: &Node, creds: &Path, first: bool) -> String {
-    let a = &node.addrs;
-    let api = node.api_url();
-    let data = node.settings.general.data_dir.display();
-    let rtmps = format!("rtmps://{}/live", node.authority(a.rtmps));
-    let srt = format!("srt://{}", node.authority(a.srt));
-    let doctor = match &node.settings.config {
+pub fn text(urls: &Urls, settings: &Settings, creds: &Path, first: bool) -> String {
+    let a = &urls.addrs;
+    let api = urls.api_url();
+    let data = settings.general.data_dir.display();
+    let rtmps = format!("rtmps://{}/live", urls.authority(a.rtmps));
+    let srt = format!("srt://{}", urls.authority(a.srt));
+    let doctor = match &settings.config {
         Some(c) => format!("banyan doctor --config {} --data-dir {data}", c.display()),
         None => format!("banyan doctor --data-dir {data}"),
     };
@@ -57,13 +58,13 @@ pub fn text(node: &Node, creds: &Path, first: bool) -> String {
         .into_iter()
         .flatten()
         .any(|l| l.ip().is_unspecified());
-    if everywhere && node.settings.general.public_host.is_none() {
+    if everywhere && settings.general.public_host.is_none() {
         t.push_str(
             "Listening on every interface, but the URLs above name this machine as \
              127.0.0.1: set public_host to the name clients use.\n",
         );
     }
-    if node.settings.tls.pair().is_none() {
+    if settings.tls.pair().is_none() {
         t.push_str(&format!(
             "The RTMPS certificate is self-signed ({data}/tls): clients that verify \
              need it, or give --tls-cert/--tls-key.\n"

@@ -16,7 +16,7 @@ use serde_json::Value;
 const ROUTERS: [&str; 6] = [
     "src/api.rs",
     "src/api/domains.rs",
-    "src/playback/api.rs",
+    "src/api/signing.rs",
     "src/cluster/admin.rs",
     "src/openapi.rs",
     "egress/src/hls/server.rs",

@@ -6,7 +6,8 @@
 #![no_main]
 
 use banyan::api::decode_json;
-use banyan::playback::{api::token_claims, api::TokenBody, jwt, recording};
+use banyan::api::signing::{token_claims, TokenBody};
+use banyan::playback::{jwt, recording};
 use banyan_egress::hls::access::valid_segment;
 use banyan_egress::hls::session::SessionKey;
 use libfuzzer_sys::fuzz_target;

@@ -12,8 +12,8 @@ use instant_acme::{
     Identifier, NewAccount, NewOrder, OrderStatus, Problem, RetryPolicy,
 };
 
-use super::config::Challenge;
 use super::plan::Outcome;
+use super::Challenge;
 
 /// Longest one HTTP exchange with the CA may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

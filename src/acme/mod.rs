@@ -17,16 +17,17 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 mod client;
-mod config;
+mod domains;
 pub mod plan;
 mod seal;
 pub mod verify;
 
-pub use config::{AcmeOptions, Challenge, LETS_ENCRYPT};
+pub use crate::config::{AcmeOptions, Challenge, LETS_ENCRYPT};
+pub use domains::Domains;
 pub use seal::Sealer;
 
-use crate::node::Node;
-use crate::store::{now_micros, DomainRow};
+use crate::store::{now_micros, DomainRow, Store};
+use crate::tls::SniResolver;
 use plan::{Due, Outcome};
 
 /// The account of the node's own `--public-host` row.
@@ -45,6 +46,22 @@ const ORDER_WINDOW: Duration = Duration::from_secs(3600);
 pub const SHARED_REFRESH: Duration = Duration::from_secs(2);
 /// Challenge answers older than this are dropped.
 const CHALLENGE_TTL: i64 = 3600 * 1_000_000;
+
+/// What the ACME driver uses.
+pub struct Context {
+    pub store: Store,
+    pub acme: Arc<Acme>,
+    /// Challenge certificates (TLS-ALPN-01) go here.
+    pub tls: Arc<SniResolver>,
+    pub domains: Arc<Domains>,
+    /// The store is shared with other nodes (`--database-url`).
+    pub shared: bool,
+    /// `--public-host`: the node's own name with `--acme`.
+    pub public_host: Option<String>,
+    /// The HTTP listener (HTTP-01 checks of uploaded certificates).
+    pub http: std::net::SocketAddr,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
 
 /// The ACME state of a node.
 pub struct Acme {
@@ -106,7 +123,7 @@ impl Acme {
         true
     }
 
-    async fn account(&self, node: &Node) -> anyhow::Result<instant_acme::Account> {
+    async fn account(&self, node: &Context) -> anyhow::Result<instant_acme::Account> {
         let mut slot = self.account.lock().await;
         if let Some(a) = slot.as_ref() {
             return Ok(a.clone());
@@ -127,7 +144,7 @@ impl Acme {
 /// Publishes challenge answers in the store (every node answers HTTP-01
 /// from it and loads TLS-ALPN-01 certificates from it) and, for
 /// TLS-ALPN-01, in this node's resolver at once.
-struct Publisher<'a>(&'a Node);
+struct Publisher<'a>(&'a Context);
 
 impl client::Publish for Publisher<'_> {
     async fn http01(&self, domain: &str, token: &str, key_auth: &str) -> anyhow::Result<()> {
@@ -147,7 +164,7 @@ impl client::Publish for Publisher<'_> {
             .store
             .put_challenge(&format!("alpn:{domain}"), domain, key_auth)
             .await?;
-        if self.0.settings.general.database_url.is_some() {
+        if self.0.shared {
             // The other nodes load challenge certificates with their
             // refresh of the shared store: let them have it before the CA
             // may connect to any of them.
@@ -158,17 +175,17 @@ impl client::Publish for Publisher<'_> {
 }
 
 /// Load TLS-ALPN-01 answers published by other nodes of a shared store.
-pub async fn sync_challenges(node: &Node) -> anyhow::Result<()> {
-    let stored = node.store.alpn_challenges().await?;
+pub async fn sync_challenges(store: &Store, tls: &SniResolver) -> anyhow::Result<()> {
+    let stored = store.alpn_challenges().await?;
     let names: HashSet<&str> = stored.iter().map(|(d, _)| d.as_str()).collect();
-    for name in node.tls.challenge_names() {
+    for name in tls.challenge_names() {
         if !names.contains(name.as_str()) {
-            node.tls.set_challenge(&name, None);
+            tls.set_challenge(&name, None);
         }
     }
     for (domain, key_auth) in &stored {
-        if node.tls.challenge(domain).is_none() {
-            node.tls.set_challenge(
+        if tls.challenge(domain).is_none() {
+            tls.set_challenge(
                 domain,
                 Some(crate::tls::alpn_challenge_cert(domain, key_auth)?),
             );
@@ -178,8 +195,8 @@ pub async fn sync_challenges(node: &Node) -> anyhow::Result<()> {
 }
 
 /// With `--acme`: the row of the node's own name (account [`OWN`]).
-async fn ensure_own_row(node: &Node) -> anyhow::Result<()> {
-    let Some(host) = node.settings.general.public_host.as_deref() else {
+async fn ensure_own_row(node: &Context) -> anyhow::Result<()> {
+    let Some(host) = node.public_host.as_deref() else {
         return Ok(());
     };
     let host = host.to_ascii_lowercase();
@@ -204,8 +221,8 @@ async fn ensure_own_row(node: &Node) -> anyhow::Result<()> {
 }
 
 /// Run the driver until shutdown.
-pub async fn run(node: Arc<Node>) {
-    if node.settings.acme.acme {
+pub async fn run(node: Arc<Context>) {
+    if node.acme.settings.acme {
         if let Err(e) = ensure_own_row(&node).await {
             tracing::warn!("cannot record the node's own ACME name: {e:#}");
         }
@@ -229,7 +246,7 @@ pub async fn run(node: Arc<Node>) {
             let Some(due) = plan::due(&row, now) else {
                 continue;
             };
-            if row.account_id == OWN && !node.settings.acme.acme {
+            if row.account_id == OWN && !node.acme.settings.acme {
                 continue;
             }
             if !node.acme.busy.lock().insert(row.domain.clone()) {
@@ -253,7 +270,7 @@ pub async fn run(node: Arc<Node>) {
 }
 
 /// One order, renewal or check under the domain's lease.
-async fn job(node: &Node, row: DomainRow, due: Due) -> anyhow::Result<()> {
+async fn job(node: &Context, row: DomainRow, due: Due) -> anyhow::Result<()> {
     let holder = node.acme.holder.clone();
     if !node
         .store
@@ -312,14 +329,14 @@ async fn job(node: &Node, row: DomainRow, due: Due) -> anyhow::Result<()> {
             .drop_challenges(&row.domain, now_micros() - CHALLENGE_TTL)
             .await?;
     }
-    node.reload_domains().await?;
+    node.domains.reload().await?;
     Ok(())
 }
 
-async fn attempt(node: &Node, row: &DomainRow, due: Due) -> Outcome {
+async fn attempt(node: &Context, row: &DomainRow, due: Due) -> Outcome {
     if due == Due::Verify {
-        let port = match node.settings.acme.domain_verify_port {
-            0 => node.addrs.http.port(),
+        let port = match node.acme.settings.domain_verify_port {
+            0 => node.http.port(),
             p => p,
         };
         return verify::check(&row.domain, port, &row.verify_token, &row.verify_value).await;
@@ -331,7 +348,7 @@ async fn attempt(node: &Node, row: &DomainRow, due: Due) -> Outcome {
     client::order(
         &account,
         &row.domain,
-        node.settings.acme.acme_challenge,
+        node.acme.settings.acme_challenge,
         &Publisher(node),
     )
     .await

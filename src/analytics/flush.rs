@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use banyan_relay::views::Protocol;
 
 use super::db::{self, ViewKey};
-use crate::node::Node;
+use super::Context;
 
 /// Buckets kept while the database is unreachable; beyond this, new time is
 /// dropped (and counted).
@@ -130,7 +130,7 @@ fn now_ms() -> i64 {
 
 /// Drain once and write everything pending. On a database error the time
 /// stays pending for the next flush.
-pub async fn flush_once(node: &Node, batcher: &mut Batcher, since_ms: &mut i64) {
+pub async fn flush_once(node: &Context, batcher: &mut Batcher, since_ms: &mut i64) {
     let now = now_ms();
     let drained = node.views.drain();
     batcher.add(&drained, *since_ms, now);
@@ -166,9 +166,9 @@ pub async fn flush_once(node: &Node, batcher: &mut Batcher, since_ms: &mut i64) 
     }
 }
 
-/// Flush every `settings.observe.analytics_flush` until shutdown, then once more.
-pub async fn run(node: Arc<Node>) {
-    let period = node.settings.observe.analytics_flush;
+/// Flush every `--analytics-flush` period until shutdown, then once more.
+pub async fn run(node: Arc<Context>) {
+    let period = node.flush;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batcher = Batcher::default();

@@ -32,7 +32,7 @@ use async_graphql::{
     Context, EmptyMutation, EmptySubscription, Enum, Error, InputObject, Object, Schema,
     SimpleObject,
 };
-use axum::extract::{FromRequest as _, State};
+use axum::extract::FromRequest as _;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -46,8 +46,8 @@ use super::db::{Dim, GroupQuery, GroupRow, SortKey};
 use super::filter::{
     check_range, map_variable_types, minute_range, unix_epoch_julian, GroupFilter,
 };
-use crate::auth::ClientIp;
-use crate::node::Node;
+use super::Context as Analytics;
+use crate::auth::{ClientIp, Refused};
 
 /// Largest `limit`.
 pub const MAX_LIMIT: i32 = 10_000;
@@ -243,7 +243,7 @@ impl Account {
         if matches!((from, until), (Some(f), Some(u)) if f >= u) {
             return Ok(Vec::new());
         }
-        let node = ctx.data::<Arc<Node>>()?;
+        let node = ctx.data::<Arc<Analytics>>()?;
         let rows = q.run(node.store.analytics_pool()).await.map_err(|e| {
             tracing::error!("analytics query: {e}");
             Error::new("internal error")
@@ -289,7 +289,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// Run one GraphQL request for the account of `account_id`.
 pub async fn execute(
-    node: Arc<Node>,
+    node: Arc<Analytics>,
     account_id: String,
     request: async_graphql::Request,
 ) -> (bool, Value, Value) {
@@ -320,22 +320,19 @@ async fn run(request: async_graphql::Request) -> (bool, Value, Value) {
 /// The axum handler of `POST /client/v4/graphql`. The token is checked
 /// (with the API's failed-attempt limiter) before the body is read.
 pub async fn handler(
-    State(node): State<Arc<Node>>,
+    node: Arc<Analytics>,
     ClientIp(ip): ClientIp,
     req: axum::extract::Request,
 ) -> Response {
-    let token = crate::auth::bearer(req.headers());
     let info = match node
-        .auth_limiter
-        .check(&node.store, token, ip, "graphql")
+        .auth
+        .check(req.headers(), ip, crate::auth::Api::Graphql)
         .await
     {
         Ok(info) => info,
-        Err(e) => return error(e.status(), e.message()),
+        Err(Refused::Token(e)) => return error(e.status(), e.message()),
+        Err(Refused::Rate(r)) => return error(r.status, &r.message),
     };
-    if let Err(r) = node.api_rate.check(token.unwrap_or_default()) {
-        return error(r.status, &r.message);
-    }
     let body = match Bytes::from_request(req, &()).await {
         Ok(b) => b,
         Err(e) => return error(e.status(), &format!("unreadable body: {}", e.body_text())),

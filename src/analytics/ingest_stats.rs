@@ -17,7 +17,17 @@ use std::time::Duration;
 use banyan_relay::{Item, StreamState, SubscribeOptions, Track, CLOCK_HZ};
 use parking_lot::Mutex;
 
-use crate::node::Node;
+use crate::exposition::Exposition;
+use crate::inputs::Inputs;
+
+/// What the meters use: the live inputs, their streams, the per-stream
+/// series they feed.
+pub struct Context {
+    pub inputs: Arc<Inputs>,
+    pub hub: Arc<banyan_relay::Hub>,
+    pub exposition: Arc<Exposition>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
 
 /// How often the gauges are updated.
 const WINDOW: Duration = Duration::from_secs(2);
@@ -66,7 +76,7 @@ impl RateMeter {
     }
 }
 
-async fn measure(node: Arc<Node>, uid: String, watching: Arc<Mutex<HashSet<String>>>) {
+async fn measure(node: Arc<Context>, uid: String, watching: Arc<Mutex<HashSet<String>>>) {
     let mut sub = node.hub.subscribe(&uid, SubscribeOptions::default());
     let mut meter = RateMeter::default();
     let mut tick = tokio::time::interval(WINDOW);
@@ -91,7 +101,7 @@ async fn measure(node: Arc<Node>, uid: String, watching: Arc<Mutex<HashSet<Strin
 }
 
 /// Watch for live streams until shutdown.
-pub async fn run(node: Arc<Node>) {
+pub async fn run(node: Arc<Context>) {
     if !node.exposition.per_stream() {
         return;
     }
@@ -105,7 +115,7 @@ pub async fn run(node: Arc<Node>) {
         }
         // The inputs of the last key-table rebuild: no store call here, so
         // the meters keep attaching while the database is unreachable.
-        for uid in node.input_uids() {
+        for uid in node.inputs.input_uids() {
             if node.hub.state(&uid) != StreamState::Live || watching.lock().contains(&uid) {
                 continue;
             }

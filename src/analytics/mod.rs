@@ -24,8 +24,24 @@ pub mod db;
 pub mod filter;
 pub mod flush;
 pub mod graphql;
+#[cfg(test)]
+mod in_process;
 pub mod ingest_stats;
 pub mod months;
 
 pub use flush::run;
 pub use graphql::handler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What analytics uses: the views it drains, the store it writes to and
+/// queries, the token check of its GraphQL endpoint.
+pub struct Context {
+    pub store: crate::store::Store,
+    pub views: Arc<banyan_relay::views::Views>,
+    pub auth: Arc<crate::auth::Auth>,
+    /// `--analytics-flush`.
+    pub flush: Duration,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}

@@ -101,8 +101,8 @@ fn domain_json(node: &St, d: &DomainRow) -> Value {
         "renewedAt": when(d.renewed),
     });
     if d.method == plan::UPLOAD && !d.verify_token.is_empty() {
-        let port = match node.settings.acme.domain_verify_port {
-            0 => node.addrs.http.port(),
+        let port = match node.acme.settings.domain_verify_port {
+            0 => node.urls.addrs.http.port(),
             p => p,
         };
         v["verification"] = json!({
@@ -123,7 +123,7 @@ async fn add_domain(
 ) -> ApiResult {
     auth.scope(&account)?;
     let NewDomain { domain, upload } = new_domain(body)?;
-    if reserved(&domain, node.settings.general.public_host.as_deref()) {
+    if reserved(&domain, node.urls.public_host.as_deref()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             10002,
@@ -155,10 +155,10 @@ async fn add_domain(
         .iter()
         .filter(|d| d.domain != domain)
         .count();
-    if count >= node.settings.quotas.max_ingest_domains {
+    if count >= node.quotas.max_ingest_domains {
         return Err(ApiError::conflict(format!(
             "at most {} ingest domains per account",
-            node.settings.quotas.max_ingest_domains
+            node.quotas.max_ingest_domains
         )));
     }
     if !node.acme.allow_order(&account) {
@@ -168,7 +168,7 @@ async fn add_domain(
             format!(
                 "too many domain additions: at most {} per account per hour \
                  (max_domain_orders); try again later",
-                node.settings.acme.max_domain_orders
+                node.acme.settings.max_domain_orders
             ),
         ));
     }
@@ -201,8 +201,8 @@ async fn add_domain(
         "ingest domain added");
     if row.method == plan::UPLOAD {
         // Check at once: a name already pointed here is proven now.
-        let port = match node.settings.acme.domain_verify_port {
-            0 => node.addrs.http.port(),
+        let port = match node.acme.settings.domain_verify_port {
+            0 => node.urls.addrs.http.port(),
             p => p,
         };
         let outcome =
@@ -210,7 +210,7 @@ async fn add_domain(
                 .await;
         row = plan::apply(&row, Due::Verify, outcome, now_micros(), rand::random());
         node.store.update_domain(&row).await?;
-        node.reload_domains().await?;
+        node.domains.reload().await?;
     }
     node.acme.wake();
     let status = if row.status == plan::ACTIVE {
@@ -262,7 +262,7 @@ async fn remove_domain(
         return Err(ApiError::not_found("ingest domain"));
     }
     node.store.drop_challenges(&domain, 0).await?;
-    node.reload_domains().await?;
+    node.domains.reload().await?;
     tracing::info!(account = %account, domain = %domain, "ingest domain removed");
     Ok(ok(Value::Null))
 }

@@ -16,8 +16,8 @@ use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
+use super::Context;
 use super::{rfc3339, ApiError, ApiResult, Auth, St};
-use crate::node::Node;
 use crate::store::LiveInputRow;
 
 /// Cloudflare's smallest `deleteRecordingAfterDays`.
@@ -107,9 +107,9 @@ pub(super) fn rotated(row: &mut LiveInputRow, now: i64) {
 }
 
 /// Add the fields of this module to a live input's full JSON.
-pub(super) fn extend(node: &Node, r: &LiveInputRow, v: &mut Value, status: Option<String>) {
+pub(super) fn extend(node: &Context, r: &LiveInputRow, v: &mut Value, status: Option<String>) {
     let o = load(&r.options);
-    let http = node.api_url();
+    let http = node.urls.api_url();
     if let Some(d) = o.delete_recording_after_days {
         v["deleteRecordingAfterDays"] = json!(d);
     }
@@ -194,7 +194,7 @@ pub(super) async fn lifecycle(
     Path(segment): Path<String>,
     parts: Parts,
 ) -> Response {
-    let Some(uid) = crate::playback::api::public_uid(&node, &segment, &parts) else {
+    let Some(uid) = crate::api::signing::public_uid(&node.playback, &segment, &parts) else {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"isInput": false, "videoUID": null, "live": false, "status": null})),
@@ -202,7 +202,7 @@ pub(super) async fn lifecycle(
             .into_response();
     };
     let live = node.hub.state(&uid) == banyan_relay::StreamState::Live;
-    let status = node.input_status(&uid).await;
+    let status = node.inputs.input_status(&uid).await;
     Json(json!({"isInput": true, "videoUID": null, "live": live, "status": status})).into_response()
 }
 
@@ -213,7 +213,7 @@ pub(super) async fn views(
     Path(segment): Path<String>,
     parts: Parts,
 ) -> Response {
-    let Some(uid) = crate::playback::api::public_uid(&node, &segment, &parts) else {
+    let Some(uid) = crate::api::signing::public_uid(&node.playback, &segment, &parts) else {
         return ApiError::not_found("live input").into_response();
     };
     if node.playback.hides_viewer_count(&uid) {

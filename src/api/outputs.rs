@@ -118,9 +118,9 @@ pub(super) async fn create_output(
     JsonBody(body): JsonBody<OutputBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    load_input(&node, &account, &input).await?;
+    load_input(&node.store, &account, &input).await?;
     let (url, stream_key, enabled) = new_output(body)?;
-    if !node.settings.hooks.outputs_allow_private {
+    if !node.hooks.outputs_allow_private {
         let target = banyan_egress::push::Target::parse(&url, &stream_key)
             .map_err(|e| ApiError::bad_request(format!("url: {e}")))?;
         if banyan_egress::push::addr::literal_is_private(target.host()) {
@@ -161,7 +161,7 @@ pub(super) async fn list_outputs(
     Path((account, input)): Path<(String, String)>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    load_input(&node, &account, &input).await?;
+    load_input(&node.store, &account, &input).await?;
     let rows = node.store.list_outputs(&account, &input).await?;
     Ok(ok(Value::Array(
         rows.iter().map(|o| output_json(&node, o)).collect(),
@@ -175,7 +175,7 @@ pub(super) async fn update_output(
     JsonBody(body): JsonBody<OutputBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    load_input(&node, &account, &input).await?;
+    load_input(&node.store, &account, &input).await?;
     let update = output_update(body)?;
     if !secret::is_id(&uid) {
         return Err(ApiError::not_found("output"));
@@ -205,7 +205,7 @@ pub(super) async fn delete_output(
     Path((account, input, uid)): Path<(String, String, String)>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    load_input(&node, &account, &input).await?;
+    load_input(&node.store, &account, &input).await?;
     if !secret::is_id(&uid) || !node.store.delete_output(&account, &input, &uid).await? {
         return Err(ApiError::not_found("output"));
     }

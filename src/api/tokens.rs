@@ -17,7 +17,7 @@
 //! account a new one.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -115,23 +115,13 @@ pub(super) async fn revoke_token(
     Ok(ok(json!({"id": id})))
 }
 
-/// The bearer token of a request (already checked by `Auth`).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .split_once(' ')
-        .map(|(_, t)| t.trim())
-}
-
 pub(super) async fn rotate_admin(
     State(node): State<St>,
     auth: Auth,
     headers: HeaderMap,
 ) -> ApiResult {
     auth.admin()?;
-    let old = bearer(&headers).ok_or_else(ApiError::unauthorized)?;
+    let old = crate::auth::bearer(&headers).ok_or_else(ApiError::unauthorized)?;
     let old_hash = secret::token_hash(old);
     let token = secret::new_secret();
     if !node
@@ -154,7 +144,7 @@ pub(super) async fn rotate_admin(
 /// old one. Whether it was rewritten.
 fn rewrite_credentials(node: &St, old: &str, new: &str) -> bool {
     use subtle::ConstantTimeEq as _;
-    let path = crate::node::credentials_path(&node.settings.general.data_dir);
+    let path = crate::node::credentials_path(&node.data_dir);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return false;
     };

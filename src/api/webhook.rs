@@ -53,7 +53,7 @@ pub(super) async fn put_webhook(
 ) -> ApiResult {
     auth.scope(&account)?;
     let (url, t) = webhook_target(body)?;
-    if let Err(why) = target::resolve(&t, node.settings.hooks.webhook_allow_private).await {
+    if let Err(why) = target::resolve(&t, node.hooks.webhook_allow_private).await {
         metrics::counter!("banyan_api_refused_total", "limit" => "webhook_target").increment(1);
         return Err(ApiError::bad_request(why));
     }

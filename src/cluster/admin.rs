@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::Cluster;
-use crate::auth::ClientIp;
+use crate::auth::{ClientIp, Refused};
 
 impl Cluster {
     pub fn router(self: &Arc<Self>) -> Router {
@@ -29,11 +29,10 @@ async fn admin(
     headers: &HeaderMap,
     ip: Option<std::net::IpAddr>,
 ) -> Result<(), Response> {
-    let token = crate::auth::bearer(headers);
-    let node = &c.node;
-    match node
-        .auth_limiter
-        .check(&node.store, token, ip, "cluster")
+    match c
+        .ctx
+        .auth
+        .check(headers, ip, crate::auth::Api::Cluster)
         .await
     {
         Ok(i) if i.admin => Ok(()),
@@ -42,7 +41,11 @@ async fn admin(
             Json(json!({"error": "admin token required"})),
         )
             .into_response()),
-        Err(e) => Err((e.status(), Json(json!({"error": e.message()}))).into_response()),
+        Err(Refused::Token(e)) => {
+            Err((e.status(), Json(json!({"error": e.message()}))).into_response())
+        }
+        // The cluster's endpoints take nothing from a token's request rate.
+        Err(Refused::Rate(r)) => Err((r.status, Json(json!({"error": r.message}))).into_response()),
     }
 }
 
@@ -118,7 +121,7 @@ async fn stream_json(
         "node": c.cfg.node,
         "origin": origin.as_ref().map(|o| &o.node),
         "originLive": origin.as_ref().map(|o| o.live),
-        "state": format!("{:?}", c.node.hub.state(&uid)).to_lowercase(),
+        "state": format!("{:?}", c.ctx.hub.state(&uid)).to_lowercase(),
         "pulledUnder": pull.as_ref().and_then(|p| p.origin.clone()),
         "parent": pull.and_then(|p| p.parent),
         "children": c.downstream.peers(&uid),

@@ -33,18 +33,35 @@
 //!   `settle`.
 
 mod admin;
-mod config;
 mod db;
+#[cfg(test)]
+mod in_process;
 mod run;
 
-pub use config::{ClusterConfig, ClusterOptions};
+pub use crate::config::{ClusterConfig, ClusterOptions};
 pub use run::Cluster;
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use banyan_relay::link::ClusterCa;
+
+/// What the cluster driver uses: the local streams (hub, viewers, which
+/// inputs exist), the shared store, the token check of its admin
+/// endpoints.
+pub struct Context {
+    pub store: crate::store::Store,
+    pub hub: Arc<banyan_relay::Hub>,
+    pub views: Arc<banyan_relay::views::Views>,
+    pub inputs: Arc<crate::inputs::Inputs>,
+    pub auth: Arc<crate::auth::Auth>,
+    /// This node's HTTP listener, announced to the others.
+    pub http: SocketAddr,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
 
 /// Idle timeout of node links: a dead parent is noticed within it.
 pub const LINK_IDLE: Duration = Duration::from_millis(400);

@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::Context;
 use super::{db, ClusterConfig, LINK_IDLE, TICK_LIMIT};
-use crate::node::Node;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -82,7 +82,7 @@ impl Admission for Core {
 /// A running cluster member.
 pub struct Cluster {
     pub(super) cfg: ClusterConfig,
-    pub(super) node: Arc<Node>,
+    pub(super) ctx: Context,
     link: Arc<LinkServer>,
     pub(super) link_addr: SocketAddr,
     pub(super) downstream: Downstream,
@@ -105,7 +105,22 @@ fn link_config() -> LinkConfig {
 impl Cluster {
     /// Bind the link and start every cluster task (the tables come with
     /// the store's migrations).
-    pub async fn start(node: Arc<Node>, cfg: ClusterConfig) -> anyhow::Result<Arc<Cluster>> {
+    pub async fn start(ctx: Context, cfg: ClusterConfig) -> anyhow::Result<Arc<Cluster>> {
+        let cluster = Cluster::bind(ctx, cfg)?;
+        cluster.sync().await?;
+        tracing::info!(node = %cluster.cfg.node, region = %cluster.cfg.region,
+            link = %cluster.link_addr, fanout = cluster.cfg.fanout, "cluster member");
+        let link = cluster.link.clone();
+        let stop = cluster.ctx.shutdown.clone();
+        tokio::spawn(async move { link.run(stop.cancelled_owned()).await });
+        tokio::spawn(cluster.clone().membership());
+        tokio::spawn(cluster.clone().demand());
+        Ok(cluster)
+    }
+
+    /// The member with its link bound, before its first database round and
+    /// with no task running (`start` runs them; tests drive it by hand).
+    pub(super) fn bind(ctx: Context, cfg: ClusterConfig) -> anyhow::Result<Arc<Cluster>> {
         let tls = cfg.tls().context("the node's link certificate")?;
         let core = Arc::new(Core {
             epoch: Instant::now(),
@@ -116,13 +131,13 @@ impl Cluster {
             )),
         });
         let (server, link_addr) =
-            LinkServer::bind_with(cfg.link, &tls, node.hub.clone(), link_config())
+            LinkServer::bind_with(cfg.link, &tls, ctx.hub.clone(), link_config())
                 .with_context(|| format!("binding the cluster link {}", cfg.link))?;
         let server = server.with_admission(core.clone());
         let downstream = server.downstream();
-        let cluster = Arc::new(Cluster {
+        Ok(Arc::new(Cluster {
             cfg,
-            node: node.clone(),
+            ctx,
             link: Arc::new(server),
             link_addr,
             downstream,
@@ -131,16 +146,7 @@ impl Cluster {
             connecting: Arc::default(),
             pulls: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-        });
-        cluster.sync().await?;
-        tracing::info!(node = %cluster.cfg.node, region = %cluster.cfg.region, link = %link_addr,
-            fanout = cluster.cfg.fanout, "cluster member");
-        let link = cluster.link.clone();
-        let stop = node.shutdown.clone();
-        tokio::spawn(async move { link.run(stop.cancelled_owned()).await });
-        tokio::spawn(cluster.clone().membership());
-        tokio::spawn(cluster.clone().demand());
-        Ok(cluster)
+        }))
     }
 
     /// For the HLS service: streams that are idle here but live on another
@@ -161,20 +167,21 @@ impl Cluster {
     /// Leave the cluster now (shutdown): origins, edges and the node's row
     /// go, so peers react at once instead of waiting for the lease.
     pub async fn leave(&self) {
-        if let Err(e) = db::remove_node(self.node.store.pool(), &self.cfg.node).await {
+        if let Err(e) = db::remove_node(self.ctx.store.pool(), &self.cfg.node).await {
             tracing::warn!("leaving the cluster: {e:#}");
         }
     }
 
     /// The local streams now.
-    fn scan(&self) -> Vec<Local> {
-        let hub = &self.node.hub;
-        self.node
+    pub(super) fn scan(&self) -> Vec<Local> {
+        let hub = &self.ctx.hub;
+        self.ctx
+            .inputs
             .input_uids()
             .into_iter()
             .map(|uid| Local {
                 state: local_state(hub.state(&uid)),
-                viewers: self.node.views.live(&uid) > 0,
+                viewers: self.ctx.views.live(&uid) > 0,
                 subscribers: hub.subscribers(&uid) > 0,
                 downstream: self.downstream.peers(&uid).len(),
                 uid,
@@ -218,7 +225,7 @@ impl Cluster {
                     // The pull's publisher is gone once the stream stops
                     // being live (a local broadcaster keeps it live).
                     for _ in 0..40 {
-                        if c.node.hub.state(&uid) != StreamState::Live {
+                        if c.ctx.hub.state(&uid) != StreamState::Live {
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -230,7 +237,7 @@ impl Cluster {
                 // Stored in the background: the pull is held (and the next
                 // round rewrites the edge) whether or not the database
                 // answers now.
-                let pool = self.node.store.pool().clone();
+                let pool = self.ctx.store.pool().clone();
                 let me = self.cfg.node.clone();
                 tokio::spawn(async move {
                     if let Err(e) = db::set_edge(&pool, &uid, &me, parent.as_str()).await {
@@ -239,7 +246,7 @@ impl Cluster {
                 });
             }
             Action::RemoveEdge { uid } => {
-                let pool = self.node.store.pool().clone();
+                let pool = self.ctx.store.pool().clone();
                 let me = self.cfg.node.clone();
                 tokio::spawn(async move {
                     if let Err(e) = db::remove_edge(&pool, &uid, &me).await {
@@ -270,7 +277,7 @@ impl Cluster {
     ) {
         let answer = match self.client(node.as_str(), link).await {
             Err(why) => Answer::Failed(why),
-            Ok(client) => match client.pull(&uid, self.node.hub.clone()).await {
+            Ok(client) => match client.pull(&uid, self.ctx.hub.clone()).await {
                 Ok(handle) => {
                     let stop = CancellationToken::new();
                     let old = self
@@ -326,7 +333,7 @@ impl Cluster {
         let end = tokio::select! {
             end = handle.ended() => end,
             _ = stop.cancelled() => return,
-            _ = self.node.shutdown.cancelled() => return,
+            _ = self.ctx.shutdown.cancelled() => return,
         };
         drop(handle);
         {
@@ -368,7 +375,7 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = self.node.shutdown.cancelled() => return,
+                _ = self.ctx.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
             let local = self.scan();
@@ -382,14 +389,14 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = self.node.shutdown.cancelled() => break,
+                _ = self.ctx.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
             }
             if let Err(e) = self.sync().await {
-                self.node.store.note_failure("cluster heartbeat", &e);
+                self.ctx.store.note_failure("cluster heartbeat", &e);
             } else {
-                self.node.store.note_ok();
+                self.ctx.store.note_ok();
             }
         }
         // Tell the others at once.
@@ -443,7 +450,7 @@ impl Cluster {
     }
 
     async fn round(&self, plan: &SyncPlan) -> anyhow::Result<(Snapshot, Vec<(String, bool)>)> {
-        let pool = self.node.store.pool();
+        let pool = self.ctx.store.pool();
         let me = &self.cfg.node;
         let t = self.core.lock().timing().clone();
         db::heartbeat(
@@ -451,7 +458,7 @@ impl Cluster {
             me,
             &self.cfg.region,
             self.cfg.advertise.unwrap_or(self.link_addr),
-            self.node.addrs.http,
+            self.ctx.http,
         )
         .await?;
         let mut taken = Vec::new();

@@ -6,7 +6,8 @@
 //! account, `requireSignedURLs`, `allowedOrigins`; key id → account and
 //! public key) that the node replaces after every change through the API
 //! and at every shared-store refresh. Verified tokens are cached (bounded),
-//! so parts and segments cost a hash and a map lookup.
+//! so parts and segments cost a hash and a map lookup. Its HTTP endpoints
+//! (signing keys, the token endpoint) are the API's, in `api/signing.rs`.
 //!
 //! Refusals do not tell whether a uid exists: an unknown uid, a guarded
 //! input's bare uid and any bad token (malformed, tampered, expired, not yet
@@ -14,7 +15,6 @@
 //! or cannot be evaluated) all answer 401; only a request that already
 //! holds a valid capability can be told 403 (its Origin is not allowed).
 
-pub mod api;
 pub mod jwt;
 pub mod keys;
 pub mod recording;
@@ -89,6 +89,17 @@ fn input_access(r: &LiveInputRow) -> InputAccess {
 }
 
 impl Gate {
+    /// Reload the public playback signing keys from the store.
+    pub async fn reload(&self, store: &crate::store::Store) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let keys = store
+            .public_signing_keys()
+            .await
+            .context("loading signing keys")?;
+        self.set_keys(keys);
+        Ok(())
+    }
+
     /// Replace the inputs snapshot.
     pub fn set_inputs(&self, rows: &[LiveInputRow]) {
         let map = rows

@@ -1,5 +1,5 @@
 //! What changed among the live inputs, for the key refresh of a shared
-//! store (see `node::keysync`): inputs by `modified`, deletions by their
+//! store (see `inputs::keysync`): inputs by `modified`, deletions by their
 //! tombstones in `live_input_deletions`, and the count an account has (its
 //! quota).
 

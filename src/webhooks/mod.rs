@@ -37,8 +37,7 @@ use banyan_relay::StreamState;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
-use crate::node::Node;
-use crate::store::{now_micros, Enqueued, QueuedEvent};
+use crate::store::{now_micros, Enqueued, QueuedEvent, Store};
 use payload::{ErrorCode, EventKind};
 
 /// Events waiting for the writer; more are dropped.
@@ -62,6 +61,18 @@ struct Pending {
     uid: String,
     kind: EventKind,
     at: i64,
+}
+
+/// What the watcher, the writer and the sender use.
+pub struct Context {
+    pub store: Store,
+    pub webhooks: Arc<Webhooks>,
+    /// Which streams ended.
+    pub hub: Arc<banyan_relay::Hub>,
+    pub hooks: crate::config::Hooks,
+    /// The store is shared with other nodes (`--database-url`).
+    pub shared: bool,
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The webhook machinery of a node.
@@ -234,11 +245,11 @@ pub fn set_roots(webhooks: &Webhooks, roots: Vec<reqwest::Certificate>) {
 }
 
 /// Run the watcher, the writer and the sender until the node stops.
-pub async fn run(node: Arc<Node>) {
+pub async fn run(node: Arc<Context>) {
     let Some(rx) = node.webhooks.rx.lock().take() else {
         return;
     };
-    if node.settings.general.database_url.is_none() {
+    if !node.shared {
         // Alone on this store: any claim is this node's own, from a stop
         // in the middle of a delivery.
         if let Err(e) = node.store.release_webhook_claims().await {
@@ -253,7 +264,7 @@ pub async fn run(node: Arc<Node>) {
 }
 
 /// Every 500 ms: streams that ended.
-async fn watch(node: Arc<Node>) {
+async fn watch(node: Arc<Context>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -266,7 +277,7 @@ async fn watch(node: Arc<Node>) {
 }
 
 /// Put events into the store queue, one at a time.
-async fn write(node: Arc<Node>, mut rx: mpsc::Receiver<Pending>) {
+async fn write(node: Arc<Context>, mut rx: mpsc::Receiver<Pending>) {
     loop {
         let p = tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -310,7 +321,7 @@ async fn write(node: Arc<Node>, mut rx: mpsc::Receiver<Pending>) {
 }
 
 /// Claim due events and deliver them, a batch at a time.
-async fn send(node: Arc<Node>) {
+async fn send(node: Arc<Context>) {
     loop {
         let now = now_micros();
         let batch = node
@@ -350,7 +361,7 @@ pub fn backoff(attempts: i64) -> Duration {
 }
 
 /// Deliver one claimed event; then forget it or schedule its retry.
-async fn deliver(node: &Node, e: QueuedEvent) {
+async fn deliver(node: &Context, e: QueuedEvent) {
     let (Some(url), Some(secret)) = (&e.url, &e.secret) else {
         // The webhook was deleted after the event was queued.
         delivered("no_webhook");
@@ -370,7 +381,7 @@ async fn deliver(node: &Node, e: QueuedEvent) {
             let attempts = e.attempts + 1;
             let next = now + backoff(e.attempts).as_micros() as i64;
             let age = Duration::from_micros(now.saturating_sub(e.created).max(0) as u64);
-            if age >= node.settings.hooks.webhook_retry_for {
+            if age >= node.hooks.webhook_retry_for {
                 tracing::warn!(account = %e.account_id, attempts, "webhook event dropped after retrying: {why}");
                 delivered("expired");
                 store.remove_webhook_event(&e.id).await
@@ -388,13 +399,13 @@ async fn deliver(node: &Node, e: QueuedEvent) {
 
 /// POST `body` to `url`, signed. `Err((result label, reason))`.
 async fn post(
-    node: &Node,
+    node: &Context,
     url: &str,
     secret: &str,
     body: &str,
 ) -> Result<(), (&'static str, String)> {
     let t = target::parse(url).map_err(|e| ("refused", e))?;
-    let addrs = target::resolve(&t, node.settings.hooks.webhook_allow_private)
+    let addrs = target::resolve(&t, node.hooks.webhook_allow_private)
         .await
         .map_err(|e| ("refused", e))?;
     // Connect only to the addresses just checked.

@@ -3,11 +3,11 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::{Credentials, Node};
+use crate::node::{Credentials, Urls};
 use crate::secret;
 use crate::store::Store;
 
@@ -29,7 +29,7 @@ pub(super) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Load or create the default account and the tokens of credentials.json.
 /// Cluster members (`shared`) use the cluster's one default account.
-pub(super) async fn bootstrap(
+pub(crate) async fn bootstrap(
     store: &Store,
     path: &Path,
     shared: bool,
@@ -74,17 +74,17 @@ pub(super) async fn bootstrap(
 /// Print the one JSON line on stdout that says the node is ready, with the
 /// real addresses: `{"ready":true,"http":..,"rtmp":..|null,"rtmps":..,
 /// "srt":..,"api":..,"dataDir":..,"credentials":..,"metrics":..}`.
-pub(super) fn ready_line(node: &Node, creds: &Path) {
-    let a = &node.addrs;
+pub(super) fn ready_line(urls: &Urls, data_dir: &Path, creds: &Path) {
+    let a = &urls.addrs;
     let line = serde_json::json!({
         "ready": true,
         "http": a.http.to_string(),
         "rtmp": a.rtmp.map(|r| r.to_string()),
         "rtmps": a.rtmps.to_string(),
         "srt": a.srt.to_string(),
-        "api": node.api_url(),
+        "api": urls.api_url(),
         "https": a.https.map(|h| h.to_string()),
-        "dataDir": node.settings.general.data_dir.display().to_string(),
+        "dataDir": data_dir.display().to_string(),
         "credentials": creds.display().to_string(),
         "metrics": a.metrics.to_string(),
     });
@@ -109,9 +109,4 @@ pub(super) async fn wait_for_signal() {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// Where the credentials of a data dir are.
-pub fn credentials_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("credentials.json")
 }

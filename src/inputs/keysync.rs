@@ -1,11 +1,11 @@
 //! Keeping the key snapshot in step with the store, one input at a time.
 //!
 //! * At start (and as a backstop every [`FULL_EVERY`] on a shared store) the
-//!   whole table is loaded: [`Node::rebuild_keys`].
+//!   whole table is loaded: [`Inputs::rebuild_keys`].
 //! * An API change on this node applies the one row it wrote
-//!   ([`Node::input_changed`]) or removes the one input it deleted
-//!   ([`Node::input_deleted`]).
-//! * On a store shared with other nodes, [`Node::refresh_keys`] reads only
+//!   ([`Inputs::input_changed`]) or removes the one input it deleted
+//!   ([`Inputs::input_deleted`]).
+//! * On a store shared with other nodes, [`Inputs::refresh_keys`] reads only
 //!   inputs whose `modified` is at or after the newest it has seen (less an
 //!   overlap of [`OVERLAP`] for transactions that commit late and clocks
 //!   that differ a little), and the tombstones `live_input_deletions` left
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use banyan_relay::access::{Direction, Grant, KeyEntry};
 
-use super::Node;
+use super::Inputs;
 use crate::secret;
 use crate::store::{now_micros, LiveInputRow};
 
@@ -99,7 +99,7 @@ fn revokes(old: &Known, new: Option<&Known>) -> bool {
     }
 }
 
-impl Node {
+impl Inputs {
     /// Load the whole key table (and the set of known inputs) from the
     /// store, then end the sessions of every input whose secrets changed,
     /// that was disabled, or that is gone. At start, and as the backstop of

@@ -8,7 +8,7 @@ use anyhow::bail;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::config::merge::clap_default;
+use super::merge::clap_default;
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";

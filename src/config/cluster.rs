@@ -11,7 +11,7 @@ use banyan_relay::link::{ClusterCa, ClusterTls};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::config::merge::clap_default;
+use super::merge::clap_default;
 
 /// The `[cluster]` table and the `--cluster-*` flags.
 #[derive(Debug, Clone, Args, Deserialize)]
@@ -136,7 +136,7 @@ impl ClusterConfig {
     }
 
     /// Issue this node's link certificate from the cluster CA.
-    pub(super) fn tls(&self) -> anyhow::Result<ClusterTls> {
+    pub fn tls(&self) -> anyhow::Result<ClusterTls> {
         let read = |p: &Path| {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
         };

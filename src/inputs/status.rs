@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::Node;
+use super::Inputs;
 
 /// The longest a status read waits for the store.
 const STORE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -21,7 +21,7 @@ pub(super) struct Recorded(HashMap<String, &'static str>);
 impl Recorded {
     /// Write the status of every input published here that changed since the
     /// last tick. A store that cannot be reached is retried at the next one.
-    pub(super) async fn record(&mut self, node: &Node) {
+    pub(super) async fn record(&mut self, node: &Inputs) {
         let uids: Vec<String> = node.access.lock().keys().cloned().collect();
         for uid in uids {
             let ours = node.webhooks.published_here(&uid) || self.0.contains_key(&uid);
@@ -55,7 +55,7 @@ impl Recorded {
     }
 }
 
-impl Node {
+impl Inputs {
     /// The input's `status` (Cloudflare's values, `None` if it never had a
     /// publisher): this node's hub first, else the last one recorded. A lone
     /// node shows an attached status recorded before a restart as
@@ -75,7 +75,7 @@ impl Node {
             }
             Err(_) => return None,
         };
-        if self.settings.cluster_cfg.is_none() && ATTACHED.contains(&stored.as_str()) {
+        if !self.clustered && ATTACHED.contains(&stored.as_str()) {
             return Some("client_disconnect".into());
         }
         Some(stored)

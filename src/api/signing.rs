@@ -17,13 +17,27 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::keys::{self, MAX_KEYS_PER_ACCOUNT};
-use crate::api::{load_input, ok, rfc3339, ApiError, ApiResult, Auth, JsonBody};
-use crate::node::Node;
+use super::{load_input, ok, rfc3339, ApiError, ApiResult, Auth, JsonBody};
+use crate::playback::keys::{self, MAX_KEYS_PER_ACCOUNT};
+use crate::playback::Gate;
 use crate::secret;
-use crate::store::now_micros;
+use crate::store::{now_micros, Store};
 
-type St = Arc<Node>;
+/// What the signing key and token endpoints use.
+pub struct Context {
+    pub store: Store,
+    pub auth: Arc<crate::auth::Auth>,
+    /// The playback gate, reloaded after each key change.
+    pub playback: Arc<Gate>,
+}
+
+impl crate::auth::HasAuth for Arc<Context> {
+    fn auth(&self) -> &crate::auth::Auth {
+        &self.auth
+    }
+}
+
+type St = Arc<Context>;
 
 /// Default lifetime of a token from the token endpoint.
 pub const DEFAULT_TTL_SECS: i64 = 3600;
@@ -40,7 +54,7 @@ pub fn router(node: St) -> Router {
 /// The uid a public per-input endpoint (`/lifecycle`, `/views`) answers
 /// for: a bare uid of an input without `requireSignedURLs`, or a valid
 /// token. `None` answers as an unknown input does.
-pub fn public_uid(node: &Node, segment: &str, parts: &Parts) -> Option<String> {
+pub fn public_uid(gate: &Gate, segment: &str, parts: &Parts) -> Option<String> {
     if !banyan_egress::hls::access::valid_segment(segment) {
         return None;
     }
@@ -52,10 +66,7 @@ pub fn public_uid(node: &Node, segment: &str, parts: &Parts) -> Option<String> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    node.playback
-        .resolve(segment, origin, client)
-        .ok()
-        .map(|g| g.uid)
+    gate.resolve(segment, origin, client).ok().map(|g| g.uid)
 }
 
 async fn create_key(State(node): State<St>, auth: Auth, Path(account): Path<String>) -> ApiResult {
@@ -74,7 +85,7 @@ async fn create_key(State(node): State<St>, auth: Auth, Path(account): Path<Stri
     node.store
         .insert_signing_key(&account, &key, created, false)
         .await?;
-    node.reload_signing_keys().await?;
+    node.playback.reload(&node.store).await?;
     tracing::info!(account = %account, key = %key.id, "playback signing key created");
     Ok(ok(json!({
         "id": key.id,
@@ -104,7 +115,7 @@ async fn delete_key(
         return Err(ApiError::not_found("signing key"));
     }
     // Tokens signed with it stop playing now.
-    node.reload_signing_keys().await?;
+    node.playback.reload(&node.store).await?;
     tracing::info!(account = %account, key = %id, "playback signing key deleted");
     Ok(ok(json!("ok")))
 }
@@ -134,7 +145,7 @@ pub fn token_claims(body: &TokenBody, uid: &str, kid: &str, now: i64) -> Result<
         claims["nbf"] = json!(nbf);
     }
     if let Some(rules) = &body.access_rules {
-        super::jwt::parse_rules(rules).map_err(ApiError::bad_request)?;
+        crate::playback::jwt::parse_rules(rules).map_err(ApiError::bad_request)?;
         claims["accessRules"] = rules.clone();
     }
     Ok(claims)
@@ -147,7 +158,7 @@ async fn token(
     JsonBody(body): JsonBody<TokenBody>,
 ) -> ApiResult {
     auth.scope(&account)?;
-    let input = load_input(&node, &account, &uid).await?;
+    let input = load_input(&node.store, &account, &uid).await?;
     let now = now_micros() / 1_000_000;
     // Checked before any key is made.
     token_claims(&body, &input.uid, "", now)?;
@@ -166,7 +177,7 @@ async fn token(
                 node.store
                     .insert_signing_key(&account, &key, now_micros(), true)
                     .await?;
-                node.reload_signing_keys().await?;
+                node.playback.reload(&node.store).await?;
                 // Another node may have made one at the same time: use the
                 // oldest, as every node will.
                 node.store
@@ -180,7 +191,7 @@ async fn token(
     };
     let claims = token_claims(&body, &input.uid, &kid, now)?;
     let der = keys::der(&pem)?;
-    let token = super::jwt::sign(&der, &kid, &claims)?;
+    let token = crate::playback::jwt::sign(&der, &kid, &claims)?;
     let max = banyan_egress::hls::access::MAX_SEGMENT;
     if token.len() > max {
         return Err(ApiError::bad_request(format!(
