@@ -502,13 +502,11 @@ struct Driver {
 impl Driver {
     fn run(&mut self, epoll: &mut Epoll, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            let has_senders = self
-                .conns
-                .values()
-                .any(|c| matches!(c.kind, ConnKind::Send { .. }));
             // Players get their messages from tokio without a wake-up of
-            // this thread, so the wait stays short while any are connected.
-            let timeout = if has_senders {
+            // this thread, and publishers' data is readable before libsrt
+            // says so (below), so the wait stays short while any connection
+            // is held.
+            let timeout = if !self.conns.is_empty() {
                 Duration::from_millis(1)
             } else {
                 Duration::from_millis(20)
@@ -530,6 +528,23 @@ impl Driver {
                 let finished = ev.readable && !self.read(fd);
                 if finished || ev.error {
                     dead.push(fd);
+                }
+            }
+            // Without TSBPD, libsrt raises a publisher's read event only when
+            // it next sends an ACK (every 10 ms, checked about as often): a
+            // frame's last packets would wait 10-20 ms for it although they
+            // are readable on arrival. So every publisher is read each turn.
+            if !self.cfg.receive_tsbpd {
+                let fds: Vec<_> = self
+                    .conns
+                    .iter()
+                    .filter(|(fd, c)| matches!(c.kind, ConnKind::Receive(_)) && !dead.contains(fd))
+                    .map(|(fd, _)| *fd)
+                    .collect();
+                for fd in fds {
+                    if !self.read(fd) {
+                        dead.push(fd);
+                    }
                 }
             }
             for fd in dead {
