@@ -446,18 +446,35 @@ fn admit_handshake(
     }
     match hook.gate.decide_from(sid, peer) {
         Decision::Reject(code) => Err(code),
-        Decision::Accept { passphrase, .. } => {
+        Decision::Accept { mode, passphrase } => {
+            // SAFETY: `ns` is the socket being accepted, alive for the
+            // callback; we do not close it (libsrt does on reject).
+            let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw(ns) });
             if let Some(p) = passphrase {
-                // SAFETY: `ns` is the socket being accepted, alive for the
-                // callback; we do not close it (libsrt does on reject).
-                let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw(ns) });
                 if s.set_passphrase(&p).is_err() {
                     return Err(reject::UNACCEPTABLE);
                 }
             }
+            if mode == Mode::Send && player_diet(&s).is_err() {
+                return Err(reject::UNACCEPTABLE);
+            }
             Ok(())
         }
     }
+}
+
+/// Receive-side sizes of a player's socket. A player sends only control
+/// packets, yet libsrt sizes a socket's receive loss list by its flow
+/// window (`SRTO_FC`, 25,600 packets: 400 KiB, all written at connect)
+/// and its receive buffer by `SRTO_RCVBUF` (8,192 packets: 128 KiB). The
+/// least libsrt allows (32 packets) is all a player socket uses. What it
+/// sends is bounded by the player's window, not these. Set in the listen
+/// callback, before libsrt opens the socket.
+fn player_diet(s: &Socket) -> Result<(), SrtError> {
+    const PACKETS: i32 = 32;
+    s.set_i32(sys::SRTO_FC, PACKETS)?;
+    // Bytes, in payloads of the default MSS (1500 - 28).
+    s.set_i32(sys::SRTO_RCVBUF, PACKETS * 1472)
 }
 
 fn reject_label(code: i32) -> &'static str {
