@@ -117,7 +117,14 @@ async fn players_joining_apart_get_the_same_packets_from_one_mux() {
     .expect("srt listener");
 
     let _publisher = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-i"])
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-i",
+        ])
         .arg(&src)
         .args(["-c", "copy", "-f", "mpegts"])
         .arg(format!("srt://{addr}?streamid=sh1"))

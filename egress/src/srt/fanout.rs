@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use banyan_relay::{Frame, Hub, HubConfig, Item, Publisher, StreamEnd, SubscribeOptions, Subscriber};
+use banyan_relay::{
+    Frame, Hub, HubConfig, Item, Publisher, StreamEnd, SubscribeOptions, Subscriber,
+};
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +83,9 @@ impl SrtFanout {
                         *n += 1;
                         *n
                     };
-                    let src = self.hub.subscribe(uid, SubscribeOptions { catch_up: false });
+                    let src = self
+                        .hub
+                        .subscribe(uid, SubscribeOptions { catch_up: false });
                     let mut p = Packetizer {
                         src,
                         out: Some(out),

@@ -109,7 +109,9 @@ pub fn retime(chunk: &Bytes, pts: i64, dts: i64) -> Bytes {
         return chunk.clone();
     };
     let mut out = BytesMut::from(&chunk[..]);
-    let old_dts = l.dts.map_or_else(|| read_ts(&out[l.pts..]), |d| read_ts(&out[d..]));
+    let old_dts = l
+        .dts
+        .map_or_else(|| read_ts(&out[l.pts..]), |d| read_ts(&out[d..]));
     write_ts(&mut out[l.pts..], pts);
     if let Some(d) = l.dts {
         write_ts(&mut out[d..], dts);

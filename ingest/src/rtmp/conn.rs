@@ -28,7 +28,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a player whose stream ended gets to close its side first.
 const LINGER: Duration = Duration::from_secs(2);
-const READ_BUF: usize = 64 << 10;
+/// Handshake and commands come in small messages: a viewer never needs
+/// more, and never gets the publisher's buffer.
+const COMMAND_READ_BUF: usize = 4 << 10;
+/// A publisher's media arrives in large reads.
+const PUBLISH_READ_BUF: usize = 64 << 10;
 /// A player sends little after play (acknowledgements, ping responses).
 const PLAY_READ_BUF: usize = 2 << 10;
 const CONTROL_QUEUE: usize = 64;
@@ -93,7 +97,7 @@ pub(super) async fn run<S>(
         protocol,
         origin,
         setup,
-        buf: vec![0; READ_BUF],
+        buf: vec![0; COMMAND_READ_BUF],
         events: Vec::new(),
     };
     let next = tokio::select! {
@@ -412,6 +416,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         mut publisher: Publisher,
         shutdown: &CancellationToken,
     ) -> &'static str {
+        self.buf = vec![0; PUBLISH_READ_BUF];
         let mut demux = FlvDemux::new();
         let mut cc = StreamCaptions::new(self.ctx.captions.clone(), publisher.uid());
         // Progress is a complete media message, not a byte: a publisher
@@ -492,7 +497,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             protocol: self.protocol.as_str(),
         };
         let cancel = shutdown.child_token();
-        // The command phase's large read buffer is not needed any more.
         self.buf = vec![0; PLAY_READ_BUF];
         let read_bytes =
             metrics::counter!("banyan_ingest_bytes_total", "protocol" => self.protocol.as_str());

@@ -99,7 +99,11 @@ async fn a_joiner_starts_at_a_keyframe_with_psi_and_its_backlog_retimed() {
     let first = next_frame(&mut a).await;
     assert!(first.keyframe && first.track == Track::Video);
     assert_eq!(pid(&first.payload), 0, "PAT first");
-    assert_eq!(pid(&first.payload[PACKET..]), crate::ts::PMT_PID, "then PMT");
+    assert_eq!(
+        pid(&first.payload[PACKET..]),
+        crate::ts::PMT_PID,
+        "then PMT"
+    );
     // The backlog (frames 10..14) is compressed: its times differ from the
     // muxed ones, and the retimed copy carries the compressed ones.
     assert!(!retime::has_times(&first.payload, first.pts, first.dts));
@@ -159,7 +163,11 @@ async fn the_packetizer_stops_when_its_last_viewer_leaves() {
     p.push(video(0, true));
     let a = fan.attach("s", &stop);
     assert_eq!(fan.packetizers(), 1);
-    assert_eq!(hub.subscribers("s"), 1, "one source subscriber: the packetizer");
+    assert_eq!(
+        hub.subscribers("s"),
+        1,
+        "one source subscriber: the packetizer"
+    );
     drop(a);
     // It looks once a second.
     for _ in 0..100 {
@@ -194,5 +202,9 @@ async fn a_slow_viewer_skips_to_a_keyframe_while_another_keeps_up() {
         assert_eq!(next_frame(&mut fast).await.dts, i * 3000);
     }
     let f = next_frame(&mut slow).await;
-    assert!(f.keyframe && f.dts >= 30 * 3000, "skipped to a newer keyframe: {}", f.dts);
+    assert!(
+        f.keyframe && f.dts >= 30 * 3000,
+        "skipped to a newer keyframe: {}",
+        f.dts
+    );
 }
