@@ -9,7 +9,8 @@
 # started fresh; the server's CPU time and RSS come from /proc: with the publisher alone (the
 # ingest baseline, over 5 s) and with N viewers over --hold seconds after a short ramp. Per
 # viewer: CPU-s per viewer-minute net of ingest = (server CPU rate with viewers - rate alone)
-# * 60 / N, and RSS per viewer = (RSS with viewers - RSS alone) / N. The viewers' received
+# * 60 / N, and RSS per viewer = (RSS with viewers - RSS alone) / N, N the viewers still
+# connected at the end. The viewers' received
 # bytes (`wchar` of each client: they write to /dev/null) show they were fed; their own CPU
 # is reported too (on one machine, clients compete with the server for the same cores).
 #
@@ -168,7 +169,7 @@ OUT=$CACHE/viewer-cost-$STAMP.md
         base = ($5 - $4) / ($9 - $8); cores = ($7 - $6) / ($11 - $10);
         n = $2; a = ($3 > 0 ? $3 : 1);
         printf "| %s | %d / %d | %.4f | %.4f | %.4f | %.1f | %.2f | %.4f | %s |\n", $1, $3, n,
-            base, cores, (cores - base) * 60 / n, ($13 - $12) / n,
+            base, cores, (cores - base) * 60 / a, ($13 - $12) / a,
             ($15 - $14) * 8 / ($11 - $10) / a / 1e6, ($17 - $16) / ($11 - $10) * 60 / a, $18
     }' "$RAW"
     echo
@@ -176,7 +177,7 @@ OUT=$CACHE/viewer-cost-$STAMP.md
     echo
     awk '{
         base = ($5 - $4) / ($9 - $8); cores = ($7 - $6) / ($11 - $10);
-        cpu[$1] = (cores - base) * 60 / $2; rss[$1] = ($13 - $12) / $2; order[NR] = $1
+        a = ($3 > 0 ? $3 : 1); cpu[$1] = (cores - base) * 60 / a; rss[$1] = ($13 - $12) / a; order[NR] = $1
     } END {
         for (i = 1; i <= NR; i++) {
             c = order[i]; split(c, p, "-"); proto = p[length(p)];

@@ -61,9 +61,10 @@ start_banyan() {
     local bin=$1 dir=$2 nice=${NICE:-0}
     rm -rf "$dir"
     mkdir -p "$dir"
+    # Every client comes from 127.0.0.1: lift the per-address limit (64 by default).
     RUST_LOG=warn nice -n "$nice" "$bin" serve --data-dir "$dir/data" --rtmp 127.0.0.1:0 \
         --rtmps 127.0.0.1:0 --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 \
-        > "$dir/stdout" 2> "$dir/stderr" &
+        --max-connections-per-address 20000 > "$dir/stdout" 2> "$dir/stderr" &
     SERVER_PID=$!
     local i ready=""
     for i in $(seq 200); do
