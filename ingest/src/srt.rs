@@ -18,12 +18,15 @@
 //! failure until the connection is accepted, which takes it back.
 //!
 //! A publisher's messages go through the [`Demuxer`](crate::ts::Demuxer)
-//! into the hub; a player is handed to [`banyan_egress::srt::play`].
+//! into the hub; a player is handed to [`banyan_egress::srt::play`], which
+//! sends it the stream's TS as muxed once for all of the listener's players
+//! ([`SrtFanout`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use banyan_egress::srt::SrtFanout;
 use banyan_relay::access::{Direction, KeyTable};
 use banyan_relay::{Hub, StreamState};
 use banyan_srt::server::{reject, Channel, Decision, Gate, Incoming, Mode, Server, ServerConfig};
@@ -246,6 +249,7 @@ pub async fn serve(
         ..ServerConfig::default()
     };
     let (server, mut incoming) = Server::start(addr, scfg, Arc::new(gate))?;
+    let fanout = SrtFanout::new(ctx.hub.clone());
     let bound = server.local_addr();
     tracing::info!(addr = %bound, "srt listening");
     tokio::spawn(async move {
@@ -259,14 +263,14 @@ pub async fn serve(
                     None => break,
                 },
             };
-            dispatch(inc, &ctx, &shutdown);
+            dispatch(inc, &ctx, &fanout, &shutdown);
         }
         tracing::info!(addr = %bound, "srt listener stopped");
     });
     Ok(bound)
 }
 
-fn dispatch(inc: Incoming, ctx: &Context, shutdown: &CancellationToken) {
+fn dispatch(inc: Incoming, ctx: &Context, fanout: &Arc<SrtFanout>, shutdown: &CancellationToken) {
     // The handshake succeeded (right passphrase): take back its failure.
     ctx.admission.forgive(inc.peer.ip());
     let Ok(id) = StreamId::parse(&inc.stream_id) else {
@@ -280,7 +284,7 @@ fn dispatch(inc: Incoming, ctx: &Context, shutdown: &CancellationToken) {
         (StreamId::Play(uid), Channel::Sender(tx)) => {
             tracing::info!(stream = %uid, peer = %inc.peer, "srt player connected");
             tokio::spawn(banyan_egress::srt::play(
-                ctx.hub.clone(),
+                fanout.clone(),
                 ctx.views.clone(),
                 uid,
                 tx,

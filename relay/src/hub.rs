@@ -44,6 +44,11 @@ pub struct HubConfig {
     pub reconnect_window: Duration,
     /// Duration the join backlog is compressed into, in ticks.
     pub catch_up_span: i64,
+    /// A hub fed from another hub's streams (an egress packetizer's output,
+    /// one entry per source frame): it neither counts live streams nor
+    /// samples the relay latency, which the source hub already does.
+    /// Dropped entries are still counted.
+    pub derived: bool,
 }
 
 impl Default for HubConfig {
@@ -53,6 +58,7 @@ impl Default for HubConfig {
             max_lag: CLOCK_HZ * 3 / 2,
             reconnect_window: Duration::from_secs(10),
             catch_up_span: CLOCK_HZ / 50,
+            derived: false,
         }
     }
 }
@@ -272,7 +278,9 @@ impl Hub {
             kick_epoch = inner.kick_epoch;
         }
         stream.head_tx.send_modify(|_| {});
-        metrics::gauge!("banyan_live_streams").increment(1.0);
+        if !self.cfg.derived {
+            metrics::gauge!("banyan_live_streams").increment(1.0);
+        }
         Ok(Publisher {
             hub: self.clone(),
             stream,
@@ -465,7 +473,9 @@ impl Drop for Publisher {
                 }
             }
         }
-        metrics::gauge!("banyan_live_streams").decrement(1.0);
+        if !self.hub.cfg.derived {
+            metrics::gauge!("banyan_live_streams").decrement(1.0);
+        }
         self.stream.head_tx.send_modify(|_| {});
         self.hub.release(&self.stream);
     }
@@ -597,7 +607,7 @@ impl Subscriber {
                     frame.dts = map(frame.dts);
                 }
             }
-            if frame.track == Track::Video {
+            if frame.track == Track::Video && !self.hub.cfg.derived {
                 // Sample one video frame in eight: the time it spent in the
                 // hub between the publisher's push and this hand-over.
                 if self.delivered.is_multiple_of(8) {

@@ -446,18 +446,35 @@ fn admit_handshake(
     }
     match hook.gate.decide_from(sid, peer) {
         Decision::Reject(code) => Err(code),
-        Decision::Accept { passphrase, .. } => {
+        Decision::Accept { mode, passphrase } => {
+            // SAFETY: `ns` is the socket being accepted, alive for the
+            // callback; we do not close it (libsrt does on reject).
+            let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw(ns) });
             if let Some(p) = passphrase {
-                // SAFETY: `ns` is the socket being accepted, alive for the
-                // callback; we do not close it (libsrt does on reject).
-                let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw(ns) });
                 if s.set_passphrase(&p).is_err() {
                     return Err(reject::UNACCEPTABLE);
                 }
             }
+            if mode == Mode::Send && player_diet(&s).is_err() {
+                return Err(reject::UNACCEPTABLE);
+            }
             Ok(())
         }
     }
+}
+
+/// Receive-side sizes of a player's socket. A player sends only control
+/// packets, yet libsrt sizes a socket's receive loss list by its flow
+/// window (`SRTO_FC`, 25,600 packets: 400 KiB, all written at connect)
+/// and its receive buffer by `SRTO_RCVBUF` (8,192 packets: 128 KiB). The
+/// least libsrt allows (32 packets) is all a player socket uses. What it
+/// sends is bounded by the player's window, not these. Set in the listen
+/// callback, before libsrt opens the socket.
+fn player_diet(s: &Socket) -> Result<(), SrtError> {
+    const PACKETS: i32 = 32;
+    s.set_i32(sys::SRTO_FC, PACKETS)?;
+    // Bytes, in payloads of the default MSS (1500 - 28).
+    s.set_i32(sys::SRTO_RCVBUF, PACKETS * 1472)
 }
 
 fn reject_label(code: i32) -> &'static str {
@@ -502,13 +519,11 @@ struct Driver {
 impl Driver {
     fn run(&mut self, epoll: &mut Epoll, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            let has_senders = self
-                .conns
-                .values()
-                .any(|c| matches!(c.kind, ConnKind::Send { .. }));
             // Players get their messages from tokio without a wake-up of
-            // this thread, so the wait stays short while any are connected.
-            let timeout = if has_senders {
+            // this thread, and publishers' data is readable before libsrt
+            // says so (below), so the wait stays short while any connection
+            // is held.
+            let timeout = if !self.conns.is_empty() {
                 Duration::from_millis(1)
             } else {
                 Duration::from_millis(20)
@@ -530,6 +545,23 @@ impl Driver {
                 let finished = ev.readable && !self.read(fd);
                 if finished || ev.error {
                     dead.push(fd);
+                }
+            }
+            // Without TSBPD, libsrt raises a publisher's read event only when
+            // it next sends an ACK (every 10 ms, checked about as often): a
+            // frame's last packets would wait 10-20 ms for it although they
+            // are readable on arrival. So every publisher is read each turn.
+            if !self.cfg.receive_tsbpd {
+                let fds: Vec<_> = self
+                    .conns
+                    .iter()
+                    .filter(|(fd, c)| matches!(c.kind, ConnKind::Receive(_)) && !dead.contains(fd))
+                    .map(|(fd, _)| *fd)
+                    .collect();
+                for fd in fds {
+                    if !self.read(fd) {
+                        dead.push(fd);
+                    }
                 }
             }
             for fd in dead {

@@ -12,6 +12,8 @@
 //!
 //! Timestamps are the hub's 90 kHz clock, written modulo 2^33.
 
+pub mod retime;
+
 use banyan_relay::{Frame, MediaInfo, Track, CLOCK_HZ};
 use bytes::{BufMut, Bytes, BytesMut};
 

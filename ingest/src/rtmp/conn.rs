@@ -28,7 +28,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a player whose stream ended gets to close its side first.
 const LINGER: Duration = Duration::from_secs(2);
-const READ_BUF: usize = 64 << 10;
+/// Handshake and commands come in small messages: a viewer never needs
+/// more, and never gets the publisher's buffer.
+const COMMAND_READ_BUF: usize = 4 << 10;
+/// A publisher's media arrives in large reads.
+const PUBLISH_READ_BUF: usize = 64 << 10;
 /// A player sends little after play (acknowledgements, ping responses).
 const PLAY_READ_BUF: usize = 2 << 10;
 const CONTROL_QUEUE: usize = 64;
@@ -93,12 +97,14 @@ pub(super) async fn run<S>(
         protocol,
         origin,
         setup,
-        buf: vec![0; READ_BUF],
+        buf: vec![0; COMMAND_READ_BUF],
         events: Vec::new(),
     };
+    // The command phase and a publisher's loop are boxed: inline, they
+    // would size the task every viewer keeps while it plays.
     let next = tokio::select! {
         _ = shutdown.cancelled() => Next::Close,
-        n = c.commands() => n,
+        n = Box::pin(c.commands()) => n,
     };
     match next {
         Next::Close => {}
@@ -107,7 +113,7 @@ pub(super) async fn run<S>(
             c.ctx
                 .events
                 .report(IngestEvent::Published { uid: uid.clone() });
-            let reason = c.publish(publisher, &shutdown).await;
+            let reason = Box::pin(c.publish(publisher, &shutdown)).await;
             tracing::info!(stream = %uid, reason, "publisher left");
             if reason == "protocol" {
                 c.ctx.events.report(IngestEvent::Broken {
@@ -412,6 +418,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         mut publisher: Publisher,
         shutdown: &CancellationToken,
     ) -> &'static str {
+        self.buf = vec![0; PUBLISH_READ_BUF];
         let mut demux = FlvDemux::new();
         let mut cc = StreamCaptions::new(self.ctx.captions.clone(), publisher.uid());
         // Progress is a complete media message, not a byte: a publisher
@@ -492,7 +499,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             protocol: self.protocol.as_str(),
         };
         let cancel = shutdown.child_token();
-        // The command phase's large read buffer is not needed any more.
         self.buf = vec![0; PLAY_READ_BUF];
         let read_bytes =
             metrics::counter!("banyan_ingest_bytes_total", "protocol" => self.protocol.as_str());
@@ -578,5 +584,55 @@ fn log_session_error(e: &SessionError) {
             tracing::warn!(%reason, "rtmp connection closed: protocol library panicked");
         }
         other => tracing::info!(error = %other, "rtmp connection closed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use banyan_relay::access::KeyTable;
+    use banyan_relay::views::Views;
+    use banyan_relay::{Hub, HubConfig};
+
+    use super::*;
+
+    /// Every viewer is one task holding this future: what only publishers
+    /// and the command phase need is boxed, so it stays small.
+    #[test]
+    fn a_connection_task_stays_small() {
+        let (io, _peer) = tokio::io::duplex(64);
+        let ctx = Context {
+            hub: Hub::new(HubConfig::default()),
+            keys: Arc::new(KeyTable::new()),
+            views: Views::new(),
+            captions: banyan_captions::Registry::new(),
+            admission: Default::default(),
+            events: Default::default(),
+        };
+        let origin = Origin {
+            ip: "127.0.0.1".parse().unwrap(),
+            domain_account: None,
+        };
+        let setup = Setup {
+            handshake_deadline: tokio::time::Instant::now(),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let task = run(
+            io,
+            ctx,
+            Protocol::Rtmp,
+            origin,
+            setup,
+            CancellationToken::new(),
+        );
+        let size = std::mem::size_of_val(&task);
+        println!("connection task: {size} bytes");
+        assert!(size <= 2560, "the connection task grew to {size} bytes");
     }
 }

@@ -184,9 +184,11 @@ pub async fn serve_with(
                 ip: client,
                 domain_account: None,
             };
+            // The TLS side lives in a box of its own: inline, its handshake
+            // and stream would size the task of every plain RTMP viewer.
             match acceptor {
                 None => conn::run(tcp, ctx, protocol, origin, setup, shutdown).await,
-                Some(config) => {
+                Some(config) => Box::pin(async move {
                     let acme = limits.acme_tls.clone();
                     let handshake = async move {
                         let start =
@@ -235,7 +237,8 @@ pub async fn serve_with(
                             tracing::info!(%peer, "rtmps: tls handshake timed out");
                         }
                     }
-                }
+                })
+                .await,
             }
         });
     }

@@ -1,10 +1,12 @@
-//! SRT playback: hub frames to MPEG-TS messages for one SRT viewer.
+//! SRT playback: a stream's shared MPEG-TS chunks to one SRT viewer.
 //!
 //! The SRT listener (in `banyan-ingest`) accepts the connection and hands
-//! over the channel its libsrt thread drains; [`play`] subscribes to the hub
-//! (joining at the latest keyframe with the backlog compressed), muxes TS and
-//! sends 7 x 188 = 1316-byte messages. Nothing is held back: the packets of a
-//! frame go out as soon as the frame arrives, a short last message included.
+//! over the channel its libsrt thread drains; [`play`] attaches to the
+//! stream's shared packetizer ([`SrtFanout`]: one TS mux per stream, joining
+//! at the latest keyframe with the backlog compressed) and sends each chunk
+//! as 7 x 188 = 1316-byte slices of the shared bytes, never a copy. Nothing
+//! is held back: the packets of a frame go out as soon as the frame arrives,
+//! a short last message included.
 //!
 //! Each message carries a source time derived from the frame's decode time
 //! (see [`SourceClock`]): the viewer's TSBPD buffer then restores the
@@ -13,13 +15,16 @@
 use std::sync::Arc;
 
 use banyan_relay::views::{Protocol, Views};
-use banyan_relay::{Hub, Item, SubscribeOptions};
+use banyan_relay::Item;
 use banyan_srt::server::Message;
-use bytes::BytesMut;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ts::Muxer;
+use crate::ts::retime;
+
+mod fanout;
+
+pub use fanout::SrtFanout;
 
 /// SRT payload size for MPEG-TS: seven packets.
 pub const MESSAGE_SIZE: usize = 7 * crate::ts::PACKET;
@@ -57,17 +62,15 @@ impl SourceClock {
 /// Play `uid` to one SRT viewer until the stream ends, the viewer leaves
 /// (the channel closes) or `shutdown` fires.
 pub async fn play(
-    hub: Arc<Hub>,
+    fanout: Arc<SrtFanout>,
     views: Arc<Views>,
     uid: String,
     out: mpsc::Sender<Message>,
     shutdown: CancellationToken,
 ) {
-    let mut sub = hub.subscribe(&uid, SubscribeOptions { catch_up: true });
+    let mut sub = fanout.attach(&uid, &shutdown);
     let mut viewer = views.viewer(&uid, Protocol::Srt);
-    let mut mux = Muxer::new();
     let mut clock = SourceClock::default();
-    let mut buf = BytesMut::with_capacity(64 * 1024);
     tracing::debug!(stream = %uid, "srt viewer started");
     loop {
         let item = tokio::select! {
@@ -76,14 +79,21 @@ pub async fn play(
             item = sub.recv() => item,
         };
         match item {
-            Item::Info(info) => mux.set_info(&info),
+            Item::Info(_) => {}
             Item::Frame(f) => {
-                mux.frame(&f, &mut buf);
                 viewer.delivered(&f);
                 let srctime = clock.map(f.dts, banyan_srt::time_now());
-                while !buf.is_empty() {
-                    let n = buf.len().min(MESSAGE_SIZE);
-                    let payload = buf.split_to(n).freeze();
+                // The shared bytes, unless this is the joiner's compressed backlog.
+                let chunk = if retime::has_times(&f.payload, f.pts, f.dts) {
+                    f.payload
+                } else {
+                    retime::retime(&f.payload, f.pts, f.dts)
+                };
+                let mut at = 0;
+                while at < chunk.len() {
+                    let n = (chunk.len() - at).min(MESSAGE_SIZE);
+                    let payload = chunk.slice(at..at + n);
+                    at += n;
                     if out.send(Message { payload, srctime }).await.is_err() {
                         tracing::debug!(stream = %uid, "srt viewer left");
                         return;

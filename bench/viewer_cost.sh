@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Cost per viewer with real client processes, side by side in one run: nginx-rtmp and Banyan
+# for RTMP viewers (one `rtmpdump` process each), Banyan for SRT viewers (one
+# `srt-live-transmit` process each), and any number of Banyan binaries (e.g. before and after
+# a change) in the same run.
+#
+# One input (the RTMP benchmark's 720p30 ~2.6 Mbit/s, 1 s GOP, AAC; FLV for RTMP, MPEG-TS for
+# SRT, made once in bench/.cache/), looped in real time by ffmpeg. For each case the server is
+# started fresh; the server's CPU time and RSS come from /proc: with the publisher alone (the
+# ingest baseline, over 5 s) and with N viewers over --hold seconds after a short ramp. Per
+# viewer: CPU-s per viewer-minute net of ingest = (server CPU rate with viewers - rate alone)
+# * 60 / N, and RSS per viewer = (RSS with viewers - RSS alone) / N, N the viewers still
+# connected at the end. The viewers' received
+# bytes (`wchar` of each client: they write to /dev/null) show they were fed; their own CPU
+# is reported too (on one machine, clients compete with the server for the same cores).
+#
+# Usage: bench/viewer_cost.sh [--viewers 100] [--hold 20] [--bin LABEL=PATH ...]
+#                             [--cases "nginx-rtmp LABEL-rtmp LABEL-srt ..."] [--nice N]
+# Default: one binary, `banyan` = $CARGO_TARGET_DIR/release/banyan (built if missing), and
+# the cases nginx-rtmp, banyan-rtmp, banyan-srt. Results: stdout and
+# bench/.cache/viewer-cost-<time>.md. Needs ffmpeg, nginx + libnginx-mod-rtmp, rtmpdump,
+# srt-live-transmit, jq, curl. Everything it starts is stopped on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=$ROOT/bench/.cache
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+VIEWERS=100
+HOLD=20
+NICE=0
+BINS=()
+CASES=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --viewers) VIEWERS=$2; shift 2 ;;
+        --hold) HOLD=$2; shift 2 ;;
+        --bin) BINS+=("$2"); shift 2 ;;
+        --cases) CASES=$2; shift 2 ;;
+        --nice) NICE=$2; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+if [ ${#BINS[@]} -eq 0 ]; then
+    [ -x "$TARGET/release/banyan" ] || (cd "$ROOT" && cargo build --release -q --bin banyan)
+    BINS=("banyan=$TARGET/release/banyan")
+fi
+if [ -z "$CASES" ]; then
+    CASES="nginx-rtmp"
+    for b in "${BINS[@]}"; do CASES="$CASES ${b%%=*}-rtmp ${b%%=*}-srt"; done
+fi
+export NICE
+# shellcheck source=bench/lib/servers.sh
+. "$ROOT/bench/lib/servers.sh"
+
+mkdir -p "$CACHE"
+WORK=$(mktemp -d /tmp/banyan-viewer-cost.XXXXXX)
+PIDS=()
+stop_all() {
+    local p i
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for i in $(seq 30); do
+        local any=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && any=1; done
+        [ "$any" = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    PIDS=()
+}
+cleanup() { stop_all; rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { echo "[viewer_cost] $*" >&2; }
+
+INPUT_FLV=$CACHE/input-720p30-2500k-90s.flv
+INPUT_TS=$CACHE/input-720p30-2500k-90s.ts
+if [ ! -s "$INPUT_FLV" ]; then
+    log "making $INPUT_FLV"
+    ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=30 \
+        -f lavfi -i sine=frequency=440:sample_rate=48000 -t 90 \
+        -c:v libx264 -preset veryfast -tune zerolatency -profile:v high -pix_fmt yuv420p \
+        -g 30 -keyint_min 30 -sc_threshold 0 -bf 0 -b:v 2500k -maxrate 2500k -bufsize 1250k \
+        -c:a aac -b:a 128k -ar 48000 -ac 2 -f flv "$INPUT_FLV.tmp"
+    mv "$INPUT_FLV.tmp" "$INPUT_FLV"
+fi
+if [ ! -s "$INPUT_TS" ]; then
+    ffmpeg -hide_banner -loglevel error -y -i "$INPUT_FLV" -c copy \
+        -bsf:v h264_mp4toannexb,dump_extra=freq=keyframe -f mpegts "$INPUT_TS.tmp"
+    mv "$INPUT_TS.tmp" "$INPUT_TS"
+fi
+
+bin_of() { # label -> path
+    local b
+    for b in "${BINS[@]}"; do [ "${b%%=*}" = "$1" ] && { echo "${b#*=}"; return; }; done
+    echo "no --bin named $1" >&2; return 1
+}
+now() { date +%s.%N; }
+# Sum of wchar and of CPU seconds of the given pids (dead ones count 0).
+clients() {
+    local p w=0 c=0 tck
+    tck=$(getconf CLK_TCK)
+    for p in "$@"; do
+        [ -r "/proc/$p/io" ] || continue
+        w=$((w + $(awk '/^wchar/ {print $2}' "/proc/$p/io" 2>/dev/null || echo 0)))
+        c=$(awk -v c="$c" -v t="$tck" '{ printf "%.2f", c + ($14 + $15) / t }' "/proc/$p/stat" 2>/dev/null || echo "$c")
+    done
+    echo "$w $c"
+}
+
+RAW=$WORK/raw.txt
+: > "$RAW"
+for case in $CASES; do
+    label=${case%-*}
+    proto=${case##*-}
+    log "$case: $VIEWERS viewers, hold $HOLD s"
+    if [ "$label" = nginx ]; then
+        start_nginx_rtmp "$WORK/nginx"
+        PIDS+=("$NGINX_MASTER")
+    else
+        start_banyan "$(bin_of "$label")" "$WORK/$label"
+        PIDS+=("$SERVER_PID")
+    fi
+    if [ "$proto" = rtmp ]; then
+        ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
+            -f flv "$RTMP_PUBLISH" 2>"$WORK/pub.err" &
+    else
+        ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_TS" -c copy \
+            -f mpegts "$SRT_PUBLISH&latency=120000" 2>"$WORK/pub.err" &
+    fi
+    PIDS+=("$!")
+    sleep 3
+    read -r c0 r0 < <(cpu_rss "$SERVER_PID"); t0=$(now)
+    sleep 5
+    read -r c1 r1 < <(cpu_rss "$SERVER_PID"); t1=$(now)
+    VP=()
+    for i in $(seq "$VIEWERS"); do
+        if [ "$proto" = rtmp ]; then
+            rtmpdump -q -v -m 15 -r "$RTMP_PLAY" -o /dev/null 2>>"$WORK/play.err" &
+        else
+            srt-live-transmit -q "$SRT_PLAY&latency=120" file://con </dev/null >/dev/null \
+                2>>"$WORK/play.err" &
+        fi
+        VP+=("$!")
+        PIDS+=("$!")
+        sleep 0.02
+    done
+    sleep 3
+    read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
+    read -r w2 k2 < <(clients "${VP[@]}")
+    sleep "$HOLD"
+    read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
+    read -r w3 k3 < <(clients "${VP[@]}")
+    alive=0
+    for p in "${VP[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
+    echo "$case $VIEWERS $alive $c0 $c1 $c2 $c3 $t0 $t1 $t2 $t3 $r1 $r3 $w2 $w3 $k2 $k3 $(cut -d' ' -f1 /proc/loadavg)" >> "$RAW"
+    stop_all
+    sleep 1
+done
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$CACHE/viewer-cost-$STAMP.md
+{
+    echo "Cost per viewer, real clients, $VIEWERS viewers, ${HOLD} s hold, $(nproc) cores (shared), $(date -u +%FT%TZ):"
+    echo
+    echo "| case | viewers alive | server CPU alone (cores) | with viewers (cores) | CPU-s / viewer-min | RSS / viewer (KiB) | Mbit/s per viewer | client CPU-s / viewer-min | load 1m |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk '{
+        base = ($5 - $4) / ($9 - $8); cores = ($7 - $6) / ($11 - $10);
+        n = $2; a = ($3 > 0 ? $3 : 1);
+        printf "| %s | %d / %d | %.4f | %.4f | %.4f | %.1f | %.2f | %.4f | %s |\n", $1, $3, n,
+            base, cores, (cores - base) * 60 / a, ($13 - $12) / a,
+            ($15 - $14) * 8 / ($11 - $10) / a / 1e6, ($17 - $16) / ($11 - $10) * 60 / a, $18
+    }' "$RAW"
+    echo
+    echo "Ratios (CPU per viewer-minute, RSS per viewer):"
+    echo
+    awk '{
+        base = ($5 - $4) / ($9 - $8); cores = ($7 - $6) / ($11 - $10);
+        a = ($3 > 0 ? $3 : 1); cpu[$1] = (cores - base) * 60 / a; rss[$1] = ($13 - $12) / a; order[NR] = $1
+    } END {
+        for (i = 1; i <= NR; i++) {
+            c = order[i]; split(c, p, "-"); proto = p[length(p)];
+            if (c != "nginx-rtmp" && proto == "rtmp" && ("nginx-rtmp" in cpu) && cpu["nginx-rtmp"] > 0)
+                printf "- %s / nginx-rtmp: CPU %.2fx, RSS %.2fx\n", c, cpu[c] / cpu["nginx-rtmp"], rss[c] / rss["nginx-rtmp"];
+            if (proto == "srt") {
+                r = substr(c, 1, length(c) - 4) "-rtmp";
+                if ((r in cpu) && cpu[r] > 0)
+                    printf "- %s / %s: CPU %.2fx, RSS %.2fx\n", c, r, cpu[c] / cpu[r], rss[c] / rss[r];
+            }
+        }
+    }' "$RAW"
+} > "$OUT"
+cat "$OUT"
+log "table: $OUT"
