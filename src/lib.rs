@@ -36,4 +36,5 @@ pub mod secret;
 pub mod store;
 pub mod tls;
 pub mod webhooks;
+pub mod webrtc;
 pub mod welcome;

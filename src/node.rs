@@ -44,6 +44,8 @@ pub struct Addrs {
     pub metrics: SocketAddr,
     /// The HTTPS listener, when on.
     pub https: Option<SocketAddr>,
+    /// The WebRTC (WHEP) UDP socket.
+    pub webrtc: SocketAddr,
 }
 
 /// `<data-dir>/credentials.json`, mode 0600.
@@ -416,7 +418,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("binding SRT {}", settings.net.srt))?;
+    let webrtc = banyan_webrtc::WebRtc::bind(crate::webrtc::config(&settings))
+        .await
+        .with_context(|| format!("binding WebRTC {}", settings.net.webrtc))?;
     let addrs = Addrs {
+        webrtc: webrtc.local_addr(),
         http: http.local_addr()?,
         rtmp: rtmp.as_ref().map(|l| l.local_addr()).transpose()?,
         rtmps: rtmps.local_addr()?,
@@ -529,7 +535,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ..banyan_egress::hls::HlsConfig::default()
         },
     );
+    let webrtc = webrtc.start(crate::webrtc::context(&node));
     let mut app = crate::api::router(node.clone())
+        .merge(webrtc.router())
         .merge(crate::playback::api::router(node.clone()))
         .merge(hls.router())
         .merge(crate::openapi::router());
@@ -573,7 +581,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
 
     let a = &node.addrs;
-    tracing::info!(http = %a.http, rtmp = ?a.rtmp, rtmps = %a.rtmps, srt = %a.srt, metrics = %a.metrics, "listening");
+    tracing::info!(http = %a.http, rtmp = ?a.rtmp, rtmps = %a.rtmps, srt = %a.srt, webrtc = %a.webrtc, metrics = %a.metrics, "listening");
     ready_line(&node, &creds_path);
     tracing::info!("{}", crate::welcome::text(&node, &creds_path, first_run));
 

@@ -62,6 +62,7 @@ impl Node {
             .args(["--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
             .args(["--metrics", "127.0.0.1:0"])
             .args(["--rtmps", "127.0.0.1:0", "--srt", "127.0.0.1:0"])
+            .args(["--webrtc", "127.0.0.1:0"])
             .args(["--database-url", db, "--cluster-node", name])
             .args(extra)
             .args(["--cluster-fanout", &fanout.to_string()])
