@@ -7,7 +7,8 @@
 // --prefix web` (playwright-core) and /usr/bin/chromium (or CHROMIUM=path).
 // Prints one JSON line: the POST's status and Location, the time from the
 // POST to the first presented frame (`firstFrameMs`), presented frames and
-// their rate over --seconds of playback, the video's size, and the delay
+// their rate over --seconds of playback, the DELETE's status and the
+// connection's state after it, the video's size, and the delay
 // from each frame's capture (the relay's sender clock, RTCP SR) to its
 // presentation when Chromium reports it (`captureToPresentMs`: p50, p95).
 // Exits 0 when frames were presented, 1 otherwise.
@@ -127,6 +128,15 @@ try {
       }
     });
     r.connection = pc.connectionState;
+    // Ending the session as WHEP says: DELETE on its resource, then the
+    // server closes its side.
+    const del = await fetch(new URL(r.location, whep), { method: 'DELETE' });
+    r.deleteStatus = del.status;
+    const closedBy = performance.now() + 5000;
+    while (pc.connectionState === 'connected' && performance.now() < closedBy) {
+      await new Promise((ok) => setTimeout(ok, 50));
+    }
+    r.connectionAfterDelete = pc.connectionState;
     pc.close();
     return r;
   }, { whep: opts.whep, seconds: opts.seconds, timeout: opts.timeout });

@@ -15,6 +15,8 @@ use crate::media::VideoTrack;
 
 /// PLI/FIR resubscriptions at most this often.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// A connected peer silent this long (no STUN consent, no RTCP) is gone.
+const SILENCE: Duration = Duration::from_secs(15);
 /// The longest wait between two drives of the state machine.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 
@@ -74,6 +76,7 @@ impl Session {
         let mut sub: Option<Subscriber> = None;
         let mut viewer: Option<ViewerGuard> = None;
         let mut last_resync: Option<Instant> = None;
+        let mut heard = Instant::now();
         let why = loop {
             // Drain what the state machine has to say.
             let deadline = loop {
@@ -123,6 +126,9 @@ impl Session {
             if sub.is_none() && Instant::now() >= connect_by {
                 break "no connection";
             }
+            if heard.elapsed() >= SILENCE {
+                break "peer silent";
+            }
             let now = Instant::now();
             let mut wake = deadline.min(now + MAX_WAIT);
             if sub.is_none() {
@@ -132,6 +138,7 @@ impl Session {
                 _ = cancel.cancelled() => break "ended",
                 d = rx.recv() => match d {
                     Some(d) => {
+                        heard = d.at;
                         if let Err(e) = input(&mut rtc, &sessions, d) {
                             break e;
                         }
