@@ -10,7 +10,9 @@
 // their rate over --seconds of playback, the DELETE's status and the
 // connection's state after it, the video's size, and the delay
 // from each frame's capture (the relay's sender clock, RTCP SR) to its
-// presentation when Chromium reports it (`captureToPresentMs`: p50, p95).
+// presentation when Chromium reports it (`captureToPresentMs`: p50, p95),
+// and the inbound RTP statistics of video and audio (codec, packets,
+// samples, concealment, audio energy, jitter buffer delays).
 // Exits 0 when frames were presented, 1 otherwise.
 
 import { createRequire } from 'node:module';
@@ -119,12 +121,30 @@ try {
       };
     }
     const stats = await pc.getStats();
+    const codecs = {};
+    stats.forEach((s) => { if (s.type === 'codec') codecs[s.id] = s.mimeType; });
     stats.forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') {
         r.framesDecoded = s.framesDecoded;
         r.packetsLost = s.packetsLost;
         r.nackCount = s.nackCount;
         r.pliCount = s.pliCount;
+        r.videoCodec = codecs[s.codecId];
+        if (s.jitterBufferEmittedCount) {
+          r.videoJitterBufferMs = Math.round(s.jitterBufferDelay / s.jitterBufferEmittedCount * 1000);
+        }
+      }
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        r.audio = {
+          codec: codecs[s.codecId],
+          packets: s.packetsReceived,
+          lost: s.packetsLost,
+          samples: s.totalSamplesReceived,
+          concealed: s.concealedSamples,
+          energy: s.totalAudioEnergy,
+          jitterBufferMs: s.jitterBufferEmittedCount
+            ? Math.round(s.jitterBufferDelay / s.jitterBufferEmittedCount * 1000) : null,
+        };
       }
     });
     r.connection = pc.connectionState;

@@ -78,6 +78,8 @@ pub struct Sessions {
     /// The address every host candidate announces.
     pub(crate) announce: SocketAddr,
     table: Mutex<Table>,
+    /// AAC to Opus, once per stream.
+    pub(crate) transcoders: Arc<crate::audio::Transcoders>,
 }
 
 impl Sessions {
@@ -115,6 +117,7 @@ impl Sessions {
             local,
             announce,
             table: Mutex::new(Table::default()),
+            transcoders: Arc::default(),
         });
         tokio::spawn(sessions.clone().read_loop());
         sessions

@@ -14,6 +14,7 @@
 //!   offer answers 201 with the SDP answer and a `Location` that `DELETE`
 //!   ends; authorization is the one HLS playback uses.
 
+pub mod audio;
 pub mod demux;
 pub mod http;
 pub mod media;

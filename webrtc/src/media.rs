@@ -21,9 +21,28 @@ pub struct VideoTrack {
     param_sets: Bytes,
     /// The last RTP time handed out (90 kHz).
     last_rtp: Option<u64>,
-    /// The RTP time of `pts` is `pts + offset`: keeps RTP times positive and
-    /// monotonic across a resubscription.
+}
+
+/// The session's one media timeline: the media time of `pts` is
+/// `pts + offset` (90 kHz), set by the first frame of either track, so
+/// video and audio RTP times (and their sender reports) agree.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Clock {
     offset: Option<i64>,
+}
+
+impl Clock {
+    /// Media time of `pts` in 90 kHz ticks, starting one second in.
+    pub fn ticks(&mut self, pts: i64) -> u64 {
+        let offset = *self.offset.get_or_insert(CLOCK_HZ - pts);
+        pts.saturating_add(offset).max(0) as u64
+    }
+
+    /// The same at another clock rate (Opus: 48 kHz).
+    pub fn ticks_at(&mut self, pts: i64, rate: u32) -> u64 {
+        let t = self.ticks(pts);
+        (u128::from(t) * u128::from(rate) / CLOCK_HZ as u128) as u64
+    }
 }
 
 /// One access unit ready for the packetizer.
@@ -52,7 +71,7 @@ impl VideoTrack {
 
     /// The access unit of one video frame; `None` when the payload holds no
     /// NAL unit worth sending.
-    pub fn access_unit(&mut self, frame: &Frame) -> Option<AccessUnit> {
+    pub fn access_unit(&mut self, frame: &Frame, clock: &mut Clock) -> Option<AccessUnit> {
         let mut out = Vec::with_capacity(frame.payload.len() + self.param_sets.len() + 16);
         if frame.keyframe {
             out.extend_from_slice(&self.param_sets);
@@ -74,7 +93,7 @@ impl VideoTrack {
         if !any {
             return None;
         }
-        let rtp_time = self.rtp_time(frame.pts);
+        let rtp_time = self.rtp_time(clock.ticks(frame.pts));
         Some(AccessUnit {
             annex_b: out,
             rtp_time,
@@ -82,22 +101,15 @@ impl VideoTrack {
         })
     }
 
-    /// The RTP time of a presentation time: shifted to start one second in,
-    /// never earlier than the previous one.
-    pub fn rtp_time(&mut self, pts: i64) -> u64 {
-        let offset = *self.offset.get_or_insert(CLOCK_HZ - pts);
-        let t = pts.saturating_add(offset).max(0) as u64;
+    /// The RTP time of a media time: never earlier than the previous one
+    /// (a resubscription's squeezed backlog may start slightly earlier).
+    pub fn rtp_time(&mut self, ticks: u64) -> u64 {
         let t = match self.last_rtp {
-            Some(last) => t.max(last),
-            None => t,
+            Some(last) => ticks.max(last),
+            None => ticks,
         };
         self.last_rtp = Some(t);
         t
-    }
-
-    /// The offset in use (`pts + offset` = RTP time), once known.
-    pub fn offset(&self) -> Option<i64> {
-        self.offset
     }
 }
 
@@ -143,7 +155,8 @@ mod tests {
         let mut t = VideoTrack::default();
         t.set_info(&info());
         let idr = Frame::video(0, 0, true, avcc_payload(&[&[9, 0xf0], &[0x65, 1, 2]]));
-        let au = t.access_unit(&idr).expect("an access unit");
+        let mut clock = Clock::default();
+        let au = t.access_unit(&idr, &mut clock).expect("an access unit");
         assert_eq!(
             au.annex_b,
             [
@@ -154,7 +167,7 @@ mod tests {
             .concat()
         );
         let p = Frame::video(3000, 3000, false, avcc_payload(&[&[0x41, 7]]));
-        let au = t.access_unit(&p).expect("an access unit");
+        let au = t.access_unit(&p, &mut clock).expect("an access unit");
         assert_eq!(au.annex_b, vec![0, 0, 0, 1, 0x41, 7]);
         assert_eq!(au.rtp_time, 90_000 + 3000);
     }
@@ -162,19 +175,23 @@ mod tests {
     #[test]
     fn rtp_time_never_runs_backwards() {
         let mut t = VideoTrack::default();
-        assert_eq!(t.rtp_time(500_000), 90_000);
-        assert_eq!(t.rtp_time(503_000), 93_000);
+        let mut c = Clock::default();
+        assert_eq!(t.rtp_time(c.ticks(500_000)), 90_000);
+        assert_eq!(t.rtp_time(c.ticks(503_000)), 93_000);
         // A resubscription's squeezed backlog lands slightly earlier.
-        assert_eq!(t.rtp_time(502_000), 93_000);
-        assert_eq!(t.rtp_time(506_000), 96_000);
+        assert_eq!(t.rtp_time(c.ticks(502_000)), 93_000);
+        assert_eq!(t.rtp_time(c.ticks(506_000)), 96_000);
+        // Audio on the same timeline, at 48 kHz.
+        assert_eq!(c.ticks_at(506_000, 48_000), 96_000 * 48 / 90);
     }
 
     #[test]
     fn garbage_payloads_give_nothing() {
         let mut t = VideoTrack::default();
+        let mut c = Clock::default();
         let f = Frame::video(0, 0, false, Bytes::from_static(&[0, 0, 0, 9, 1]));
-        assert!(t.access_unit(&f).is_none());
+        assert!(t.access_unit(&f, &mut c).is_none());
         let f = Frame::video(0, 0, true, Bytes::from_static(&[0, 0, 0, 2, 9, 0]));
-        assert!(t.access_unit(&f).is_none());
+        assert!(t.access_unit(&f, &mut c).is_none());
     }
 }

@@ -10,8 +10,11 @@ use str0m::media::{MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol as NetProtocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
+use tokio::sync::broadcast;
+
+use crate::audio::{OpusPacket, OPUS_RATE};
 use crate::demux::{Datagram, Registered, Sessions};
-use crate::media::VideoTrack;
+use crate::media::{Clock, VideoTrack};
 
 /// PLI/FIR resubscriptions at most this often.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,9 +46,25 @@ impl Drop for Forget {
 struct Media {
     mid: Option<Mid>,
     pt: Option<Pt>,
+    audio_mid: Option<Mid>,
+    audio_pt: Option<Pt>,
+    /// The last audio RTP time written (48 kHz).
+    audio_last: Option<u64>,
     track: VideoTrack,
-    /// The wallclock of RTP time zero (sender reports map one to the other).
+    clock: Clock,
+    /// The wallclock of media time zero (sender reports map one to the other).
     epoch: Option<Instant>,
+}
+
+impl Media {
+    /// The wallclock of a media time in 90 kHz ticks.
+    fn wallclock(&mut self, ticks: u64) -> Instant {
+        let at = Duration::from_micros(ticks * 1000 / 90);
+        let epoch = *self
+            .epoch
+            .get_or_insert_with(|| Instant::now().checked_sub(at).unwrap_or_else(Instant::now));
+        epoch + at
+    }
 }
 
 impl Session {
@@ -70,9 +89,15 @@ impl Session {
         let mut media = Media {
             mid: None,
             pt: None,
+            audio_mid: None,
+            audio_pt: None,
+            audio_last: None,
             track: VideoTrack::default(),
+            clock: Clock::default(),
             epoch: None,
         };
+        let mut audio: Option<broadcast::Receiver<Arc<OpusPacket>>> = None;
+        let mut audio_asked = false;
         let mut sub: Option<Subscriber> = None;
         let mut viewer: Option<ViewerGuard> = None;
         let mut last_resync: Option<Instant> = None;
@@ -98,6 +123,9 @@ impl Session {
                         Event::MediaAdded(m) if m.kind == MediaKind::Video => {
                             media.mid = Some(m.mid);
                         }
+                        Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
+                            media.audio_mid = Some(m.mid);
+                        }
                         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                             break Err("ICE disconnected");
                         }
@@ -122,6 +150,12 @@ impl Session {
             };
             if !rtc.is_alive() {
                 break "closed";
+            }
+            // Opus once connected with an audio m-line (once: a transcoder
+            // that ended is not restarted for this session).
+            if sub.is_some() && media.audio_mid.is_some() && !audio_asked {
+                audio_asked = true;
+                audio = Some(sessions.transcoders.subscribe(&hub, &uid));
             }
             if sub.is_none() && Instant::now() >= connect_by {
                 break "no connection";
@@ -158,6 +192,15 @@ impl Session {
                         Item::End(_) => break "stream ended",
                     }
                 }
+                p = next_audio(&mut audio) => match p {
+                    Ok(p) => write_audio(&mut rtc, &mut media, &p),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        metrics::counter!("banyan_webrtc_audio_dropped_total", "reason" => "slow_viewer")
+                            .increment(n);
+                    }
+                    // The transcoder ended (the stream's audio went away).
+                    Err(broadcast::error::RecvError::Closed) => audio = None,
+                },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
             if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
@@ -212,6 +255,47 @@ async fn next_item(sub: &mut Option<Subscriber>) -> Item {
     }
 }
 
+/// The next Opus packet, or never without audio.
+async fn next_audio(
+    rx: &mut Option<broadcast::Receiver<Arc<OpusPacket>>>,
+) -> Result<Arc<OpusPacket>, broadcast::error::RecvError> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn write_audio(rtc: &mut Rtc, media: &mut Media, p: &OpusPacket) {
+    let Some(mid) = media.audio_mid else {
+        return;
+    };
+    if media.audio_pt.is_none() {
+        media.audio_pt = rtc.writer(mid).and_then(|w| {
+            w.payload_params()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .map(|p| p.pt())
+        });
+    }
+    let Some(pt) = media.audio_pt else {
+        return;
+    };
+    let rtp = media.clock.ticks_at(p.pts, OPUS_RATE);
+    // Never backwards: a packet from before what was sent is late, dropped.
+    if media.audio_last.is_some_and(|l| rtp <= l) {
+        return;
+    }
+    media.audio_last = Some(rtp);
+    let ticks = media.clock.ticks(p.pts);
+    let wallclock = media.wallclock(ticks);
+    let Some(w) = rtc.writer(mid) else {
+        return;
+    };
+    let time = MediaTime::new(rtp, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+    if let Err(e) = w.write(pt, wallclock, time, p.data.to_vec()) {
+        tracing::debug!(error = %e, "writing an audio packet");
+    }
+}
+
 /// The H.264 payload type of the answer (packetization mode 1).
 fn video_pt(rtc: &mut Rtc, mid: Mid) -> Option<Pt> {
     let w = rtc.writer(mid)?;
@@ -239,15 +323,10 @@ fn write_video(rtc: &mut Rtc, media: &mut Media, f: &banyan_relay::Frame) {
     let Some(pt) = media.pt else {
         return;
     };
-    let Some(au) = media.track.access_unit(f) else {
+    let Some(au) = media.track.access_unit(f, &mut media.clock) else {
         return;
     };
-    let epoch = *media.epoch.get_or_insert_with(|| {
-        Instant::now()
-            .checked_sub(Duration::from_micros(au.rtp_time * 1000 / 90))
-            .unwrap_or_else(Instant::now)
-    });
-    let wallclock = epoch + Duration::from_micros(au.rtp_time * 1000 / 90);
+    let wallclock = media.wallclock(au.rtp_time);
     let Some(w) = rtc.writer(mid) else {
         return;
     };
