@@ -1,7 +1,7 @@
 //! WHEP playback end to end: ffmpeg publishes over RTMP, headless Chromium
 //! (Debian's, driven by playwright-core) posts its offer to the input's
 //! `webRTCPlayback.url` and must decode the video at the source's size and
-//! rate; it counts as a viewer in `/views` while it plays. Meanwhile the
+//! rate and the audio as Opus; it counts as a viewer in `/views` while it plays. Meanwhile the
 //! hostile side: offers that are unauthorized (a guarded input's bare uid, a
 //! forged token), not SDP, of the wrong type or for no live stream get 4xx,
 //! and garbage datagrams and forged STUN sprayed at the WebRTC port are
@@ -216,6 +216,12 @@ async fn whep_plays_in_chromium_and_refuses_the_hostile() {
     let fps = res["fps"].as_f64().unwrap_or(0.0);
     assert!(fps >= 20.0, "presented {fps} fps of a 25 fps source: {res}");
     assert_eq!(res["deleteStatus"], json!(200), "{res}");
+    assert_eq!(res["videoCodec"], json!("video/H264"), "{res}");
+    // The AAC became Opus, and it is sound (the source is a 440 Hz sine).
+    let audio = &res["audio"];
+    assert_eq!(audio["codec"], json!("audio/opus"), "{res}");
+    assert!(audio["packets"].as_u64().unwrap_or(0) > 200, "Opus packets: {res}");
+    assert!(audio["energy"].as_f64().unwrap_or(0.0) > 0.0, "silent audio: {res}");
     let first = res["firstFrameMs"].as_f64().unwrap_or(f64::MAX);
     assert!(first < 3000.0, "first frame after {first} ms: {res}");
 

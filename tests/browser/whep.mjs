@@ -73,7 +73,7 @@ try {
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.addTransceiver('audio', { direction: 'recvonly' });
     const v = document.createElement('video');
-    v.muted = true;
+    v.muted = false;
     v.autoplay = true;
     v.playsInline = true;
     document.body.appendChild(v);
