@@ -135,7 +135,12 @@ async fn whep_plays_in_chromium_and_refuses_the_hostile() {
         assert_eq!(s, 401, "{seg}: {body}");
     }
     // Not SDP, the wrong type, too large, a path segment that is no uid.
-    let (s, _) = post(&whep, "application/sdp", "v=0\r\nthis is not SDP\r\n\0\u{1}").await;
+    let (s, _) = post(
+        &whep,
+        "application/sdp",
+        "v=0\r\nthis is not SDP\r\n\0\u{1}",
+    )
+    .await;
     assert_eq!(s, 400, "a malformed offer");
     let (s, _) = post(&whep, "application/sdp", "").await;
     assert_eq!(s, 400, "an empty offer");
@@ -205,14 +210,26 @@ async fn whep_plays_in_chromium_and_refuses_the_hostile() {
         s
     };
     let res: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| json!({"raw": out}));
-    eprintln!("WHEP in Chromium: {res} ({:.1} s)", started.elapsed().as_secs_f64());
-    assert!(status.is_some_and(|s| s.success()), "the browser did not play: {res}");
+    eprintln!(
+        "WHEP in Chromium: {res} ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the browser did not play: {res}"
+    );
     assert_eq!(res["status"], json!(201), "{res}");
     assert!(
-        res["location"].as_str().is_some_and(|l| l.starts_with(&format!("/{uid}/webRTC/play/"))),
+        res["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with(&format!("/{uid}/webRTC/play/"))),
         "{res}"
     );
-    assert_eq!((res["width"].clone(), res["height"].clone()), (json!(320), json!(240)), "{res}");
+    assert_eq!(
+        (res["width"].clone(), res["height"].clone()),
+        (json!(320), json!(240)),
+        "{res}"
+    );
     let fps = res["fps"].as_f64().unwrap_or(0.0);
     assert!(fps >= 20.0, "presented {fps} fps of a 25 fps source: {res}");
     assert_eq!(res["deleteStatus"], json!(200), "{res}");
@@ -220,8 +237,14 @@ async fn whep_plays_in_chromium_and_refuses_the_hostile() {
     // The AAC became Opus, and it is sound (the source is a 440 Hz sine).
     let audio = &res["audio"];
     assert_eq!(audio["codec"], json!("audio/opus"), "{res}");
-    assert!(audio["packets"].as_u64().unwrap_or(0) > 200, "Opus packets: {res}");
-    assert!(audio["energy"].as_f64().unwrap_or(0.0) > 0.0, "silent audio: {res}");
+    assert!(
+        audio["packets"].as_u64().unwrap_or(0) > 200,
+        "Opus packets: {res}"
+    );
+    assert!(
+        audio["energy"].as_f64().unwrap_or(0.0) > 0.0,
+        "silent audio: {res}"
+    );
     let first = res["firstFrameMs"].as_f64().unwrap_or(f64::MAX);
     assert!(first < 3000.0, "first frame after {first} ms: {res}");
 

@@ -203,7 +203,11 @@ impl Chain {
         self.anchor = Some(pts);
         self.fed = 0;
         self.encoded = 0;
-        for c in self.pending_in.iter_mut().chain(self.pending_out.iter_mut()) {
+        for c in self
+            .pending_in
+            .iter_mut()
+            .chain(self.pending_out.iter_mut())
+        {
             c.clear();
         }
         if let Some(r) = self.resampler.as_mut() {

@@ -229,7 +229,9 @@ impl Sessions {
         let id = match t.by_addr.get(&source) {
             Some(id) => id.clone(),
             None => {
-                let Some(id) = stun_local_ufrag(data).and_then(|u| t.by_ufrag.get(u)).cloned()
+                let Some(id) = stun_local_ufrag(data)
+                    .and_then(|u| t.by_ufrag.get(u))
+                    .cloned()
                 else {
                     dropped("unknown_peer");
                     return;

@@ -55,7 +55,10 @@ fn cors(h: &mut HeaderMap, allow: &AllowOrigin) {
         }
         AllowOrigin::Only(origin) => {
             h.insert(header::VARY, HeaderValue::from_static("Origin"));
-            if let Some(v) = origin.as_deref().and_then(|o| HeaderValue::from_str(o).ok()) {
+            if let Some(v) = origin
+                .as_deref()
+                .and_then(|o| HeaderValue::from_str(o).ok())
+            {
                 h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
             }
         }
@@ -140,7 +143,11 @@ async fn offer(
         );
     }
     if sessions.ctx.hub.state(&grant.uid) == StreamState::Idle {
-        return refused(StatusCode::NOT_FOUND, "not_live", "the stream is not live\n");
+        return refused(
+            StatusCode::NOT_FOUND,
+            "not_live",
+            "the stream is not live\n",
+        );
     }
     let ip = client
         .map(|a| a.ip())

@@ -75,11 +75,7 @@ impl Session {
             uid,
             mut rtc,
         } = self;
-        let Registered {
-            id,
-            mut rx,
-            cancel,
-        } = reg;
+        let Registered { id, mut rx, cancel } = reg;
         let _forget = Forget {
             sessions: sessions.clone(),
             id: id.clone(),
@@ -107,7 +103,11 @@ impl Session {
             let deadline = loop {
                 match rtc.poll_output() {
                     Ok(Output::Transmit(t)) => {
-                        if sessions.socket.try_send_to(&t.contents, t.destination).is_err() {
+                        if sessions
+                            .socket
+                            .try_send_to(&t.contents, t.destination)
+                            .is_err()
+                        {
                             metrics::counter!("banyan_webrtc_datagrams_dropped_total", "reason" => "send")
                                 .increment(1);
                         }
@@ -134,7 +134,8 @@ impl Session {
                             if sub.is_some() && due {
                                 // The hub's latest keyframe, at the live edge.
                                 last_resync = Some(Instant::now());
-                                sub = Some(hub.subscribe(&uid, SubscribeOptions { catch_up: true }));
+                                sub =
+                                    Some(hub.subscribe(&uid, SubscribeOptions { catch_up: true }));
                                 metrics::counter!("banyan_webrtc_keyframe_requests_total")
                                     .increment(1);
                             }
@@ -330,7 +331,12 @@ fn write_video(rtc: &mut Rtc, media: &mut Media, f: &banyan_relay::Frame) {
     let Some(w) = rtc.writer(mid) else {
         return;
     };
-    if let Err(e) = w.write(pt, wallclock, MediaTime::from_90khz(au.rtp_time), au.annex_b) {
+    if let Err(e) = w.write(
+        pt,
+        wallclock,
+        MediaTime::from_90khz(au.rtp_time),
+        au.annex_b,
+    ) {
         tracing::debug!(error = %e, "writing a video frame");
         metrics::counter!("banyan_webrtc_frames_dropped_total", "reason" => "write").increment(1);
     }
