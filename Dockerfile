@@ -23,7 +23,7 @@
 
 FROM rust:1-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config libsrt-openssl-dev cmake \
+ && apt-get install -y --no-install-recommends pkg-config libsrt-openssl-dev libssl-dev cmake \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -32,7 +32,7 @@ RUN cargo build --release --locked --bin banyan \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libsrt1.5-openssl ca-certificates \
+ && apt-get install -y --no-install-recommends libsrt1.5-openssl libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system banyan \
  && useradd --system --gid banyan --home-dir /var/lib/banyan --no-create-home \
