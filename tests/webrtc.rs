@@ -264,3 +264,49 @@ async fn whep_plays_in_chromium_and_refuses_the_hostile() {
     assert!(left, "the WebRTC viewer never left /views");
     drop(publisher);
 }
+
+/// The watch page as a viewer opens it, in Chromium: it plays over WebRTC
+/// and says so; on a node whose WebRTC candidates cannot be reached (they
+/// announce TEST-NET-1, 192.0.2.1) it falls back to LL-HLS and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_page_plays_webrtc_first_and_falls_back_to_ll_hls() {
+    for (extra, want) in [
+        (&[][..], "WebRTC"),
+        (&["--webrtc-public-ip", "192.0.2.1"][..], "LL-HLS"),
+    ] {
+        let node = Node::start(extra);
+        let input = node.create_input().await;
+        let uid = input.uid().to_string();
+        let _publisher = Publisher::start(&input.publish_url(Proto::Rtmp), 60);
+        for _ in 0..100 {
+            if node.status(&uid).await == json!("connected") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(node.status(&uid).await, json!("connected"));
+        let mut cmd = Command::new("node");
+        cmd.arg(root().join("tests/browser/watch-player.mjs"))
+            .arg(format!("{}/{uid}/watch", node.api()))
+            .args(["--seconds", "4", "--timeout", "30"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(70), cmd.output())
+            .await
+            .expect("the browser run ends")
+            .expect("node runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let res: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| json!({"raw": text}));
+        eprintln!("watch page ({want} expected): {res}");
+        assert!(out.status.success(), "the watch page did not play: {res}");
+        assert_eq!(res["player"], json!(want), "{res}");
+        assert_eq!(
+            res["label"],
+            json!(want),
+            "the page shows its player: {res}"
+        );
+        assert!(res["frames"].as_u64().unwrap_or(0) >= 50, "{res}");
+        assert_eq!(res["width"], json!(320), "{res}");
+    }
+}
