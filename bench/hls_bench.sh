@@ -5,7 +5,8 @@
 # 1. Glass-to-glass: the publisher is `clock-frames gen` (320x240 25 fps frames showing the
 #    wall clock in ms when made) -> ffmpeg (x264 ultrafast zerolatency, GOP 25 = 1 s, no
 #    B-frames, video only) -> RTMP to Banyan and to nginx-rtmp. Headless Chromium opens Banyan's
-#    watch page (hls.js, low-latency mode, as shipped) and a page of this script's own that
+#    watch page twice, over LL-HLS (`?player=hls`: hls.js, low-latency mode) and over WebRTC
+#    (the page as shipped: WHEP), and a page of this script's own that
 #    plays nginx-rtmp's HLS (1 s fragments, 6 s playlist) with hls.js's defaults, both at the
 #    same time; bench/hls_g2g.mjs reads the clock of every presented frame: frame made ->
 #    frame presented in the page.
@@ -149,7 +150,7 @@ NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
 B=$WORK/banyan
 mkdir -p "$B"
 RUST_LOG=warn "$BANYAN" serve --data-dir "$B/data" --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
-    --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 > "$B/stdout" 2> "$B/stderr" &
+    --srt 127.0.0.1:0 --webrtc 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 > "$B/stdout" 2> "$B/stderr" &
 BANYAN_PID=$!
 PIDS+=("$BANYAN_PID")
 ready=""
@@ -203,7 +204,8 @@ if [ "$DO_G2G" = 1 ]; then
     wait_live
     log "glass-to-glass: two pages in Chromium for $G2G_SECONDS s"
     node "$ROOT/bench/hls_g2g.mjs" --seconds "$G2G_SECONDS" --skip 8 \
-        "banyan=$B_WATCH" "nginx-rtmp=$N_PAGE" > "$WORK/g2g.jsonl" || log "hls_g2g.mjs failed"
+        "banyan=$B_WATCH?player=hls" "banyan-webrtc=$B_WATCH" "nginx-rtmp=$N_PAGE" \
+        > "$WORK/g2g.jsonl" || log "hls_g2g.mjs failed"
     stop_publisher
     cat "$WORK/g2g.jsonl" >&2
     {
