@@ -310,3 +310,72 @@ async fn the_watch_page_plays_webrtc_first_and_falls_back_to_ll_hls() {
         assert_eq!(res["width"], json!(320), "{res}");
     }
 }
+
+/// A session flood from one address: past `--max-connections-per-address`
+/// offers get `429` before any WebRTC state is made, and a session ended by
+/// `DELETE` gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_address_are_capped_and_come_back() {
+    let node = Node::start(&["--max-connections-per-address", "3"]);
+    let input = node.create_input().await;
+    let uid = input.uid().to_string();
+    let _publisher = Publisher::start(&input.publish_url(Proto::Rtmp), 60);
+    for _ in 0..100 {
+        if node.status(&uid).await == json!("connected") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let whep = format!("{}/{uid}/webRTC/play", node.api());
+    let offer = |n: u32| {
+        let whep = whep.clone();
+        async move {
+            let r = http()
+                .post(&whep)
+                .header("content-type", "application/sdp")
+                .body(OFFER.to_string())
+                .send()
+                .await
+                .expect("POST");
+            let status = r.status().as_u16();
+            let location = r
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = r.text().await.unwrap_or_default();
+            (n, status, location, body)
+        }
+    };
+    let mut held = Vec::new();
+    for n in 0..3 {
+        let (_, s, loc, body) = offer(n).await;
+        assert_eq!(s, 201, "offer {n}: {body}");
+        assert!(body.contains("a=ice-lite"), "{body}");
+        assert!(
+            body.contains(&node.addr("webrtc").replace(':', " ")),
+            "{body}"
+        );
+        held.push(loc.expect("Location"));
+    }
+    for n in 3..6 {
+        let (_, s, _, body) = offer(n).await;
+        assert_eq!(s, 429, "offer {n} past the cap: {body}");
+    }
+    assert!(metric(&node, "banyan_webrtc_offers_refused_total").await >= 3.0);
+    let r = http()
+        .delete(format!("{}{}", node.api(), held[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut again = 0;
+    for _ in 0..40 {
+        let (_, s, _, _) = offer(9).await;
+        if s == 201 {
+            again = s;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(again, 201, "the ended session's slot did not come back");
+}
