@@ -230,8 +230,13 @@ async fn whep_plays_in_chromium_and_refuses_the_hostile() {
         (json!(320), json!(240)),
         "{res}"
     );
+    // Decoded at the source's rate: 14 s of 25 fps (with the start), 80 %
+    // at least; presented frames (requestVideoFrameCallback) lag under load
+    // in headless Chromium, so a lower bar for them.
+    let decoded = res["framesDecoded"].as_u64().unwrap_or(0);
+    assert!(decoded >= 280, "decoded {decoded} frames of 14 s at 25 fps: {res}");
     let fps = res["fps"].as_f64().unwrap_or(0.0);
-    assert!(fps >= 20.0, "presented {fps} fps of a 25 fps source: {res}");
+    assert!(fps >= 15.0, "presented {fps} fps of a 25 fps source: {res}");
     assert_eq!(res["deleteStatus"], json!(200), "{res}");
     assert_eq!(res["videoCodec"], json!("video/H264"), "{res}");
     // The AAC became Opus, and it is sound (the source is a 440 Hz sine).
