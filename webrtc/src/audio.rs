@@ -10,6 +10,7 @@
 //! their sender reports) stay in sync.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use banyan_relay::{AudioConfig, Hub, Item, SubscribeOptions, Track, CLOCK_HZ};
@@ -129,7 +130,10 @@ pub enum ChainError {
 }
 
 /// Decoder, resampler and encoder of one audio configuration (sans-IO).
+/// The AAC decoder reads the publisher's bytes: it runs under
+/// `catch_unwind`, and a panic inside it costs that unit and a new decoder.
 pub struct Chain {
+    params: CodecParameters,
     decoder: AacDecoder,
     resampler: Option<FftFixedIn<f32>>,
     encoder: opus::Encoder,
@@ -186,6 +190,7 @@ impl Chain {
             .set_bitrate(opus::Bitrate::Bits(BITRATE))
             .map_err(|e| ChainError::Encoder(e.to_string()))?;
         Ok(Chain {
+            params,
             decoder,
             resampler,
             encoder,
@@ -226,20 +231,35 @@ impl Chain {
             _ => self.restart(pts),
         }
         let pkt = Packet::new_from_slice(0, 0, 0, aac);
-        let decoded = match self.decoder.decode(&pkt) {
-            Ok(d) => d,
-            Err(e) => {
+        let decoder = &mut self.decoder;
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            decoder.decode(&pkt).map(|d| {
+                let spec = *d.spec();
+                let frames = d.frames();
+                let mut buf = SampleBuffer::<f32>::new(d.capacity() as u64, spec);
+                buf.copy_interleaved_ref(d);
+                (frames, spec.channels.count().max(1), buf)
+            })
+        }));
+        let (frames, src_channels, buf) = match decoded {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, "undecodable AAC");
                 metrics::counter!("banyan_webrtc_audio_dropped_total", "reason" => "decode")
                     .increment(1);
                 return Vec::new();
             }
+            Err(_) => {
+                tracing::warn!("the AAC decoder panicked on a unit; a new decoder takes over");
+                metrics::counter!("banyan_webrtc_audio_dropped_total", "reason" => "decoder_panic")
+                    .increment(1);
+                match AacDecoder::try_new(&self.params, &DecoderOptions::default()) {
+                    Ok(d) => self.decoder = d,
+                    Err(e) => tracing::debug!(error = %e, "AAC decoder"),
+                }
+                return Vec::new();
+            }
         };
-        let spec = *decoded.spec();
-        let frames = decoded.frames();
-        let src_channels = spec.channels.count().max(1);
-        let mut buf = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
-        buf.copy_interleaved_ref(decoded);
         let samples = buf.samples();
         for i in 0..frames {
             for (c, lane) in self.pending_in.iter_mut().enumerate() {
@@ -336,6 +356,22 @@ mod tests {
             let junk: Vec<u8> = (0..(i * 7 % 300)).map(|b| (b * 13 + i) as u8).collect();
             let _ = ch.push(i as i64 * 1920, &junk);
         }
+    }
+
+    /// A unit that made symphonia's AAC decoder panic (found by the
+    /// webrtc_peer_bytes fuzz target): contained, and the chain goes on.
+    #[test]
+    fn a_decoder_panic_is_contained() {
+        let mut ch = Chain::new(&config(44_100, 2)).expect("a chain");
+        // The fuzz input is a mode byte, then the unit.
+        let unit =
+            &include_bytes!("../../fuzz/regressions/webrtc_peer_bytes/aac_decoder_panic")[1..];
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        for i in 0..3 {
+            assert!(ch.push(i * 2090, unit).is_empty());
+        }
+        std::panic::set_hook(hook);
     }
 
     #[test]
