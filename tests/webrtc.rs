@@ -234,7 +234,10 @@ async fn whep_plays_in_chromium_and_refuses_the_hostile() {
     // at least; presented frames (requestVideoFrameCallback) lag under load
     // in headless Chromium, so a lower bar for them.
     let decoded = res["framesDecoded"].as_u64().unwrap_or(0);
-    assert!(decoded >= 280, "decoded {decoded} frames of 14 s at 25 fps: {res}");
+    assert!(
+        decoded >= 280,
+        "decoded {decoded} frames of 14 s at 25 fps: {res}"
+    );
     let fps = res["fps"].as_f64().unwrap_or(0.0);
     assert!(fps >= 15.0, "presented {fps} fps of a 25 fps source: {res}");
     assert_eq!(res["deleteStatus"], json!(200), "{res}");
