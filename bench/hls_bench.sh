@@ -5,7 +5,8 @@
 # 1. Glass-to-glass: the publisher is `clock-frames gen` (320x240 25 fps frames showing the
 #    wall clock in ms when made) -> ffmpeg (x264 ultrafast zerolatency, GOP 25 = 1 s, no
 #    B-frames, video only) -> RTMP to Banyan and to nginx-rtmp. Headless Chromium opens Banyan's
-#    watch page (hls.js, low-latency mode, as shipped) and a page of this script's own that
+#    watch page twice, over LL-HLS (`?player=hls`: hls.js, low-latency mode) and over WebRTC
+#    (the page as shipped: WHEP), and a page of this script's own that
 #    plays nginx-rtmp's HLS (1 s fragments, 6 s playlist) with hls.js's defaults, both at the
 #    same time; bench/hls_g2g.mjs reads the clock of every presented frame: frame made ->
 #    frame presented in the page.
@@ -197,7 +198,8 @@ if [ "$DO_G2G" = 1 ]; then
     wait_live
     log "glass-to-glass: two pages in Chromium for $G2G_SECONDS s"
     node "$ROOT/bench/hls_g2g.mjs" --seconds "$G2G_SECONDS" --skip 8 \
-        "banyan=$B_WATCH" "nginx-rtmp=$N_PAGE" > "$WORK/g2g.jsonl" || log "hls_g2g.mjs failed"
+        "banyan=$B_WATCH?player=hls" "banyan-webrtc=$B_WATCH" "nginx-rtmp=$N_PAGE" \
+        > "$WORK/g2g.jsonl" || log "hls_g2g.mjs failed"
     stop_publisher
     cat "$WORK/g2g.jsonl" >&2
     {

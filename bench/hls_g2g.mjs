@@ -1,8 +1,8 @@
 // Glass-to-glass latency of HLS pages in headless Chromium, several pages at once.
 //
 // Usage: node bench/hls_g2g.mjs [--seconds 20] [--skip 8] LABEL=URL [LABEL=URL ...]
-// Each URL is a page with a <video> played by hls.js (Banyan's watch page, or a page of
-// bench/hls_bench.sh's own for nginx-rtmp). The stream must come from `clock-frames gen`
+// Each URL is a page with a <video>: Banyan's watch page (WebRTC as shipped, or hls.js with
+// `?player=hls`), or a page of bench/hls_bench.sh's own playing nginx-rtmp's HLS. The stream must come from `clock-frames gen`
 // (bench/src/bin/clock-frames.rs): every frame shows the wall clock in ms when it was made,
 // as 32 black/white cells. On every frame the page presents (requestVideoFrameCallback), the
 // frame is drawn to a canvas, its cells read, and `Date.now() - shown clock` taken: frame made
@@ -136,7 +136,9 @@ try {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--autoplay-policy=no-user-gesture-required', '--mute-audio',
       '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-      '--disable-backgrounding-occluded-windows'],
+      '--disable-backgrounding-occluded-windows',
+      // Banyan's watch page plays WebRTC first: ICE on loopback.
+      '--allow-loopback-in-peer-connection'],
   });
   const runs = opts.pages.map(async ({ label, url }) => {
     const context = await browser.newContext();

@@ -19,7 +19,7 @@ KIT_PG_DATA=""
 KIT_PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 
 # Listen on port 0 everywhere: the node picks free ports and prints them.
-KIT_PORTS0="--http 127.0.0.1:0 --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 --srt 127.0.0.1:0 --metrics 127.0.0.1:0"
+KIT_PORTS0="--http 127.0.0.1:0 --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 --srt 127.0.0.1:0 --webrtc 127.0.0.1:0 --metrics 127.0.0.1:0"
 
 kit_log() { echo "$(date +%T) $*" >&2; }
 

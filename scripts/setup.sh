@@ -2,7 +2,7 @@
 # Installs what Banyan needs on a fresh Debian 12 machine.
 #
 #   scripts/setup.sh --run   only what building and running a node needs: a C
-#                            compiler, pkg-config, libsrt (scripts/serve.sh)
+#                            compiler, pkg-config, cmake, libssl, libsrt (scripts/serve.sh)
 #   scripts/setup.sh         that and everything the tests need (scripts/test.sh):
 #                            the real clients and peers the tests drive (ffmpeg,
 #                            srt-live-transmit, VLC, chromium, nginx-rtmp,
@@ -21,6 +21,8 @@ run_only=0
 packages=(
   gcc libc6-dev pkg-config ca-certificates           # build (ring, SQLite)
   libsrt-openssl-dev libsrt1.5-openssl               # build + run (SRT)
+  cmake                                              # build (libopus, linked in: WebRTC audio)
+  libssl-dev                                         # build + run (WebRTC's DTLS, str0m's OpenSSL backend)
 )
 test_packages=(
   ffmpeg srt-tools rtmpdump                          # real publishers and players

@@ -40,4 +40,5 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod webhooks;
+pub mod webrtc;
 pub mod welcome;

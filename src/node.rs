@@ -20,6 +20,8 @@ pub struct Addrs {
     pub metrics: SocketAddr,
     /// The HTTPS listener, when on.
     pub https: Option<SocketAddr>,
+    /// The WebRTC (WHEP) UDP socket.
+    pub webrtc: SocketAddr,
 }
 
 /// `<data-dir>/credentials.json`, mode 0600.

@@ -178,12 +178,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("binding SRT {}", net.srt))?;
+    // ---- WebRTC (WHEP): one UDP socket for every session
+    let webrtc = banyan_webrtc::WebRtc::bind(crate::webrtc::config(&settings))
+        .await
+        .with_context(|| format!("binding WebRTC {}", net.webrtc))?;
     let urls = Urls {
         addrs: Addrs {
             http: http.local_addr()?,
             rtmp: rtmp.as_ref().map(|l| l.local_addr()).transpose()?,
             rtmps: rtmps.local_addr()?,
             srt,
+            webrtc: webrtc.local_addr(),
             metrics: metrics_listener.local_addr()?,
             https: https.as_ref().map(|l| l.local_addr()).transpose()?,
         },
@@ -279,8 +284,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let metrics_page = Arc::new(parts.metrics_context(metrics));
     let api = Arc::new(parts.api_context(s, &urls, metrics_page.clone(), analytics));
     let signing = Arc::new(parts.signing_context());
+    let webrtc = webrtc.start(parts.webrtc_context());
     let mut app = crate::api::router(api)
         .merge(crate::api::signing::router(signing))
+        .merge(webrtc.router())
         .merge(hls.router())
         .merge(crate::openapi::router());
     if let Some(c) = &cluster {
@@ -323,7 +330,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
 
     let a = &urls.addrs;
-    tracing::info!(http = %a.http, rtmp = ?a.rtmp, rtmps = %a.rtmps, srt = %a.srt, metrics = %a.metrics, "listening");
+    tracing::info!(http = %a.http, rtmp = ?a.rtmp, rtmps = %a.rtmps, srt = %a.srt, webrtc = %a.webrtc, metrics = %a.metrics, "listening");
     ready_line(&urls, &s.general.data_dir, &creds_path);
     tracing::info!(
         "{}",

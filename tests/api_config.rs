@@ -24,7 +24,7 @@ async fn config_file_env_and_public_host() {
         &cfg,
         format!(
             "# a node\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\nrtmps = \"127.0.0.1:0\"\n\
-             srt = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n\
+             srt = \"127.0.0.1:0\"\nwebrtc = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n\
              public_host = \"file.example.test\"\n",
             dir.display()
         ),

@@ -13,13 +13,14 @@ use serde_json::Value;
 
 /// The files that register HTTP routes of the public port, and what the
 /// `{stream}` in their `format!` paths stands for.
-const ROUTERS: [&str; 6] = [
+const ROUTERS: [&str; 7] = [
     "src/api.rs",
     "src/api/domains.rs",
     "src/api/signing.rs",
     "src/cluster/admin.rs",
     "src/openapi.rs",
     "egress/src/hls/server.rs",
+    "webrtc/src/http.rs",
 ];
 const STREAM: &str = "/client/v4/accounts/{account}/stream";
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "options"];

@@ -480,6 +480,7 @@ fn the_dockerfile_sets_real_options_and_exposes_its_listeners() {
         ("BANYAN_RTMPS", "1936/tcp"),
         ("BANYAN_SRT", "8890/udp"),
         ("BANYAN_HTTP", "8080/tcp"),
+        ("BANYAN_WEBRTC", "8443/udp"),
     ] {
         let num = port.split('/').next().unwrap();
         assert_eq!(
@@ -488,7 +489,7 @@ fn the_dockerfile_sets_real_options_and_exposes_its_listeners() {
         );
         assert!(expose.contains(&port), "{port} not exposed: {expose:?}");
     }
-    assert_eq!(expose.len(), 3, "only the public listeners: {expose:?}");
+    assert_eq!(expose.len(), 4, "only the public listeners: {expose:?}");
     assert_eq!(set.get("BANYAN_NO_RTMP").map(String::as_str), Some("true"));
     assert_eq!(
         set.get("BANYAN_DATA_DIR").map(String::as_str),

@@ -19,14 +19,17 @@ pub enum Protocol {
     Rtmps,
     Srt,
     Hls,
+    /// WHEP viewers.
+    WebRtc,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 5] = [
         Protocol::Rtmp,
         Protocol::Rtmps,
         Protocol::Srt,
         Protocol::Hls,
+        Protocol::WebRtc,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Protocol {
             Protocol::Rtmps => "rtmps",
             Protocol::Srt => "srt",
             Protocol::Hls => "hls",
+            Protocol::WebRtc => "webrtc",
         }
     }
 }

@@ -169,7 +169,7 @@ struct Dimensions {
     date: String,
     /// Start of the minute, `YYYY-MM-DDTHH:MM:00Z`.
     datetime: String,
-    /// `rtmp`, `rtmps`, `srt` or `hls`.
+    /// `rtmp`, `rtmps`, `srt`, `hls` or `webrtc`.
     protocol: String,
 }
 

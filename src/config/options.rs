@@ -4,7 +4,7 @@
 //! subsystem is left to that one, and `Options::from_toml` refuses the keys
 //! of none); see `merge.rs`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -80,6 +80,18 @@ pub struct Listeners {
         default_value = "127.0.0.1:8890"
     )]
     pub srt: SocketAddr,
+    /// WebRTC (WHEP playback) listener: one UDP port for every session
+    #[arg(
+        long,
+        env = "BANYAN_WEBRTC",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8443"
+    )]
+    pub webrtc: SocketAddr,
+    /// The address WebRTC candidates announce (behind NAT, the public one)
+    /// [default: the --webrtc address, 127.0.0.1 when it is unspecified]
+    #[arg(long, env = "BANYAN_WEBRTC_PUBLIC_IP", value_name = "IP")]
+    pub webrtc_public_ip: Option<IpAddr>,
     /// HTTP listener: API, HLS, watch page
     #[arg(
         long,

@@ -82,6 +82,7 @@ pub(super) fn ready_line(urls: &Urls, data_dir: &Path, creds: &Path) {
         "rtmp": a.rtmp.map(|r| r.to_string()),
         "rtmps": a.rtmps.to_string(),
         "srt": a.srt.to_string(),
+        "webrtc": a.webrtc.to_string(),
         "api": urls.api_url(),
         "https": a.https.map(|h| h.to_string()),
         "dataDir": data_dir.display().to_string(),

@@ -241,6 +241,16 @@ impl Parts {
         }
     }
 
+    /// WHEP playback: the hub, viewer counts, the playback gate.
+    pub fn webrtc_context(&self) -> banyan_webrtc::Context {
+        banyan_webrtc::Context {
+            hub: self.hub.clone(),
+            views: self.views.clone(),
+            access: self.playback.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
     /// The signing key and token endpoints.
     pub fn signing_context(&self) -> crate::api::signing::Context {
         crate::api::signing::Context {

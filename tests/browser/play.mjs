@@ -1,4 +1,5 @@
-// Plays a Banyan watch page in headless Chromium and checks low-latency playback.
+// Plays a Banyan watch page in headless Chromium and checks low-latency playback
+// over LL-HLS (the page with `?player=hls`: hls.js, never WebRTC).
 //
 // Usage: node tests/browser/play.mjs WATCH_URL [--seconds 10] [--max-latency 3]
 //                                              [--captions] [--timeout 40]
@@ -88,7 +89,10 @@ try {
   });
   const page = context.pages()[0] || await context.newPage();
   page.on('pageerror', (e) => result.errors.push(String(e)));
-  await page.goto(opts.url, { waitUntil: 'load', timeout: 15000 });
+  // The page plays WebRTC first; this driver checks its LL-HLS player.
+  const pageUrl = new URL(opts.url);
+  pageUrl.searchParams.set('player', 'hls');
+  await page.goto(pageUrl.href, { waitUntil: 'load', timeout: 15000 });
 
   const sample = () => page.evaluate(() => {
     const v = document.getElementById('video');

@@ -15,7 +15,14 @@ use super::{http, Client, Input, BIN};
 
 /// The listeners every node gets on `127.0.0.1:0` unless the test names
 /// that flag itself (or `--no-rtmp`).
-const LISTENERS: [&str; 5] = ["--http", "--rtmp", "--rtmps", "--srt", "--metrics"];
+const LISTENERS: [&str; 6] = [
+    "--http",
+    "--rtmp",
+    "--rtmps",
+    "--srt",
+    "--webrtc",
+    "--metrics",
+];
 
 /// How to start a node; [`Node::builder`].
 pub struct NodeBuilder {

@@ -1,0 +1,92 @@
+// Opens a Banyan watch page in headless Chromium as it is (WebRTC first,
+// LL-HLS as the fallback) and reports which player it chose and what it
+// presented.
+//
+// Usage: node tests/browser/watch-player.mjs WATCH_URL [--seconds 5] [--timeout 30]
+// Needs `npm ci --prefix web` (playwright-core) and /usr/bin/chromium (or
+// CHROMIUM=path). Prints one JSON line: `player` (the page's own label,
+// "WebRTC" or "LL-HLS"), the time from load to the first presented frame
+// (`firstFrameMs`), presented frames over --seconds after it, the video's
+// size, and the page's console warnings. Exits 0 when frames were presented.
+
+import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const require = createRequire(join(here, '..', '..', 'web', 'package.json'));
+const { chromium } = require('playwright-core');
+
+const args = process.argv.slice(2);
+const opts = { url: null, seconds: 5, timeout: 30 };
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--seconds') opts.seconds = Number(args[++i]);
+  else if (args[i] === '--timeout') opts.timeout = Number(args[++i]);
+  else if (!opts.url) opts.url = args[i];
+}
+if (!opts.url) {
+  console.error('usage: watch-player.mjs WATCH_URL [--seconds N] [--timeout S]');
+  process.exit(2);
+}
+
+const userDir = mkdtempSync(join(tmpdir(), 'banyan-watch-'));
+const result = { ok: false, player: null, warnings: [], errors: [], reason: null };
+let context;
+const hardStop = setTimeout(() => { result.reason = 'hard timeout'; finish(); }, (opts.timeout + 20) * 1000);
+
+async function finish() {
+  clearTimeout(hardStop);
+  try { if (context) await context.close(); } catch (_) { /* closing anyway */ }
+  try { rmSync(userDir, { recursive: true, force: true }); } catch (_) { /* best effort */ }
+  console.log(JSON.stringify(result));
+  process.exit(result.ok ? 0 : 1);
+}
+
+try {
+  context = await chromium.launchPersistentContext(userDir, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required', '--mute-audio',
+      '--allow-loopback-in-peer-connection'],
+  });
+  const page = context.pages()[0] || await context.newPage();
+  page.on('pageerror', (e) => result.errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'warning') result.warnings.push(m.text()); });
+  await page.goto(opts.url, { waitUntil: 'load', timeout: 15000 });
+  const out = await page.evaluate(async ({ seconds, timeout }) => {
+    const v = document.getElementById('video');
+    const t0 = performance.now();
+    const f = { n: 0, first: null };
+    const onFrame = (now) => {
+      f.n += 1;
+      if (f.first === null) f.first = now;
+      v.requestVideoFrameCallback(onFrame);
+    };
+    v.requestVideoFrameCallback(onFrame);
+    const deadline = t0 + timeout * 1000;
+    while (f.first === null && performance.now() < deadline) {
+      await new Promise((ok) => setTimeout(ok, 20));
+    }
+    if (f.first === null) return { player: document.body.dataset.player || null };
+    const n0 = f.n;
+    await new Promise((ok) => setTimeout(ok, seconds * 1000));
+    return {
+      player: document.body.dataset.player || null,
+      label: document.getElementById('player').textContent,
+      firstFrameMs: Math.round(f.first - t0),
+      frames: f.n - n0,
+      width: v.videoWidth,
+      height: v.videoHeight,
+    };
+  }, { seconds: opts.seconds, timeout: opts.timeout });
+  Object.assign(result, out);
+  result.ok = (out.frames || 0) > 0;
+  if (!result.ok) result.reason = 'no frames';
+} catch (e) {
+  result.reason = String(e);
+}
+await finish();
