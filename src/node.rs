@@ -90,6 +90,7 @@ mod tests {
                 rtmp: None,
                 rtmps: "[::1]:1935".parse().unwrap(),
                 srt: a,
+                webrtc: a,
                 metrics: a,
                 https: https.then(|| "0.0.0.0:8443".parse().unwrap()),
             },

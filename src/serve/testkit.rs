@@ -63,6 +63,7 @@ impl TestNode {
                 rtmp: Some("127.0.0.1:1935".parse().unwrap()),
                 rtmps: "127.0.0.1:1936".parse().unwrap(),
                 srt: "127.0.0.1:9000".parse().unwrap(),
+                webrtc: "127.0.0.1:8443".parse().unwrap(),
                 metrics: "127.0.0.1:9100".parse().unwrap(),
                 https: None,
             },
