@@ -241,13 +241,18 @@ impl Parts {
         }
     }
 
-    /// WHEP playback: the hub, viewer counts, the playback gate.
-    pub fn webrtc_context(&self) -> banyan_webrtc::Context {
+    /// WHEP playback: the hub, viewer counts, the playback gate, and what
+    /// the cluster can fetch.
+    pub fn webrtc_context(
+        &self,
+        fetchable: Option<banyan_egress::hls::Fetchable>,
+    ) -> banyan_webrtc::Context {
         banyan_webrtc::Context {
             hub: self.hub.clone(),
             views: self.views.clone(),
             access: self.playback.clone(),
             shutdown: self.shutdown.clone(),
+            fetchable,
         }
     }
 

@@ -142,7 +142,14 @@ async fn offer(
             "the offer is too large\n",
         );
     }
-    if sessions.ctx.hub.state(&grant.uid) == StreamState::Idle {
+    let here = sessions.ctx.hub.state(&grant.uid) != StreamState::Idle;
+    if !here
+        && !sessions
+            .ctx
+            .fetchable
+            .as_ref()
+            .is_some_and(|f| f(&grant.uid))
+    {
         return refused(
             StatusCode::NOT_FOUND,
             "not_live",

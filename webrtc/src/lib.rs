@@ -82,6 +82,10 @@ pub struct Context {
     /// The playback authorization HLS uses (keys, signed tokens).
     pub access: Arc<dyn PlaybackAccess>,
     pub shutdown: CancellationToken,
+    /// Streams not in the local hub that this node can obtain (a cluster
+    /// pulls them for a waiting subscriber): an offer for one is answered,
+    /// and media flows once the stream arrives. `None`: only local streams.
+    pub fetchable: Option<banyan_egress::hls::Fetchable>,
 }
 
 /// The bound socket, before the node's context exists.
