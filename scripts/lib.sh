@@ -94,15 +94,17 @@ print("" if v is None else v)
 PY
 }
 
-# Start `banyan serve` with data dir DIR and the given arguments, stdout
-# to DIR.out and logs to DIR.log; wait (30 s at most) for its ready line.
+# Start `banyan serve` with data dir DIR and the given arguments (at
+# niceness $KIT_NICE, 0 by default), stdout to DIR.out and logs to DIR.log;
+# wait (30 s at most) for its ready line.
 # Sets KIT_PID. Read what it printed with kit_json DIR.out http (or rtmp,
 # rtmps, srt, api, metrics, credentials) and its tokens with kit_cred.
 kit_node_start() {
     dir=$1; shift
     mkdir -p "$dir"; chmod 700 "$dir"
     bin=$(kit_bin) || return 1
-    RUST_LOG=${RUST_LOG:-warn} "$bin" serve --data-dir "$dir" "$@" >"$dir.out" 2>"$dir.log" &
+    RUST_LOG=${RUST_LOG:-warn} nice -n "${KIT_NICE:-0}" "$bin" serve --data-dir "$dir" "$@" \
+        >"$dir.out" 2>"$dir.log" &
     KIT_PID=$!
     kit_track "$KIT_PID"
     i=0

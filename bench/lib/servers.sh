@@ -4,8 +4,12 @@
 # RTMP_PUBLISH, RTMP_PLAY (both servers), SRT_PUBLISH, SRT_PLAY (Banyan only; with the
 # passphrases in the URL, so keep them off shared logs). Nothing here stops what it starts:
 # the caller records SERVER_PID (and NGINX_MASTER) and stops them.
-# Needs nginx + libnginx-mod-rtmp, jq, curl. nginx-rtmp listens on 127.0.0.1:19350 (one
-# worker: nginx-rtmp fans out per worker); Banyan on ports of its own choosing.
+# Needs nginx + libnginx-mod-rtmp, jq, curl; Banyan nodes start through scripts/lib.sh.
+# nginx-rtmp listens on 127.0.0.1:19350 (one worker: nginx-rtmp fans out per worker); Banyan
+# on ports of its own choosing.
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 
 # nginx-rtmp with its own prefix and config, never the system service.
 start_nginx_rtmp() {
@@ -56,40 +60,28 @@ CONF
     SRT_PLAY=""
 }
 
-# A fresh Banyan node (its own data dir) and one live input made through its API.
+# A fresh Banyan node (its own data dir) and one live input made through its API, started by
+# the shell kit (scripts/lib.sh).
 start_banyan() {
-    local bin=$1 dir=$2 nice=${NICE:-0}
+    local bin=$1 dir=$2
     rm -rf "$dir"
     mkdir -p "$dir"
     # Every client comes from 127.0.0.1: lift the per-address limit (64 by default).
-    RUST_LOG=warn nice -n "$nice" "$bin" serve --data-dir "$dir/data" --rtmp 127.0.0.1:0 \
+    BANYAN_BIN=$bin KIT_NICE=${NICE:-0} kit_node_start "$dir/data" --rtmp 127.0.0.1:0 \
         --rtmps 127.0.0.1:0 --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 \
-        --max-connections-per-address 20000 > "$dir/stdout" 2> "$dir/stderr" &
-    SERVER_PID=$!
-    local i ready=""
-    for i in $(seq 200); do
-        ready=$(grep -m1 '"ready"' "$dir/stdout" 2>/dev/null || true)
-        [ -n "$ready" ] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$dir/stderr" >&2; return 1; }
-        sleep 0.05
-    done
-    [ -n "$ready" ] || { echo "banyan did not print its ready line" >&2; return 1; }
-    local rtmp srt creds api account input
-    rtmp=$(jq -r '.rtmp' <<<"$ready")
-    srt=$(jq -r '.srt' <<<"$ready")
-    BANYAN_HTTP=$(jq -r '.http' <<<"$ready")
-    creds=$(jq -r '.credentials' <<<"$ready")
-    api=$(jq -r '.api' "$creds")
-    account=$(jq -r '.accountId' "$creds")
-    # The token goes through a file, never on a command line.
-    printf 'header = "Authorization: Bearer %s"\n' "$(jq -r '.apiToken' "$creds")" > "$dir/curl.cfg"
-    input=$(curl -sf -K "$dir/curl.cfg" -H 'Content-Type: application/json' \
-        -d '{"meta":{"name":"bench"}}' "$api/client/v4/accounts/$account/stream/live_inputs")
-    RTMP_PUBLISH=rtmp://$rtmp/live/$(jq -r '.result.rtmp.streamKey' <<<"$input")
-    RTMP_PLAY=rtmp://$rtmp/live/$(jq -r '.result.rtmpPlayback.streamKey' <<<"$input")
-    SRT_PUBLISH="srt://$srt?streamid=$(jq -r '.result.srt.streamId' <<<"$input")&passphrase=$(jq -r '.result.srt.passphrase' <<<"$input")"
-    SRT_PLAY="srt://$srt?streamid=$(jq -r '.result.srtPlayback.streamId' <<<"$input")&passphrase=$(jq -r '.result.srtPlayback.passphrase' <<<"$input")"
-    BANYAN_LIVE_ID=$(jq -r '.result.uid' <<<"$input")
+        --max-connections-per-address 20000 || return 1
+    SERVER_PID=$KIT_PID
+    local rtmp srt
+    rtmp=$(kit_json "$dir/data.out" rtmp)
+    srt=$(kit_json "$dir/data.out" srt)
+    BANYAN_HTTP=$(kit_json "$dir/data.out" http)
+    kit_input "$dir/data" "$dir/input.json" '{"meta":{"name":"bench"}}' || return 1
+    local f="$dir/input.json"
+    RTMP_PUBLISH=rtmp://$rtmp/live/$(kit_json "$f" result rtmp streamKey)
+    RTMP_PLAY=rtmp://$rtmp/live/$(kit_json "$f" result rtmpPlayback streamKey)
+    SRT_PUBLISH="srt://$srt?streamid=$(kit_json "$f" result srt streamId)&passphrase=$(kit_json "$f" result srt passphrase)"
+    SRT_PLAY="srt://$srt?streamid=$(kit_json "$f" result srtPlayback streamId)&passphrase=$(kit_json "$f" result srtPlayback passphrase)"
+    BANYAN_LIVE_ID=$(kit_json "$f" result uid)
 }
 
 # "cpu_seconds rss_kib" of a pid from /proc.
