@@ -27,11 +27,11 @@ kit_log() { echo "$(date +%T) $*" >&2; }
 # when KIT_BUILD=1), so a benchmark never measures a debug build by accident.
 kit_bin() {
     if [ -n "${BANYAN_BIN:-}" ]; then echo "$BANYAN_BIN"; return; fi
-    target=${CARGO_TARGET_DIR:-$KIT_ROOT/target}
-    if [ ! -x "$target/release/banyan" ] || [ "${KIT_BUILD:-0}" = 1 ]; then
+    _kit_target=${CARGO_TARGET_DIR:-$KIT_ROOT/target}
+    if [ ! -x "$_kit_target/release/banyan" ] || [ "${KIT_BUILD:-0}" = 1 ]; then
         (cd "$KIT_ROOT" && cargo build --release -q -p banyan --bin banyan) >&2 || return 1
     fi
-    echo "$target/release/banyan"
+    echo "$_kit_target/release/banyan"
 }
 
 # Remember a child to stop on exit.
@@ -100,22 +100,22 @@ PY
 # Sets KIT_PID. Read what it printed with kit_json DIR.out http (or rtmp,
 # rtmps, srt, api, metrics, credentials) and its tokens with kit_cred.
 kit_node_start() {
-    dir=$1; shift
-    mkdir -p "$dir"; chmod 700 "$dir"
-    bin=$(kit_bin) || return 1
-    RUST_LOG=${RUST_LOG:-warn} nice -n "${KIT_NICE:-0}" "$bin" serve --data-dir "$dir" "$@" \
-        >"$dir.out" 2>"$dir.log" &
+    _kit_dir=$1; shift
+    mkdir -p "$_kit_dir"; chmod 700 "$_kit_dir"
+    _kit_bin=$(kit_bin) || return 1
+    RUST_LOG=${RUST_LOG:-warn} nice -n "${KIT_NICE:-0}" "$_kit_bin" serve --data-dir "$_kit_dir" "$@" \
+        >"$_kit_dir.out" 2>"$_kit_dir.log" &
     KIT_PID=$!
     kit_track "$KIT_PID"
-    i=0
-    while ! grep -q '"ready"' "$dir.out" 2>/dev/null; do
-        if ! kill -0 "$KIT_PID" 2>/dev/null || [ $i -ge 300 ]; then
-            kit_log "the node in $dir did not start; its log:"
-            tail -n 20 "$dir.log" >&2
+    _kit_i=0
+    while ! grep -q '"ready"' "$_kit_dir.out" 2>/dev/null; do
+        if ! kill -0 "$KIT_PID" 2>/dev/null || [ $_kit_i -ge 300 ]; then
+            kit_log "the node in $_kit_dir did not start; its log:"
+            tail -n 20 "$_kit_dir.log" >&2
             return 1
         fi
         sleep 0.1
-        i=$((i + 1))
+        _kit_i=$((_kit_i + 1))
     done
 }
 
@@ -125,19 +125,19 @@ kit_cred() { kit_json "$1/credentials.json" "$2"; }
 # Call a node's API with its API token (kept off the command line):
 # kit_api DIR METHOD PATH [BODY]; PATH is under /client/v4/accounts/<id>/stream.
 kit_api() {
-    dir=$1 method=$2 path=$3 body=${4:-}
-    base="$(kit_cred "$dir" api)/client/v4/accounts/$(kit_cred "$dir" accountId)/stream"
-    printf 'header = "Authorization: Bearer %s"\n' "$(kit_cred "$dir" apiToken)" | \
-        curl -sf -K - -X "$method" -H 'content-type: application/json' \
-            ${body:+--data "$body"} "$base$path"
+    _kit_dir=$1 _kit_method=$2 _kit_path=$3 _kit_body=${4:-}
+    _kit_base="$(kit_cred "$_kit_dir" api)/client/v4/accounts/$(kit_cred "$_kit_dir" accountId)/stream"
+    printf 'header = "Authorization: Bearer %s"\n' "$(kit_cred "$_kit_dir" apiToken)" | \
+        curl -sf -K - -X "$_kit_method" -H 'content-type: application/json' \
+            ${_kit_body:+--data "$_kit_body"} "$_kit_base$_kit_path"
 }
 
 # Create a live input on a node and write its JSON to FILE:
 # kit_input DIR FILE [BODY]; then e.g. kit_json FILE result rtmp streamKey.
 kit_input() {
-    body='{}'
-    [ $# -ge 3 ] && body=$3
-    kit_api "$1" POST /live_inputs "$body" >"$2"
+    _kit_body='{}'
+    [ $# -ge 3 ] && _kit_body=$3
+    kit_api "$1" POST /live_inputs "$_kit_body" >"$2"
 }
 
 kit_as_postgres() {
@@ -151,13 +151,13 @@ kit_pg_start() {
     mkdir -p "$1"
     if [ "$(id -u)" = 0 ]; then chown postgres "$1"; chmod o+x "$(dirname -- "$1")"; fi
     KIT_PG_DATA="$1/data"
-    port=$(kit_free_port)
+    _kit_port=$(kit_free_port)
     kit_as_postgres "$KIT_PG_BIN/initdb" --no-sync -D "$KIT_PG_DATA" -A trust -U postgres \
         >"$1/initdb.log" 2>&1 || { cat "$1/initdb.log" >&2; return 1; }
     kit_as_postgres "$KIT_PG_BIN/pg_ctl" -D "$KIT_PG_DATA" -l "$1/pg.log" -w \
-        -o "-k $1 -p $port -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
+        -o "-k $1 -p $_kit_port -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
         || { cat "$1/pg.log" >&2; return 1; }
-    KIT_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    KIT_PG_URL="postgres://postgres@127.0.0.1:$_kit_port/postgres"
 }
 
 kit_pg_stop() {

@@ -75,7 +75,8 @@ start_banyan() {
     rtmp=$(kit_json "$dir/data.out" rtmp)
     srt=$(kit_json "$dir/data.out" srt)
     BANYAN_HTTP=$(kit_json "$dir/data.out" http)
-    kit_input "$dir/data" "$dir/input.json" '{"meta":{"name":"bench"}}' || return 1
+    kit_input "$dir/data" "$dir/input.json" '{"meta":{"name":"bench"}}' ||
+        { kill "$SERVER_PID" 2>/dev/null; return 1; }
     local f="$dir/input.json"
     RTMP_PUBLISH=rtmp://$rtmp/live/$(kit_json "$f" result rtmp streamKey)
     RTMP_PLAY=rtmp://$rtmp/live/$(kit_json "$f" result rtmpPlayback streamKey)
