@@ -23,15 +23,7 @@
 // frames in that window. With --min-fps, presentedFps and decodedFps must reach N; with
 // --max-dropped, at most that fraction of the decoded frames may be dropped.
 
-import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(here, '..', '..', 'web', 'package.json'));
-const { chromium } = require('playwright-core');
+import { launch } from './chromium.mjs';
 
 function parseArgs(argv) {
   const o = {
@@ -57,7 +49,6 @@ function parseArgs(argv) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const userDir = mkdtempSync(join(tmpdir(), 'banyan-chromium-'));
 const result = {
   ok: false, url: opts.url, started: false, playedSeconds: 0, stalls: 0,
   maxLatency: null, latencies: [], cues: 0, captionTracks: [], cueTexts: [], textMatched: false,
@@ -65,28 +56,10 @@ const result = {
   maxFrameGapMs: null,
   errors: [], reason: null,
 };
-let context;
-const hardStop = setTimeout(() => {
-  result.reason = 'hard timeout';
-  finish();
-}, (opts.timeout + 20) * 1000);
 
-async function finish() {
-  clearTimeout(hardStop);
-  try { if (context) await context.close(); } catch (_) { /* closing anyway */ }
-  try { rmSync(userDir, { recursive: true, force: true }); } catch (_) { /* best effort */ }
-  console.log(JSON.stringify(result));
-  process.exit(result.ok ? 0 : 1);
-}
+const { context, finish } = await launch('banyan-chromium-', opts.timeout, result);
 
 try {
-  context = await chromium.launchPersistentContext(userDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required', '--mute-audio'],
-  });
   const page = context.pages()[0] || await context.newPage();
   page.on('pageerror', (e) => result.errors.push(String(e)));
   // The page plays WebRTC first; this driver checks its LL-HLS player.

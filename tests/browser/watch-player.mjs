@@ -9,15 +9,7 @@
 // (`firstFrameMs`), presented frames over --seconds after it, the video's
 // size, and the page's console warnings. Exits 0 when frames were presented.
 
-import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(here, '..', '..', 'web', 'package.json'));
-const { chromium } = require('playwright-core');
+import { launch } from './chromium.mjs';
 
 const args = process.argv.slice(2);
 const opts = { url: null, seconds: 5, timeout: 30 };
@@ -31,28 +23,11 @@ if (!opts.url) {
   process.exit(2);
 }
 
-const userDir = mkdtempSync(join(tmpdir(), 'banyan-watch-'));
 const result = { ok: false, player: null, warnings: [], errors: [], reason: null };
-let context;
-const hardStop = setTimeout(() => { result.reason = 'hard timeout'; finish(); }, (opts.timeout + 20) * 1000);
 
-async function finish() {
-  clearTimeout(hardStop);
-  try { if (context) await context.close(); } catch (_) { /* closing anyway */ }
-  try { rmSync(userDir, { recursive: true, force: true }); } catch (_) { /* best effort */ }
-  console.log(JSON.stringify(result));
-  process.exit(result.ok ? 0 : 1);
-}
+const { context, finish } = await launch('banyan-watch-', opts.timeout, result, { loopback: true });
 
 try {
-  context = await chromium.launchPersistentContext(userDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required', '--mute-audio',
-      '--allow-loopback-in-peer-connection'],
-  });
   const page = context.pages()[0] || await context.newPage();
   page.on('pageerror', (e) => result.errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'warning') result.warnings.push(m.text()); });

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use banyan_relay::{Frame, CLOCK_HZ};
 
 use super::fmp4::{self, Sample, TrackRun, AUDIO_TRACK};
-use super::{Part, Segment, Segmenter, AAC_FRAME, MAX_FRAME_GAP};
+use super::{Part, Segmenter, AAC_FRAME, MAX_FRAME_GAP};
 
 impl Segmenter {
     /// True when the stream's media has audio and no video.
@@ -73,23 +73,7 @@ impl Segmenter {
             .audio_first
             .map_or(ticks, |a| a as i64 * CLOCK_HZ / rate);
         self.observe_wall(ticks, wall_ms);
-        if self.current.is_none() {
-            self.current = Some(Segment {
-                msn: self.next_msn,
-                init: self.init_id,
-                discontinuity: std::mem::take(&mut self.pending_discontinuity),
-                start: start_ticks,
-                duration: 0,
-                wall_ms: self.wall_of(start_ticks).unwrap_or(wall_ms),
-                epoch: self.epoch,
-                parts: Vec::new(),
-                part_count: 0,
-                data: None,
-                vtt: None,
-                bytes: 0,
-            });
-            self.next_msn += 1;
-        }
+        self.open_segment(start_ticks, wall_ms);
         self.audio.push(f.payload);
         changed
     }

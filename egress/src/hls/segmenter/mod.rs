@@ -276,23 +276,7 @@ impl Segmenter {
             return changed;
         }
         self.observe_wall(dts, wall_ms);
-        if self.current.is_none() {
-            self.current = Some(Segment {
-                msn: self.next_msn,
-                init: self.init_id,
-                discontinuity: std::mem::take(&mut self.pending_discontinuity),
-                start: dts,
-                duration: 0,
-                wall_ms: self.wall_of(dts).unwrap_or(wall_ms),
-                epoch: self.epoch,
-                parts: Vec::new(),
-                part_count: 0,
-                data: None,
-                vtt: None,
-                bytes: 0,
-            });
-            self.next_msn += 1;
-        }
+        self.open_segment(dts, wall_ms);
         self.video.push(PendingVideo {
             dts,
             pts: f.pts - origin,
@@ -348,6 +332,28 @@ impl Segmenter {
         self.audio_next = None;
         self.new_epoch();
         changed
+    }
+
+    /// Start a segment at media time `start` unless one is open.
+    fn open_segment(&mut self, start: i64, wall_ms: i64) {
+        if self.current.is_some() {
+            return;
+        }
+        self.current = Some(Segment {
+            msn: self.next_msn,
+            init: self.init_id,
+            discontinuity: std::mem::take(&mut self.pending_discontinuity),
+            start,
+            duration: 0,
+            wall_ms: self.wall_of(start).unwrap_or(wall_ms),
+            epoch: self.epoch,
+            parts: Vec::new(),
+            part_count: 0,
+            data: None,
+            vtt: None,
+            bytes: 0,
+        });
+        self.next_msn += 1;
     }
 
     fn new_epoch(&mut self) {
