@@ -8,22 +8,16 @@
 //! Malformed JSON and oversized API bodies are covered by tests/api_auth.rs.
 
 mod common;
+mod hostile_support;
 mod reliab;
 
 use std::time::{Duration, Instant};
 
+use hostile_support::*;
 use reliab::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::Command;
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-fn start(dir: &std::path::Path, extra: &[&str]) -> Node {
-    Node::start(&dir.join("data"), &dir.join("node.log"), extra)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_trickling_rtmp_clients_are_dropped_at_the_handshake_deadline() {
@@ -156,72 +150,6 @@ async fn http_slowloris_is_cut_off_and_other_calls_are_served() {
             "slow client {i} cut off after {c:?}, want about 2 s"
         );
     }
-}
-
-fn http_client_fresh() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client")
-}
-
-/// A TCP proxy in front of the node's RTMP port that forwards the client's
-/// bytes at full speed until `throttle` is set, then one byte per second.
-/// Returns the address to publish to and a handle telling when the node
-/// closed the upstream side.
-async fn throttling_proxy(
-    upstream: String,
-    throttle: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> (String, tokio::task::JoinHandle<Option<Instant>>) {
-    use std::sync::atomic::Ordering;
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let addr = l.local_addr().expect("proxy addr").to_string();
-    let h = tokio::spawn(async move {
-        let (client, _) = tokio::time::timeout(Duration::from_secs(10), l.accept())
-            .await
-            .ok()?
-            .ok()?;
-        let server = TcpStream::connect(&upstream).await.ok()?;
-        let (mut cr, mut cw) = client.into_split();
-        let (mut sr, mut sw) = server.into_split();
-        // Node to client: at full speed; its end is the node closing.
-        let down = tokio::spawn(async move {
-            let mut b = vec![0u8; 64 << 10];
-            loop {
-                match sr.read(&mut b).await {
-                    Ok(0) | Err(_) => return Instant::now(),
-                    Ok(n) => {
-                        let _ = cw.write_all(&b[..n]).await;
-                    }
-                }
-            }
-        });
-        let up = tokio::spawn(async move {
-            let mut b = vec![0u8; 64 << 10];
-            loop {
-                let n = match cr.read(&mut b).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                for chunk in b[..n].chunks(if throttle.load(Ordering::Relaxed) {
-                    1
-                } else {
-                    n
-                }) {
-                    if sw.write_all(chunk).await.is_err() {
-                        return;
-                    }
-                    if throttle.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
-        let closed = tokio::time::timeout(Duration::from_secs(40), down).await;
-        up.abort();
-        closed.ok().and_then(|r| r.ok())
-    });
-    (addr, h)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,49 +318,6 @@ async fn a_connection_flood_beyond_the_limit_is_refused_and_the_node_keeps_worki
         "the refusal reason is not in the log"
     );
     witness.check().await;
-}
-
-/// An SRT caller through the binding: connected, or the reject code the
-/// listener answered with.
-fn srt_call(addr: &str, stream_id: &str, passphrase: &str) -> Result<banyan_srt::Socket, i32> {
-    let s = banyan_srt::Socket::new().expect("srt socket");
-    s.set_str(banyan_srt::sys::SRTO_STREAMID, stream_id)
-        .expect("stream id");
-    s.set_passphrase(passphrase).expect("passphrase");
-    match s.connect(addr.parse().expect("srt address")) {
-        Ok(()) => Ok(s),
-        Err(_) => Err(s.reject_reason()),
-    }
-}
-
-/// Video packets of a framemd5 file and the longest step between two
-/// successive ones, in seconds (read from the file's `#tb 0:` line).
-fn video_steps(path: &std::path::Path) -> (usize, f64) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let tb = text
-        .lines()
-        .find_map(|l| l.strip_prefix("#tb 0:"))
-        .and_then(|t| {
-            let (n, d) = t.trim().split_once('/')?;
-            Some(n.parse::<f64>().ok()? / d.parse::<f64>().ok()?)
-        })
-        .unwrap_or(0.0);
-    let video: Vec<Packet> = packets(path)
-        .into_iter()
-        .filter(|p| p.stream == 0)
-        .collect();
-    let mut max = 0.0f64;
-    for w in video.windows(2) {
-        let step = (w[1].dts - w[0].dts) as f64 * tb;
-        assert!(
-            step >= 0.0,
-            "video dts went back: {} then {}",
-            w[0].dts,
-            w[1].dts
-        );
-        max = max.max(step);
-    }
-    (video.len(), max)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
