@@ -23,13 +23,12 @@ use super::access::{authorize, cors, refuse};
 use super::playlist::{self, MEDIA_PLAYLIST, SUBTITLES_PLAYLIST};
 use super::range::{media_body, CACHE_IMMUTABLE};
 use super::segmenter::{Segmenter, SegmenterConfig};
+use super::session::{may_start, SessionCounts, SessionKey, Verdict};
+use super::{web, HlsConfig};
 
 /// A muxer whose stream has been quiet this long while its publisher is
 /// away closes its open part and segment ([`Segmenter::flush`]).
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
-use super::session::{may_start, SessionCounts, SessionKey, Verdict};
-use super::{web, HlsConfig};
-
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const CACHE_PLAYLIST: &str = "public, max-age=1";
 
@@ -215,12 +214,16 @@ impl HlsService {
         let name = uid.to_string();
         let task = tokio::spawn(async move {
             let mut flushed = false;
+            // One timer for the task, moved on by every item.
+            let quiet = tokio::time::sleep(FLUSH_AFTER);
+            tokio::pin!(quiet);
             loop {
                 // Quiet for a while and the publisher gone: the open part
                 // and segment are closed now, not when the stream ends.
                 let item = tokio::select! {
                     item = sub.recv() => item,
-                    _ = tokio::time::sleep(FLUSH_AFTER), if !flushed => {
+                    _ = &mut quiet, if !flushed => {
+                        quiet.as_mut().reset(Instant::now() + FLUSH_AFTER);
                         if hub.state(&name) == StreamState::Reconnecting {
                             let Some(mux) = weak.upgrade() else {
                                 return;
@@ -234,6 +237,7 @@ impl HlsService {
                     }
                 };
                 flushed = false;
+                quiet.as_mut().reset(Instant::now() + FLUSH_AFTER);
                 let end = matches!(item, Item::End(_));
                 let Some(mux) = weak.upgrade() else {
                     return;

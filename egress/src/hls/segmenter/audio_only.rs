@@ -5,12 +5,10 @@
 //! audio frame. A jump in the audio clock closes the segment, and the next
 //! carries a discontinuity.
 
-use std::sync::Arc;
-
 use banyan_relay::{Frame, CLOCK_HZ};
 
-use super::fmp4::{self, Sample, TrackRun, AUDIO_TRACK};
-use super::{Part, Segmenter, AAC_FRAME, MAX_FRAME_GAP};
+use super::fmp4::{self, AUDIO_TRACK};
+use super::{aac_run, Segmenter, AAC_FRAME, MAX_FRAME_GAP};
 
 impl Segmenter {
     /// True when the stream's media has audio and no video.
@@ -80,11 +78,11 @@ impl Segmenter {
 
     /// Close the pending audio-only part.
     pub(super) fn close_audio_part(&mut self) -> bool {
-        let Some(seg) = self.current.as_mut() else {
+        if self.current.is_none() {
             self.audio.clear();
             self.audio_first = None;
             return false;
-        };
+        }
         let audio = std::mem::take(&mut self.audio);
         let Some(base) = self.audio_first.take() else {
             return false;
@@ -93,42 +91,11 @@ impl Segmenter {
             return false;
         }
         let rate = i64::from(self.info.as_deref().map_or(48_000, fmp4::audio_timescale));
-        let n = audio.len() as u64;
-        let run = TrackRun {
-            base_decode_time: base,
-            samples: audio
-                .into_iter()
-                .map(|data| Sample {
-                    duration: AAC_FRAME,
-                    cts: 0,
-                    keyframe: true,
-                    data,
-                })
-                .collect(),
-        };
-        self.audio_next = Some(base + u64::from(AAC_FRAME) * n);
-        let index = self.next_part;
-        let data = match fmp4::fragment((index + 1) as u32, &[(AUDIO_TRACK, &run)]) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "hls: audio part dropped");
-                metrics::counter!("banyan_hls_errors_total", "kind" => "part").increment(1);
-                return false;
-            }
-        };
+        let end = base + u64::from(AAC_FRAME) * audio.len() as u64;
+        self.audio_next = Some(end);
+        let run = aac_run(base, audio);
         let start = base as i64 * CLOCK_HZ / rate;
-        let duration = (base + u64::from(AAC_FRAME) * n) as i64 * CLOCK_HZ / rate - start;
-        self.next_part += 1;
-        seg.duration += duration;
-        seg.bytes += data.len();
-        seg.part_count += 1;
-        seg.parts.push(Arc::new(Part {
-            index,
-            duration,
-            independent: true,
-            data,
-        }));
-        self.edge = start + duration;
-        true
+        let duration = end as i64 * CLOCK_HZ / rate - start;
+        self.add_part(&[(AUDIO_TRACK, &run)], start, duration, true)
     }
 }

@@ -392,10 +392,10 @@ impl Segmenter {
             self.audio_first = None;
             return false;
         }
-        let Some(seg) = self.current.as_mut() else {
+        if self.current.is_none() {
             self.video.clear();
             return false;
-        };
+        }
         let video = std::mem::take(&mut self.video);
         let start = video[0].dts;
         let mut samples = Vec::with_capacity(video.len());
@@ -413,34 +413,40 @@ impl Segmenter {
             base_decode_time: start as u64,
             samples,
         };
-        let audio = std::mem::take(&mut self.audio);
         let abase = self.audio_first.take().unwrap_or(0);
-        let arun = TrackRun {
-            base_decode_time: abase,
-            samples: audio
-                .into_iter()
-                .map(|data| Sample {
-                    duration: AAC_FRAME,
-                    cts: 0,
-                    keyframe: true,
-                    data,
-                })
-                .collect(),
-        };
+        let arun = aac_run(abase, std::mem::take(&mut self.audio));
         if !arun.samples.is_empty() {
             self.audio_next = Some(abase + u64::from(AAC_FRAME) * arun.samples.len() as u64);
         }
-        let index = self.next_part;
-        let data = match fmp4::fragment(
-            (index + 1) as u32,
+        self.add_part(
             &[(VIDEO_TRACK, &vrun), (AUDIO_TRACK, &arun)],
-        ) {
+            start,
+            duration,
+            video[0].keyframe,
+        )
+    }
+
+    /// Mux `runs` into the next part of the open segment, `duration` ticks
+    /// from media time `start`. False when no segment is open, or when the
+    /// fragment cannot be made (logged and counted; the media is dropped).
+    fn add_part(
+        &mut self,
+        runs: &[(u32, &TrackRun)],
+        start: i64,
+        duration: i64,
+        independent: bool,
+    ) -> bool {
+        let index = self.next_part;
+        let data = match fmp4::fragment((index + 1) as u32, runs) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "hls: part dropped");
                 metrics::counter!("banyan_hls_errors_total", "kind" => "part").increment(1);
                 return false;
             }
+        };
+        let Some(seg) = self.current.as_mut() else {
+            return false;
         };
         self.next_part += 1;
         seg.duration += duration;
@@ -449,7 +455,7 @@ impl Segmenter {
         seg.parts.push(Arc::new(Part {
             index,
             duration,
-            independent: video[0].keyframe,
+            independent,
             data,
         }));
         self.edge = start + duration;
@@ -496,5 +502,22 @@ impl Segmenter {
         while self.inits.len() > 1 && self.inits.front().is_some_and(|(id, _)| *id < oldest) {
             self.inits.pop_front();
         }
+    }
+}
+
+/// The AAC frames of a part, from sample `base` on (every frame a sync
+/// sample of `AAC_FRAME` samples).
+fn aac_run(base: u64, frames: Vec<Bytes>) -> TrackRun {
+    TrackRun {
+        base_decode_time: base,
+        samples: frames
+            .into_iter()
+            .map(|data| Sample {
+                duration: AAC_FRAME,
+                cts: 0,
+                keyframe: true,
+                data,
+            })
+            .collect(),
     }
 }
