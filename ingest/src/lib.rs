@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use banyan_relay::access::KeyTable;
 use banyan_relay::views::Views;
-use banyan_relay::Hub;
+use banyan_relay::{Hub, HubConfig};
 
 /// What every listener needs from the node.
 #[derive(Clone)]
@@ -34,6 +34,22 @@ pub struct Context {
     pub admission: Arc<admission::Admission>,
     /// Where publish outcomes are reported (`Default`: nowhere).
     pub events: events::Events,
+}
+
+impl Context {
+    /// Ingest on its own, checking keys against `keys`: a hub and view
+    /// counts of its own, no custom domains, publish outcomes reported
+    /// nowhere (tests and tools; a node builds its context in its root).
+    pub fn standalone(keys: Arc<KeyTable>) -> Context {
+        Context {
+            hub: Hub::new(HubConfig::default()),
+            keys,
+            views: Views::new(),
+            captions: banyan_captions::Registry::new(),
+            admission: Default::default(),
+            events: Default::default(),
+        }
+    }
 }
 
 /// Errors of the ingest crate.

@@ -15,8 +15,7 @@ use std::time::Duration;
 use banyan_ingest::srt::{serve, SrtConfig};
 use banyan_ingest::Context;
 use banyan_relay::access::{Direction, Grant, KeyEntry, KeyTable};
-use banyan_relay::views::Views;
-use banyan_relay::{Hub, HubConfig, Item, StreamState, SubscribeOptions};
+use banyan_relay::{Item, StreamState, SubscribeOptions};
 use tokio::net::UdpSocket;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -165,14 +164,7 @@ async fn node(latency_ms: u64) -> Node {
     entries.push(entry("off", Direction::Publish, PUB_PASS, false));
     entries.push(entry("open", Direction::Publish, "", true));
     keys.replace(entries);
-    let ctx = Context {
-        hub: Hub::new(HubConfig::default()),
-        keys,
-        views: Views::new(),
-        captions: banyan_captions::Registry::new(),
-        admission: Default::default(),
-        events: Default::default(),
-    };
+    let ctx = Context::standalone(keys);
     let shutdown = CancellationToken::new();
     let cfg = SrtConfig {
         latency: Duration::from_millis(latency_ms),

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use banyan_ingest::srt::{serve, SrtConfig};
 use banyan_ingest::Context;
 use banyan_relay::access::{Direction, Grant, KeyEntry, KeyTable};
-use banyan_relay::views::Views;
-use banyan_relay::{Hub, HubConfig, StreamState};
+use banyan_relay::StreamState;
 use banyan_srt::{MsgCtrl, Socket};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -287,14 +286,7 @@ async fn relay_added_latency() {
             }
         }),
     );
-    let ctx = Context {
-        hub: Hub::new(HubConfig::default()),
-        keys,
-        views: Views::new(),
-        captions: banyan_captions::Registry::new(),
-        admission: Default::default(),
-        events: Default::default(),
-    };
+    let ctx = Context::standalone(keys);
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
     let node = serve(

@@ -13,8 +13,7 @@ use std::time::Duration;
 use banyan_ingest::srt::{serve, SrtConfig};
 use banyan_ingest::Context;
 use banyan_relay::access::{Direction, Grant, KeyEntry, KeyTable};
-use banyan_relay::views::Views;
-use banyan_relay::{Hub, HubConfig, StreamState};
+use banyan_relay::StreamState;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -97,14 +96,7 @@ async fn players_joining_apart_get_the_same_packets_from_one_mux() {
 
     let keys = Arc::new(KeyTable::new());
     keys.replace(vec![entry(Direction::Publish), entry(Direction::Play)]);
-    let ctx = Context {
-        hub: Hub::new(HubConfig::default()),
-        keys,
-        views: Views::new(),
-        captions: banyan_captions::Registry::new(),
-        admission: Default::default(),
-        events: Default::default(),
-    };
+    let ctx = Context::standalone(keys);
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let addr = serve(
