@@ -163,8 +163,8 @@ async fn ffmpeg_plays_the_live_stream_and_ll_hls_rules_hold() {
     for tag in [
         "#EXT-X-VERSION:9",
         "#EXT-X-TARGETDURATION:",
-        "#EXT-X-PART-INF:PART-TARGET=0.200",
-        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600",
+        "#EXT-X-PART-INF:PART-TARGET=0.333",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.999",
         "#EXT-X-MEDIA-SEQUENCE:",
         "#EXT-X-MAP:URI=\"init-",
         "#EXT-X-PROGRAM-DATE-TIME:",

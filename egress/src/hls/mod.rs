@@ -132,7 +132,7 @@ pub struct HlsConfig {
 impl Default for HlsConfig {
     fn default() -> Self {
         HlsConfig {
-            part_target: Duration::from_millis(200),
+            part_target: Duration::from_millis(333),
             segment_target: Duration::from_secs(1),
             window_segments: 6,
             idle_stop: Duration::from_secs(30),
