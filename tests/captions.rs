@@ -496,6 +496,9 @@ async fn captions_survive_every_path_and_reach_hls_and_the_browser() {
                 "25",
                 "--max-latency",
                 "8",
+                // Likewise a stall or two while ten ffmpegs share the machine.
+                "--max-stalls",
+                "2",
             ])
             .args(
                 expected

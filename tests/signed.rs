@@ -92,7 +92,12 @@ async fn signed_playback_end_to_end() {
             let mut cmd = Command::new("node");
             cmd.arg(root().join("tests/browser/play.mjs"))
                 .arg(format!("{t_base}/watch"))
-                .args(["--seconds", "8", "--timeout", "40", "--max-latency", "5"])
+                // Smooth low-latency play is the HLS tests' subject; here the
+                // machine also runs three publishers and two more players, so
+                // a stall or two (1.5 s without progress) and the latency they
+                // leave behind are tolerated, and playing 8 s is required.
+                .args(["--seconds", "8", "--timeout", "40"])
+                .args(["--max-latency", "8", "--max-stalls", "2"])
                 .stdout(std::fs::File::create(&browser_out).unwrap())
                 .stderr(Stdio::null());
             cmd
