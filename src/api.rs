@@ -42,7 +42,7 @@ mod domains;
 mod envelope;
 #[cfg(test)]
 mod in_process;
-mod inputs;
+pub(crate) mod inputs;
 mod outputs;
 pub mod signing;
 mod tokens;

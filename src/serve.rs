@@ -237,7 +237,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tasks.spawn(serve_rtmp(
         rtmps,
         Some(tls_config),
-        ingest,
+        ingest.clone(),
         shutdown.clone(),
         banyan_ingest::rtmp::Limits {
             acme_tls: Some(tls::challenge_config(parts.tls.clone())?),
@@ -284,7 +284,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let metrics_page = Arc::new(parts.metrics_context(metrics));
     let api = Arc::new(parts.api_context(s, &urls, metrics_page.clone(), analytics));
     let signing = Arc::new(parts.signing_context());
-    let webrtc = webrtc.start(parts.webrtc_context(cluster.as_ref().map(|c| c.fetchable())));
+    let webrtc =
+        webrtc.start(parts.webrtc_context(cluster.as_ref().map(|c| c.fetchable()), ingest.clone()));
     let mut app = crate::api::router(api)
         .merge(crate::api::signing::router(signing))
         .merge(webrtc.router())

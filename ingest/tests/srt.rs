@@ -145,6 +145,7 @@ fn entry(uid: &str, direction: Direction, pass: &str, enabled: bool) -> KeyEntry
     KeyEntry {
         rtmp_key: format!("rtmp-{uid}-{direction:?}"),
         srt_passphrase: pass.to_string(),
+        whip_key: None,
         grant: Grant {
             uid: uid.to_string(),
             account: "acc".to_string(),

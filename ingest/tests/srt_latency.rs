@@ -277,6 +277,7 @@ async fn relay_added_latency() {
             KeyEntry {
                 rtmp_key: format!("k-{direction:?}"),
                 srt_passphrase: pass.into(),
+                whip_key: None,
                 grant: Grant {
                     uid: "lat".into(),
                     account: "a".into(),

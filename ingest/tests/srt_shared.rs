@@ -29,6 +29,7 @@ fn entry(direction: Direction) -> KeyEntry {
     KeyEntry {
         rtmp_key: format!("rtmp-{direction:?}"),
         srt_passphrase: String::new(),
+        whip_key: None,
         grant: Grant {
             uid: "sh1".to_string(),
             account: "acc".to_string(),

@@ -42,12 +42,17 @@ pub struct KeyEntry {
     pub rtmp_key: String,
     /// The SRT passphrase for the same direction.
     pub srt_passphrase: String,
+    /// The WHIP secret (`webRTC.url`) of a publish entry: a secret of its
+    /// own, valid only for WebRTC publishing.
+    pub whip_key: Option<String>,
     pub grant: Grant,
 }
 
 #[derive(Default)]
 struct Snapshot {
     by_hash: HashMap<[u8; 32], (Vec<u8>, Grant)>,
+    /// WHIP secrets, apart from the RTMP keys so that neither opens the other.
+    whip: HashMap<[u8; 32], (Vec<u8>, Grant)>,
     srt: HashMap<(String, Direction), (String, Grant)>,
     /// The key digests of each input, so that a change removes its old keys.
     by_uid: HashMap<String, Vec<[u8; 32]>>,
@@ -59,6 +64,11 @@ impl Snapshot {
         self.by_uid.entry(e.grant.uid.clone()).or_default().push(h);
         self.by_hash
             .insert(h, (e.rtmp_key.into_bytes(), e.grant.clone()));
+        if let Some(w) = e.whip_key.filter(|w| !w.is_empty()) {
+            let wh = digest(w.as_bytes());
+            self.by_uid.entry(e.grant.uid.clone()).or_default().push(wh);
+            self.whip.insert(wh, (w.into_bytes(), e.grant.clone()));
+        }
         self.srt.insert(
             (e.grant.uid.clone(), e.grant.direction),
             (e.srt_passphrase, e.grant),
@@ -70,6 +80,9 @@ impl Snapshot {
             // Only the input's own entry (a digest collision is not a case).
             if self.by_hash.get(&h).is_some_and(|(_, g)| g.uid == uid) {
                 self.by_hash.remove(&h);
+            }
+            if self.whip.get(&h).is_some_and(|(_, g)| g.uid == uid) {
+                self.whip.remove(&h);
             }
         }
         for d in [Direction::Publish, Direction::Play] {
@@ -135,6 +148,17 @@ impl KeyTable {
         }
     }
 
+    /// The grant of a WHIP secret (constant-time compare, as keys).
+    pub fn lookup_whip(&self, key: &str) -> Option<Grant> {
+        let snap = self.snap.read();
+        let (stored, grant) = snap.whip.get(&digest(key.as_bytes()))?;
+        if bool::from(stored.as_slice().ct_eq(key.as_bytes())) {
+            Some(grant.clone())
+        } else {
+            None
+        }
+    }
+
     /// The SRT passphrase and grant of a live input in one direction.
     pub fn srt(&self, uid: &str, direction: Direction) -> Option<(String, Grant)> {
         self.snap
@@ -153,6 +177,7 @@ mod tests {
         KeyEntry {
             rtmp_key: key.into(),
             srt_passphrase: format!("pass-{key}"),
+            whip_key: (direction == Direction::Publish).then(|| format!("whip-{key}")),
             grant: Grant {
                 uid: uid.into(),
                 account: "acc".into(),
@@ -180,6 +205,25 @@ mod tests {
             "a rotated key stops working at once"
         );
         assert!(t.lookup_key("pub-2").is_some());
+    }
+
+    #[test]
+    fn whip_secrets_stand_apart() {
+        let t = KeyTable::new();
+        t.replace([
+            entry("pub-1", "u1", Direction::Publish),
+            entry("play-1", "u1", Direction::Play),
+        ]);
+        assert_eq!(t.lookup_whip("whip-pub-1").unwrap().uid, "u1");
+        // Neither secret opens the other door.
+        assert!(t.lookup_key("whip-pub-1").is_none());
+        assert!(t.lookup_whip("pub-1").is_none());
+        assert!(t.lookup_whip("whip-play-1").is_none());
+        t.set_input("u1", [entry("pub-1b", "u1", Direction::Publish)]);
+        assert!(t.lookup_whip("whip-pub-1").is_none(), "rotated");
+        assert!(t.lookup_whip("whip-pub-1b").is_some());
+        t.remove_input("u1");
+        assert!(t.lookup_whip("whip-pub-1b").is_none(), "deleted");
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(86_400);
 /// What the node knows of one input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
-    /// A hash of its four secrets.
+    /// A hash of its five secrets (the WHIP one included).
     secrets: String,
     enabled: bool,
     modified: i64,
@@ -70,21 +70,32 @@ pub fn entries(r: &LiveInputRow) -> [KeyEntry; 2] {
         KeyEntry {
             rtmp_key: r.stream_key.clone(),
             srt_passphrase: r.srt_passphrase.clone(),
+            whip_key: whip_key(r),
             grant: grant(Direction::Publish),
         },
         KeyEntry {
             rtmp_key: r.playback_key.clone(),
             srt_passphrase: r.srt_play_passphrase.clone(),
+            whip_key: None,
             grant: grant(Direction::Play),
         },
     ]
 }
 
+/// The WHIP secret of a row (kept in its `options`).
+fn whip_key(r: &LiveInputRow) -> Option<String> {
+    crate::api::inputs::load(&r.options).webrtc_key
+}
+
 fn known(r: &LiveInputRow) -> Known {
     Known {
         secrets: secret::token_hash(&format!(
-            "{}\n{}\n{}\n{}",
-            r.stream_key, r.playback_key, r.srt_passphrase, r.srt_play_passphrase
+            "{}\n{}\n{}\n{}\n{}",
+            r.stream_key,
+            r.playback_key,
+            r.srt_passphrase,
+            r.srt_play_passphrase,
+            whip_key(r).unwrap_or_default()
         )),
         enabled: r.enabled,
         modified: r.modified,

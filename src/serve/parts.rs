@@ -243,9 +243,12 @@ impl Parts {
 
     /// WHEP playback: the hub, viewer counts, the playback gate, and what
     /// the cluster can fetch.
+    /// WHEP viewers and WHIP publishers; `ingest` is the context RTMP and
+    /// SRT publish through (its failed-attempt limiter shared with them).
     pub fn webrtc_context(
         &self,
         fetchable: Option<banyan_egress::hls::Fetchable>,
+        ingest: banyan_ingest::Context,
     ) -> banyan_webrtc::Context {
         banyan_webrtc::Context {
             hub: self.hub.clone(),
@@ -253,6 +256,7 @@ impl Parts {
             access: self.playback.clone(),
             shutdown: self.shutdown.clone(),
             fetchable,
+            ingest: Some(ingest),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The WHEP resource: `POST /<uid or token>/webRTC/play` (an SDP offer in,
 //! 201 with the answer and a `Location` out), `DELETE` on that location
-//! ends the session, `OPTIONS` answers browsers' preflights.
+//! ends the session, `OPTIONS` answers browsers' preflights; and what WHIP
+//! ([`crate::whip`]) shares with it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,10 +33,18 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
             "/{segment}/webRTC/play/{session}",
             delete(end).options(preflight),
         )
+        .route(
+            "/{segment}/webRTC/publish",
+            post(crate::whip::offer).options(preflight),
+        )
+        .route(
+            "/{segment}/webRTC/publish/{session}",
+            delete(end).options(preflight),
+        )
         .with_state(sessions)
 }
 
-fn refused(status: StatusCode, reason: &'static str, text: &'static str) -> Response {
+pub(crate) fn refused(status: StatusCode, reason: &'static str, text: &'static str) -> Response {
     metrics::counter!("banyan_webrtc_offers_refused_total", "reason" => reason).increment(1);
     let mut res = (status, text).into_response();
     res.headers_mut().insert(
@@ -69,7 +78,7 @@ fn cors(h: &mut HeaderMap, allow: &AllowOrigin) {
     );
 }
 
-async fn preflight() -> Response {
+pub(crate) async fn preflight() -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     let h = res.headers_mut();
     h.insert(
@@ -120,28 +129,6 @@ async fn offer(
             )
         }
     };
-    let sdp_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-        });
-    if !sdp_type {
-        return refused(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content_type",
-            "the offer must be application/sdp\n",
-        );
-    }
-    if body.len() > MAX_OFFER {
-        return refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "the offer is too large\n",
-        );
-    }
     let here = sessions.ctx.hub.state(&grant.uid) != StreamState::Idle;
     if !here
         && !sessions
@@ -162,27 +149,14 @@ async fn offer(
     if let Err(r) = sessions.check(ip) {
         return refusal(r);
     }
-    let Some(offer) = std::str::from_utf8(&body)
-        .ok()
-        .and_then(|s| SdpOffer::from_sdp_string(s).ok())
-    else {
-        return refused(StatusCode::BAD_REQUEST, "bad_sdp", "the offer is not SDP\n");
+    let offer = match sdp_offer(&headers, &body) {
+        Ok(o) => o,
+        Err(res) => return *res,
     };
-    let mut rtc = Rtc::builder()
-        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-        .set_ice_lite(true)
-        .clear_codecs()
-        .enable_h264(true)
-        .enable_opus(true, false)
-        .build(Instant::now());
-    let Ok(candidate) = Candidate::host(sessions.announce, "udp") else {
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "candidate",
-            "no candidate\n",
-        );
+    let mut rtc = match new_rtc(&sessions) {
+        Ok(r) => r,
+        Err(res) => return *res,
     };
-    rtc.add_local_candidate(candidate);
     let answer = match rtc.sdp_api().accept_offer(offer) {
         Ok(a) => a,
         Err(e) => {
@@ -218,20 +192,83 @@ async fn offer(
         }
         .run(),
     );
+    created(answer, &location, &grant.cors)
+}
+
+/// The offer of a WHEP or WHIP request: `application/sdp`, at most
+/// [`MAX_OFFER`] bytes, and SDP.
+pub(crate) fn sdp_offer(headers: &HeaderMap, body: &[u8]) -> Result<SdpOffer, Box<Response>> {
+    let sdp_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+        });
+    if !sdp_type {
+        return Err(Box::new(refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            "the offer must be application/sdp\n",
+        )));
+    }
+    if body.len() > MAX_OFFER {
+        return Err(Box::new(refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the offer is too large\n",
+        )));
+    }
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|s| SdpOffer::from_sdp_string(s).ok())
+        .ok_or_else(|| {
+            Box::new(refused(
+                StatusCode::BAD_REQUEST,
+                "bad_sdp",
+                "the offer is not SDP\n",
+            ))
+        })
+}
+
+/// A session's state machine: ICE-lite, H.264 and Opus only, the node's
+/// one candidate.
+pub(crate) fn new_rtc(sessions: &Sessions) -> Result<Rtc, Box<Response>> {
+    let mut rtc = Rtc::builder()
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .build(Instant::now());
+    let Ok(candidate) = Candidate::host(sessions.announce, "udp") else {
+        return Err(Box::new(refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "candidate",
+            "no candidate\n",
+        )));
+    };
+    rtc.add_local_candidate(candidate);
+    Ok(rtc)
+}
+
+/// 201 with the SDP answer and the session's `Location`.
+pub(crate) fn created(answer: String, location: &str, allow: &AllowOrigin) -> Response {
     let mut res = (StatusCode::CREATED, answer).into_response();
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/sdp"),
     );
-    if let Ok(v) = HeaderValue::from_str(&location) {
+    if let Ok(v) = HeaderValue::from_str(location) {
         h.insert(header::LOCATION, v);
     }
-    cors(h, &grant.cors);
+    cors(h, allow);
     res
 }
 
-fn refusal(r: Refusal) -> Response {
+pub(crate) fn refusal(r: Refusal) -> Response {
     match r {
         Refusal::Full => refused(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -246,7 +283,7 @@ fn refusal(r: Refusal) -> Response {
     }
 }
 
-async fn end(
+pub(crate) async fn end(
     State(sessions): State<Arc<Sessions>>,
     Path((_segment, session)): Path<(String, String)>,
 ) -> Response {

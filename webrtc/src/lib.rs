@@ -1,4 +1,4 @@
-//! WHEP playback: WebRTC viewers of the hub's live streams.
+//! WebRTC: WHEP viewers of the hub's live streams, and WHIP publishers.
 //!
 //! * One UDP socket serves every session ([`demux`]): a datagram goes to the
 //!   session whose ICE username it names (STUN), or to the session that
@@ -13,12 +13,20 @@
 //! * The HTTP side ([`http`]): `POST /<uid or token>/webRTC/play` with an SDP
 //!   offer answers 201 with the SDP answer and a `Location` that `DELETE`
 //!   ends; authorization is the one HLS playback uses.
+//! * WHIP ([`whip`], [`publish`]): `POST /<secret>/webRTC/publish` takes a
+//!   publisher's offer; its H.264 goes to the hub as AVCC with the SPS/PPS
+//!   as configuration, its Opus becomes AAC once ([`to_aac`]), and captions
+//!   in the SEI flow as from any ingest. Keyframes are asked for (PLI)
+//!   every two seconds, since browsers send them only when asked.
 
 pub mod audio;
 pub mod demux;
 pub mod http;
 pub mod media;
+mod publish;
 mod session;
+pub mod to_aac;
+mod whip;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -86,6 +94,9 @@ pub struct Context {
     /// pulls them for a waiting subscriber): an offer for one is answered,
     /// and media flows once the stream arrives. `None`: only local streams.
     pub fetchable: Option<banyan_egress::hls::Fetchable>,
+    /// Where WHIP publishers go (keys, hub, captions, publish outcomes);
+    /// `None`: no WHIP here (`webRTC.url` answers 404).
+    pub ingest: Option<banyan_ingest::Context>,
 }
 
 /// The bound socket, before the node's context exists.

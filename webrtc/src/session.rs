@@ -19,9 +19,9 @@ use crate::media::{Clock, VideoTrack};
 /// PLI/FIR resubscriptions at most this often.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// A connected peer silent this long (no STUN consent, no RTCP) is gone.
-const SILENCE: Duration = Duration::from_secs(15);
+pub(crate) const SILENCE: Duration = Duration::from_secs(15);
 /// The longest wait between two drives of the state machine.
-const MAX_WAIT: Duration = Duration::from_millis(500);
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(500);
 
 /// Everything a session task owns.
 pub(crate) struct Session {
@@ -32,9 +32,15 @@ pub(crate) struct Session {
 }
 
 /// Removes the session from the table however its task ends.
-struct Forget {
+pub(crate) struct Forget {
     sessions: Arc<Sessions>,
     id: String,
+}
+
+impl Forget {
+    pub fn new(sessions: Arc<Sessions>, id: String) -> Forget {
+        Forget { sessions, id }
+    }
 }
 
 impl Drop for Forget {
@@ -76,10 +82,7 @@ impl Session {
             mut rtc,
         } = self;
         let Registered { id, mut rx, cancel } = reg;
-        let _forget = Forget {
-            sessions: sessions.clone(),
-            id: id.clone(),
-        };
+        let _forget = Forget::new(sessions.clone(), id.clone());
         let hub = sessions.ctx.hub.clone();
         let connect_by = Instant::now() + sessions.cfg.connect_timeout;
         let mut media = Media {
@@ -218,14 +221,14 @@ impl Session {
     }
 }
 
-fn rtc_error(e: str0m::RtcError) -> &'static str {
+pub(crate) fn rtc_error(e: str0m::RtcError) -> &'static str {
     tracing::debug!(error = %e, "WebRTC session error");
     "protocol error"
 }
 
 /// Feed one datagram to the state machine. A datagram that str0m cannot
 /// classify is dropped (counted); an error of the session ends it.
-fn input(rtc: &mut Rtc, sessions: &Sessions, d: Datagram) -> Result<(), &'static str> {
+pub(crate) fn input(rtc: &mut Rtc, sessions: &Sessions, d: Datagram) -> Result<(), &'static str> {
     let Ok(contents) = d.data.as_slice().try_into() else {
         metrics::counter!("banyan_webrtc_datagrams_dropped_total", "reason" => "unparsable")
             .increment(1);

@@ -58,6 +58,7 @@ fn entries() -> Vec<KeyEntry> {
             v.push(KeyEntry {
                 rtmp_key: key.into(),
                 srt_passphrase: format!("srt-{key}"),
+                whip_key: None,
                 grant: Grant {
                     uid: input.uid.into(),
                     account: "acc".into(),

@@ -1,0 +1,309 @@
+//! One WHIP publisher: a str0m `Rtc` that receives H.264 and Opus, driven
+//! by one task that publishes to the hub like any other ingest.
+//!
+//! * Video: str0m reassembles each frame (RFC 6184) as Annex B; it becomes
+//!   an AVCC access unit, its SPS/PPS the stream's configuration, and its
+//!   SEI captions flow as from RTMP or SRT. Browsers' encoders send a
+//!   keyframe only when asked, so the session asks (PLI) at connection and
+//!   every [`KEYFRAME_INTERVAL`]: new viewers and HLS segments need them.
+//! * Audio: Opus becomes AAC once, here ([`crate::to_aac`]).
+//! * Time: each track's RTP clock is anchored on the wallclock of its first
+//!   packet, so both land on one 90 kHz timeline (sender reports are not
+//!   used: the arrival of the first packets sets the lip sync).
+
+use std::time::{Duration, Instant};
+
+use banyan_ingest::events::IngestEvent;
+use banyan_ingest::ts::h264;
+use banyan_relay::{AudioConfig, Frame, Publisher, VideoConfig, CLOCK_HZ};
+use bytes::Bytes;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::demux::{Registered, Sessions};
+use crate::session::{input, rtc_error, Forget, MAX_WAIT, SILENCE};
+use crate::to_aac::{aac_config, OpusToAac};
+
+/// Keyframes are asked for this often (the longest group of pictures).
+pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Everything a publisher task owns.
+pub(crate) struct PublishSession {
+    pub sessions: std::sync::Arc<Sessions>,
+    pub reg: Registered,
+    pub uid: String,
+    pub rtc: Rtc,
+    pub ingest: banyan_ingest::Context,
+    /// Whether the offer sends audio (the AAC configuration is known at once).
+    pub audio: bool,
+}
+
+/// One track's RTP clock on the hub's timeline.
+#[derive(Default)]
+struct Anchor {
+    /// (first RTP time, its 90 kHz time on the timeline)
+    first: Option<(u64, i64)>,
+}
+
+impl Anchor {
+    fn ticks(&mut self, d: &MediaData, epoch: Instant) -> i64 {
+        let rate = i64::from(d.time.denom().max(1));
+        let rtp = d.time.numer();
+        let (r0, t0) = *self.first.get_or_insert_with(|| {
+            let since = d.network_time.saturating_duration_since(epoch);
+            (rtp, since.as_micros() as i64 * CLOCK_HZ / 1_000_000)
+        });
+        t0 + (rtp as i64 - r0 as i64) * CLOCK_HZ / rate
+    }
+}
+
+/// The video state: parameter sets and what the hub was told.
+#[derive(Default)]
+struct Video {
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
+    config: Option<VideoConfig>,
+    /// Nothing goes to the hub before the first keyframe.
+    started: bool,
+}
+
+struct Media {
+    video_mid: Option<Mid>,
+    audio_mid: Option<Mid>,
+    epoch: Instant,
+    video_clock: Anchor,
+    audio_clock: Anchor,
+    video: Video,
+    audio: Option<AudioConfig>,
+    aac: Option<OpusToAac>,
+    captions: banyan_captions::StreamCaptions,
+}
+
+impl PublishSession {
+    pub async fn run(self) {
+        let PublishSession {
+            sessions,
+            reg,
+            uid,
+            mut rtc,
+            ingest,
+            audio,
+        } = self;
+        let Registered { id, mut rx, cancel } = reg;
+        let _forget = Forget::new(sessions.clone(), id.clone());
+        let connect_by = Instant::now() + sessions.cfg.connect_timeout;
+        let aac = if audio {
+            match OpusToAac::new() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no Opus to AAC transcoder; audio dropped");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut media = Media {
+            video_mid: None,
+            audio_mid: None,
+            epoch: Instant::now(),
+            video_clock: Anchor::default(),
+            audio_clock: Anchor::default(),
+            video: Video::default(),
+            audio: aac.as_ref().map(|_| aac_config()),
+            aac,
+            captions: banyan_captions::StreamCaptions::new(ingest.captions.clone(), &uid),
+        };
+        let mut publisher: Option<Publisher> = None;
+        let mut next_pli = Instant::now();
+        let mut heard = Instant::now();
+        let why = loop {
+            let deadline = loop {
+                match rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => {
+                        if sessions
+                            .socket
+                            .try_send_to(&t.contents, t.destination)
+                            .is_err()
+                        {
+                            metrics::counter!("banyan_webrtc_datagrams_dropped_total", "reason" => "send")
+                                .increment(1);
+                        }
+                    }
+                    Ok(Output::Timeout(t)) => break Ok(t),
+                    Ok(Output::Event(e)) => match e {
+                        Event::Connected => match ingest.hub.publish(&uid) {
+                            Ok(p) => {
+                                tracing::info!(session = %id, stream = %uid, "WHIP publisher connected");
+                                metrics::counter!("banyan_whip_connected_total").increment(1);
+                                ingest
+                                    .events
+                                    .report(IngestEvent::Published { uid: uid.clone() });
+                                publisher = Some(p);
+                            }
+                            Err(e) => {
+                                tracing::info!(stream = %uid, error = %e, "WHIP publish refused");
+                                ingest.events.report(IngestEvent::Refused {
+                                    uid: uid.clone(),
+                                    reason: "busy",
+                                });
+                                break Err("busy");
+                            }
+                        },
+                        Event::MediaAdded(m) if m.kind == MediaKind::Video => {
+                            media.video_mid = Some(m.mid);
+                        }
+                        Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
+                            media.audio_mid = Some(m.mid);
+                        }
+                        Event::MediaData(d) => {
+                            if let Some(p) = publisher.as_mut() {
+                                media.take(p, &d);
+                            }
+                        }
+                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                            break Err("ICE disconnected");
+                        }
+                        _ => {}
+                    },
+                    Err(e) => break Err(rtc_error(e)),
+                }
+            };
+            let deadline = match deadline {
+                Ok(d) => d,
+                Err(why) => break why,
+            };
+            if !rtc.is_alive() {
+                break "closed";
+            }
+            if publisher.as_ref().is_some_and(|p| p.is_kicked()) {
+                break "kicked";
+            }
+            if publisher.is_none() && Instant::now() >= connect_by {
+                break "no connection";
+            }
+            if heard.elapsed() >= SILENCE {
+                break "peer silent";
+            }
+            let now = Instant::now();
+            if publisher.is_some() && now >= next_pli {
+                if let Some(mut w) = media.video_mid.and_then(|m| rtc.writer(m)) {
+                    if w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok() {
+                        next_pli = now + KEYFRAME_INTERVAL;
+                    }
+                }
+            }
+            let mut wake = deadline.min(now + MAX_WAIT);
+            if publisher.is_none() {
+                wake = wake.min(connect_by);
+            } else {
+                wake = wake.min(next_pli.max(now + Duration::from_millis(10)));
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break "ended",
+                d = rx.recv() => match d {
+                    Some(d) => {
+                        heard = d.at;
+                        if let Err(e) = input(&mut rtc, &sessions, d) {
+                            break e;
+                        }
+                        // Take what else has arrived before handing frames on.
+                        while let Ok(d) = rx.try_recv() {
+                            heard = d.at;
+                            if let Err(e) = input(&mut rtc, &sessions, d) {
+                                tracing::debug!(error = e, "WHIP datagram refused");
+                            }
+                        }
+                    }
+                    None => break "ended",
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            }
+            if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
+                break rtc_error(e);
+            }
+        };
+        rtc.disconnect();
+        while let Ok(Output::Transmit(t)) = rtc.poll_output() {
+            let _ = sessions.socket.try_send_to(&t.contents, t.destination);
+        }
+        if why == "protocol error" {
+            ingest.events.report(IngestEvent::Broken {
+                uid: uid.clone(),
+                reason: "protocol",
+            });
+        }
+        drop(publisher);
+        tracing::info!(session = %id, stream = %uid, reason = why, "WHIP publisher left");
+    }
+}
+
+impl Media {
+    /// One reassembled frame from the peer, to the hub.
+    fn take(&mut self, publisher: &mut Publisher, d: &MediaData) {
+        if Some(d.mid) == self.video_mid {
+            self.video_frame(publisher, d);
+        } else if Some(d.mid) == self.audio_mid {
+            let pts = self.audio_clock.ticks(d, self.epoch);
+            // Audio waits for the video's configuration (the hub's info).
+            if self.video.config.is_none() {
+                return;
+            }
+            if let Some(aac) = self.aac.as_mut() {
+                for f in aac.push(pts, &d.data) {
+                    publisher.push(f);
+                }
+            }
+        }
+    }
+
+    fn video_frame(&mut self, publisher: &mut Publisher, d: &MediaData) {
+        let pts = self.video_clock.ticks(d, self.epoch);
+        let au = h264::annex_b_to_avcc(&d.data);
+        if au.avcc.is_empty() {
+            return;
+        }
+        if !d.contiguous && !au.keyframe {
+            // A lost packet broke this frame; the next keyframe repairs it.
+            metrics::counter!("banyan_whip_frames_dropped_total", "reason" => "loss").increment(1);
+            self.video.started = false;
+            return;
+        }
+        if let Some(s) = au.sps {
+            self.video.sps = Some(s);
+        }
+        if let Some(p) = au.pps {
+            self.video.pps = Some(p);
+        }
+        if au.keyframe {
+            if let (Some(sps), Some(pps)) = (&self.video.sps, &self.video.pps) {
+                if let Some(avcc) = h264::build_avcc(sps, pps) {
+                    let (width, height) = h264::sps_dimensions(sps).unwrap_or((0, 0));
+                    let config = VideoConfig {
+                        avcc,
+                        width,
+                        height,
+                        codec: h264::codec_string(sps),
+                    };
+                    if self.video.config.as_ref() != Some(&config) {
+                        publisher.set_info(Some(config.clone()), self.audio.clone());
+                        self.video.config = Some(config);
+                    }
+                }
+            }
+            self.video.started = self.video.config.is_some();
+        }
+        if !self.video.started {
+            metrics::counter!("banyan_whip_frames_dropped_total", "reason" => "before_keyframe")
+                .increment(1);
+            return;
+        }
+        // Browsers send no B-frames: decode order is presentation order.
+        let f = Frame::video(pts, pts, au.keyframe, au.avcc);
+        let captions = self.captions.video(&f);
+        publisher.push(f);
+        if let Some(c) = captions {
+            publisher.push(c);
+        }
+    }
+}
