@@ -319,6 +319,53 @@ async fn the_watch_page_plays_webrtc_first_and_falls_back_to_ll_hls() {
     }
 }
 
+/// A captioned broadcast on the watch page: it still plays over WebRTC,
+/// and the CEA-608 captions arrive over the session's data channel as a
+/// text track with the sample's texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_page_shows_captions_over_webrtc() {
+    let node = Node::start(&[]);
+    let input = node.create_input().await;
+    let uid = input.uid().to_string();
+    let flv = root().join("samples/captions/captioned.flv");
+    let mut publisher = {
+        let mut c = common::ffmpeg();
+        c.args(["-re", "-stream_loop", "-1", "-i"])
+            .arg(&flv)
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(input.publish_url(Proto::Rtmps));
+        Client::spawn(c, "captioned RTMPS publisher")
+    };
+    node.wait_connected(&uid, &mut publisher).await;
+    // The sample's CC1 captions (samples/captions/script.txt), rows joined.
+    let texts = [
+        "Welcome to Banyan.",
+        "Captions travel with the video.",
+        "Every channel arrives.",
+        "RTMP, SRT and HLS.",
+    ];
+    let mut cmd = Command::new("node");
+    cmd.arg(root().join("tests/browser/watch-player.mjs"))
+        .arg(format!("{}/{uid}/watch", node.api()))
+        .args(["--seconds", "9", "--timeout", "30"])
+        .args(texts.iter().flat_map(|t| ["--caption-text", t]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(70), cmd.output())
+        .await
+        .expect("the browser run ends")
+        .expect("node runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let res: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| json!({"raw": text}));
+    eprintln!("captioned watch page: {res}");
+    assert_eq!(res["player"], json!("WebRTC"), "{res}");
+    assert!(
+        out.status.success(),
+        "no expected caption over WebRTC: {res}"
+    );
+}
+
 /// A session flood from one address: past `--max-connections-per-address`
 /// offers get `429` before any WebRTC state is made, and a session ended by
 /// `DELETE` gives its slot back.

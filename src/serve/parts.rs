@@ -257,6 +257,7 @@ impl Parts {
             shutdown: self.shutdown.clone(),
             fetchable,
             ingest: Some(ingest),
+            captions: self.captions.clone(),
         }
     }
 

@@ -3,18 +3,23 @@
 // presented.
 //
 // Usage: node tests/browser/watch-player.mjs WATCH_URL [--seconds 5] [--timeout 30]
+//                                                      [--caption-text TEXT]...
 // Needs `npm ci --prefix web` (playwright-core) and /usr/bin/chromium (or
 // CHROMIUM=path). Prints one JSON line: `player` (the page's own label,
 // "WebRTC" or "LL-HLS"), the time from load to the first presented frame
 // (`firstFrameMs`), presented frames over --seconds after it, the video's
-// size, and the page's console warnings. Exits 0 when frames were presented.
+// size, the texts of the caption cues of its text tracks (`cueTexts`, lines
+// joined by spaces) and the page's console warnings. Exits 0 when frames
+// were presented and, with --caption-text (any number), a cue had one of
+// these texts.
 
 import { launch } from './chromium.mjs';
 
 const args = process.argv.slice(2);
-const opts = { url: null, seconds: 5, timeout: 30 };
+const opts = { url: null, seconds: 5, timeout: 30, texts: [] };
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--seconds') opts.seconds = Number(args[++i]);
+  else if (args[i] === '--caption-text') opts.texts.push(args[++i]);
   else if (args[i] === '--timeout') opts.timeout = Number(args[++i]);
   else if (!opts.url) opts.url = args[i];
 }
@@ -56,11 +61,16 @@ try {
       frames: f.n - n0,
       width: v.videoWidth,
       height: v.videoHeight,
+      cueTexts: Array.from(v.textTracks).flatMap((t) => Array.from(t.cues || [])
+        .map((c) => String(c.text).replace(/\s*\n\s*/g, ' '))),
     };
   }, { seconds: opts.seconds, timeout: opts.timeout });
   Object.assign(result, out);
-  result.ok = (out.frames || 0) > 0;
-  if (!result.ok) result.reason = 'no frames';
+  const matched = opts.texts.length === 0
+    || (out.cueTexts || []).some((t) => opts.texts.includes(t));
+  result.ok = (out.frames || 0) > 0 && matched;
+  if (!(out.frames > 0)) result.reason = 'no frames';
+  else if (!matched) result.reason = 'no expected caption text';
 } catch (e) {
   result.reason = String(e);
 }

@@ -20,6 +20,7 @@
 //!   every two seconds, since browsers send them only when asked.
 
 pub mod audio;
+pub mod captions;
 pub mod demux;
 pub mod http;
 pub mod media;
@@ -27,6 +28,7 @@ mod publish;
 mod session;
 pub mod to_aac;
 mod whip;
+pub mod whip_media;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -97,6 +99,9 @@ pub struct Context {
     /// Where WHIP publishers go (keys, hub, captions, publish outcomes);
     /// `None`: no WHIP here (`webRTC.url` answers 404).
     pub ingest: Option<banyan_ingest::Context>,
+    /// The captions channels present per stream (a viewer's data channel
+    /// decodes the one HLS's WebVTT takes).
+    pub captions: Arc<banyan_captions::Registry>,
 }
 
 /// The bound socket, before the node's context exists.

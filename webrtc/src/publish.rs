@@ -1,12 +1,11 @@
 //! One WHIP publisher: a str0m `Rtc` that receives H.264 and Opus, driven
 //! by one task that publishes to the hub like any other ingest.
 //!
-//! * Video: str0m reassembles each frame (RFC 6184) as Annex B; it becomes
-//!   an AVCC access unit, its SPS/PPS the stream's configuration, and its
-//!   SEI captions flow as from RTMP or SRT. Browsers' encoders send a
-//!   keyframe only when asked, so the session asks (PLI) at connection and
-//!   every [`KEYFRAME_INTERVAL`]: new viewers and HLS segments need them.
-//! * Audio: Opus becomes AAC once, here ([`crate::to_aac`]).
+//! * str0m reassembles each frame (RFC 6184 for H.264); [`WhipMedia`]
+//!   turns them into the hub's frames and configuration, and SEI captions
+//!   flow as from RTMP or SRT. Browsers' encoders send a keyframe only when
+//!   asked, so the session asks (PLI) at connection and every
+//!   [`KEYFRAME_INTERVAL`]: new viewers and HLS segments need them.
 //! * Time: each track's RTP clock is anchored on the wallclock of its first
 //!   packet, so both land on one 90 kHz timeline (sender reports are not
 //!   used: the arrival of the first packets sets the lip sync).
@@ -14,15 +13,13 @@
 use std::time::{Duration, Instant};
 
 use banyan_ingest::events::IngestEvent;
-use banyan_ingest::ts::h264;
-use banyan_relay::{AudioConfig, Frame, Publisher, VideoConfig, CLOCK_HZ};
-use bytes::Bytes;
+use banyan_relay::{Publisher, CLOCK_HZ};
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::demux::{Registered, Sessions};
 use crate::session::{input, rtc_error, Forget, MAX_WAIT, SILENCE};
-use crate::to_aac::{aac_config, OpusToAac};
+use crate::whip_media::{WhipMedia, WhipOut};
 
 /// Keyframes are asked for this often (the longest group of pictures).
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
@@ -57,25 +54,14 @@ impl Anchor {
     }
 }
 
-/// The video state: parameter sets and what the hub was told.
-#[derive(Default)]
-struct Video {
-    sps: Option<Bytes>,
-    pps: Option<Bytes>,
-    config: Option<VideoConfig>,
-    /// Nothing goes to the hub before the first keyframe.
-    started: bool,
-}
-
 struct Media {
     video_mid: Option<Mid>,
     audio_mid: Option<Mid>,
     epoch: Instant,
     video_clock: Anchor,
     audio_clock: Anchor,
-    video: Video,
-    audio: Option<AudioConfig>,
-    aac: Option<OpusToAac>,
+    core: WhipMedia,
+    out: Vec<WhipOut>,
     captions: banyan_captions::StreamCaptions,
 }
 
@@ -92,26 +78,14 @@ impl PublishSession {
         let Registered { id, mut rx, cancel } = reg;
         let _forget = Forget::new(sessions.clone(), id.clone());
         let connect_by = Instant::now() + sessions.cfg.connect_timeout;
-        let aac = if audio {
-            match OpusToAac::new() {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no Opus to AAC transcoder; audio dropped");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let mut media = Media {
             video_mid: None,
             audio_mid: None,
             epoch: Instant::now(),
             video_clock: Anchor::default(),
             audio_clock: Anchor::default(),
-            video: Video::default(),
-            audio: aac.as_ref().map(|_| aac_config()),
-            aac,
+            core: WhipMedia::new(audio),
+            out: Vec::new(),
             captions: banyan_captions::StreamCaptions::new(ingest.captions.clone(), &uid),
         };
         let mut publisher: Option<Publisher> = None;
@@ -242,68 +216,24 @@ impl Media {
     /// One reassembled frame from the peer, to the hub.
     fn take(&mut self, publisher: &mut Publisher, d: &MediaData) {
         if Some(d.mid) == self.video_mid {
-            self.video_frame(publisher, d);
+            let pts = self.video_clock.ticks(d, self.epoch);
+            self.core.video(pts, &d.data, d.contiguous, &mut self.out);
         } else if Some(d.mid) == self.audio_mid {
             let pts = self.audio_clock.ticks(d, self.epoch);
-            // Audio waits for the video's configuration (the hub's info).
-            if self.video.config.is_none() {
-                return;
-            }
-            if let Some(aac) = self.aac.as_mut() {
-                for f in aac.push(pts, &d.data) {
+            self.core.audio(pts, &d.data, &mut self.out);
+        }
+        for o in self.out.drain(..) {
+            match o {
+                WhipOut::Info { video, audio } => publisher.set_info(Some(video), audio),
+                WhipOut::Frame(f) => {
+                    // Captions found in a video frame follow it.
+                    let captions = self.captions.video(&f);
                     publisher.push(f);
-                }
-            }
-        }
-    }
-
-    fn video_frame(&mut self, publisher: &mut Publisher, d: &MediaData) {
-        let pts = self.video_clock.ticks(d, self.epoch);
-        let au = h264::annex_b_to_avcc(&d.data);
-        if au.avcc.is_empty() {
-            return;
-        }
-        if !d.contiguous && !au.keyframe {
-            // A lost packet broke this frame; the next keyframe repairs it.
-            metrics::counter!("banyan_whip_frames_dropped_total", "reason" => "loss").increment(1);
-            self.video.started = false;
-            return;
-        }
-        if let Some(s) = au.sps {
-            self.video.sps = Some(s);
-        }
-        if let Some(p) = au.pps {
-            self.video.pps = Some(p);
-        }
-        if au.keyframe {
-            if let (Some(sps), Some(pps)) = (&self.video.sps, &self.video.pps) {
-                if let Some(avcc) = h264::build_avcc(sps, pps) {
-                    let (width, height) = h264::sps_dimensions(sps).unwrap_or((0, 0));
-                    let config = VideoConfig {
-                        avcc,
-                        width,
-                        height,
-                        codec: h264::codec_string(sps),
-                    };
-                    if self.video.config.as_ref() != Some(&config) {
-                        publisher.set_info(Some(config.clone()), self.audio.clone());
-                        self.video.config = Some(config);
+                    if let Some(c) = captions {
+                        publisher.push(c);
                     }
                 }
             }
-            self.video.started = self.video.config.is_some();
-        }
-        if !self.video.started {
-            metrics::counter!("banyan_whip_frames_dropped_total", "reason" => "before_keyframe")
-                .increment(1);
-            return;
-        }
-        // Browsers send no B-frames: decode order is presentation order.
-        let f = Frame::video(pts, pts, au.keyframe, au.avcc);
-        let captions = self.captions.video(&f);
-        publisher.push(f);
-        if let Some(c) = captions {
-            publisher.push(c);
         }
     }
 }

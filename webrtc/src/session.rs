@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use banyan_relay::views::{Protocol, ViewerGuard};
 use banyan_relay::{Item, SubscribeOptions, Subscriber, Track};
+use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol as NetProtocol, Receive};
@@ -13,6 +14,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::broadcast;
 
 use crate::audio::{OpusPacket, OPUS_RATE};
+use crate::captions::LiveCaptions;
 use crate::demux::{Datagram, Registered, Sessions};
 use crate::media::{Clock, VideoTrack};
 
@@ -60,6 +62,9 @@ struct Media {
     clock: Clock,
     /// The wallclock of media time zero (sender reports map one to the other).
     epoch: Option<Instant>,
+    /// The viewer's `captions` data channel, once open.
+    captions_channel: Option<ChannelId>,
+    captions: LiveCaptions,
 }
 
 impl Media {
@@ -94,6 +99,8 @@ impl Session {
             track: VideoTrack::default(),
             clock: Clock::default(),
             epoch: None,
+            captions_channel: None,
+            captions: LiveCaptions::default(),
         };
         let mut audio: Option<broadcast::Receiver<Arc<OpusPacket>>> = None;
         let mut audio_asked = false;
@@ -128,6 +135,9 @@ impl Session {
                         }
                         Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
                             media.audio_mid = Some(m.mid);
+                        }
+                        Event::ChannelOpen(cid, label) if label == "captions" => {
+                            media.captions_channel = Some(cid);
                         }
                         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                             break Err("ICE disconnected");
@@ -191,6 +201,9 @@ impl Session {
                                 v.delivered(&f);
                             }
                             write_video(&mut rtc, &mut media, &f);
+                        }
+                        Item::Frame(f) if f.track == Track::Captions => {
+                            write_captions(&mut rtc, &mut media, &sessions, &uid, &f);
                         }
                         Item::Frame(_) => {}
                         Item::End(_) => break "stream ended",
@@ -297,6 +310,29 @@ fn write_audio(rtc: &mut Rtc, media: &mut Media, p: &OpusPacket) {
     let time = MediaTime::new(rtp, str0m::media::Frequency::FORTY_EIGHT_KHZ);
     if let Err(e) = w.write(pt, wallclock, time, p.data.to_vec()) {
         tracing::debug!(error = %e, "writing an audio packet");
+    }
+}
+
+/// The text on screen to the viewer's data channel, when it changed.
+fn write_captions(
+    rtc: &mut Rtc,
+    media: &mut Media,
+    sessions: &Sessions,
+    uid: &str,
+    f: &banyan_relay::Frame,
+) {
+    let Some(cid) = media.captions_channel else {
+        return;
+    };
+    let present = || sessions.ctx.captions.present(uid);
+    let Some(msg) = media.captions.push(present, f.pts, &f.payload) else {
+        return;
+    };
+    let sent = rtc
+        .channel(cid)
+        .is_some_and(|mut ch| ch.write(false, msg.as_bytes()).unwrap_or(false));
+    if !sent {
+        metrics::counter!("banyan_webrtc_captions_dropped_total").increment(1);
     }
 }
 
