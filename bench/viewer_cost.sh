@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Cost per viewer with real client processes, side by side in one run: nginx-rtmp and Banyan
 # for RTMP viewers (one `rtmpdump` process each), Banyan for SRT viewers (one
-# `srt-live-transmit` process each), and any number of Banyan binaries (e.g. before and after
-# a change) in the same run.
+# `srt-live-transmit` process each), Banyan for WHEP viewers (case LABEL-whep: one peer
+# connection each, all in one headless Chromium page, bench/whep_load.mjs; they receive but
+# do not decode; the once-per-stream AAC to Opus transcoder counts with them), and any number
+# of Banyan binaries (e.g. before and after a change) in the same run.
 #
 # One input (the RTMP benchmark's 720p30 ~2.6 Mbit/s, 1 s GOP, AAC; FLV for RTMP, MPEG-TS for
 # SRT, made once in bench/.cache/), looped in real time by ffmpeg. For each case the server is
@@ -15,7 +17,7 @@
 # is reported too (on one machine, clients compete with the server for the same cores).
 #
 # Usage: bench/viewer_cost.sh [--viewers 100] [--hold 20] [--bin LABEL=PATH ...]
-#                             [--cases "nginx-rtmp LABEL-rtmp LABEL-srt ..."] [--nice N]
+#                             [--cases "nginx-rtmp LABEL-rtmp LABEL-srt LABEL-whep ..."] [--nice N]
 # Default: one binary, `banyan` = $CARGO_TARGET_DIR/release/banyan (built if missing), and
 # the cases nginx-rtmp, banyan-rtmp, banyan-srt. Results: stdout and
 # bench/.cache/viewer-cost-<time>.md. Needs ffmpeg, nginx + libnginx-mod-rtmp, rtmpdump,
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
         --bin) BINS+=("$2"); shift 2 ;;
         --cases) CASES=$2; shift 2 ;;
         --nice) NICE=$2; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -121,7 +123,7 @@ for case in $CASES; do
         start_banyan "$(bin_of "$label")" "$WORK/$label"
         PIDS+=("$SERVER_PID")
     fi
-    if [ "$proto" = rtmp ]; then
+    if [ "$proto" = rtmp ] || [ "$proto" = whep ]; then
         ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
             -f flv "$RTMP_PUBLISH" 2>"$WORK/pub.err" &
     else
@@ -134,6 +136,30 @@ for case in $CASES; do
     sleep 5
     read -r c1 r1 < <(cpu_rss "$SERVER_PID"); t1=$(now)
     VP=()
+    if [ "$proto" = whep ]; then
+        node "$ROOT/bench/whep_load.mjs" "$WHEP_PLAY" --viewers "$VIEWERS" --hold "$HOLD" \
+            >"$WORK/whep.out" 2>>"$WORK/play.err" &
+        PIDS+=("$!")
+        wp=$!
+        for i in $(seq 600); do
+            grep -q '"phase":"connected"' "$WORK/whep.out" 2>/dev/null && break
+            kill -0 "$wp" 2>/dev/null || break
+            sleep 0.1
+        done
+        read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
+        sleep "$HOLD"
+        read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
+        for i in $(seq 300); do
+            grep -q '"phase":"done"' "$WORK/whep.out" 2>/dev/null && break
+            sleep 0.1
+        done
+        alive=$(jq -r 'select(.phase == "done") | .alive' "$WORK/whep.out" | tail -1)
+        bytes=$(jq -r 'select(.phase == "done") | .bytes' "$WORK/whep.out" | tail -1)
+        echo "$case $VIEWERS ${alive:-0} $c0 $c1 $c2 $c3 $t0 $t1 $t2 $t3 $r1 $r3 0 ${bytes:-0} 0 0 $(cut -d' ' -f1 /proc/loadavg)" >> "$RAW"
+        stop_all
+        sleep 1
+        continue
+    fi
     for i in $(seq "$VIEWERS"); do
         if [ "$proto" = rtmp ]; then
             rtmpdump -q -v -m 15 -r "$RTMP_PLAY" -o /dev/null 2>>"$WORK/play.err" &
@@ -183,6 +209,11 @@ OUT=$CACHE/viewer-cost-$STAMP.md
             c = order[i]; split(c, p, "-"); proto = p[length(p)];
             if (c != "nginx-rtmp" && proto == "rtmp" && ("nginx-rtmp" in cpu) && cpu["nginx-rtmp"] > 0)
                 printf "- %s / nginx-rtmp: CPU %.2fx, RSS %.2fx\n", c, cpu[c] / cpu["nginx-rtmp"], rss[c] / rss["nginx-rtmp"];
+            if (proto == "whep") {
+                r = substr(c, 1, length(c) - 5) "-rtmp";
+                if ((r in cpu) && cpu[r] > 0)
+                    printf "- %s / %s: CPU %.2fx, RSS %.2fx\n", c, r, cpu[c] / cpu[r], rss[c] / rss[r];
+            }
             if (proto == "srt") {
                 r = substr(c, 1, length(c) - 4) "-rtmp";
                 if ((r in cpu) && cpu[r] > 0)

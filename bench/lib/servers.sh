@@ -1,8 +1,8 @@
 # Shared starters for bench scripts: source this file, then call start_nginx_rtmp DIR or
 # start_banyan BIN DIR. Each sets SERVER_PID (the pid whose CPU time and memory count as the
 # server's: nginx's one worker, Banyan's process) and the URLs of one live input:
-# RTMP_PUBLISH, RTMP_PLAY (both servers), SRT_PUBLISH, SRT_PLAY (Banyan only; with the
-# passphrases in the URL, so keep them off shared logs). Nothing here stops what it starts:
+# RTMP_PUBLISH, RTMP_PLAY (both servers), SRT_PUBLISH, SRT_PLAY, WHEP_PLAY (Banyan only; with
+# the passphrases in the URL, so keep them off shared logs). Nothing here stops what it starts:
 # the caller records SERVER_PID (and NGINX_MASTER) and stops them.
 # Needs nginx + libnginx-mod-rtmp, jq, curl; Banyan nodes start through scripts/lib.sh.
 # nginx-rtmp listens on 127.0.0.1:19350 (one worker: nginx-rtmp fans out per worker); Banyan
@@ -69,7 +69,7 @@ start_banyan() {
     # Every client comes from 127.0.0.1: lift the per-address limit (64 by default).
     BANYAN_BIN=$bin KIT_NICE=${NICE:-0} kit_node_start "$dir/data" --rtmp 127.0.0.1:0 \
         --rtmps 127.0.0.1:0 --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 \
-        --max-connections-per-address 20000 || return 1
+        --webrtc 127.0.0.1:0 --max-connections-per-address 20000 || return 1
     SERVER_PID=$KIT_PID
     local rtmp srt
     rtmp=$(kit_json "$dir/data.out" rtmp)
@@ -83,6 +83,7 @@ start_banyan() {
     SRT_PUBLISH="srt://$srt?streamid=$(kit_json "$f" result srt streamId)&passphrase=$(kit_json "$f" result srt passphrase)"
     SRT_PLAY="srt://$srt?streamid=$(kit_json "$f" result srtPlayback streamId)&passphrase=$(kit_json "$f" result srtPlayback passphrase)"
     BANYAN_LIVE_ID=$(kit_json "$f" result uid)
+    WHEP_PLAY=$(kit_json "$f" result webRTCPlayback url)
 }
 
 # "cpu_seconds rss_kib" of a pid from /proc.

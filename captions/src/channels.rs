@@ -114,6 +114,14 @@ impl ChannelSet {
     pub fn subtitle_channel(&self) -> Option<u8> {
         (1..=4u8).find(|n| self.contains(Channel::Cc(*n)))
     }
+
+    /// The channel a WebVTT rendition (and WebRTC's captions) is decoded
+    /// from: the lowest present CCn, else the lowest present SERVICEn.
+    pub fn subtitle_source(&self) -> Option<Channel> {
+        self.subtitle_channel()
+            .map(Channel::Cc)
+            .or_else(|| (1..=63u8).map(Channel::Service).find(|c| self.contains(*c)))
+    }
 }
 
 impl FromIterator<Channel> for ChannelSet {

@@ -27,6 +27,9 @@
 //! * [`Cea608Decoder`] — 608 decoding for one channel with our own screen
 //!   model (pop-on, roll-up and paint-on memories; `cea608-types` decodes the
 //!   byte pairs), producing timed [`Cue`]s.
+//! * [`Cea708Decoder`] — 708 decoding for one service with our own window
+//!   model (`cea708-types` parses packets and codes), producing [`Cue`]s;
+//!   [`CaptionDecoder`] is either decoder, by channel.
 //! * [`webvtt_segment`] — a WebVTT segment for one video segment, with
 //!   `X-TIMESTAMP-MAP` so players align it to the video.
 //! * [`Registry`] — the node's caption state: channels present per
@@ -58,6 +61,7 @@
 
 mod channels;
 mod decoder;
+mod decoder708;
 mod extract;
 pub mod inject;
 mod playlist;
@@ -66,6 +70,41 @@ mod webvtt;
 
 pub use channels::{Channel, ChannelSet};
 pub use decoder::{Cea608Decoder, Cue};
+pub use decoder708::Cea708Decoder;
+
+/// The decoder of one caption channel: CEA-608 for `CCn`, CEA-708 for
+/// `SERVICEn` (WebVTT renditions and WebRTC captions take whichever
+/// [`ChannelSet::subtitle_source`] names).
+#[derive(Debug)]
+pub enum CaptionDecoder {
+    Cc(Box<Cea608Decoder>),
+    Service(Box<Cea708Decoder>),
+}
+
+impl CaptionDecoder {
+    pub fn new(channel: Channel) -> CaptionDecoder {
+        match channel {
+            Channel::Cc(n) => CaptionDecoder::Cc(Box::new(Cea608Decoder::new(n))),
+            Channel::Service(n) => CaptionDecoder::Service(Box::new(Cea708Decoder::new(n))),
+        }
+    }
+
+    /// Feeds one captions frame's triplets at `pts`; returns the cues that ended.
+    pub fn push(&mut self, pts: i64, triplets: &[u8]) -> Vec<Cue> {
+        match self {
+            CaptionDecoder::Cc(d) => d.push(pts, triplets),
+            CaptionDecoder::Service(d) => d.push(pts, triplets),
+        }
+    }
+
+    /// The cue on screen, ended at `now`.
+    pub fn showing(&self, now: i64) -> Option<Cue> {
+        match self {
+            CaptionDecoder::Cc(d) => d.showing(now),
+            CaptionDecoder::Service(d) => d.showing(now),
+        }
+    }
+}
 pub use extract::{Extractor, ExtractorStats, CHANNEL_TIMEOUT};
 pub use playlist::{caption_tracks, playlist_caption_lines, CaptionTrackInfo};
 pub use registry::{Registry, StreamCaptions};

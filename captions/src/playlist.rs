@@ -28,9 +28,10 @@ pub const SUBTITLES_GROUP: &str = "subs";
 ///   from `declared` (matched by instream id, case-insensitively); an
 ///   undeclared channel is named after its instream id with language `und`.
 ///   Names are made unique within the group. The first is `DEFAULT=YES`.
-/// * With `subtitles_uri` and a 608 channel present, one
+/// * With `subtitles_uri` and a channel present, one
 ///   `#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",...,URI="..."` for the WebVTT
-///   rendition decoded from [`ChannelSet::subtitle_channel`].
+///   rendition decoded from [`ChannelSet::subtitle_source`] (the lowest 608
+///   channel, else the lowest 708 service).
 /// * The attribute string: `CLOSED-CAPTIONS="cc"` (plus `,SUBTITLES="subs"`)
 ///   or `CLOSED-CAPTIONS=NONE` when no channel is present (4.3.4.2).
 pub fn playlist_caption_lines(
@@ -53,8 +54,8 @@ pub fn playlist_caption_lines(
         return (lines, "CLOSED-CAPTIONS=NONE".to_string());
     }
     let mut attrs = format!("CLOSED-CAPTIONS=\"{CC_GROUP}\"");
-    if let (Some(uri), Some(n)) = (subtitles_uri, present.subtitle_channel()) {
-        let (name, language) = describe(Channel::Cc(n), declared);
+    if let (Some(uri), Some(ch)) = (subtitles_uri, present.subtitle_source()) {
+        let (name, language) = describe(ch, declared);
         lines.push(format!(
             "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"{SUBTITLES_GROUP}\",NAME=\"{name}\",LANGUAGE=\"{language}\",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,URI=\"{}\"",
             quoted(uri),
@@ -221,10 +222,16 @@ mod tests {
         );
         assert_eq!(attr, r#"CLOSED-CAPTIONS="cc",SUBTITLES="subs""#);
         lines.iter().for_each(|l| check_rfc(l));
-        // 708 only: nothing to decode into WebVTT
-        let (lines, attr) = playlist_caption_lines(&set(&["SERVICE1"]), &[], Some("x.m3u8"));
-        assert_eq!(lines.len(), 1);
-        assert_eq!(attr, r#"CLOSED-CAPTIONS="cc""#);
+        // 708 only: the lowest service becomes the WebVTT rendition.
+        let (lines, attr) =
+            playlist_caption_lines(&set(&["SERVICE3", "SERVICE1"]), &[], Some("x.m3u8"));
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[2],
+            r#"#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="SERVICE1",LANGUAGE="und",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,URI="x.m3u8""#
+        );
+        assert_eq!(attr, r#"CLOSED-CAPTIONS="cc",SUBTITLES="subs""#);
+        lines.iter().for_each(|l| check_rfc(l));
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! Captions for a WebRTC viewer (sans-IO): the hub's captions frames of the
-//! stream decoded (CEA-608, the same channel the HLS WebVTT rendition
-//! takes: the lowest present CCn) into the text on screen, sent over the
+//! stream decoded (the channel the HLS WebVTT rendition takes: the lowest
+//! present CCn, else the lowest SERVICEn) into the text on screen, sent over the
 //! viewer's `captions` data channel as `{"text": "..."}` each time it
 //! changes (an empty text clears it). The watch page shows it as a text
 //! track of the video.
 
-use banyan_captions::{Cea608Decoder, ChannelSet};
+use banyan_captions::{CaptionDecoder, ChannelSet};
 
 /// One viewer's caption state.
 #[derive(Default)]
 pub struct LiveCaptions {
-    decoder: Option<Cea608Decoder>,
+    decoder: Option<CaptionDecoder>,
     /// The text last sent (none yet: the screen is blank).
     sent: String,
 }
@@ -26,8 +26,8 @@ impl LiveCaptions {
         triplets: &[u8],
     ) -> Option<String> {
         if self.decoder.is_none() {
-            let channel = present().subtitle_channel()?;
-            self.decoder = Some(Cea608Decoder::new(channel));
+            let channel = present().subtitle_source()?;
+            self.decoder = Some(CaptionDecoder::new(channel));
         }
         let d = self.decoder.as_mut()?;
         d.push(pts, triplets);
@@ -70,7 +70,28 @@ mod tests {
     }
 
     #[test]
-    fn nothing_without_a_608_channel() {
+    fn a_708_service_when_no_608_channel() {
+        let present: ChannelSet = [Channel::Service(1)].into_iter().collect();
+        let mut live = LiveCaptions::default();
+        let script = inject::Script::parse("SERVICE1 1.0 2.5 - FROM SERVICE ONE").unwrap();
+        let sent: Vec<String> = script
+            .render(90, 30)
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| live.push(|| present, i as i64 * 3000, t))
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                r#"{"text":"FROM SERVICE ONE"}"#.to_string(),
+                r#"{"text":""}"#.to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_without_a_caption_channel() {
         let mut live = LiveCaptions::default();
         assert!(live.push(ChannelSet::new, 0, &[0xfc, 0x94, 0x20]).is_none());
         assert!(live.push(ChannelSet::new, 0, &[0xff; 5]).is_none());

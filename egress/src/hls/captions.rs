@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use banyan_captions::{webvtt_segment, Cea608Decoder, ChannelSet, Cue, Extractor, Registry};
+use banyan_captions::{
+    webvtt_segment, Cea608Decoder, Cea708Decoder, Channel, ChannelSet, Cue, Extractor, Registry,
+};
 
 use super::playlist::CaptionLines;
 use super::{CaptionSource, WebVttWriter};
@@ -45,8 +47,9 @@ impl CaptionSource for RegistryCaptions {
 }
 
 /// A [`WebVttWriter`] decoding CEA-608: one decoder per channel CC1..CC4,
-/// segments written from the lowest channel present
-/// ([`ChannelSet::subtitle_channel`]). Channel presence is tracked from
+/// segments written from the lowest channel present; a stream with 708
+/// services and no 608 channel gets its lowest service decoded instead
+/// ([`ChannelSet::subtitle_source`]). Channel presence is tracked from
 /// the captions frames themselves, so it also works for a stream relayed
 /// from another node (then it is noted in the registry for the playlist).
 ///
@@ -57,6 +60,8 @@ impl CaptionSource for RegistryCaptions {
 pub struct Cea608Vtt {
     decoders: [Cea608Decoder; 4],
     cues: [Vec<Cue>; 4],
+    /// The 708 service decoded when no 608 channel is present, its cues.
+    service: Option<(u8, Cea708Decoder, Vec<Cue>)>,
     tracker: Extractor,
     present: ChannelSet,
     registry: Option<(Arc<Registry>, String)>,
@@ -70,6 +75,7 @@ impl Cea608Vtt {
         Cea608Vtt {
             decoders: [1, 2, 3, 4].map(Cea608Decoder::new),
             cues: Default::default(),
+            service: None,
             tracker: Extractor::new(),
             present: ChannelSet::new(),
             registry,
@@ -110,20 +116,41 @@ impl WebVttWriter for Cea608Vtt {
             let room = MAX_CUES.saturating_sub(cues.len());
             cues.extend(done.into_iter().take(room));
         }
+        if let Some(Channel::Service(n)) = self.present.subtitle_source() {
+            if self.service.as_ref().is_none_or(|(m, _, _)| *m != n) {
+                self.service = Some((n, Cea708Decoder::new(n), Vec::new()));
+            }
+        }
+        if let Some((_, d, cues)) = self.service.as_mut() {
+            let done = d.push(pts, cc_data);
+            let room = MAX_CUES.saturating_sub(cues.len());
+            cues.extend(done.into_iter().take(room));
+        }
     }
 
     fn segment(&mut self, start: i64, end: i64) -> String {
-        let doc = match self.present.subtitle_channel() {
-            Some(ch) => {
+        let doc = match self.present.subtitle_source() {
+            Some(Channel::Cc(ch)) => {
                 let i = usize::from(ch - 1);
                 let mut cues = self.cues[i].clone();
                 cues.extend(self.decoders[i].showing(end));
                 webvtt_segment(&cues, start, end, start)
             }
+            Some(Channel::Service(n)) => match &self.service {
+                Some((m, d, cues)) if *m == n => {
+                    let mut cues = cues.clone();
+                    cues.extend(d.showing(end));
+                    webvtt_segment(&cues, start, end, start)
+                }
+                _ => webvtt_segment(&[], start, end, start),
+            },
             None => webvtt_segment(&[], start, end, start),
         };
         // Cues over by the end of this segment are written for good.
         for cues in &mut self.cues {
+            cues.retain(|c| c.end > end);
+        }
+        if let Some((_, _, cues)) = self.service.as_mut() {
             cues.retain(|c| c.end > end);
         }
         doc
@@ -142,6 +169,32 @@ impl Drop for Cea608Vtt {
 mod tests {
     use super::*;
     use banyan_captions::inject::Script;
+
+    #[test]
+    fn a_708_service_alone_becomes_webvtt() {
+        let frames = Script::parse("SERVICE1 1 2.5 - Hello 708|second row")
+            .unwrap()
+            .render(120, 30)
+            .unwrap();
+        let mut w = Cea608Vtt::new(None);
+        let mut docs = Vec::new();
+        for (i, t) in frames.iter().enumerate() {
+            let pts = i as i64 * 3000;
+            if i > 0 && i % 30 == 0 {
+                docs.push(w.segment(pts - 90_000, pts));
+            }
+            w.push(pts, t);
+        }
+        let ids: Vec<String> = w.channels().iter().map(|c| c.instream_id()).collect();
+        assert_eq!(ids, ["SERVICE1"]);
+        let all = docs.concat();
+        assert!(all.contains("Hello 708\nsecond row\n"), "{all}");
+        assert!(
+            docs[2].contains("--> 00:00:00.5"),
+            "ends at 2.5 s: {}",
+            docs[2]
+        );
+    }
 
     #[test]
     fn pop_on_cues_land_in_their_segments() {
