@@ -196,6 +196,15 @@ pub struct Limits {
         default_value_t = 64
     )]
     pub max_connections_per_address: usize,
+    /// WebRTC sessions (WHEP viewers and WHIP publishers) at once, in all;
+    /// per client address, --max-connections-per-address
+    #[arg(
+        long,
+        env = "BANYAN_MAX_WEBRTC_SESSIONS",
+        value_name = "N",
+        default_value_t = 1_000
+    )]
+    pub max_webrtc_sessions: usize,
     /// Seconds an HTTP client has to send a request's headers
     #[arg(long, env = "BANYAN_HTTP_HEADER_TIMEOUT", value_name = "SECONDS",
           value_parser = parse_secs, default_value = "10")]

@@ -22,6 +22,12 @@ use str0m::{Candidate, Rtc};
 use crate::demux::{Refusal, Sessions};
 use crate::session::Session;
 
+/// Video packets each session keeps for sending and resending (str0m's
+/// default is 1,000): it must hold the largest frame's packets (512 x
+/// ~1,200 bytes: a 600 KB keyframe), and holds about 2 s of a 2.5 Mbit/s
+/// stream for NACKs, a few round trips. Most of a viewer's memory.
+const VIDEO_SEND_BUFFER: usize = 512;
+
 /// Longest SDP offer accepted.
 pub const MAX_OFFER: usize = 32 * 1024;
 
@@ -241,6 +247,7 @@ pub(crate) fn new_rtc(sessions: &Sessions) -> Result<Rtc, Box<Response>> {
         .clear_codecs()
         .enable_h264(true)
         .enable_opus(true, false)
+        .set_send_buffer_video(VIDEO_SEND_BUFFER)
         .build(Instant::now());
     let Ok(candidate) = Candidate::host(sessions.announce, "udp") else {
         return Err(Box::new(refused(
