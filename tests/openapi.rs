@@ -209,6 +209,13 @@ async fn the_node_serves_the_document_and_every_documented_operation() {
 
     let account = node.creds["accountId"].as_str().unwrap();
     let input = node.create_input().await;
+    // The WHIP path's credential is its secret (the path segment of `webRTC.url`).
+    let whip_secret = input.0["webRTC"]["url"]
+        .as_str()
+        .and_then(|u| u.strip_suffix("/webRTC/publish"))
+        .and_then(|u| u.rsplit('/').next())
+        .expect("webRTC.url")
+        .to_string();
     let mut asked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         if path.starts_with("/cluster/") {
@@ -217,6 +224,7 @@ async fn the_node_serves_the_document_and_every_documented_operation() {
         let url = path
             .replace("{account}", account)
             .replace("{uid}", input.uid())
+            .replace("{secret}", &whip_secret)
             .replace("{file}", "video.m3u8")
             .replace("{domain}", "live.example.com");
         // Any other parameter: a well-formed id nothing has.

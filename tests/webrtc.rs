@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::encode::Publisher;
-use common::{http, Client, Node, Proto};
+use common::{http, post_body as post, Client, Node, Proto};
 use serde_json::{json, Value};
 use tokio::process::Command;
 
@@ -28,18 +28,6 @@ a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
 a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
 a=setup:actpass\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
 a=rtcp-mux\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
-
-async fn post(url: &str, ctype: &str, body: &str) -> (u16, String) {
-    let r = http()
-        .post(url)
-        .header("content-type", ctype)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST");
-    let s = r.status().as_u16();
-    (s, r.text().await.unwrap_or_default())
-}
 
 async fn metric(node: &Node, name: &str) -> f64 {
     let text = http()

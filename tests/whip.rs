@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{http, Client, Input, Node, Proto};
+use common::{post_body as post, Client, Input, Node, Proto};
 use serde_json::{json, Value};
 use tokio::process::Command;
 
@@ -26,18 +26,6 @@ a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
 a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
 a=setup:actpass\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
 a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
-
-async fn post(url: &str, ctype: &str, body: &str) -> (u16, String) {
-    let r = http()
-        .post(url)
-        .header("content-type", ctype)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST");
-    let s = r.status().as_u16();
-    (s, r.text().await.unwrap_or_default())
-}
 
 /// ffmpeg recording `secs` of a playback URL as frame checksums.
 fn record(url: &str, out: &Path, secs: u32, what: &str) -> Client {

@@ -102,6 +102,12 @@ fn digest(key: &[u8]) -> [u8; 32] {
     Sha256::digest(key).into()
 }
 
+/// A key's grant: found by its digest, then compared in constant time.
+fn lookup(map: &HashMap<[u8; 32], (Vec<u8>, Grant)>, key: &str) -> Option<Grant> {
+    let (stored, grant) = map.get(&digest(key.as_bytes()))?;
+    bool::from(stored.as_slice().ct_eq(key.as_bytes())).then(|| grant.clone())
+}
+
 impl KeyTable {
     pub fn new() -> KeyTable {
         KeyTable::default()
@@ -139,24 +145,12 @@ impl KeyTable {
 
     /// The grant of an RTMP(S) stream key or playback key.
     pub fn lookup_key(&self, key: &str) -> Option<Grant> {
-        let snap = self.snap.read();
-        let (stored, grant) = snap.by_hash.get(&digest(key.as_bytes()))?;
-        if bool::from(stored.as_slice().ct_eq(key.as_bytes())) {
-            Some(grant.clone())
-        } else {
-            None
-        }
+        lookup(&self.snap.read().by_hash, key)
     }
 
     /// The grant of a WHIP secret (constant-time compare, as keys).
     pub fn lookup_whip(&self, key: &str) -> Option<Grant> {
-        let snap = self.snap.read();
-        let (stored, grant) = snap.whip.get(&digest(key.as_bytes()))?;
-        if bool::from(stored.as_slice().ct_eq(key.as_bytes())) {
-            Some(grant.clone())
-        } else {
-            None
-        }
+        lookup(&self.snap.read().whip, key)
     }
 
     /// The SRT passphrase and grant of a live input in one direction.

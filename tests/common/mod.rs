@@ -54,6 +54,20 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
+/// POST `body` as `ctype` (an SDP offer, or something that is not one):
+/// the status and the answer's text.
+pub async fn post_body(url: &str, ctype: &str, body: &str) -> (u16, String) {
+    let r = http()
+        .post(url)
+        .header("content-type", ctype)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST");
+    let s = r.status().as_u16();
+    (s, r.text().await.unwrap_or_default())
+}
+
 /// A live input as the API returned it, with its publish and play URLs.
 pub struct Input(pub Value);
 

@@ -18,7 +18,7 @@ use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::demux::{Registered, Sessions};
-use crate::session::{input, rtc_error, Forget, MAX_WAIT, SILENCE};
+use crate::session::{close, input, rtc_error, transmit, Forget, MAX_WAIT, SILENCE};
 use crate::whip_media::{WhipMedia, WhipOut};
 
 /// Keyframes are asked for this often (the longest group of pictures).
@@ -94,16 +94,7 @@ impl PublishSession {
         let why = loop {
             let deadline = loop {
                 match rtc.poll_output() {
-                    Ok(Output::Transmit(t)) => {
-                        if sessions
-                            .socket
-                            .try_send_to(&t.contents, t.destination)
-                            .is_err()
-                        {
-                            metrics::counter!("banyan_webrtc_datagrams_dropped_total", "reason" => "send")
-                                .increment(1);
-                        }
-                    }
+                    Ok(Output::Transmit(t)) => transmit(&sessions, &t),
                     Ok(Output::Timeout(t)) => break Ok(t),
                     Ok(Output::Event(e)) => match e {
                         Event::Connected => match ingest.hub.publish(&uid) {
@@ -197,10 +188,7 @@ impl PublishSession {
                 break rtc_error(e);
             }
         };
-        rtc.disconnect();
-        while let Ok(Output::Transmit(t)) = rtc.poll_output() {
-            let _ = sessions.socket.try_send_to(&t.contents, t.destination);
-        }
+        close(&mut rtc, &sessions);
         if why == "protocol error" {
             ingest.events.report(IngestEvent::Broken {
                 uid: uid.clone(),

@@ -112,16 +112,7 @@ impl Session {
             // Drain what the state machine has to say.
             let deadline = loop {
                 match rtc.poll_output() {
-                    Ok(Output::Transmit(t)) => {
-                        if sessions
-                            .socket
-                            .try_send_to(&t.contents, t.destination)
-                            .is_err()
-                        {
-                            metrics::counter!("banyan_webrtc_datagrams_dropped_total", "reason" => "send")
-                                .increment(1);
-                        }
-                    }
+                    Ok(Output::Transmit(t)) => transmit(&sessions, &t),
                     Ok(Output::Timeout(t)) => break Ok(t),
                     Ok(Output::Event(e)) => match e {
                         Event::Connected => {
@@ -224,13 +215,29 @@ impl Session {
                 break rtc_error(e);
             }
         };
-        rtc.disconnect();
-        // Let the state machine send what disconnecting says.
-        while let Ok(Output::Transmit(t)) = rtc.poll_output() {
-            let _ = sessions.socket.try_send_to(&t.contents, t.destination);
-        }
+        close(&mut rtc, &sessions);
         drop(viewer);
         tracing::debug!(session = %id, stream = %uid, reason = why, "WebRTC viewer left");
+    }
+}
+
+/// One datagram the state machine has to send (dropped and counted when
+/// the socket's buffer is full).
+pub(crate) fn transmit(sessions: &Sessions, t: &str0m::net::Transmit) {
+    if sessions
+        .socket
+        .try_send_to(&t.contents, t.destination)
+        .is_err()
+    {
+        metrics::counter!("banyan_webrtc_datagrams_dropped_total", "reason" => "send").increment(1);
+    }
+}
+
+/// End a session: let the state machine send what disconnecting says.
+pub(crate) fn close(rtc: &mut Rtc, sessions: &Sessions) {
+    rtc.disconnect();
+    while let Ok(Output::Transmit(t)) = rtc.poll_output() {
+        transmit(sessions, &t);
     }
 }
 
