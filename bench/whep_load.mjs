@@ -33,6 +33,7 @@ try {
   Object.assign(result, await page.evaluate(async ({ url, viewers, hold }) => {
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
     const pcs = [];
+    const refused = {};
     const open = async () => {
       const pc = new RTCPeerConnection();
       pc.addTransceiver('video', { direction: 'recvonly' });
@@ -41,13 +42,13 @@ try {
       const r = await fetch(url, {
         method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
       });
-      if (r.status !== 201) { pc.close(); return; }
+      if (r.status !== 201) { refused[r.status] = (refused[r.status] || 0) + 1; pc.close(); return; }
       pc.location = r.headers.get('Location');
       await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
       pcs.push(pc);
     };
     for (let i = 0; i < viewers; i++) {
-      open().catch(() => {});
+      open().catch((e) => { refused[String(e)] = (refused[String(e)] || 0) + 1; });
       await sleep(20);
     }
     const deadline = Date.now() + 30000;
@@ -62,9 +63,9 @@ try {
       return n;
     };
     const b0 = await bytes();
-    window.report(JSON.stringify({ phase: 'connected', connected: connected() }));
+    window.report(JSON.stringify({ phase: 'connected', connected: connected(), refused }));
     await sleep(hold * 1000);
-    const out = { connected: pcs.length, alive: connected(), bytes: (await bytes()) - b0 };
+    const out = { connected: pcs.length, alive: connected(), bytes: (await bytes()) - b0, refused };
     for (const pc of pcs) {
       if (pc.location) fetch(new URL(pc.location, url).href, { method: 'DELETE' }).catch(() => {});
       pc.close();
