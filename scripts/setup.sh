@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Banyan needs on a fresh Debian 12 machine.
 #
-#   scripts/setup.sh --run   only what building and running a node needs: a C
-#                            compiler, pkg-config, cmake, libssl, libsrt (scripts/serve.sh)
+#   scripts/setup.sh --run   only what building and running a node needs: C and
+#                            C++ compilers, pkg-config, cmake, libssl, libsrt (scripts/serve.sh)
 #   scripts/setup.sh         that and everything the tests need (scripts/test.sh):
 #                            the real clients and peers the tests drive (ffmpeg,
 #                            srt-live-transmit, VLC, chromium, nginx-rtmp,
@@ -20,6 +20,7 @@ run_only=0
 
 packages=(
   gcc libc6-dev pkg-config ca-certificates           # build (ring, SQLite)
+  g++                                                # build (libfdk-aac, linked in: WHIP audio)
   libsrt-openssl-dev libsrt1.5-openssl               # build + run (SRT)
   cmake                                              # build (libopus, linked in: WebRTC audio)
   libssl-dev                                         # build + run (WebRTC's DTLS, str0m's OpenSSL backend)
