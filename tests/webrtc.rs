@@ -29,6 +29,26 @@ a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:3
 a=setup:actpass\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
 a=rtcp-mux\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
 
+/// `tests/browser/watch-player.mjs` on a watch page (30 s at most, plus
+/// `args`): whether it succeeded, and its JSON line.
+async fn watch_page(url: &str, args: &[&str]) -> (bool, Value) {
+    let mut cmd = Command::new("node");
+    cmd.arg(root().join("tests/browser/watch-player.mjs"))
+        .arg(url)
+        .args(["--timeout", "30"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(70), cmd.output())
+        .await
+        .expect("the browser run ends")
+        .expect("node runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let res: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| json!({"raw": text}));
+    (out.status.success(), res)
+}
+
 async fn metric(node: &Node, name: &str) -> f64 {
     let text = http()
         .get(node.metrics_url())
@@ -281,21 +301,10 @@ async fn the_watch_page_plays_webrtc_first_and_falls_back_to_ll_hls() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(node.status(&uid).await, json!("connected"));
-        let mut cmd = Command::new("node");
-        cmd.arg(root().join("tests/browser/watch-player.mjs"))
-            .arg(format!("{}/{uid}/watch", node.api()))
-            .args(["--seconds", "4", "--timeout", "30"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(70), cmd.output())
-            .await
-            .expect("the browser run ends")
-            .expect("node runs");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let res: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| json!({"raw": text}));
+        let (ok, res) =
+            watch_page(&format!("{}/{uid}/watch", node.api()), &["--seconds", "4"]).await;
         eprintln!("watch page ({want} expected): {res}");
-        assert!(out.status.success(), "the watch page did not play: {res}");
+        assert!(ok, "the watch page did not play: {res}");
         assert_eq!(res["player"], json!(want), "{res}");
         assert_eq!(
             res["label"],
@@ -332,26 +341,12 @@ async fn the_watch_page_shows_captions_over_webrtc() {
         "Every channel arrives.",
         "RTMP, SRT and HLS.",
     ];
-    let mut cmd = Command::new("node");
-    cmd.arg(root().join("tests/browser/watch-player.mjs"))
-        .arg(format!("{}/{uid}/watch", node.api()))
-        .args(["--seconds", "9", "--timeout", "30"])
-        .args(texts.iter().flat_map(|t| ["--caption-text", t]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(70), cmd.output())
-        .await
-        .expect("the browser run ends")
-        .expect("node runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let res: Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| json!({"raw": text}));
+    let mut args = vec!["--seconds", "9"];
+    args.extend(texts.iter().flat_map(|t| ["--caption-text", *t]));
+    let (ok, res) = watch_page(&format!("{}/{uid}/watch", node.api()), &args).await;
     eprintln!("captioned watch page: {res}");
     assert_eq!(res["player"], json!("WebRTC"), "{res}");
-    assert!(
-        out.status.success(),
-        "no expected caption over WebRTC: {res}"
-    );
+    assert!(ok, "no expected caption over WebRTC: {res}");
 }
 
 /// A session flood from one address: past `--max-connections-per-address`

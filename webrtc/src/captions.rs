@@ -1,13 +1,78 @@
-//! Captions for a WebRTC viewer (sans-IO): the hub's captions frames of the
-//! stream decoded (the channel the HLS WebVTT rendition takes: the lowest
-//! present CCn, else the lowest SERVICEn) into the text on screen, sent over the
-//! viewer's `captions` data channel as `{"text": "..."}` each time it
-//! changes (an empty text clears it). The watch page shows it as a text
-//! track of the video.
+//! Captions for WebRTC viewers: the hub's captions frames of a stream
+//! decoded once per stream, whatever the number of viewers (the channel the
+//! HLS WebVTT rendition takes: the lowest present CCn, else the lowest
+//! SERVICEn), into the text on screen. Each viewer's `captions` data
+//! channel gets it as `{"text": "..."}` each time it changes (an empty
+//! text clears it); the watch page shows it as a text track of the video.
+//!
+//! [`LiveCaptions`] is the sans-IO decoder; [`CaptionTexts`] runs one per
+//! stream with viewers, on a `watch` channel that holds the latest text (a
+//! viewer that joins gets what is on screen), and ends with the stream or
+//! its last viewer.
 
-use banyan_captions::{CaptionDecoder, ChannelSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-/// One viewer's caption state.
+use banyan_captions::{CaptionDecoder, ChannelSet, Registry};
+use banyan_relay::{Hub, Item, SubscribeOptions, Track};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// The caption texts of the node's streams with WebRTC viewers.
+#[derive(Default)]
+pub struct CaptionTexts {
+    map: Mutex<HashMap<String, watch::Sender<String>>>,
+}
+
+impl CaptionTexts {
+    /// The stream's caption message (empty until the first one); starts its
+    /// decoder when none runs.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        hub: &Arc<Hub>,
+        registry: &Arc<Registry>,
+        uid: &str,
+    ) -> watch::Receiver<String> {
+        let mut map = self.map.lock();
+        if let Some(tx) = map.get(uid) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(String::new());
+        map.insert(uid.to_string(), tx.clone());
+        let this = self.clone();
+        let (hub, registry, uid) = (hub.clone(), registry.clone(), uid.to_string());
+        tokio::spawn(async move {
+            decode(&hub, &registry, &uid, &tx).await;
+            let mut map = this.map.lock();
+            if map.get(&uid).is_some_and(|t| t.same_channel(&tx)) {
+                map.remove(&uid);
+            }
+        });
+        rx
+    }
+}
+
+/// One stream's decoder task, until the stream ends or no viewer is left.
+async fn decode(hub: &Arc<Hub>, registry: &Registry, uid: &str, tx: &watch::Sender<String>) {
+    let mut sub = hub.subscribe(uid, SubscribeOptions { catch_up: true });
+    let mut live = LiveCaptions::default();
+    loop {
+        match sub.recv().await {
+            Item::Frame(f) if f.track == Track::Captions => {
+                if let Some(msg) = live.push(|| registry.present(uid), f.pts, &f.payload) {
+                    tx.send_replace(msg);
+                }
+            }
+            Item::End(_) => return,
+            _ => {}
+        }
+        if tx.receiver_count() == 0 {
+            return;
+        }
+    }
+}
+
+/// One stream's caption state (sans-IO).
 #[derive(Default)]
 pub struct LiveCaptions {
     decoder: Option<CaptionDecoder>,

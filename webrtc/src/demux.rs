@@ -80,6 +80,8 @@ pub struct Sessions {
     table: Mutex<Table>,
     /// AAC to Opus, once per stream.
     pub(crate) transcoders: Arc<crate::audio::Transcoders>,
+    /// The text on screen, once per stream.
+    pub(crate) captions: Arc<crate::captions::CaptionTexts>,
 }
 
 impl Sessions {
@@ -118,6 +120,7 @@ impl Sessions {
             announce,
             table: Mutex::new(Table::default()),
             transcoders: Arc::default(),
+            captions: Arc::default(),
         });
         tokio::spawn(sessions.clone().read_loop());
         sessions

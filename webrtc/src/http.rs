@@ -155,26 +155,10 @@ async fn offer(
     if let Err(r) = sessions.check(ip) {
         return refusal(r);
     }
-    let offer = match sdp_offer(&headers, &body) {
-        Ok(o) => o,
-        Err(res) => return *res,
-    };
-    let mut rtc = match new_rtc(&sessions) {
+    let (mut rtc, answer) = match negotiate(&sessions, &headers, &body) {
         Ok(r) => r,
         Err(res) => return *res,
     };
-    let answer = match rtc.sdp_api().accept_offer(offer) {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::debug!(error = %e, "WHEP offer refused");
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "bad_offer",
-                "the offer cannot be answered\n",
-            );
-        }
-    };
-    let answer = answer.to_sdp_string();
     if !answer.lines().any(|l| l.starts_with("m=video")) {
         return refused(
             StatusCode::BAD_REQUEST,
@@ -201,9 +185,31 @@ async fn offer(
     created(answer, &location, &grant.cors)
 }
 
+/// Check a WHEP or WHIP offer, make the session's state machine and
+/// answer the offer: the machine and the SDP answer.
+pub(crate) fn negotiate(
+    sessions: &Sessions,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Rtc, String), Box<Response>> {
+    let offer = sdp_offer(headers, body)?;
+    let mut rtc = new_rtc(sessions)?;
+    match rtc.sdp_api().accept_offer(offer) {
+        Ok(a) => Ok((rtc, a.to_sdp_string())),
+        Err(e) => {
+            tracing::debug!(error = %e, "WebRTC offer refused");
+            Err(Box::new(refused(
+                StatusCode::BAD_REQUEST,
+                "bad_offer",
+                "the offer cannot be answered\n",
+            )))
+        }
+    }
+}
+
 /// The offer of a WHEP or WHIP request: `application/sdp`, at most
 /// [`MAX_OFFER`] bytes, and SDP.
-pub(crate) fn sdp_offer(headers: &HeaderMap, body: &[u8]) -> Result<SdpOffer, Box<Response>> {
+fn sdp_offer(headers: &HeaderMap, body: &[u8]) -> Result<SdpOffer, Box<Response>> {
     let sdp_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -240,7 +246,7 @@ pub(crate) fn sdp_offer(headers: &HeaderMap, body: &[u8]) -> Result<SdpOffer, Bo
 
 /// A session's state machine: ICE-lite, H.264 and Opus only, the node's
 /// one candidate.
-pub(crate) fn new_rtc(sessions: &Sessions) -> Result<Rtc, Box<Response>> {
+fn new_rtc(sessions: &Sessions) -> Result<Rtc, Box<Response>> {
     let mut rtc = Rtc::builder()
         .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
         .set_ice_lite(true)

@@ -11,10 +11,9 @@ use str0m::media::{MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol as NetProtocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::audio::{OpusPacket, OPUS_RATE};
-use crate::captions::LiveCaptions;
 use crate::demux::{Datagram, Registered, Sessions};
 use crate::media::{Clock, VideoTrack};
 
@@ -64,7 +63,6 @@ struct Media {
     epoch: Option<Instant>,
     /// The viewer's `captions` data channel, once open.
     captions_channel: Option<ChannelId>,
-    captions: LiveCaptions,
 }
 
 impl Media {
@@ -100,10 +98,10 @@ impl Session {
             clock: Clock::default(),
             epoch: None,
             captions_channel: None,
-            captions: LiveCaptions::default(),
         };
         let mut audio: Option<broadcast::Receiver<Arc<OpusPacket>>> = None;
         let mut audio_asked = false;
+        let mut captions: Option<watch::Receiver<String>> = None;
         let mut sub: Option<Subscriber> = None;
         let mut viewer: Option<ViewerGuard> = None;
         let mut last_resync: Option<Instant> = None;
@@ -129,6 +127,16 @@ impl Session {
                         }
                         Event::ChannelOpen(cid, label) if label == "captions" => {
                             media.captions_channel = Some(cid);
+                            let mut rx =
+                                sessions
+                                    .captions
+                                    .subscribe(&hub, &sessions.ctx.captions, &uid);
+                            // What is on screen now, if anything.
+                            let now = rx.borrow_and_update().clone();
+                            if !now.is_empty() {
+                                write_captions(&mut rtc, &media, &now);
+                            }
+                            captions = Some(rx);
                         }
                         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                             break Err("ICE disconnected");
@@ -193,9 +201,6 @@ impl Session {
                             }
                             write_video(&mut rtc, &mut media, &f);
                         }
-                        Item::Frame(f) if f.track == Track::Captions => {
-                            write_captions(&mut rtc, &mut media, &sessions, &uid, &f);
-                        }
                         Item::Frame(_) => {}
                         Item::End(_) => break "stream ended",
                     }
@@ -208,6 +213,11 @@ impl Session {
                     }
                     // The transcoder ended (the stream's audio went away).
                     Err(broadcast::error::RecvError::Closed) => audio = None,
+                },
+                msg = next_caption(&mut captions) => match msg {
+                    Some(m) => write_captions(&mut rtc, &media, &m),
+                    // The stream's decoder ended (with the stream).
+                    None => captions = None,
                 },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
@@ -320,19 +330,21 @@ fn write_audio(rtc: &mut Rtc, media: &mut Media, p: &OpusPacket) {
     }
 }
 
-/// The text on screen to the viewer's data channel, when it changed.
-fn write_captions(
-    rtc: &mut Rtc,
-    media: &mut Media,
-    sessions: &Sessions,
-    uid: &str,
-    f: &banyan_relay::Frame,
-) {
+/// The next caption message, `None` when the stream's decoder ended, or
+/// never without a captions channel.
+async fn next_caption(rx: &mut Option<watch::Receiver<String>>) -> Option<String> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(r.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A caption message to the viewer's data channel.
+fn write_captions(rtc: &mut Rtc, media: &Media, msg: &str) {
     let Some(cid) = media.captions_channel else {
-        return;
-    };
-    let present = || sessions.ctx.captions.present(uid);
-    let Some(msg) = media.captions.push(present, f.pts, &f.payload) else {
         return;
     };
     let sent = rtc

@@ -20,7 +20,7 @@ use banyan_ingest::events::IngestEvent;
 use banyan_relay::StreamState;
 
 use crate::demux::Sessions;
-use crate::http::{created, new_rtc, refusal, refused, sdp_offer};
+use crate::http::{created, negotiate, refusal, refused};
 use crate::publish::PublishSession;
 
 /// `POST <webRTC.url>`.
@@ -76,24 +76,9 @@ pub(crate) async fn offer(
     if let Err(r) = sessions.check(ip) {
         return refusal(r);
     }
-    let offer = match sdp_offer(&headers, &body) {
-        Ok(o) => o,
-        Err(res) => return *res,
-    };
-    let mut rtc = match new_rtc(&sessions) {
+    let (mut rtc, answer) = match negotiate(&sessions, &headers, &body) {
         Ok(r) => r,
         Err(res) => return *res,
-    };
-    let answer = match rtc.sdp_api().accept_offer(offer) {
-        Ok(a) => a.to_sdp_string(),
-        Err(e) => {
-            tracing::debug!(error = %e, "WHIP offer refused");
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "bad_offer",
-                "the offer cannot be answered\n",
-            );
-        }
     };
     // The answer must receive H.264: an m=video line that is not inactive.
     if !receives_video(&answer) {
