@@ -12,8 +12,8 @@
 #    frame presented in the page.
 # 2. Load: the RTMP benchmark's 720p30 2.6 Mbit/s input (looped) to both servers; for each N,
 #    `hls-load` (bench/src/bin/hls-load.rs, one process) runs N viewers against Banyan in
-#    LL-HLS fashion (blocking playlist reload per part, then the part) and N plain-HLS pollers
-#    against nginx; server CPU (s per viewer-minute above the publisher-only baseline) and RSS
+#    LL-HLS fashion (blocking playlist reload per part, then the part), N plain-HLS pollers
+#    (whole segments, `--plain`) against Banyan and the same against nginx; server CPU (s per viewer-minute above the publisher-only baseline) and RSS
 #    from /proc.
 #
 # Usage: bench/hls_bench.sh [--viewers "100 500"] [--measure 20] [--g2g-seconds 20]
@@ -237,6 +237,11 @@ if [ "$DO_LOAD" = 1 ]; then
         "$LOAD" --url "$B_HLS" --viewers "$n" --ramp 100 --baseline 5 --measure "$MEASURE" \
             --server-pid "$BANYAN_PID" --label banyan >> "$L" || log "hls-load failed (banyan, $n)"
         sleep 2
+        log "load: banyan plain HLS (whole segments, as against nginx), $n viewers"
+        "$LOAD" --url "$B_HLS" --viewers "$n" --ramp 100 --baseline 5 --measure "$MEASURE" \
+            --server-pid "$BANYAN_PID" --label banyan-plain --plain >> "$L" ||
+            log "hls-load failed (banyan plain, $n)"
+        sleep 2
         log "load: nginx-rtmp plain HLS, $n viewers"
         pid_args=()
         for p in $NGINX_PIDS; do pid_args+=(--server-pid "$p"); done
@@ -247,7 +252,7 @@ if [ "$DO_LOAD" = 1 ]; then
     stop_publisher
     cat "$L" >&2
     {
-        echo "HLS viewers (720p30 2.6 Mbit/s; Banyan: LL-HLS blocking reloads + parts; nginx-rtmp: plain HLS polling):"
+        echo "HLS viewers (720p30 2.6 Mbit/s; banyan: LL-HLS blocking reloads + parts; banyan-plain and nginx-rtmp: plain HLS polling, whole segments):"
         echo
         echo "| viewers | server | CPU s / viewer-min | server CPU (cores; publisher alone) | RSS (MiB; per viewer KiB) | requests/s | Mbit/s | media objects / viewer-s | errors | load tool (cores) | machine busy (load 1m) |"
         echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -14,8 +14,9 @@
 # --nice runs the servers and the load tool under `nice -n N` (same for both servers; a
 # negative N shields the measurement from other work on a shared machine).
 # BANYAN_BIN=PATH uses that banyan binary instead of building target/release/banyan.
-# Needs: ffmpeg, nginx + libnginx-mod-rtmp, jq, curl, cargo. Uses 127.0.0.1 ports 19350
-# (nginx) and free ports picked by Banyan. Everything it starts is stopped on exit.
+# Needs: ffmpeg, nginx + libnginx-mod-rtmp, jq, curl, cargo. Servers start through the shared
+# starters (bench/lib/servers.sh): nginx-rtmp on 127.0.0.1:19350 with one worker, Banyan on
+# ports of its own choosing. Everything it starts is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,7 +43,7 @@ done
 
 mkdir -p "$CACHE"
 WORK=$(mktemp -d /tmp/banyan-bench.XXXXXX)
-SERVER_PID=""
+STOP_PID=""
 LOAD_PID=""
 
 stop_pid() { # pid: TERM, wait up to 5 s, then KILL
@@ -59,7 +60,7 @@ stop_pid() { # pid: TERM, wait up to 5 s, then KILL
 
 cleanup() {
     stop_pid "$LOAD_PID"
-    stop_pid "$SERVER_PID"
+    stop_pid "$STOP_PID"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -92,93 +93,24 @@ LOAD=$TARGET/release/rtmp-load
 BANYAN=${BANYAN_BIN:-$TARGET/release/banyan}
 
 # --- servers ----------------------------------------------------------------------------
-# Each start_* sets SERVER_PID, PUBLISH_URL, PLAY_URL and SAMPLE_PIDS (the pids whose CPU
-# and memory count as the server's).
+# The shared starters (bench/lib/servers.sh). start_server sets STOP_PID (what to stop),
+# PUBLISH_URL, PLAY_URL and SAMPLE_PIDS (the pids whose CPU and memory count as the server's).
+# shellcheck source=bench/lib/servers.sh
+. "$ROOT/bench/lib/servers.sh"
 
-start_nginx() {
-    local dir=$WORK/nginx
-    rm -rf "$dir"
-    mkdir -p "$dir/hls" "$dir/tmp"
-    cat > "$dir/nginx.conf" <<EOF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 16384; }
-rtmp {
-    server {
-        listen 127.0.0.1:19350;
-        chunk_size 4096;
-        application live {
-            live on;
-            hls on;
-            hls_path $dir/hls;
-            hls_fragment 1s;
-            hls_playlist_length 6s;
-        }
-    }
-}
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    server {
-        listen 127.0.0.1:19351;
-        location / { root $dir/hls; }
-    }
-}
-EOF
-    nice -n "$NICE" nginx -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/error.log" &
-    SERVER_PID=$!
-    local i
-    for i in $(seq 100); do
-        if (exec 3<>/dev/tcp/127.0.0.1/19350) 2>/dev/null; then break; fi
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$dir/error.log" >&2; return 1; }
-        sleep 0.05
-    done
-    local workers=""
-    for i in $(seq 100); do
-        workers=$(pgrep -P "$SERVER_PID" | tr '\n' ' ' || true)
-        [ -n "$workers" ] && break
-        sleep 0.05
-    done
-    SAMPLE_PIDS="$SERVER_PID $workers"
-    PUBLISH_URL=rtmp://127.0.0.1:19350/live/bench
-    PLAY_URL=rtmp://127.0.0.1:19350/live/bench
-}
-
-start_banyan() {
-    local dir=$WORK/banyan
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    RUST_LOG=warn nice -n "$NICE" "$BANYAN" serve --data-dir "$dir/data" --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
-        --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 > "$dir/stdout" 2> "$dir/stderr" &
-    SERVER_PID=$!
-    local i ready=""
-    for i in $(seq 200); do
-        ready=$(grep -m1 '"ready"' "$dir/stdout" 2>/dev/null || true)
-        [ -n "$ready" ] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$dir/stderr" >&2; return 1; }
-        sleep 0.05
-    done
-    [ -n "$ready" ] || { log "banyan did not print its ready line"; return 1; }
-    local rtmp creds api account token input
-    rtmp=$(jq -r '.rtmp' <<<"$ready")
-    creds=$(jq -r '.credentials' <<<"$ready")
-    api=$(jq -r '.api' "$creds")
-    account=$(jq -r '.accountId' "$creds")
-    token=$(jq -r '.apiToken' "$creds")
-    # The token goes through a file, never on a command line.
-    printf 'header = "Authorization: Bearer %s"\n' "$token" > "$dir/curl.cfg"
-    input=$(curl -sf -K "$dir/curl.cfg" -H 'Content-Type: application/json' \
-        -d '{"meta":{"name":"bench"}}' "$api/client/v4/accounts/$account/stream/live_inputs")
+start_server() {
+    case "$1" in
+        nginx)
+            start_nginx_rtmp "$WORK/nginx"
+            STOP_PID=$NGINX_MASTER ;;
+        banyan)
+            start_banyan "$BANYAN" "$WORK/banyan"
+            STOP_PID=$SERVER_PID ;;
+        *) log "unknown server $1"; return 1 ;;
+    esac
     SAMPLE_PIDS=$SERVER_PID
-    PUBLISH_URL=rtmp://$rtmp/live/$(jq -r '.result.rtmp.streamKey' <<<"$input")
-    PLAY_URL=rtmp://$rtmp/live/$(jq -r '.result.rtmpPlayback.streamKey' <<<"$input")
+    PUBLISH_URL=$RTMP_PUBLISH
+    PLAY_URL=$RTMP_PLAY
 }
 
 # --- runs -------------------------------------------------------------------------------
@@ -188,7 +120,7 @@ RESULTS=$CACHE/rtmp-fanout-$STAMP.jsonl
 for n in $PLAYERS; do
     for server in $SERVERS; do
         log "$server, $n players"
-        "start_$server"
+        start_server "$server"
         pid_args=()
         for p in $SAMPLE_PIDS; do pid_args+=(--server-pid "$p"); done
         nice -n "$NICE" "$LOAD" --input "$INPUT" --publish "$PUBLISH_URL" --play "$PLAY_URL" \
@@ -201,8 +133,8 @@ for n in $PLAYERS; do
             log "rtmp-load failed against $server with $n players"
         fi
         LOAD_PID=""
-        stop_pid "$SERVER_PID"
-        SERVER_PID=""
+        stop_pid "$STOP_PID"
+        STOP_PID=""
     done
 done
 

@@ -86,35 +86,24 @@ fi
 CLOCK=$TARGET/release/clock-frames
 BANYAN=${BANYAN_BIN:-$TARGET/release/banyan}
 
-# Starts a node; sets NODE_PID, SRT_ADDR, PUB_ID, PUB_PASS, PLAY_ID, PLAY_PASS.
-start_banyan() {
-    local dir=$WORK/banyan-$RANDOM
-    mkdir -p "$dir"
-    RUST_LOG=warn "$BANYAN" serve --data-dir "$dir/data" --rtmp 127.0.0.1:0 --rtmps 127.0.0.1:0 \
-        --srt 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0 > "$dir/stdout" 2> "$dir/stderr" &
-    NODE_PID=$!
+# shellcheck source=bench/lib/servers.sh
+. "$ROOT/bench/lib/servers.sh"
+# Starts a node through the shared starter (bench/lib/servers.sh); sets NODE_PID, SRT_ADDR,
+# PUB_ID, PUB_PASS, PLAY_ID, PLAY_PASS.
+start_node() {
+    start_banyan "$BANYAN" "$WORK/banyan-$RANDOM" || return 1
+    NODE_PID=$SERVER_PID
     PIDS+=("$NODE_PID")
-    local i ready=""
-    for i in $(seq 200); do
-        ready=$(grep -m1 '"ready"' "$dir/stdout" 2>/dev/null || true)
-        [ -n "$ready" ] && break
-        kill -0 "$NODE_PID" 2>/dev/null || { tail -20 "$dir/stderr" >&2; return 1; }
-        sleep 0.05
-    done
-    [ -n "$ready" ] || { log "banyan did not print its ready line"; return 1; }
-    local creds api account input
-    SRT_ADDR=$(jq -r '.srt' <<<"$ready")
-    HTTP_ADDR=$(jq -r '.http' <<<"$ready")
-    creds=$(jq -r '.credentials' <<<"$ready")
-    api=$(jq -r '.api' "$creds")
-    account=$(jq -r '.accountId' "$creds")
-    printf 'header = "Authorization: Bearer %s"\n' "$(jq -r '.apiToken' "$creds")" > "$dir/curl.cfg"
-    input=$(curl -sf -K "$dir/curl.cfg" -H 'Content-Type: application/json' \
-        -d '{"meta":{"name":"srt-bench"}}' "$api/client/v4/accounts/$account/stream/live_inputs")
-    PUB_ID=$(jq -r '.result.srt.streamId' <<<"$input")
-    PUB_PASS=$(jq -r '.result.srt.passphrase' <<<"$input")
-    PLAY_ID=$(jq -r '.result.srtPlayback.streamId' <<<"$input")
-    PLAY_PASS=$(jq -r '.result.srtPlayback.passphrase' <<<"$input")
+    SRT_ADDR=${SRT_PUBLISH#srt://}
+    SRT_ADDR=${SRT_ADDR%%\?*}
+    HTTP_ADDR=$BANYAN_HTTP
+    local q
+    q=${SRT_PUBLISH#*\?}
+    PUB_ID=$(sed -n 's/.*streamid=\([^&]*\).*/\1/p' <<<"?$q")
+    PUB_PASS=$(sed -n 's/.*passphrase=\([^&]*\).*/\1/p' <<<"?$q")
+    q=${SRT_PLAY#*\?}
+    PLAY_ID=$(sed -n 's/.*streamid=\([^&]*\).*/\1/p' <<<"?$q")
+    PLAY_PASS=$(sed -n 's/.*passphrase=\([^&]*\).*/\1/p' <<<"?$q")
 }
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -172,7 +161,7 @@ if [ "$DO_G2G" = 1 ]; then
     g2g_run "srt://127.0.0.1:$a?latency=$L" "srt://127.0.0.1:$b?latency=$L" srt-live-transmit >> "$G"
     stop_pid "$SLT"
     log "glass-to-glass: banyan"
-    start_banyan
+    start_node
     g2g_run "srt://$SRT_ADDR?streamid=$PUB_ID&passphrase=$PUB_PASS&latency=$L" \
         "srt://$SRT_ADDR?streamid=$PLAY_ID&passphrase=$PLAY_PASS&latency=$L" banyan >> "$G"
     stop_all
@@ -205,16 +194,11 @@ if [ "$DO_FANOUT" = 1 ]; then
             -bsf:v h264_mp4toannexb,dump_extra=freq=keyframe -f mpegts "$INPUT.tmp"
         mv "$INPUT.tmp" "$INPUT"
     fi
-    cpu_rss() { # pid -> "cpu_seconds rss_kib"
-        local t
-        t=$(awk '{print ($14 + $15) / 100}' "/proc/$1/stat")
-        echo "$t $(awk '/^VmRSS/ {print $2}' "/proc/$1/status")"
-    }
     F=$WORK/fanout.txt
     : > "$F"
     for n in $PLAYERS; do
         log "fan-out: banyan, $n SRT players"
-        start_banyan
+        start_node
         ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT" -c copy \
             -f mpegts "srt://$SRT_ADDR?streamid=$PUB_ID&passphrase=$PUB_PASS&latency=120000" \
             2>"$WORK/fan-pub.err" &

@@ -14,10 +14,15 @@
 # * 60 / N, and RSS per viewer = (RSS with viewers - RSS alone) / N, N the viewers still
 # connected at the end. The viewers' received
 # bytes (`wchar` of each client: they write to /dev/null) show they were fed; their own CPU
-# is reported too (on one machine, clients compete with the server for the same cores).
+# is reported too (on one machine, clients compete with the server for the same cores), and so
+# are the server's socket writes per viewer per second (`syscw`) and its share of time in the
+# kernel. Case LABEL-rtmpload (and nginx-rtmpload) replaces the rtmpdump processes by the
+# project's own load tool (bench/src/bin/rtmp-load.rs: one process publishes and reads every
+# player), to set its figures beside the real clients'.
 #
 # Usage: bench/viewer_cost.sh [--viewers 100] [--hold 20] [--bin LABEL=PATH ...]
-#                             [--cases "nginx-rtmp LABEL-rtmp LABEL-srt LABEL-whep ..."] [--nice N]
+#                             [--cases "nginx-rtmp LABEL-rtmp LABEL-srt LABEL-whep LABEL-rtmpload
+#                                       nginx-rtmpload ..."] [--nice N]
 # Default: one binary, `banyan` = $CARGO_TARGET_DIR/release/banyan (built if missing), and
 # the cases nginx-rtmp, banyan-rtmp, banyan-srt. Results: stdout and
 # bench/.cache/viewer-cost-<time>.md. Needs ffmpeg, nginx + libnginx-mod-rtmp, rtmpdump,
@@ -39,7 +44,7 @@ while [ $# -gt 0 ]; do
         --bin) BINS+=("$2"); shift 2 ;;
         --cases) CASES=$2; shift 2 ;;
         --nice) NICE=$2; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -110,6 +115,29 @@ clients() {
     echo "$w $c"
 }
 
+# "user_ticks kernel_ticks write_syscalls" of a pid: the server's kernel share and its socket
+# writes per viewer (each write to a player wakes that player).
+sys_io() {
+    awk '{ printf "%d %d ", $14, $15 }' "/proc/$1/stat"
+    awk '/^syscw/ { print $2 }' "/proc/$1/io"
+}
+# One result line: case n alive base_cores cores cpu_vmin rss_kib mbps client_vmin
+# writes_per_viewer_s kernel_pct load, from the samples (see the header).
+result() { # case n alive c0 c1 c2 c3 t0 t1 t2 t3 r1 r3 w2 w3 k2 k3 u2 s2 x2 u3 s3 x3
+    echo "$@ $(cut -d' ' -f1 /proc/loadavg)" | awk '{
+        base = ($5 - $4) / ($9 - $8); cores = ($7 - $6) / ($11 - $10); a = ($3 > 0 ? $3 : 1);
+        busy = ($21 - $18) + ($22 - $19);
+        printf "%s %d %d %.4f %.4f %.4f %.1f %.2f %.4f %.1f %.0f %s\n", $1, $2, $3, base, cores,
+            (cores - base) * 60 / a, ($13 - $12) / a, ($15 - $14) * 8 / ($11 - $10) / a / 1e6,
+            ($17 - $16) / ($11 - $10) * 60 / a, ($23 - $20) / ($11 - $10) / a,
+            (busy > 0 ? ($22 - $19) * 100 / busy : 0), $24
+    }' >> "$RAW"
+}
+LOAD_BIN=$TARGET/release/rtmp-load
+case " $CASES " in
+    *-rtmpload" "*) [ -x "$LOAD_BIN" ] || (cd "$ROOT" && cargo build --release -q -p banyan-bench --bin rtmp-load) ;;
+esac
+
 RAW=$WORK/raw.txt
 : > "$RAW"
 for case in $CASES; do
@@ -122,6 +150,36 @@ for case in $CASES; do
     else
         start_banyan "$(bin_of "$label")" "$WORK/$label"
         PIDS+=("$SERVER_PID")
+    fi
+    if [ "$proto" = rtmpload ]; then
+        # The project's own load tool: one process publishes and reads every player (over
+        # --hold s once all have joined); it samples the server itself.
+        "$LOAD_BIN" --input "$INPUT_FLV" --publish "$RTMP_PUBLISH" --play "$RTMP_PLAY" \
+            --players "$VIEWERS" --ramp 50 --warmup 3 --baseline 5 --measure "$HOLD" \
+            --label "$case" --server-pid "$SERVER_PID" >"$WORK/load.json" 2>"$WORK/load.err" &
+        lp=$!
+        PIDS+=("$lp")
+        for i in $(seq 1200); do
+            grep -q measuring "$WORK/load.err" 2>/dev/null && break
+            kill -0 "$lp" 2>/dev/null || break
+            sleep 0.1
+        done
+        read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
+        read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
+        sleep "$((HOLD - 1))"
+        read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
+        read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
+        wait "$lp" || log "rtmp-load failed: $(tail -3 "$WORK/load.err")"
+        # CPU and RSS per viewer as rtmp-load measured them (its windows); the kernel share
+        # and writes from the script's own samples inside its measure window.
+        jq -r --arg k "$(awk -v u="$((u3 - u2))" -v s="$((s3 - s2))" 'BEGIN { printf "%.0f", (u + s > 0 ? s * 100 / (u + s) : 0) }')" \
+            --arg w "$(awk -v x="$((x3 - x2))" -v t="$(awk -v a="$t3" -v b="$t2" 'BEGIN { print a - b }')" -v n="$VIEWERS" 'BEGIN { printf "%.1f", x / t / n }')" \
+            --arg l "$(cut -d' ' -f1 /proc/loadavg)" \
+            '"\(.label) \(.players) \(.players_ok) \(.server.base_cpu_cores) \(.server.measure_cpu_cores) \(.server.cpu_s_per_viewer_min) \(.server.rss_kib_per_player) - \(.client.cpu_cores * 60 / ([.players_ok, 1] | max)) \($w) \($k) \($l)"' \
+            "$WORK/load.json" >> "$RAW"
+        stop_all
+        sleep 1
+        continue
     fi
     if [ "$proto" = rtmp ] || [ "$proto" = whep ]; then
         ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
@@ -147,15 +205,18 @@ for case in $CASES; do
             sleep 0.1
         done
         read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
+        read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
         sleep "$HOLD"
         read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
+        read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
         for i in $(seq 300); do
             grep -q '"phase":"done"' "$WORK/whep.out" 2>/dev/null && break
             sleep 0.1
         done
         alive=$(jq -r 'select(.phase == "done") | .alive' "$WORK/whep.out" | tail -1)
         bytes=$(jq -r 'select(.phase == "done") | .bytes' "$WORK/whep.out" | tail -1)
-        echo "$case $VIEWERS ${alive:-0} $c0 $c1 $c2 $c3 $t0 $t1 $t2 $t3 $r1 $r3 0 ${bytes:-0} 0 0 $(cut -d' ' -f1 /proc/loadavg)" >> "$RAW"
+        result "$case" "$VIEWERS" "${alive:-0}" "$c0" "$c1" "$c2" "$c3" "$t0" "$t1" "$t2" "$t3" "$r1" "$r3" \
+            0 "${bytes:-0}" 0 0 "$u2" "$s2" "$x2" "$u3" "$s3" "$x3"
         stop_all
         sleep 1
         continue
@@ -173,13 +234,16 @@ for case in $CASES; do
     done
     sleep 3
     read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
+    read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
     read -r w2 k2 < <(clients "${VP[@]}")
     sleep "$HOLD"
     read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
+    read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
     read -r w3 k3 < <(clients "${VP[@]}")
     alive=0
     for p in "${VP[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
-    echo "$case $VIEWERS $alive $c0 $c1 $c2 $c3 $t0 $t1 $t2 $t3 $r1 $r3 $w2 $w3 $k2 $k3 $(cut -d' ' -f1 /proc/loadavg)" >> "$RAW"
+    result "$case" "$VIEWERS" "$alive" "$c0" "$c1" "$c2" "$c3" "$t0" "$t1" "$t2" "$t3" "$r1" "$r3" \
+        "$w2" "$w3" "$k2" "$k3" "$u2" "$s2" "$x2" "$u3" "$s3" "$x3"
     stop_all
     sleep 1
 done
@@ -189,36 +253,22 @@ OUT=$CACHE/viewer-cost-$STAMP.md
 {
     echo "Cost per viewer, real clients, $VIEWERS viewers, ${HOLD} s hold, $(nproc) cores (shared), $(date -u +%FT%TZ):"
     echo
-    echo "| case | viewers alive | server CPU alone (cores) | with viewers (cores) | CPU-s / viewer-min | RSS / viewer (KiB) | Mbit/s per viewer | client CPU-s / viewer-min | load 1m |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    awk '{
-        base = ($5 - $4) / ($9 - $8); cores = ($7 - $6) / ($11 - $10);
-        n = $2; a = ($3 > 0 ? $3 : 1);
-        printf "| %s | %d / %d | %.4f | %.4f | %.4f | %.1f | %.2f | %.4f | %s |\n", $1, $3, n,
-            base, cores, (cores - base) * 60 / a, ($13 - $12) / a,
-            ($15 - $14) * 8 / ($11 - $10) / a / 1e6, ($17 - $16) / ($11 - $10) * 60 / a, $18
-    }' "$RAW"
+    echo "| case | viewers alive | server CPU alone (cores) | with viewers (cores) | CPU-s / viewer-min | RSS / viewer (KiB) | Mbit/s per viewer | client CPU-s / viewer-min | server writes / viewer / s | server time in kernel | load 1m |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk '{ printf "| %s | %d / %d | %.4f | %.4f | %.4f | %.1f | %s | %.4f | %.1f | %d %% | %s |\n",
+        $1, $3, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' "$RAW"
     echo
     echo "Ratios (CPU per viewer-minute, RSS per viewer):"
     echo
-    awk '{
-        base = ($5 - $4) / ($9 - $8); cores = ($7 - $6) / ($11 - $10);
-        a = ($3 > 0 ? $3 : 1); cpu[$1] = (cores - base) * 60 / a; rss[$1] = ($13 - $12) / a; order[NR] = $1
-    } END {
+    awk '{ cpu[$1] = $6; rss[$1] = $7; order[NR] = $1 } END {
         for (i = 1; i <= NR; i++) {
-            c = order[i]; split(c, p, "-"); proto = p[length(p)];
-            if (c != "nginx-rtmp" && proto == "rtmp" && ("nginx-rtmp" in cpu) && cpu["nginx-rtmp"] > 0)
-                printf "- %s / nginx-rtmp: CPU %.2fx, RSS %.2fx\n", c, cpu[c] / cpu["nginx-rtmp"], rss[c] / rss["nginx-rtmp"];
-            if (proto == "whep") {
-                r = substr(c, 1, length(c) - 5) "-rtmp";
-                if ((r in cpu) && cpu[r] > 0)
-                    printf "- %s / %s: CPU %.2fx, RSS %.2fx\n", c, r, cpu[c] / cpu[r], rss[c] / rss[r];
-            }
-            if (proto == "srt") {
-                r = substr(c, 1, length(c) - 4) "-rtmp";
-                if ((r in cpu) && cpu[r] > 0)
-                    printf "- %s / %s: CPU %.2fx, RSS %.2fx\n", c, r, cpu[c] / cpu[r], rss[c] / rss[r];
-            }
+            c = order[i]; n = split(c, p, "-"); proto = p[n]; label = substr(c, 1, length(c) - length(proto) - 1);
+            ref = "";
+            if (proto == "rtmp" && label != "nginx") ref = "nginx-rtmp";
+            if (proto == "rtmpload" && label != "nginx") ref = "nginx-rtmpload";
+            if (proto == "whep" || proto == "srt") ref = label "-rtmp";
+            if (ref != "" && (ref in cpu) && cpu[ref] > 0 && rss[ref] > 0)
+                printf "- %s / %s: CPU %.2fx, RSS %.2fx\n", c, ref, cpu[c] / cpu[ref], rss[c] / rss[ref];
         }
     }' "$RAW"
 } > "$OUT"

@@ -31,8 +31,7 @@ use std::time::Duration;
 use banyan_relay::views::ViewerGuard;
 use banyan_relay::{Frame, Item, MediaInfo, StreamEnd, Subscriber, Track};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::flv;
@@ -615,8 +614,8 @@ pub struct PlayOptions {
     /// The chunk size announced and used for media, normally
     /// [`PLAY_CHUNK_SIZE`]. It applies to every chunk this side sends from
     /// then on, so the messages of the connection's protocol session passed
-    /// through `control` must each fit in one chunk of this size (they are
-    /// small: acknowledgements, ping responses, command results).
+    /// through `input` must each fit in one chunk of this size (they are
+    /// small: acknowledgements, ping responses).
     pub chunk_size: u32,
     /// A write that makes no progress this long ends playback.
     pub stall_timeout: Duration,
@@ -631,9 +630,11 @@ pub enum PlayEnd {
     Finished,
     /// The operator disconnected the stream.
     Kicked,
-    /// The connection's driver asked us to stop (the player left, or the
-    /// node shuts down).
+    /// The node shuts down.
     Cancelled,
+    /// The player closed the connection, asked to stop, or sent what
+    /// cannot be read.
+    Left,
     /// A write made no progress within the stall timeout.
     Stalled,
     /// The socket failed.
@@ -664,24 +665,28 @@ fn encode(enc: &mut PlayEncoder, out: &mut Batch, guard: &mut ViewerGuard, item:
 
 /// Send the stream to one player until it ends.
 ///
-/// `control` carries already-framed bytes from the connection's protocol
-/// session (acknowledgements, ping responses); they are written in order,
-/// between media messages.
-pub async fn play<W: AsyncWrite + Unpin>(
-    w: &mut W,
+/// The connection is read in the same loop: each read goes to `input`,
+/// the connection's reader of what the player sends, which appends its
+/// answers (acknowledgements, ping responses) to the buffer it is given,
+/// to be written in order between media messages; it returns `false` when
+/// the player asked to stop or sent what cannot be read. `buf` is the read
+/// buffer (a player sends little: a few hundred bytes are plenty).
+pub async fn play<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
     sub: &mut Subscriber,
     guard: &mut ViewerGuard,
     opts: &PlayOptions,
-    control: &mut mpsc::Receiver<Bytes>,
+    buf: &mut [u8],
+    mut input: impl FnMut(&[u8], &mut BytesMut) -> bool,
     cancel: &CancellationToken,
 ) -> PlayEnd {
     let writer = ChunkWriter::new(opts.chunk_size as usize);
     let mut enc = PlayEncoder::new(writer, opts.stream_id);
     let mut out = Batch::new();
+    let mut answers = BytesMut::new();
     let bytes_out = metrics::counter!("banyan_egress_bytes_total", "protocol" => opts.protocol);
-    let mut control_open = true;
-    // Announced before anything else of ours; the session's earlier
-    // messages (queued in `control`) are single chunks either way.
+    // Announced before anything else of ours; what the session had still
+    // to send was written before, in single chunks.
     write_set_chunk_size(&writer, &mut out, opts.chunk_size);
     loop {
         let mut end = None;
@@ -689,9 +694,18 @@ pub async fn play<W: AsyncWrite + Unpin>(
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return PlayEnd::Cancelled,
-                c = control.recv(), if control_open => match c {
-                    Some(b) => out.append_shared(b),
-                    None => control_open = false,
+                r = io.read(buf) => match r {
+                    Ok(0) => return PlayEnd::Left,
+                    Err(e) => return PlayEnd::Io(e),
+                    Ok(n) => {
+                        if !input(&buf[..n], &mut answers) {
+                            return PlayEnd::Left;
+                        }
+                        if !answers.is_empty() {
+                            out.append(&answers);
+                            answers.clear();
+                        }
+                    }
                 },
                 item = sub.recv() => match encode(&mut enc, &mut out, guard, item) {
                     Flow::Go => {}
@@ -711,13 +725,9 @@ pub async fn play<W: AsyncWrite + Unpin>(
                 Flow::End(e) => return e,
             }
         }
-        // Control bytes that are already waiting.
-        while let Ok(b) = control.try_recv() {
-            out.append_shared(b);
-        }
         if !out.is_empty() {
             let n = out.len() as u64;
-            let write = out.write_to(w);
+            let write = out.write_to(io);
             tokio::pin!(write);
             // Most writes complete at once: arm the stall timer only when
             // the socket is full.

@@ -49,6 +49,11 @@ pub struct HubConfig {
     /// samples the relay latency, which the source hub already does.
     /// Dropped entries are still counted.
     pub derived: bool,
+    /// Longest an audio or captions frame of a stream with video waits for
+    /// the next video frame before subscribers are woken for it. Each
+    /// wake-up is a socket write per viewer: riding with video, audio
+    /// costs no writes of its own. Video is never held.
+    pub audio_hold: Duration,
 }
 
 impl Default for HubConfig {
@@ -59,6 +64,7 @@ impl Default for HubConfig {
             reconnect_window: Duration::from_secs(10),
             catch_up_span: CLOCK_HZ / 50,
             derived: false,
+            audio_hold: Duration::from_millis(40),
         }
     }
 }
@@ -130,6 +136,8 @@ struct Inner {
     rebase_pending: bool,
     last_dts: Option<i64>,
     subscribers: usize,
+    /// When subscribers were last woken by a push.
+    last_wake: Option<Instant>,
 }
 
 impl Inner {
@@ -237,6 +245,7 @@ impl Hub {
                         rebase_pending: false,
                         last_dts: None,
                         subscribers: 0,
+                        last_wake: None,
                     }),
                     head_tx: watch::channel(0).0,
                     kick_tx: watch::channel(0).0,
@@ -426,6 +435,15 @@ impl Publisher {
             if frame.track != Track::Captions {
                 inner.last_dts = Some(inner.last_dts.map_or(frame.dts, |l| l.max(frame.dts)));
             }
+            let now = Instant::now();
+            let wake = frame.track == Track::Video
+                || inner.info.video.is_none()
+                || inner
+                    .last_wake
+                    .is_none_or(|w| now.duration_since(w) >= self.hub.cfg.audio_hold);
+            if wake {
+                inner.last_wake = Some(now);
+            }
             let seq = inner.head();
             if frame.keyframe && frame.track == Track::Video {
                 inner.keyframes.push_back(seq);
@@ -435,12 +453,14 @@ impl Publisher {
             inner.entries.push_back(Entry {
                 frame,
                 info,
-                pushed: Instant::now(),
+                pushed: now,
             });
             inner.evict(self.hub.cfg.max_buffer_bytes);
-            inner.head()
+            wake.then(|| inner.head())
         };
-        self.stream.head_tx.send_replace(head);
+        if let Some(head) = head {
+            self.stream.head_tx.send_replace(head);
+        }
     }
 
     /// True once the operator disconnected this publisher.

@@ -9,6 +9,9 @@
 //! - **plain HLS** (no parts): reload the playlist, fetch every new segment, wait one target
 //!   duration after a change and half of one otherwise.
 //!
+//! - **`--plain`**: the plain HLS loop even when the playlist has parts (the same pattern
+//!   against a server with parts and one without).
+//!
 //! One reqwest client per viewer (its own keep-alive connection), viewers started at
 //! `--ramp` per second. The server's CPU and memory (`--server-pid`, repeatable) are sampled
 //! from `/proc` with no viewer (`--baseline` s), once all viewers have started, and after
@@ -37,6 +40,9 @@ struct Args {
     measure: f64,
     pids: Vec<u32>,
     label: String,
+    /// Poll like a plain HLS player (whole segments, no blocking reloads)
+    /// even when the playlist has parts.
+    plain: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         measure: 20.0,
         pids: Vec::new(),
         label: String::new(),
+        plain: false,
     };
     let mut it = std::env::args().skip(1);
     fn num<T: std::str::FromStr>(f: &str, v: Option<String>) -> Result<T, String> {
@@ -63,10 +70,11 @@ fn parse_args() -> Result<Args, String> {
             "--measure" => a.measure = num(&f, it.next())?,
             "--server-pid" => a.pids.push(num(&f, it.next())?),
             "--label" => a.label = it.next().unwrap_or_default(),
+            "--plain" => a.plain = true,
             _ => {
                 return Err(
                     "usage: hls-load --url MULTIVARIANT_URL [--viewers N] [--ramp PER_S] \
-                     [--baseline S] [--measure S] [--server-pid PID]... [--label NAME]"
+                     [--baseline S] [--measure S] [--server-pid PID]... [--label NAME] [--plain]"
                         .into(),
                 )
             }
@@ -116,7 +124,7 @@ struct Media {
     next: (u64, u64),
 }
 
-fn parse_media(text: &str) -> Media {
+fn parse_media(text: &str, plain: bool) -> Media {
     let mut m = Media {
         target: 1.0,
         ..Media::default()
@@ -130,10 +138,10 @@ fn parse_media(text: &str) -> Media {
         } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
             m.target = v.parse().unwrap_or(1.0);
         } else if line.starts_with("#EXT-X-PART-INF") {
-            m.low_latency = true;
+            m.low_latency = !plain;
         } else if line.starts_with("#EXT-X-MAP") {
             m.map = attr(line, "URI").map(str::to_string);
-        } else if line.starts_with("#EXT-X-PART:") {
+        } else if line.starts_with("#EXT-X-PART:") && !plain {
             if let Some(u) = attr(line, "URI") {
                 m.items.push(u.to_string());
             }
@@ -179,7 +187,7 @@ async fn get(
     body
 }
 
-async fn viewer(url: String, c: Arc<Counters>, stop: Arc<AtomicBool>) {
+async fn viewer(url: String, plain: bool, c: Arc<Counters>, stop: Arc<AtomicBool>) {
     let client = match reqwest::Client::builder().pool_max_idle_per_host(1).build() {
         Ok(c) => c,
         Err(_) => return,
@@ -215,7 +223,7 @@ async fn viewer(url: String, c: Arc<Counters>, stop: Arc<AtomicBool>) {
             continue;
         };
         c.playlists.fetch_add(1, Ordering::Relaxed);
-        let m = parse_media(&String::from_utf8_lossy(&body));
+        let m = parse_media(&String::from_utf8_lossy(&body), plain);
         if let Some(map) = &m.map {
             if map_done.as_ref() != Some(map) {
                 let _ = get(&client, &resolve(&media_url, map), &c).await;
@@ -286,7 +294,12 @@ async fn run(a: Args) -> Result<String, banyan_bench::Error> {
     let mut tasks = Vec::new();
     let gap = Duration::from_secs_f64(1.0 / a.ramp);
     for _ in 0..a.viewers {
-        tasks.push(tokio::spawn(viewer(a.url.clone(), c.clone(), stop.clone())));
+        tasks.push(tokio::spawn(viewer(
+            a.url.clone(),
+            a.plain,
+            c.clone(),
+            stop.clone(),
+        )));
         tokio::time::sleep(gap).await;
     }
     // Settle: every viewer past its first requests.
@@ -378,16 +391,20 @@ mod tests {
 #EXT-X-PART:DURATION=0.2,URI=\"part-1.m4s\",INDEPENDENT=YES\n#EXTINF:1.0,\nseg-7.m4s\n\
 #EXT-X-PART:DURATION=0.2,URI=\"part-6.m4s\"\n#EXT-X-PART:DURATION=0.2,URI=\"part-7.m4s\"\n\
 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-8.m4s\"\n";
-        let m = parse_media(ll);
+        let m = parse_media(ll, false);
         assert!(m.low_latency);
         assert_eq!(m.next, (8, 2));
         assert_eq!(m.map.as_deref(), Some("init-0.mp4"));
         assert_eq!(m.items, ["part-1.m4s", "part-6.m4s", "part-7.m4s"]);
         let plain = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:3\n\
 #EXTINF:1.0,\nbench-3.ts\n#EXTINF:1.0,\nbench-4.ts\n";
-        let m = parse_media(plain);
+        let m = parse_media(plain, false);
         assert!(!m.low_latency);
         assert_eq!(m.items, ["bench-3.ts", "bench-4.ts"]);
         assert_eq!(m.target, 2.0);
+        // --plain: an LL-HLS playlist read as plain HLS, whole segments only.
+        let m = parse_media(ll, true);
+        assert!(!m.low_latency);
+        assert_eq!(m.items, ["seg-7.m4s"]);
     }
 }

@@ -51,6 +51,7 @@ impl SrtFanout {
             reconnect_window: Duration::ZERO,
             catch_up_span: src.catch_up_span,
             derived: true,
+            audio_hold: src.audio_hold,
         });
         Arc::new(SrtFanout {
             hub,

@@ -10,10 +10,10 @@ use banyan_relay::views::Protocol;
 use banyan_relay::{Publisher, SubscribeOptions};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use super::player::{PlayerInput, PlayerSignal};
 use super::session::{RtmpSession, SessionError, SessionEvent};
 use crate::events::IngestEvent;
 use crate::flv::{FlvDemux, TagEvent};
@@ -34,8 +34,7 @@ const COMMAND_READ_BUF: usize = 4 << 10;
 /// A publisher's media arrives in large reads.
 const PUBLISH_READ_BUF: usize = 64 << 10;
 /// A player sends little after play (acknowledgements, ping responses).
-const PLAY_READ_BUF: usize = 2 << 10;
-const CONTROL_QUEUE: usize = 64;
+const PLAY_READ_BUF: usize = 512;
 
 /// Why a connection was closed early, for logs and metrics.
 fn refuse(reason: &'static str) {
@@ -476,62 +475,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     }
 
     /// Play until the stream ends, the player leaves, or a write stalls.
+    ///
+    /// The protocol library's session ends here: a playing connection
+    /// keeps only the chunk guard, inside [`PlayerInput`].
     async fn play(
         self: &mut Conn<S>,
         uid: &str,
         stream_id: u32,
         shutdown: &CancellationToken,
     ) -> PlayEnd {
+        let (guard, pending) = self.session.end_for_player();
+        self.events = Vec::new();
+        // The answers to play, still in the session's chunk size.
+        if !pending.is_empty() {
+            let w = async {
+                self.io.write_all(&pending).await?;
+                self.io.flush().await
+            };
+            if !matches!(timeout(STALL_TIMEOUT, w).await, Ok(Ok(()))) {
+                return PlayEnd::Stalled;
+            }
+        }
+        drop(pending);
+        let mut player = PlayerInput::new(guard, PLAY_CHUNK_SIZE);
         let mut sub = self
             .ctx
             .hub
             .subscribe(uid, SubscribeOptions { catch_up: true });
         let mut viewer = self.ctx.views.viewer(uid, self.protocol);
-        let (tx, mut rx) = mpsc::channel::<Bytes>(CONTROL_QUEUE);
-        let pending = self.session.take_output();
-        if !pending.is_empty() {
-            let _ = tx.try_send(pending);
-        }
         let opts = PlayOptions {
             stream_id,
             chunk_size: PLAY_CHUNK_SIZE,
             stall_timeout: STALL_TIMEOUT,
             protocol: self.protocol.as_str(),
         };
-        let cancel = shutdown.child_token();
         self.buf = vec![0; PLAY_READ_BUF];
         let read_bytes =
             metrics::counter!("banyan_ingest_bytes_total", "protocol" => self.protocol.as_str());
-        let (mut rd, mut wr) = tokio::io::split(&mut self.io);
-        let session = &mut self.session;
-        let buf = &mut self.buf;
-        let reader = async {
-            let mut events = Vec::new();
-            loop {
-                let n = match rd.read(buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                read_bytes.increment(n as u64);
-                if let Err(e) = session.input(&buf[..n], &mut events) {
-                    log_session_error(&e);
-                    return;
-                }
-                if events.drain(..).any(|e| e == SessionEvent::PlayFinished) {
-                    return;
-                }
-                let out = session.take_output();
-                if !out.is_empty() && tx.try_send(out).is_err() {
-                    // The player sends more than it reads.
-                    return;
+        let input = |data: &[u8], out: &mut bytes::BytesMut| {
+            read_bytes.increment(data.len() as u64);
+            match player.input(data, out) {
+                Ok(PlayerSignal::Continue) => true,
+                Ok(PlayerSignal::Stop) => false,
+                Err(e) => {
+                    log_session_error(&SessionError::Guard(e));
+                    false
                 }
             }
         };
-        let player = play(&mut wr, &mut sub, &mut viewer, &opts, &mut rx, &cancel);
-        tokio::select! {
-            end = player => end,
-            _ = reader => PlayEnd::Cancelled,
-        }
+        let cancel = shutdown.child_token();
+        play(
+            &mut self.io,
+            &mut sub,
+            &mut viewer,
+            &opts,
+            &mut self.buf,
+            input,
+            &cancel,
+        )
+        .await
     }
 }
 

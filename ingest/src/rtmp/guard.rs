@@ -51,6 +51,14 @@ pub enum GuardError {
     ShortCommand,
 }
 
+/// A complete message other than audio or video, as the guard saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub type_id: u8,
+    pub stream_id: u32,
+    pub body: &'a [u8],
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Header {
     ts_field: u32,
@@ -92,7 +100,7 @@ impl Default for ChunkGuard {
             chunk_size: 128,
             prev: HashMap::new(),
             stage: Stage::Basic,
-            hdr: Vec::with_capacity(16),
+            hdr: Vec::new(),
             cur: Header::default(),
             cur_csid: 0,
             partial: 0,
@@ -113,7 +121,17 @@ impl ChunkGuard {
     }
 
     /// Check the next bytes of the peer's chunk stream.
-    pub fn check(&mut self, mut input: &[u8]) -> Result<(), GuardError> {
+    pub fn check(&mut self, input: &[u8]) -> Result<(), GuardError> {
+        self.read(input, &mut |_| {})
+    }
+
+    /// Check the next bytes and hand each complete message that is not
+    /// audio or video (whose payloads the guard does not keep) to `seen`.
+    pub fn read(
+        &mut self,
+        mut input: &[u8],
+        seen: &mut dyn FnMut(Message<'_>),
+    ) -> Result<(), GuardError> {
         // A header is checked as soon as it is complete, even when it ends
         // the input: the library acts on it at once (a type 3 header with
         // no extended timestamp is complete after its first byte).
@@ -218,7 +236,7 @@ impl ChunkGuard {
                     let left = (h.len - self.partial).min(self.chunk_size);
                     self.stage = Stage::Payload { left };
                     if left == 0 {
-                        self.end_chunk()?;
+                        self.end_chunk(seen)?;
                     }
                 }
                 Stage::Payload { left } => {
@@ -234,7 +252,7 @@ impl ChunkGuard {
                     let left = left - n as u32;
                     self.stage = Stage::Payload { left };
                     if left == 0 {
-                        self.end_chunk()?;
+                        self.end_chunk(seen)?;
                     }
                 }
             }
@@ -242,7 +260,15 @@ impl ChunkGuard {
         Ok(())
     }
 
-    fn end_chunk(&mut self) -> Result<(), GuardError> {
+    /// Give back what the command phase grew: a player's connection keeps
+    /// the guard for as long as it plays.
+    pub fn shrink(&mut self) {
+        self.body = Vec::new();
+        self.hdr.shrink_to_fit();
+        self.prev.shrink_to_fit();
+    }
+
+    fn end_chunk(&mut self, seen: &mut dyn FnMut(Message<'_>)) -> Result<(), GuardError> {
         self.prev.insert(self.cur_csid, self.cur);
         self.stage = Stage::Basic;
         if self.partial < self.cur.len {
@@ -272,6 +298,13 @@ impl ChunkGuard {
                 command_ok(b)?
             }
             _ => {}
+        }
+        if !matches!(self.cur.type_id, 8 | 9) {
+            seen(Message {
+                type_id: self.cur.type_id,
+                stream_id: self.cur.stream_id,
+                body: &body,
+            });
         }
         self.body = body;
         self.body.clear();

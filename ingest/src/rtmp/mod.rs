@@ -17,6 +17,7 @@
 mod conn;
 pub mod front;
 pub mod guard;
+pub mod player;
 pub mod session;
 
 use std::sync::Arc;

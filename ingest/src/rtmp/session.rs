@@ -387,6 +387,18 @@ impl RtmpSession {
         );
     }
 
+    /// End the session, keeping only what reading the rest of the peer's
+    /// chunk stream needs (see [`super::player::PlayerInput`]), and the
+    /// output not yet taken.
+    /// The session is failed from then on.
+    pub fn end_for_player(&mut self) -> (ChunkGuard, BytesMut) {
+        self.stage = Stage::Failed;
+        (
+            std::mem::take(&mut self.guard),
+            std::mem::take(&mut self.out),
+        )
+    }
+
     /// The message stream of the last command the peer sent (where a
     /// publish refusal belongs).
     pub fn command_stream_id(&self) -> u32 {

@@ -252,3 +252,85 @@ mod props {
         }
     }
 }
+
+/// Whether a subscriber waiting in `recv` is woken within `ms`.
+async fn woken_within(s: &mut Subscriber, ms: u64) -> Option<Item> {
+    tokio::time::timeout(Duration::from_millis(ms), s.recv())
+        .await
+        .ok()
+}
+
+#[tokio::test(start_paused = true)]
+async fn audio_rides_with_the_next_video_frame() {
+    let hub = hub(Duration::ZERO);
+    let mut p = hub.publish("s").unwrap();
+    p.set_info(video_info(), None);
+    p.push(vid(0, true));
+    let mut s = hub.subscribe("s", SubscribeOptions::default());
+    assert!(matches!(s.recv().await, Item::Info(_)));
+    assert_eq!(next_frame(&mut s).await.dts, 0);
+    // Audio alone wakes nobody while the hold lasts...
+    tokio::time::advance(Duration::from_millis(50)).await;
+    p.push(vid(1, false));
+    assert_eq!(next_frame(&mut s).await.dts, 3000);
+    let waiting = tokio::spawn(async move {
+        let got = woken_within(&mut s, 30).await;
+        (s, got)
+    });
+    tokio::task::yield_now().await;
+    p.push(Frame::audio(3500, Bytes::from_static(b"a")));
+    let (mut s, got) = waiting.await.unwrap();
+    assert!(got.is_none(), "woken for audio alone: {got:?}");
+    // ...but what a wake-up finds includes it, and the next video wakes.
+    let waiting = tokio::spawn(async move {
+        let a = woken_within(&mut s, 1).await;
+        let v = woken_within(&mut s, 1).await;
+        (a, v)
+    });
+    tokio::task::yield_now().await;
+    p.push(vid(2, false));
+    let (a, v) = waiting.await.unwrap();
+    assert!(matches!(a, Some(Item::Frame(f)) if f.track == Track::Audio && f.dts == 3500));
+    assert!(matches!(v, Some(Item::Frame(f)) if f.dts == 6000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn audio_waits_no_longer_than_the_hold() {
+    let hub = hub(Duration::ZERO);
+    let mut p = hub.publish("s").unwrap();
+    p.set_info(video_info(), None);
+    p.push(vid(0, true));
+    let mut s = hub.subscribe("s", SubscribeOptions::default());
+    assert!(matches!(s.recv().await, Item::Info(_)));
+    next_frame(&mut s).await;
+    // The video stops; audio goes on every 21 ms.
+    let waiting = tokio::spawn(async move { woken_within(&mut s, 100).await });
+    tokio::task::yield_now().await;
+    let hold = HubConfig::default().audio_hold;
+    let mut t = Duration::ZERO;
+    while t < hold {
+        tokio::time::advance(Duration::from_millis(21)).await;
+        t += Duration::from_millis(21);
+        p.push(Frame::audio(
+            t.as_millis() as i64 * 90,
+            Bytes::from_static(b"a"),
+        ));
+    }
+    assert!(matches!(waiting.await.unwrap(), Some(Item::Frame(f)) if f.track == Track::Audio));
+}
+
+#[tokio::test]
+async fn a_stream_without_video_wakes_for_audio() {
+    let hub = hub(Duration::ZERO);
+    let mut p = hub.publish("s").unwrap();
+    // Audio-only streams start at the live edge.
+    p.push(Frame::audio(0, Bytes::from_static(b"a")));
+    let mut s = hub.subscribe("s", SubscribeOptions::default());
+    assert!(s.try_recv().is_none());
+    p.push(Frame::audio(960, Bytes::from_static(b"a")));
+    assert!(matches!(s.recv().await, Item::Frame(f) if f.dts == 960));
+    let waiting = tokio::spawn(async move { woken_within(&mut s, 1000).await });
+    tokio::task::yield_now().await;
+    p.push(Frame::audio(1920, Bytes::from_static(b"a")));
+    assert!(matches!(waiting.await.unwrap(), Some(Item::Frame(f)) if f.dts == 1920));
+}
