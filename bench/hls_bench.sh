@@ -151,7 +151,8 @@ NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
 B=$WORK/banyan
 mkdir -p "$B"
 # shellcheck disable=SC2086
-BANYAN_BIN=$BANYAN kit_node_start "$B/data" $KIT_PORTS0 || exit 1
+# Every viewer comes from 127.0.0.1: lift the per-address limit (64 by default).
+BANYAN_BIN=$BANYAN kit_node_start "$B/data" $KIT_PORTS0 --max-connections-per-address 20000 || exit 1
 BANYAN_PID=$KIT_PID
 PIDS+=("$BANYAN_PID")
 ready=$(grep -m1 '"ready"' "$B/data.out")

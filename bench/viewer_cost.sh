@@ -15,8 +15,9 @@
 # connected at the end. The viewers' received
 # bytes (`wchar` of each client: they write to /dev/null) show they were fed; their own CPU
 # is reported too (on one machine, clients compete with the server for the same cores), and so
-# are the server's socket writes per viewer per second (`syscw`) and its share of time in the
-# kernel. Case LABEL-rtmpload (and nginx-rtmpload) replaces the rtmpdump processes by the
+# are the server's socket writes per viewer per second (write, writev, sendto and sendmsg
+# counted by `perf stat` on their syscall tracepoints; "-" without perf) and its share of time
+# in the kernel. Case LABEL-rtmpload (and nginx-rtmpload) replaces the rtmpdump processes by the
 # project's own load tool (bench/src/bin/rtmp-load.rs: one process publishes and reads every
 # player), to set its figures beside the real clients'.
 #
@@ -115,11 +116,26 @@ clients() {
     echo "$w $c"
 }
 
-# "user_ticks kernel_ticks write_syscalls" of a pid: the server's kernel share and its socket
-# writes per viewer (each write to a player wakes that player).
+# "user_ticks kernel_ticks 0" of a pid: the server's share of time in the kernel.
 sys_io() {
-    awk '{ printf "%d %d ", $14, $15 }' "/proc/$1/stat"
-    awk '/^syscw/ { print $2 }' "/proc/$1/io"
+    awk '{ printf "%d %d 0\n", $14, $15 }' "/proc/$1/stat"
+}
+# The server's socket writes (write, writev, sendto, sendmsg: each one wakes a player) over
+# the next SECONDS, counted by perf's syscall tracepoints; -1 where perf cannot count them.
+sends_start() { # pid seconds
+    local ev=syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto
+    ev=$ev,syscalls:sys_enter_sendmsg
+    SENDS_PID=""
+    echo "-1" > "$WORK/sends"
+    if command -v perf >/dev/null && perf stat -e syscalls:sys_enter_sendto -- true >/dev/null 2>&1; then
+        perf stat -x, -e "$ev" -p "$1" -o "$WORK/sends" -- sleep "$2" >/dev/null 2>&1 &
+        SENDS_PID=$!
+    fi
+}
+sends_total() { # sets SENDS (not in a subshell: it waits for its own child)
+    [ -z "$SENDS_PID" ] || wait "$SENDS_PID" || true
+    SENDS=$(awk -F, '$1 == "-1" { print -1; exit } /syscalls/ { s += $1 } END { print s + 0 }' \
+        "$WORK/sends" | head -1)
 }
 # One result line: case n alive base_cores cores cpu_vmin rss_kib mbps client_vmin
 # writes_per_viewer_s kernel_pct load, from the samples (see the header).
@@ -129,7 +145,7 @@ result() { # case n alive c0 c1 c2 c3 t0 t1 t2 t3 r1 r3 w2 w3 k2 k3 u2 s2 x2 u3 
         busy = ($21 - $18) + ($22 - $19);
         printf "%s %d %d %.4f %.4f %.4f %.1f %.2f %.4f %.1f %.0f %s\n", $1, $2, $3, base, cores,
             (cores - base) * 60 / a, ($13 - $12) / a, ($15 - $14) * 8 / ($11 - $10) / a / 1e6,
-            ($17 - $16) / ($11 - $10) * 60 / a, ($23 - $20) / ($11 - $10) / a,
+            ($17 - $16) / ($11 - $10) * 60 / a, ($23 < 0 ? -1 : ($23 - $20) / ($11 - $10) / a),
             (busy > 0 ? ($22 - $19) * 100 / busy : 0), $24
     }' >> "$RAW"
 }
@@ -166,14 +182,16 @@ for case in $CASES; do
         done
         read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
         read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
+        sends_start "$SERVER_PID" "$((HOLD - 1))"
         sleep "$((HOLD - 1))"
         read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
         read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
+        sends_total; x3=$SENDS
         wait "$lp" || log "rtmp-load failed: $(tail -3 "$WORK/load.err")"
         # CPU and RSS per viewer as rtmp-load measured them (its windows); the kernel share
         # and writes from the script's own samples inside its measure window.
         jq -r --arg k "$(awk -v u="$((u3 - u2))" -v s="$((s3 - s2))" 'BEGIN { printf "%.0f", (u + s > 0 ? s * 100 / (u + s) : 0) }')" \
-            --arg w "$(awk -v x="$((x3 - x2))" -v t="$(awk -v a="$t3" -v b="$t2" 'BEGIN { print a - b }')" -v n="$VIEWERS" 'BEGIN { printf "%.1f", x / t / n }')" \
+            --arg w "$(awk -v x="$x3" -v t="$(awk -v a="$t3" -v b="$t2" 'BEGIN { print a - b }')" -v n="$VIEWERS" 'BEGIN { printf "%.1f", (x < 0 ? -1 : x / t / n) }')" \
             --arg l "$(cut -d' ' -f1 /proc/loadavg)" \
             '"\(.label) \(.players) \(.players_ok) \(.server.base_cpu_cores) \(.server.measure_cpu_cores) \(.server.cpu_s_per_viewer_min) \(.server.rss_kib_per_player) - \(.client.cpu_cores * 60 / ([.players_ok, 1] | max)) \($w) \($k) \($l)"' \
             "$WORK/load.json" >> "$RAW"
@@ -206,9 +224,11 @@ for case in $CASES; do
         done
         read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
         read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
+        sends_start "$SERVER_PID" "$HOLD"
         sleep "$HOLD"
         read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
         read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
+        sends_total; x3=$SENDS
         for i in $(seq 300); do
             grep -q '"phase":"done"' "$WORK/whep.out" 2>/dev/null && break
             sleep 0.1
@@ -236,9 +256,11 @@ for case in $CASES; do
     read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
     read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
     read -r w2 k2 < <(clients "${VP[@]}")
+    sends_start "$SERVER_PID" "$HOLD"
     sleep "$HOLD"
     read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
     read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
+    sends_total; x3=$SENDS
     read -r w3 k3 < <(clients "${VP[@]}")
     alive=0
     for p in "${VP[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
@@ -255,8 +277,8 @@ OUT=$CACHE/viewer-cost-$STAMP.md
     echo
     echo "| case | viewers alive | server CPU alone (cores) | with viewers (cores) | CPU-s / viewer-min | RSS / viewer (KiB) | Mbit/s per viewer | client CPU-s / viewer-min | server writes / viewer / s | server time in kernel | load 1m |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    awk '{ printf "| %s | %d / %d | %.4f | %.4f | %.4f | %.1f | %s | %.4f | %.1f | %d %% | %s |\n",
-        $1, $3, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' "$RAW"
+    awk '{ printf "| %s | %d / %d | %.4f | %.4f | %.4f | %.1f | %s | %.4f | %s | %d %% | %s |\n",
+        $1, $3, $2, $4, $5, $6, $7, $8, $9, ($10 < 0 ? "-" : sprintf("%.1f", $10)), $11, $12 }' "$RAW"
     echo
     echo "Ratios (CPU per viewer-minute, RSS per viewer):"
     echo

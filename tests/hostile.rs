@@ -2,7 +2,7 @@
 //! trickling connections, HTTP slowloris, a publisher whose bytes slow to a
 //! trickle, viewers that never read, connection floods beyond the limit
 //! (RTMP and HTTP; SRT, refused at its handshake), and handcrafted bogus
-//! RTMP chunks. Each time a real ffmpeg stream (the witness) runs alongside
+//! RTMP chunks, before and after play. Each time a real ffmpeg stream (the witness) runs alongside
 //! and must get every frame.
 //!
 //! Malformed JSON and oversized API bodies are covered by tests/api_auth.rs.
@@ -554,6 +554,25 @@ async fn oversized_chunks_and_bogus_lengths_drop_only_that_connection() {
             "{what}: the connection was not closed"
         );
     }
+    // After play the protocol library's session is gone and the chunk
+    // guard alone reads the player: a ping request is answered, a bogus
+    // chunk closes the connection.
+    let input = node.create_input("player").await;
+    let mut s = TcpStream::connect(&rtmp).await.expect("connect");
+    rtmp_handshake(&mut s).await;
+    rtmp_play(&mut s, &rtmp, &play_key(&input)).await;
+    let started = read_until(&mut s, b"NetStream.Play.Start").await;
+    assert!(started, "play was not accepted");
+    s.write_all(&chunk(2, 4, 0, &[0, 6, 0xBA, 0xDC, 0x0F, 0xFE]))
+        .await
+        .expect("ping request");
+    let answered = read_until(&mut s, &[0, 7, 0xBA, 0xDC, 0x0F, 0xFE]).await;
+    assert!(answered, "no ping response while playing");
+    let _ = s.write_all(&[0xc5, 1, 2, 3, 4, 5, 6, 7]).await;
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)).await,
+        "a headerless continuation while playing: the connection was not closed"
+    );
     let m = node.metrics().await;
     assert!(
         counter(

@@ -1,5 +1,6 @@
 //! Hostile tests' parts: nodes, a fresh HTTP client, a TCP proxy that throttles a publisher to one
-//! byte a second, an SRT caller through the binding, and the video steps of what a player wrote.
+//! byte a second, an SRT caller through the binding, the video steps of what a player wrote, and a
+//! reader that waits for given bytes.
 
 #![allow(dead_code)]
 
@@ -123,4 +124,22 @@ pub fn video_steps(path: &std::path::Path) -> (usize, f64) {
         max = max.max(step);
     }
     (video.len(), max)
+}
+
+/// Read until `needle` appears (at most 5 s); whether it did.
+async fn read_until(s: &mut TcpStream, needle: &[u8]) -> bool {
+    let mut seen = Vec::new();
+    let mut b = vec![0u8; 4096];
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(n)) => seen.extend_from_slice(&b[..n]),
+            Err(_) => {}
+        }
+        if seen.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
 }
