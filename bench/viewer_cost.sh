@@ -149,6 +149,18 @@ result() { # case n alive c0 c1 c2 c3 t0 t1 t2 t3 r1 r3 w2 w3 k2 k3 u2 s2 x2 u3 
             (busy > 0 ? ($22 - $19) * 100 / busy : 0), $24
     }' >> "$RAW"
 }
+# Samples the server over SECONDS of viewers: sets c2 r2 t2 u2 s2 x2 before and c3 r3 t3 u3
+# s3 x3 after (CPU and RSS, time, user and kernel ticks, socket writes counted in between).
+hold() { # seconds
+    read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
+    read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
+    sends_start "$SERVER_PID" "$1"
+    sleep "$1"
+    read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
+    read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
+    sends_total
+    x3=$SENDS
+}
 LOAD_BIN=$TARGET/release/rtmp-load
 case " $CASES " in
     *-rtmpload" "*) [ -x "$LOAD_BIN" ] || (cd "$ROOT" && cargo build --release -q -p banyan-bench --bin rtmp-load) ;;
@@ -180,13 +192,7 @@ for case in $CASES; do
             kill -0 "$lp" 2>/dev/null || break
             sleep 0.1
         done
-        read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
-        read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
-        sends_start "$SERVER_PID" "$((HOLD - 1))"
-        sleep "$((HOLD - 1))"
-        read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
-        read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
-        sends_total; x3=$SENDS
+        hold "$((HOLD - 1))"
         wait "$lp" || log "rtmp-load failed: $(tail -3 "$WORK/load.err")"
         # CPU and RSS per viewer as rtmp-load measured them (its windows); the kernel share
         # and writes from the script's own samples inside its measure window.
@@ -222,13 +228,7 @@ for case in $CASES; do
             kill -0 "$wp" 2>/dev/null || break
             sleep 0.1
         done
-        read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
-        read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
-        sends_start "$SERVER_PID" "$HOLD"
-        sleep "$HOLD"
-        read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
-        read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
-        sends_total; x3=$SENDS
+        hold "$HOLD"
         for i in $(seq 300); do
             grep -q '"phase":"done"' "$WORK/whep.out" 2>/dev/null && break
             sleep 0.1
@@ -253,14 +253,8 @@ for case in $CASES; do
         sleep 0.02
     done
     sleep 3
-    read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
-    read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
     read -r w2 k2 < <(clients "${VP[@]}")
-    sends_start "$SERVER_PID" "$HOLD"
-    sleep "$HOLD"
-    read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
-    read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
-    sends_total; x3=$SENDS
+    hold "$HOLD"
     read -r w3 k3 < <(clients "${VP[@]}")
     alive=0
     for p in "${VP[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done

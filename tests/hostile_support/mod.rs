@@ -127,7 +127,7 @@ pub fn video_steps(path: &std::path::Path) -> (usize, f64) {
 }
 
 /// Read until `needle` appears (at most 5 s); whether it did.
-async fn read_until(s: &mut TcpStream, needle: &[u8]) -> bool {
+pub async fn read_until(s: &mut TcpStream, needle: &[u8]) -> bool {
     let mut seen = Vec::new();
     let mut b = vec![0u8; 4096];
     let until = Instant::now() + Duration::from_secs(5);

@@ -260,8 +260,8 @@ async fn woken_within(s: &mut Subscriber, ms: u64) -> Option<Item> {
         .ok()
 }
 
-#[tokio::test(start_paused = true)]
-async fn audio_rides_with_the_next_video_frame() {
+/// A video stream with one keyframe pushed, and a subscriber that took it.
+async fn past_the_first_keyframe() -> (Arc<Hub>, Publisher, Subscriber) {
     let hub = hub(Duration::ZERO);
     let mut p = hub.publish("s").unwrap();
     p.set_info(video_info(), None);
@@ -269,6 +269,12 @@ async fn audio_rides_with_the_next_video_frame() {
     let mut s = hub.subscribe("s", SubscribeOptions::default());
     assert!(matches!(s.recv().await, Item::Info(_)));
     assert_eq!(next_frame(&mut s).await.dts, 0);
+    (hub, p, s)
+}
+
+#[tokio::test(start_paused = true)]
+async fn audio_rides_with_the_next_video_frame() {
+    let (_hub, mut p, mut s) = past_the_first_keyframe().await;
     // Audio alone wakes nobody while the hold lasts...
     tokio::time::advance(Duration::from_millis(50)).await;
     p.push(vid(1, false));
@@ -296,13 +302,7 @@ async fn audio_rides_with_the_next_video_frame() {
 
 #[tokio::test(start_paused = true)]
 async fn audio_waits_no_longer_than_the_hold() {
-    let hub = hub(Duration::ZERO);
-    let mut p = hub.publish("s").unwrap();
-    p.set_info(video_info(), None);
-    p.push(vid(0, true));
-    let mut s = hub.subscribe("s", SubscribeOptions::default());
-    assert!(matches!(s.recv().await, Item::Info(_)));
-    next_frame(&mut s).await;
+    let (_hub, mut p, mut s) = past_the_first_keyframe().await;
     // The video stops; audio goes on every 21 ms.
     let waiting = tokio::spawn(async move { woken_within(&mut s, 100).await });
     tokio::task::yield_now().await;
