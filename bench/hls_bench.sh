@@ -13,8 +13,9 @@
 # 2. Load: the RTMP benchmark's 720p30 2.6 Mbit/s input (looped) to both servers; for each N,
 #    `hls-load` (bench/src/bin/hls-load.rs, one process) runs N viewers against Banyan in
 #    LL-HLS fashion (blocking playlist reload per part, then the part), N plain-HLS pollers
-#    (whole segments, `--plain`) against Banyan and the same against nginx; server CPU (s per viewer-minute above the publisher-only baseline) and RSS
-#    from /proc.
+#    (whole segments, `--plain`) against a second Banyan node and the same against nginx (each
+#    case on a server of its own, fed by the same publisher); server CPU (s per viewer-minute
+#    above the publisher-only baseline) and RSS from /proc.
 #
 # Usage: bench/hls_bench.sh [--viewers "100 500"] [--measure 20] [--g2g-seconds 20]
 #                           [--skip-g2g] [--skip-load] [--no-build]
@@ -148,35 +149,43 @@ for i in $(seq 100); do
 done
 NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
 
-B=$WORK/banyan
-mkdir -p "$B"
-# shellcheck disable=SC2086
-# Every viewer comes from 127.0.0.1: lift the per-address limit (64 by default).
-BANYAN_BIN=$BANYAN kit_node_start "$B/data" $KIT_PORTS0 --max-connections-per-address 20000 || exit 1
-BANYAN_PID=$KIT_PID
-PIDS+=("$BANYAN_PID")
-ready=$(grep -m1 '"ready"' "$B/data.out")
-creds=$(jq -r '.credentials' <<<"$ready")
-api=$(jq -r '.api' "$creds")
-printf 'header = "Authorization: Bearer %s"\n' "$(jq -r '.apiToken' "$creds")" > "$B/curl.cfg"
-input=$(curl -sf -K "$B/curl.cfg" -H 'Content-Type: application/json' -d '{"meta":{"name":"hls-bench"}}' \
-    "$api/client/v4/accounts/$(jq -r '.accountId' "$creds")/stream/live_inputs")
-B_PUBLISH=rtmp://$(jq -r '.rtmp' <<<"$ready")/live/$(jq -r '.result.rtmp.streamKey' <<<"$input")
-B_HLS=$(jq -r '.result.hls.url // empty' <<<"$input")
-B_WATCH=$(jq -r '.result.watch.url // empty' <<<"$input")
-UID_=$(jq -r '.result.uid' <<<"$input")
-HTTP=http://$(jq -r '.http' <<<"$ready")
-[ -n "$B_HLS" ] || B_HLS=$HTTP/$UID_/manifest/video.m3u8
-[ -n "$B_WATCH" ] || B_WATCH=$HTTP/$UID_/watch
+# Two Banyan nodes, each measured alone: one for LL-HLS viewers, one for plain polling (a
+# node's heap, once grown by one case, would hide the next case's memory).
+start_banyan() { # NAME: sets ${NAME}_PID, _PUBLISH, _HLS, _WATCH
+    local name=$1 dir=$WORK/$1 ready creds api input uid http hls watch
+    mkdir -p "$dir"
+    # Every viewer comes from 127.0.0.1: lift the per-address limit (64 by default).
+    # shellcheck disable=SC2086
+    BANYAN_BIN=$BANYAN kit_node_start "$dir/data" $KIT_PORTS0 --max-connections-per-address 20000 || exit 1
+    PIDS+=("$KIT_PID")
+    ready=$(grep -m1 '"ready"' "$dir/data.out")
+    creds=$(jq -r '.credentials' <<<"$ready")
+    api=$(jq -r '.api' "$creds")
+    printf 'header = "Authorization: Bearer %s"\n' "$(jq -r '.apiToken' "$creds")" > "$dir/curl.cfg"
+    input=$(curl -sf -K "$dir/curl.cfg" -H 'Content-Type: application/json' -d '{"meta":{"name":"hls-bench"}}' \
+        "$api/client/v4/accounts/$(jq -r '.accountId' "$creds")/stream/live_inputs")
+    uid=$(jq -r '.result.uid' <<<"$input")
+    http=http://$(jq -r '.http' <<<"$ready")
+    hls=$(jq -r '.result.hls.url // empty' <<<"$input")
+    watch=$(jq -r '.result.watch.url // empty' <<<"$input")
+    printf -v "${name}_PID" '%s' "$KIT_PID"
+    printf -v "${name}_PUBLISH" '%s' "rtmp://$(jq -r '.rtmp' <<<"$ready")/live/$(jq -r '.result.rtmp.streamKey' <<<"$input")"
+    printf -v "${name}_HLS" '%s' "${hls:-$http/$uid/manifest/video.m3u8}"
+    printf -v "${name}_WATCH" '%s' "${watch:-$http/$uid/watch}"
+}
+start_banyan B
+start_banyan BP
+BANYAN_PID=$B_PID
 N_PUBLISH=rtmp://127.0.0.1:19360/live/bench
 N_HLS=http://127.0.0.1:19361/hls/bench.m3u8
 N_PAGE=http://127.0.0.1:19361/play.html
-TEE="[f=flv:onfail=ignore]$B_PUBLISH|[f=flv:onfail=ignore]$N_PUBLISH"
+TEE="[f=flv:onfail=ignore]$B_PUBLISH|[f=flv:onfail=ignore]$BP_PUBLISH|[f=flv:onfail=ignore]$N_PUBLISH"
 
 wait_live() { # until both servers serve a playlist
     local i
     for i in $(seq 150); do
-        if curl -sf "$N_HLS" | grep -q EXTINF && curl -sf "$B_HLS" | grep -q EXT-X-STREAM-INF; then return 0; fi
+        if curl -sf "$N_HLS" | grep -q EXTINF && curl -sf "$B_HLS" | grep -q EXT-X-STREAM-INF &&
+            curl -sf "$BP_HLS" | grep -q EXT-X-STREAM-INF; then return 0; fi
         sleep 0.2
     done
     log "a server has no playlist after 30 s"
@@ -239,8 +248,8 @@ if [ "$DO_LOAD" = 1 ]; then
             --server-pid "$BANYAN_PID" --label banyan >> "$L" || log "hls-load failed (banyan, $n)"
         sleep 2
         log "load: banyan plain HLS (whole segments, as against nginx), $n viewers"
-        "$LOAD" --url "$B_HLS" --viewers "$n" --ramp 100 --baseline 5 --measure "$MEASURE" \
-            --server-pid "$BANYAN_PID" --label banyan-plain --plain >> "$L" ||
+        "$LOAD" --url "$BP_HLS" --viewers "$n" --ramp 100 --baseline 5 --measure "$MEASURE" \
+            --server-pid "$BP_PID" --label banyan-plain --plain >> "$L" ||
             log "hls-load failed (banyan plain, $n)"
         sleep 2
         log "load: nginx-rtmp plain HLS, $n viewers"

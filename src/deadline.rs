@@ -36,6 +36,11 @@ impl<S> StallGuard<S> {
         }
     }
 
+    /// The stream inside.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// After a write made no progress: start the clock if it is not
     /// running, and fail once it ran out.
     fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {

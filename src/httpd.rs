@@ -2,8 +2,10 @@
 //! the limits `axum::serve` does not set:
 //!
 //! * a deadline for a request's headers, which is also the keep-alive idle
-//!   deadline (hyper starts it whenever it waits for a request), and for the
-//!   TLS handshake on HTTPS;
+//!   deadline, and for the TLS handshake on HTTPS;
+//! * between requests, a kept-alive connection holds no HTTP buffers (see
+//!   [`crate::keepalive`]; each time counted in
+//!   `banyan_http_idle_parks_total`);
 //! * a deadline for a whole request body ([`HttpLimits::body_timeout`]): a
 //!   body trickled in is cut there (the handler sees an error, the
 //!   connection is closed after the answer);
@@ -18,6 +20,7 @@
 //! headers (see [`crate::forwarded`]); handlers read it from
 //! `ConnectInfo<SocketAddr>` either way.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +29,13 @@ use axum::Router;
 use banyan_ingest::net::{self, PerAddress, TrustedProxies};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::deadline::{StallGuard, TimedBody};
+use crate::keepalive::{Lean, Open, ReadReady, Shared, Tracked};
 
 /// Limits of the HTTP listener.
 #[derive(Debug, Clone)]
@@ -148,7 +153,8 @@ pub async fn serve_with(
             let io = StallGuard::new(tcp, limits.write_timeout);
             match acceptor {
                 None => serve_conn(io, peer, app, limits, shutdown).await,
-                Some(acceptor) => {
+                // Boxed: a plain connection's task is not sized for TLS.
+                Some(acceptor) => Box::pin(async move {
                     let deadline = accepted_at + limits.header_timeout;
                     let tls = tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -167,14 +173,17 @@ pub async fn serve_with(
                             tracing::debug!(%peer, "https: tls handshake timed out");
                         }
                     }
-                }
+                })
+                .await,
             }
         });
     }
     while conns.join_next().await.is_some() {}
 }
 
-/// Serve one connection's requests.
+/// Serve one connection's requests. Between requests the connection is
+/// held without hyper's buffers (see [`crate::keepalive`]): hyper runs
+/// from a request's first bytes until the connection is idle again.
 async fn serve_conn<S>(
     io: S,
     peer: std::net::SocketAddr,
@@ -182,32 +191,71 @@ async fn serve_conn<S>(
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
     let trusted = limits.trusted_proxies.clone();
     let body_timeout = limits.body_timeout;
-    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let client = crate::forwarded::client_addr(peer, req.headers(), &trusted);
-        let mut req = req.map(|b| axum::body::Body::new(TimedBody::new(b, body_timeout)));
-        req.extensions_mut().insert(ConnectInfo(client));
-        tower_service::Service::call(&mut app.clone(), req)
-    });
+    let shared = Shared::new();
+    let svc = {
+        let shared = shared.clone();
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| -> Answer {
+            let open = Open::new(&shared);
+            let client = crate::forwarded::client_addr(peer, req.headers(), &trusted);
+            let mut req = req.map(|b| axum::body::Body::new(TimedBody::new(b, body_timeout)));
+            req.extensions_mut().insert(ConnectInfo(client));
+            let answer = tower_service::Service::call(&mut app.clone(), req);
+            Box::pin(async move {
+                let res = answer.await?;
+                Ok(res.map(|b| axum::body::Body::new(Tracked::new(b, open))))
+            })
+        })
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    let conn = builder
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "http connection ended");
-            }
+    let mut io = Lean::new(io, shared);
+    loop {
+        // Idle (or new): wait for the first bytes of a request holding
+        // nothing but the stream. The keep-alive idle deadline, and for a
+        // new connection the deadline of its first request, is the header
+        // deadline.
+        let ready = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(limits.header_timeout, io.ready()) => r,
+        };
+        if !matches!(ready, Ok(Ok(()))) {
             return;
         }
-        _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+        io.unpark();
+        let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc.clone()));
+        let r = tokio::select! {
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => r,
+            _ = shutdown.cancelled() => {
+                Pin::new(&mut *conn).graceful_shutdown();
+                std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(%peer, error = %e, "http connection ended");
+            return;
+        }
+        let parts = conn.into_parts();
+        io = parts.io.into_inner();
+        if !io.parked() || !parts.read_buf.is_empty() || shutdown.is_cancelled() {
+            // The client closed or asked to close, or hyper ended the
+            // connection: close it as hyper would have.
+            let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
+            return;
+        }
+        metrics::counter!("banyan_http_idle_parks_total").increment(1);
     }
-    let _ = conn.await;
 }
+
+/// What the service answers a request with.
+type Answer = Pin<
+    Box<
+        dyn std::future::Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+            + Send,
+    >,
+>;

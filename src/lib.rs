@@ -30,6 +30,7 @@ pub mod exposition;
 pub mod forwarded;
 pub mod httpd;
 pub mod inputs;
+pub mod keepalive;
 pub mod node;
 pub mod openapi;
 pub mod outputs;

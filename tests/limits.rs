@@ -274,6 +274,127 @@ async fn one_address_is_capped_and_another_is_served() {
     witness.check().await;
 }
 
+/// One kept-alive HTTP/1.1 connection, read a response at a time.
+struct Conn {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn send(&mut self, bytes: &[u8]) {
+        self.tcp.write_all(bytes).await.expect("write a request");
+    }
+
+    /// The next response: (status code, body). `head` answers carry no body;
+    /// `pace` reads in 4 KiB steps this far apart.
+    async fn response(&mut self, head: bool, pace: Option<Duration>) -> (u16, Vec<u8>) {
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut b = vec![0u8; 4096];
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill(&mut b, until).await;
+        };
+        let text = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+        let status = text[9..12].parse::<u16>().expect("status code");
+        let len = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse::<usize>().expect("content-length"));
+        let len = if head { 0 } else { len };
+        while self.buf.len() < end + len {
+            if let Some(p) = pace {
+                tokio::time::sleep(p).await;
+            }
+            self.fill(&mut b, until).await;
+        }
+        let body = self.buf[end..end + len].to_vec();
+        self.buf.drain(..end + len);
+        (status, body)
+    }
+
+    async fn fill(&mut self, b: &mut [u8], until: Instant) {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.tcp.read(b)).await {
+            Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&b[..n]),
+            r => panic!(
+                "the connection ended or stalled mid-response ({r:?}) after {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_hold_no_buffers_between_requests_and_lose_nothing() {
+    let _one = SERIAL.lock().await;
+    let dir = tempdir();
+    let node = start(dir.path(), &[]);
+    let addr = node.addr("http");
+    let parks = |m: &str| counter(m, "banyan_http_idle_parks_total", &[]);
+    let before = parks(&node.metrics().await);
+    let missing = b"GET /no-such-page HTTP/1.1\r\nhost: x\r\n\r\n";
+    let asset = b"GET /watch-assets/hls.min.js HTTP/1.1\r\nhost: x\r\n\r\n";
+    let whole = http()
+        .get(format!("http://{addr}/watch-assets/hls.min.js"))
+        .send()
+        .await
+        .expect("GET the script")
+        .bytes()
+        .await
+        .expect("the script");
+    assert!(whole.len() > 100_000, "the script: {} bytes", whole.len());
+
+    // Requests one after another with pauses between them, on one
+    // connection: each is answered.
+    let mut c = Conn {
+        tcp: connect_from("127.0.0.1", &addr, false).await,
+        buf: Vec::new(),
+    };
+    for _ in 0..3 {
+        c.send(missing).await;
+        assert_eq!(c.response(false, None).await.0, 404);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A request head in two writes 300 ms apart.
+    c.send(b"GET /no-such-page HTTP/1.1\r\nho").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(b"st: x\r\n\r\n").await;
+    assert_eq!(c.response(false, None).await.0, 404);
+    // Two requests in one write.
+    c.send(&[&missing[..], &asset[..]].concat()).await;
+    assert_eq!(c.response(false, None).await.0, 404);
+    let (status, body) = c.response(false, None).await;
+    assert_eq!((status, body.len()), (200, whole.len()));
+    assert!(body == whole, "the pipelined script differs");
+    // HEAD: an answer without a body, then the next request.
+    c.send(b"HEAD /watch-assets/hls.min.js HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    assert_eq!(c.response(true, None).await.0, 200);
+    c.send(missing).await;
+    assert_eq!(c.response(false, None).await.0, 404);
+
+    // A large answer to a reader with a small receive buffer that reads
+    // slowly (the node's writes wait on it), then another request.
+    let mut slow = Conn {
+        tcp: connect_from("127.0.0.1", &addr, true).await,
+        buf: Vec::new(),
+    };
+    for _ in 0..2 {
+        slow.send(asset).await;
+        let (status, body) = slow.response(false, Some(Duration::from_millis(2))).await;
+        assert_eq!(status, 200);
+        assert!(body == whole, "the slowly read script differs");
+    }
+
+    let parked = parks(&node.metrics().await) - before;
+    assert!(
+        parked >= 8.0,
+        "{parked} idle parks counted for 10 answers with pauses on two connections"
+    );
+}
+
 /// `curl -sk` the URL; (HTTP status, body).
 fn curl(args: &[&str]) -> (u16, String) {
     let out = std::process::Command::new("curl")
@@ -328,6 +449,32 @@ async fn https_serves_the_api_and_hls_and_its_urls_are_https() {
     );
     let (code, _) = curl(&["-o", "/dev/null", &url]);
     assert_eq!(code, 401, "no token over https");
+    // One TLS connection, kept alive across answers and idle pauses.
+    let parks = counter(&node.metrics().await, "banyan_http_idle_parks_total", &[]);
+    let asset = format!("{base}/watch-assets/hls.min.js");
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "20", "--rate", "4/s"])
+        .args(["-w", "%{http_code} %{size_download} %{num_connects}\\n"])
+        .args(["-o", "/dev/null", &asset, "-o", "/dev/null", &url])
+        .args(["-o", "/dev/null", &asset])
+        .output()
+        .expect("curl");
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let got: Vec<Vec<u64>> = lines
+        .lines()
+        .map(|l| l.split(' ').map(|v| v.parse().unwrap_or(0)).collect())
+        .collect();
+    assert_eq!(got.len(), 3, "curl: {lines}");
+    assert!(got[0][0] == 200 && got[0][1] > 100_000, "curl: {lines}");
+    assert_eq!(got[1][0], 401, "curl: {lines}");
+    assert_eq!(got[2][..2], got[0][..2], "curl: {lines}");
+    assert_eq!(
+        got[1][2] + got[2][2],
+        0,
+        "curl opened new connections: {lines}"
+    );
+    let parked = counter(&node.metrics().await, "banyan_http_idle_parks_total", &[]) - parks;
+    assert!(parked >= 2.0, "{parked} idle parks over TLS");
 
     // Publish over RTMP; ffmpeg plays the HLS over https.
     let uid = input["uid"].as_str().expect("uid").to_string();
