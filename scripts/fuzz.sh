@@ -5,9 +5,11 @@
 #                                              go to fuzz/corpus/<target> (not committed),
 #                                              crashes to fuzz/artifacts/<target>
 #   scripts/fuzz.sh replay                     build every target and replay the committed
-#                                              seeds and regressions once (part of the tests)
-# A crash found by `run` is fixed, and its input is committed under
-# fuzz/regressions/<target>/ so `replay` keeps checking it.
+#                                              seeds and regressions once, with sanitizers
+# The targets' bodies are in src/fuzzing (module `banyan::fuzzing`), whose unit
+# tests also replay the committed seeds and regressions in `cargo test` (and so
+# in scripts/test.sh). A crash found by `run` is fixed, and its input is
+# committed under fuzz/regressions/<target>/ so both replays keep checking it.
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP=1 enables them on the stable toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"

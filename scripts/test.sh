@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs formatting,
-# lints and every test (unit, protocol, and end to end with real clients).
+# lints and every test (unit, protocol, and end to end with real clients;
+# the fuzz seeds and regressions are replayed by the unit tests of banyan::fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,5 +9,4 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --test-threads=2
-if [ -d fuzz ]; then scripts/fuzz.sh replay; fi
 echo "test.sh: all green"

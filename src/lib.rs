@@ -14,7 +14,8 @@
 //! `openapi` (the API's OpenAPI document, served), `welcome` (the ready message: credentials, URLs for publishers and players).
 //!
 //! The binary is the only user; the library exists so that the fuzz targets
-//! (fuzz/) reach the parsers of API bodies that live here.
+//! (fuzz/, whose bodies are [`fuzzing`]) reach the parsers of API bodies that
+//! live here.
 
 pub mod acme;
 pub mod analytics;
@@ -28,6 +29,8 @@ pub mod deadline;
 pub mod doctor;
 pub mod exposition;
 pub mod forwarded;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod httpd;
 pub mod inputs;
 pub mod keepalive;
