@@ -23,7 +23,7 @@
 # Needs ffmpeg, nginx + libnginx-mod-rtmp, node + web/node_modules, chromium, jq, curl.
 # 127.0.0.1 only: nginx on 19360 (RTMP) / 19361 (HTTP), Banyan on free ports.
 set -euo pipefail
-. "$(dirname "$0")/../scripts/lib.sh"
+. "$(dirname "$0")/lib/servers.sh"
 
 ROOT=$KIT_ROOT
 CACHE=$ROOT/bench/.cache
@@ -151,30 +151,16 @@ NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
 
 # Two Banyan nodes, each measured alone: one for LL-HLS viewers, one for plain polling (a
 # node's heap, once grown by one case, would hide the next case's memory).
-start_banyan() { # NAME: sets ${NAME}_PID, _PUBLISH, _HLS, _WATCH
-    local name=$1 dir=$WORK/$1 ready creds api input uid http hls watch
-    mkdir -p "$dir"
-    # Every viewer comes from 127.0.0.1: lift the per-address limit (64 by default).
-    # shellcheck disable=SC2086
-    BANYAN_BIN=$BANYAN kit_node_start "$dir/data" $KIT_PORTS0 --max-connections-per-address 20000 || exit 1
-    PIDS+=("$KIT_PID")
-    ready=$(grep -m1 '"ready"' "$dir/data.out")
-    creds=$(jq -r '.credentials' <<<"$ready")
-    api=$(jq -r '.api' "$creds")
-    printf 'header = "Authorization: Bearer %s"\n' "$(jq -r '.apiToken' "$creds")" > "$dir/curl.cfg"
-    input=$(curl -sf -K "$dir/curl.cfg" -H 'Content-Type: application/json' -d '{"meta":{"name":"hls-bench"}}' \
-        "$api/client/v4/accounts/$(jq -r '.accountId' "$creds")/stream/live_inputs")
-    uid=$(jq -r '.result.uid' <<<"$input")
-    http=http://$(jq -r '.http' <<<"$ready")
-    hls=$(jq -r '.result.hls.url // empty' <<<"$input")
-    watch=$(jq -r '.result.watch.url // empty' <<<"$input")
-    printf -v "${name}_PID" '%s' "$KIT_PID"
-    printf -v "${name}_PUBLISH" '%s' "rtmp://$(jq -r '.rtmp' <<<"$ready")/live/$(jq -r '.result.rtmp.streamKey' <<<"$input")"
-    printf -v "${name}_HLS" '%s' "${hls:-$http/$uid/manifest/video.m3u8}"
-    printf -v "${name}_WATCH" '%s' "${watch:-$http/$uid/watch}"
+banyan_case() { # NAME: a node of its own (bench/lib/servers.sh); sets ${NAME}_PID, _PUBLISH, _HLS, _WATCH
+    start_banyan "$BANYAN" "$WORK/$1" || exit 1
+    PIDS+=("$SERVER_PID")
+    printf -v "${1}_PID" '%s' "$SERVER_PID"
+    printf -v "${1}_PUBLISH" '%s' "$RTMP_PUBLISH"
+    printf -v "${1}_HLS" '%s' "http://$BANYAN_HTTP/$BANYAN_LIVE_ID/manifest/video.m3u8"
+    printf -v "${1}_WATCH" '%s' "http://$BANYAN_HTTP/$BANYAN_LIVE_ID/watch"
 }
-start_banyan B
-start_banyan BP
+banyan_case B
+banyan_case BP
 BANYAN_PID=$B_PID
 N_PUBLISH=rtmp://127.0.0.1:19360/live/bench
 N_HLS=http://127.0.0.1:19361/hls/bench.m3u8

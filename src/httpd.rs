@@ -22,6 +22,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -214,7 +215,7 @@ async fn serve_conn<S>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    let mut io = Lean::new(io, shared);
+    let mut io = Lean::new(io, shared.clone());
     loop {
         // Idle (or new): wait for the first bytes of a request holding
         // nothing but the stream. The keep-alive idle deadline, and for a
@@ -227,27 +228,40 @@ async fn serve_conn<S>(
         if !matches!(ready, Ok(Ok(()))) {
             return;
         }
-        io.unpark();
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc.clone()));
+        // hyper's connection, until it ends or goes idle (`None`).
+        let run = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending if shared.idle() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        });
         let r = tokio::select! {
-            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => r,
+            r = run => r,
             _ = shutdown.cancelled() => {
                 Pin::new(&mut *conn).graceful_shutdown();
-                std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
+                Some(std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await)
             }
         };
-        if let Err(e) = r {
-            tracing::debug!(%peer, error = %e, "http connection ended");
+        let parts = match r {
+            Some(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "http connection ended");
+                return;
+            }
+            Some(Ok(())) => {
+                // The client closed or asked to close, or hyper ended the
+                // connection: close it as hyper would have.
+                let mut io = conn.into_parts().io.into_inner();
+                let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
+                return;
+            }
+            None => conn.into_parts(),
+        };
+        if !parts.read_buf.is_empty() {
+            // Not reached: idle means nothing unread was left to hyper.
+            tracing::debug!(%peer, "http connection idle with unread bytes; closed");
             return;
         }
-        let parts = conn.into_parts();
         io = parts.io.into_inner();
-        if !io.parked() || !parts.read_buf.is_empty() || shutdown.is_cancelled() {
-            // The client closed or asked to close, or hyper ended the
-            // connection: close it as hyper would have.
-            let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
-            return;
-        }
         metrics::counter!("banyan_http_idle_parks_total").increment(1);
     }
 }

@@ -4,26 +4,27 @@
 //! buffer for as long as it lives, idle or not; a player that polls a
 //! playlist once a second spends nearly all its time idle. So the listener
 //! runs hyper only while a connection has something to do: [`Lean`] wraps
-//! the connection's stream, and when hyper waits for the next request with
-//! nothing left to do (no response open, every byte written, the last byte
-//! read ending a request head) it reads an end of stream instead of
-//! waiting. hyper then ends cleanly without closing the stream, the
-//! listener takes the stream back (`into_parts`) and waits for the next
-//! bytes itself, holding only the stream; the next request starts a new
-//! hyper connection. Responses are not marked `connection: close`: to the
-//! client it is one kept-alive connection.
+//! the connection's stream and records in [`Shared`] what hyper does with
+//! it, and each time hyper's connection waits, the listener asks
+//! [`Shared::idle`]: no response open, every byte written and flushed,
+//! hyper waiting to read, and the last byte read ending a request head.
+//! Then it takes the stream back from hyper (`into_parts`), drops hyper's
+//! connection with its buffers, and waits for the next bytes itself,
+//! holding only the stream; the next request starts a new hyper connection.
+//! Responses are not marked `connection: close`: to the client it is one
+//! kept-alive connection.
 //!
 //! The rule never cuts a request short: a request head split across reads
 //! leaves the last byte read short of `\r\n\r\n`, a request being answered
-//! holds an [`Open`] until its response body ends, and a response hyper
-//! has not finished writing leaves the stream [`Shared::dirty`] until hyper
-//! flushes it (hyper flushes the stream only once its own buffer is empty).
+//! holds an [`Open`] until its response body ends, and bytes hyper has
+//! written but not flushed leave the stream dirty (hyper flushes the
+//! stream only once its own buffer is empty).
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
@@ -32,23 +33,48 @@ use tokio::net::TcpStream;
 
 use crate::deadline::StallGuard;
 
-/// What the connection's stream and its requests share.
-#[derive(Debug, Default)]
+/// What the connection's stream and its requests share, for the listener
+/// to see between two polls of hyper's connection.
+#[derive(Debug)]
 pub struct Shared {
     /// Requests whose response has not ended.
     open: AtomicUsize,
     /// Something was written (or a response ended) since the stream was
     /// last flushed.
     dirty: AtomicBool,
+    /// The last four bytes read (`\r\n\r\n` before any: nothing pending).
+    tail: AtomicU32,
+    /// The last read found nothing to read.
+    waiting: AtomicBool,
 }
+
+const HEAD_END: u32 = u32::from_be_bytes(*b"\r\n\r\n");
 
 impl Shared {
     pub fn new() -> Arc<Shared> {
-        Arc::new(Shared::default())
+        Arc::new(Shared {
+            open: AtomicUsize::new(0),
+            dirty: AtomicBool::new(false),
+            tail: AtomicU32::new(HEAD_END),
+            waiting: AtomicBool::new(false),
+        })
     }
 
-    fn idle(&self) -> bool {
-        self.open.load(Ordering::Relaxed) == 0 && !self.dirty.load(Ordering::Relaxed)
+    /// Whether hyper's connection, now waiting, has nothing left to do
+    /// until the client sends more: see the module's text.
+    pub fn idle(&self) -> bool {
+        self.open.load(Ordering::Relaxed) == 0
+            && !self.dirty.load(Ordering::Relaxed)
+            && self.waiting.load(Ordering::Relaxed)
+            && self.tail.load(Ordering::Relaxed) == HEAD_END
+    }
+
+    fn note_read(&self, got: &[u8]) {
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        for &b in &got[got.len().saturating_sub(4)..] {
+            tail = (tail << 8) | u32::from(b);
+        }
+        self.tail.store(tail, Ordering::Relaxed);
     }
 }
 
@@ -141,52 +167,11 @@ impl<S: ReadReady> ReadReady for tokio_rustls::server::TlsStream<S> {
 pub struct Lean<S> {
     inner: S,
     shared: Arc<Shared>,
-    /// The last four bytes read (`\r\n\r\n` before any: nothing pending).
-    tail: [u8; 4],
-    /// This stream told hyper the connection was idle.
-    parked: bool,
-    /// hyper's task, waiting to read: woken when the stream becomes idle.
-    reader: Option<Waker>,
 }
-
-const HEAD_END: [u8; 4] = *b"\r\n\r\n";
 
 impl<S> Lean<S> {
     pub fn new(inner: S, shared: Arc<Shared>) -> Lean<S> {
-        Lean {
-            inner,
-            shared,
-            tail: HEAD_END,
-            parked: false,
-            reader: None,
-        }
-    }
-
-    /// Whether hyper's last connection ended because it went idle (and
-    /// not because the client closed or asked to close).
-    pub fn parked(&self) -> bool {
-        self.parked
-    }
-
-    /// Before handing the stream to a new hyper connection.
-    pub fn unpark(&mut self) {
-        self.parked = false;
-        self.reader = None;
-    }
-
-    fn idle(&self) -> bool {
-        self.tail == HEAD_END && self.shared.idle()
-    }
-
-    fn note_read(&mut self, got: &[u8]) {
-        if got.len() >= 4 {
-            self.tail.copy_from_slice(&got[got.len() - 4..]);
-        } else {
-            for &b in got {
-                self.tail.rotate_left(1);
-                self.tail[3] = b;
-            }
-        }
+        Lean { inner, shared }
     }
 }
 
@@ -204,29 +189,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Lean<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let got = &buf.filled()[before..];
-                let n = got.len().min(4);
-                let mut last = [0u8; 4];
-                last[..n].copy_from_slice(&got[got.len() - n..]);
-                self.note_read(&last[..n]);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending if self.idle() => {
-                // Nothing to read, nothing to answer, nothing to write:
-                // end hyper's connection here (an end of stream with
-                // nothing buffered is a clean end to it).
-                self.parked = true;
-                self.reader = None;
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => {
-                self.reader = Some(cx.waker().clone());
-                Poll::Pending
-            }
-            r => r,
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let shared = &self.shared;
+        shared.waiting.store(r.is_pending(), Ordering::Relaxed);
+        if let Poll::Ready(Ok(())) = r {
+            shared.note_read(&buf.filled()[before..]);
         }
+        r
     }
 }
 
@@ -258,11 +227,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Lean<S> {
         if let Poll::Ready(Ok(())) = r {
             // hyper flushes the stream only with its own buffer empty.
             self.shared.dirty.store(false, Ordering::Relaxed);
-            if self.idle() {
-                if let Some(w) = self.reader.take() {
-                    w.wake();
-                }
-            }
         }
         r
     }
@@ -276,30 +240,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Lean<S> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_tail_follows_reads_of_any_length() {
-        let mut l = Lean::new((), Shared::new());
-        assert!(l.idle());
-        l.note_read(b"GET / HTTP/1.1\r\nhost: x\r\n");
-        assert!(!l.idle(), "a head without its end");
-        l.note_read(b"\r");
-        l.note_read(b"\n");
-        assert!(l.idle());
-        l.note_read(b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HT");
-        assert!(!l.idle(), "a pipelined head cut short");
-        l.note_read(b"TP/1.1\r\n\r\n");
-        assert!(l.idle());
+    fn waiting(shared: &Shared) -> &Shared {
+        shared.waiting.store(true, Ordering::Relaxed);
+        shared
     }
 
     #[test]
-    fn an_open_response_or_unflushed_bytes_are_not_idle() {
-        let shared = Shared::new();
-        let l = Lean::new((), shared.clone());
-        let open = Open::new(&shared);
-        assert!(!l.idle(), "a response is open");
+    fn the_tail_follows_reads_of_any_length() {
+        let s = Shared::new();
+        assert!(waiting(&s).idle());
+        s.note_read(b"GET / HTTP/1.1\r\nhost: x\r\n");
+        assert!(!s.idle(), "a head without its end");
+        s.note_read(b"\r");
+        s.note_read(b"\n");
+        assert!(s.idle());
+        s.note_read(b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HT");
+        assert!(!s.idle(), "a pipelined head cut short");
+        s.note_read(b"TP/1.1\r\n\r\n");
+        assert!(s.idle());
+        s.note_read(b"");
+        assert!(s.idle(), "nothing read changes nothing");
+    }
+
+    #[test]
+    fn an_open_response_unflushed_bytes_or_a_busy_reader_are_not_idle() {
+        let s = Shared::new();
+        assert!(!s.idle(), "hyper has not waited to read yet");
+        waiting(&s);
+        let open = Open::new(&s);
+        assert!(!s.idle(), "a response is open");
         drop(open);
-        assert!(!l.idle(), "the response ended but was not flushed");
-        shared.dirty.store(false, Ordering::Relaxed);
-        assert!(l.idle());
+        assert!(!s.idle(), "the response ended but was not flushed");
+        s.dirty.store(false, Ordering::Relaxed);
+        assert!(s.idle());
     }
 }

@@ -423,13 +423,25 @@ async fn an_srt_flood_beyond_the_limit_is_refused_at_the_handshake_and_slots_com
             .all(|c| *c == Some(banyan_srt::server::reject::OVERLOAD)),
         "callers beyond the limit got {codes:?}, want SRT_REJX_OVERLOAD (1402) each"
     );
+    // Each is told REJECT with the reason. (Whether srt-live-transmit then
+    // exits at once is its own affair: on a loaded machine it sometimes
+    // lingers after the rejection, so it is stopped here.)
     for (i, c) in slt.iter_mut().enumerate() {
-        let st = c.wait(10.0).await;
-        let err =
-            std::fs::read_to_string(dir.path().join(format!("slt{i}.err"))).unwrap_or_default();
+        let path = dir.path().join(format!("slt{i}.err"));
+        let until = Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            let err = std::fs::read_to_string(&path).unwrap_or_default();
+            if (err.contains("REJECT") && err.contains("rejection reason"))
+                || Instant::now() > until
+            {
+                break err;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        c.stop().await;
         assert!(
-            st.is_some() && err.contains("REJECT") && err.contains("rejection reason"),
-            "srt-live-transmit {i} was not refused ({st:?}):\n{err}"
+            err.contains("REJECT") && err.contains("rejection reason"),
+            "srt-live-transmit {i} was not refused:\n{err}"
         );
     }
     let m = node.metrics().await;
