@@ -116,8 +116,18 @@ fn playlist_follows_ll_hls_rules() {
     let mut seg = Segmenter::new(config(), None);
     seg.push(Item::Info(info(&clip)), 0);
     let mut checked_live = false;
+    // The server keeps one media playlist per segmenter generation: any
+    // change to the playlist must come with a new generation.
+    let mut last = (seg.generation(), playlist::media(&seg));
     for f in &clip.frames {
         seg.push(Item::Frame(f.clone()), 0);
+        let now = (seg.generation(), playlist::media(&seg));
+        assert!(
+            now.1 == last.1 || now.0 != last.0,
+            "the playlist changed within generation {}",
+            now.0
+        );
+        last = now;
         if !checked_live && seg.segments().len() == 2 && seg.live_parts() == 1 {
             checked_live = true;
             let list = playlist::media(&seg);

@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -46,9 +47,25 @@ struct StreamMux {
     last_request: Mutex<Instant>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
     has_vtt: bool,
+    /// The last media playlist made, with the segmenter's generation it
+    /// was made from: every viewer's reload between two changes gets it.
+    playlist: Mutex<Option<(u64, Bytes)>>,
 }
 
 impl StreamMux {
+    /// The media playlist of `seg` (this stream's segmenter, locked).
+    fn media_playlist(&self, seg: &Segmenter) -> Bytes {
+        let mut cached = self.playlist.lock();
+        match &*cached {
+            Some((g, body)) if *g == seg.generation() => body.clone(),
+            _ => {
+                let body = Bytes::from(playlist::media(seg));
+                *cached = Some((seg.generation(), body.clone()));
+                body
+            }
+        }
+    }
+
     fn touch(&self) {
         *self.last_request.lock() = Instant::now();
     }
@@ -207,6 +224,7 @@ impl HlsService {
             tx: watch::channel(0).0,
             last_request: Mutex::new(Instant::now()),
             task: Mutex::new(None),
+            playlist: Mutex::new(None),
         });
         let mut sub = self.hub.subscribe(uid, SubscribeOptions::default());
         let weak = Arc::downgrade(&mux);
@@ -375,13 +393,13 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
-fn text(body: String, ctype: &'static str, cache: &'static str) -> Response {
+fn text(body: impl Into<Body>, ctype: &'static str, cache: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, ctype),
             (header::CACHE_CONTROL, cache),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }
@@ -507,7 +525,7 @@ async fn media_playlist(
         if !s.has_media() {
             return not_found();
         }
-        (playlist::media(&s), s.edge())
+        (mux.media_playlist(&s), s.edge())
     };
     if let Some(sid) = q.get("s") {
         svc.account(uid, sid, edge, ip);

@@ -143,6 +143,9 @@ pub struct Segmenter {
     /// the hub's cache arrives late against its media time; frames at the
     /// live edge arrive on time, so the least difference is the truest.
     anchor: Option<i64>,
+    /// Bumped by every call that may change the segmenter: a cache of
+    /// anything made from its state is good while this is unchanged.
+    generation: u64,
 }
 
 impl Segmenter {
@@ -172,11 +175,13 @@ impl Segmenter {
             vtt,
             epoch: 0,
             anchor: None,
+            generation: 0,
         }
     }
 
     /// Feed one hub item. True when something new became available.
     pub fn push(&mut self, item: Item, wall_ms: i64) -> bool {
+        self.generation += 1;
         if self.ended {
             return false;
         }
@@ -321,6 +326,7 @@ impl Segmenter {
     /// that comes later starts a new segment at a keyframe, after a
     /// discontinuity. True when something new became available.
     pub fn flush(&mut self) -> bool {
+        self.generation += 1;
         if self.ended || (self.video.is_empty() && self.current.is_none()) {
             return false;
         }

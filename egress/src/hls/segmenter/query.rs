@@ -33,6 +33,11 @@ impl Segmenter {
     }
 
     /// Number the next part will get.
+    /// Changes whenever the segmenter may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn next_part(&self) -> u64 {
         self.next_part
     }
