@@ -32,12 +32,12 @@ impl Segmenter {
         self.current.as_ref()
     }
 
-    /// Number the next part will get.
     /// Changes whenever the segmenter may have changed.
     pub fn generation(&self) -> u64 {
         self.generation
     }
 
+    /// Number the next part will get.
     pub fn next_part(&self) -> u64 {
         self.next_part
     }
