@@ -17,13 +17,15 @@
 # is reported too (on one machine, clients compete with the server for the same cores), and so
 # are the server's socket writes per viewer per second (write, writev, sendto and sendmsg
 # counted by `perf stat` on their syscall tracepoints; "-" without perf) and its share of time
-# in the kernel. Case LABEL-rtmpload (and nginx-rtmpload) replaces the rtmpdump processes by the
+# in the kernel. Case LABEL-hls (and nginx-hls: nginx-rtmp's HLS served as static files by
+# nginx) plays HLS with one ffmpeg process per viewer (playlist reloads and whole segments,
+# remuxed without decoding). Case LABEL-rtmpload (and nginx-rtmpload) replaces the rtmpdump processes by the
 # project's own load tool (bench/src/bin/rtmp-load.rs: one process publishes and reads every
 # player), to set its figures beside the real clients'.
 #
 # Usage: bench/viewer_cost.sh [--viewers 100] [--hold 20] [--bin LABEL=PATH ...]
 #                             [--cases "nginx-rtmp LABEL-rtmp LABEL-srt LABEL-whep LABEL-rtmpload
-#                                       nginx-rtmpload ..."] [--nice N]
+#                                       nginx-rtmpload nginx-hls LABEL-hls ..."] [--nice N]
 # Default: one binary, `banyan` = $CARGO_TARGET_DIR/release/banyan (built if missing), and
 # the cases nginx-rtmp, banyan-rtmp, banyan-srt. Results: stdout and
 # bench/.cache/viewer-cost-<time>.md. Needs ffmpeg, nginx + libnginx-mod-rtmp, rtmpdump,
@@ -63,6 +65,7 @@ export NICE
 
 mkdir -p "$CACHE"
 WORK=$(mktemp -d /tmp/banyan-viewer-cost.XXXXXX)
+chmod 755 "$WORK" # nginx's worker (another user) writes and serves HLS under it
 PIDS=()
 stop_all() {
     local p i
@@ -173,7 +176,7 @@ for case in $CASES; do
     proto=${case##*-}
     log "$case: $VIEWERS viewers, hold $HOLD s"
     if [ "$label" = nginx ]; then
-        start_nginx_rtmp "$WORK/nginx"
+        start_nginx_rtmp "$WORK/nginx" "$([ "$proto" = hls ] && echo hls)"
         PIDS+=("$NGINX_MASTER")
     else
         start_banyan "$(bin_of "$label")" "$WORK/$label"
@@ -205,7 +208,7 @@ for case in $CASES; do
         sleep 1
         continue
     fi
-    if [ "$proto" = rtmp ] || [ "$proto" = whep ]; then
+    if [ "$proto" = rtmp ] || [ "$proto" = whep ] || [ "$proto" = hls ]; then
         ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
             -f flv "$RTMP_PUBLISH" 2>"$WORK/pub.err" &
     else
@@ -214,6 +217,13 @@ for case in $CASES; do
     fi
     PIDS+=("$!")
     sleep 3
+    if [ "$proto" = hls ]; then # until the server has a playlist with media
+        for i in $(seq 150); do
+            curl -sf "$HLS_PLAY" | grep -q 'EXTINF\|STREAM-INF' && break
+            sleep 0.2
+        done
+        sleep 2
+    fi
     read -r c0 r0 < <(cpu_rss "$SERVER_PID"); t0=$(now)
     sleep 5
     read -r c1 r1 < <(cpu_rss "$SERVER_PID"); t1=$(now)
@@ -244,6 +254,11 @@ for case in $CASES; do
     for i in $(seq "$VIEWERS"); do
         if [ "$proto" = rtmp ]; then
             rtmpdump -q -v -m 15 -r "$RTMP_PLAY" -o /dev/null 2>>"$WORK/play.err" &
+        elif [ "$proto" = hls ]; then
+            # ffmpeg's HLS reader: playlist reloads and whole segments over kept-alive
+            # connections, remuxed without decoding to /dev/null.
+            ffmpeg -hide_banner -nostdin -loglevel error -i "$HLS_PLAY" -map 0 -c copy \
+                -f mpegts -y /dev/null 2>>"$WORK/play.err" &
         else
             srt-live-transmit -q "$SRT_PLAY&latency=120" file://con </dev/null >/dev/null \
                 2>>"$WORK/play.err" &

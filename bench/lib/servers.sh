@@ -11,9 +11,17 @@
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 
-# nginx-rtmp with its own prefix and config, never the system service.
+# nginx-rtmp with its own prefix and config, never the system service. With a second
+# argument `hls`, it also writes HLS (1 s fragments, 6 s playlist) and serves it as static
+# files on 127.0.0.1:19351 (HLS_PLAY).
 start_nginx_rtmp() {
-    local dir=$1 nice=${NICE:-0}
+    local dir=$1 nice=${NICE:-0} hls="" hls_http=""
+    if [ "${2:-}" = hls ]; then
+        mkdir -p "$dir.hls"
+        hls="hls on; hls_path $dir.hls/hls; hls_fragment 1s; hls_playlist_length 6s;"
+        hls_http="types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
+    server { listen 127.0.0.1:19351; location / { root $dir.hls; add_header Cache-Control no-cache; } }"
+    fi
     rm -rf "$dir"
     mkdir -p "$dir/tmp"
     cat > "$dir/nginx.conf" <<CONF
@@ -27,7 +35,7 @@ rtmp {
     server {
         listen 127.0.0.1:19350;
         chunk_size 4096;
-        application live { live on; }
+        application live { live on; $hls }
     }
 }
 http {
@@ -37,6 +45,7 @@ http {
     fastcgi_temp_path $dir/tmp/fastcgi;
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
+    $hls_http
 }
 CONF
     nice -n "$nice" nginx -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/error.log" &
@@ -58,6 +67,7 @@ CONF
     RTMP_PLAY=rtmp://127.0.0.1:19350/live/bench
     SRT_PUBLISH=""
     SRT_PLAY=""
+    HLS_PLAY=http://127.0.0.1:19351/hls/bench.m3u8
 }
 
 # A fresh Banyan node (its own data dir) and one live input made through its API, started by
@@ -83,6 +93,7 @@ start_banyan() {
     SRT_PUBLISH="srt://$srt?streamid=$(kit_json "$f" result srt streamId)&passphrase=$(kit_json "$f" result srt passphrase)"
     SRT_PLAY="srt://$srt?streamid=$(kit_json "$f" result srtPlayback streamId)&passphrase=$(kit_json "$f" result srtPlayback passphrase)"
     BANYAN_LIVE_ID=$(kit_json "$f" result uid)
+    HLS_PLAY=http://$BANYAN_HTTP/$BANYAN_LIVE_ID/manifest/video.m3u8
     WHEP_PLAY=$(kit_json "$f" result webRTCPlayback url)
 }
 
