@@ -19,13 +19,18 @@
 # counted by `perf stat` on their syscall tracepoints; "-" without perf) and its share of time
 # in the kernel. Case LABEL-hls (and nginx-hls: nginx-rtmp's HLS served as static files by
 # nginx) plays HLS with one ffmpeg process per viewer (playlist reloads and whole segments,
-# remuxed without decoding). Case LABEL-rtmpload (and nginx-rtmpload) replaces the rtmpdump processes by the
+# remuxed without decoding). Case nginx-hlsfmp4 is the same with fMP4 segments, the format
+# Banyan serves: ffmpeg's HLS muxer writes them (1 s segments, 6 in the playlist) into the
+# directory nginx serves, so nginx's cost is that of serving static files of Banyan's format
+# to ffmpeg's reader (which fetches the init section again before each segment and then
+# opens a new connection for the segment, a pattern it has with fMP4 only). Case LABEL-rtmpload (and nginx-rtmpload) replaces the rtmpdump processes by the
 # project's own load tool (bench/src/bin/rtmp-load.rs: one process publishes and reads every
 # player), to set its figures beside the real clients'.
 #
 # Usage: bench/viewer_cost.sh [--viewers 100] [--hold 20] [--bin LABEL=PATH ...]
 #                             [--cases "nginx-rtmp LABEL-rtmp LABEL-srt LABEL-whep LABEL-rtmpload
-#                                       nginx-rtmpload nginx-hls LABEL-hls ..."] [--nice N]
+#                                       nginx-rtmpload nginx-hls nginx-hlsfmp4 LABEL-hls ..."]
+#                             [--nice N]
 # Default: one binary, `banyan` = $CARGO_TARGET_DIR/release/banyan (built if missing), and
 # the cases nginx-rtmp, banyan-rtmp, banyan-srt. Results: stdout and
 # bench/.cache/viewer-cost-<time>.md. Needs ffmpeg, nginx + libnginx-mod-rtmp, rtmpdump,
@@ -176,7 +181,7 @@ for case in $CASES; do
     proto=${case##*-}
     log "$case: $VIEWERS viewers, hold $HOLD s"
     if [ "$label" = nginx ]; then
-        start_nginx_rtmp "$WORK/nginx" "$([ "$proto" = hls ] && echo hls)"
+        start_nginx_rtmp "$WORK/nginx" "$(case $proto in hls*) echo hls ;; esac)"
         PIDS+=("$NGINX_MASTER")
     else
         start_banyan "$(bin_of "$label")" "$WORK/$label"
@@ -208,7 +213,15 @@ for case in $CASES; do
         sleep 1
         continue
     fi
-    if [ "$proto" = rtmp ] || [ "$proto" = whep ] || [ "$proto" = hls ]; then
+    if [ "$proto" = hlsfmp4 ]; then
+        # The publisher is the segmenter: it writes fMP4 HLS where nginx serves it.
+        mkdir -p "$WORK/nginx.hls/fmp4"
+        HLS_PLAY=http://127.0.0.1:19351/fmp4/index.m3u8
+        ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
+            -f hls -hls_segment_type fmp4 -hls_time 1 -hls_list_size 6 \
+            -hls_flags delete_segments+temp_file "$WORK/nginx.hls/fmp4/index.m3u8" \
+            2>"$WORK/pub.err" &
+    elif [ "$proto" = rtmp ] || [ "$proto" = whep ] || [ "$proto" = hls ]; then
         ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
             -f flv "$RTMP_PUBLISH" 2>"$WORK/pub.err" &
     else
@@ -217,7 +230,7 @@ for case in $CASES; do
     fi
     PIDS+=("$!")
     sleep 3
-    if [ "$proto" = hls ]; then # until the server has a playlist with media
+    if [ "$proto" = hls ] || [ "$proto" = hlsfmp4 ]; then # until a playlist has media
         for i in $(seq 150); do
             curl -sf "$HLS_PLAY" | grep -q 'EXTINF\|STREAM-INF' && break
             sleep 0.2
@@ -254,7 +267,7 @@ for case in $CASES; do
     for i in $(seq "$VIEWERS"); do
         if [ "$proto" = rtmp ]; then
             rtmpdump -q -v -m 15 -r "$RTMP_PLAY" -o /dev/null 2>>"$WORK/play.err" &
-        elif [ "$proto" = hls ]; then
+        elif [ "$proto" = hls ] || [ "$proto" = hlsfmp4 ]; then
             # ffmpeg's HLS reader: playlist reloads and whole segments over kept-alive
             # connections, remuxed without decoding to /dev/null.
             ffmpeg -hide_banner -nostdin -loglevel error -i "$HLS_PLAY" -map 0 -c copy \
@@ -298,6 +311,9 @@ OUT=$CACHE/viewer-cost-$STAMP.md
             if (proto == "rtmp" && label != "nginx") ref = "nginx-rtmp";
             if (proto == "rtmpload" && label != "nginx") ref = "nginx-rtmpload";
             if (proto == "whep" || proto == "srt") ref = label "-rtmp";
+            if (proto == "hls" && label != "nginx") ref = "nginx-hls";
+            if (proto == "hls" && label != "nginx" && ("nginx-hlsfmp4" in cpu) && cpu["nginx-hlsfmp4"] > 0 && rss["nginx-hlsfmp4"] > 0)
+                printf "- %s / nginx-hlsfmp4: CPU %.2fx, RSS %.2fx\n", c, cpu[c] / cpu["nginx-hlsfmp4"], rss[c] / rss["nginx-hlsfmp4"];
             if (ref != "" && (ref in cpu) && cpu[ref] > 0 && rss[ref] > 0)
                 printf "- %s / %s: CPU %.2fx, RSS %.2fx\n", c, ref, cpu[c] / cpu[ref], rss[c] / rss[ref];
         }

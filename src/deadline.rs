@@ -19,10 +19,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// A stream whose writes time out after `limit` without progress.
+///
+/// Its timer is made at the first write that waits: most connections
+/// never stall, and an idle one holds nothing but the stream.
 pub struct StallGuard<S> {
     inner: S,
     limit: Duration,
-    timer: Pin<Box<Sleep>>,
+    timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
@@ -31,7 +34,7 @@ impl<S> StallGuard<S> {
         StallGuard {
             inner,
             limit,
-            timer: Box::pin(tokio::time::sleep(limit)),
+            timer: None,
             armed: false,
         }
     }
@@ -47,9 +50,16 @@ impl<S> StallGuard<S> {
         if !self.armed {
             self.armed = true;
             let at = Instant::now() + self.limit;
-            self.timer.as_mut().reset(at);
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
         }
-        match self.timer.as_mut().poll(cx) {
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 metrics::counter!("banyan_http_timeouts_total", "deadline" => "write").increment(1);
                 Poll::Ready(Err(io::Error::new(
@@ -125,10 +135,14 @@ impl std::fmt::Display for BodyTimeout {
 impl std::error::Error for BodyTimeout {}
 
 /// A request body with a deadline for all of it.
+///
+/// Its timer is made when the body first waits: a body never read (most
+/// `GET`s) or read at once costs none.
 pub struct TimedBody<B> {
     inner: B,
     limit: Duration,
-    timer: Pin<Box<Sleep>>,
+    deadline: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
     done: bool,
 }
 
@@ -138,9 +152,20 @@ impl<B> TimedBody<B> {
         TimedBody {
             inner,
             limit,
-            timer: Box::pin(tokio::time::sleep(limit)),
+            deadline: Instant::now() + limit,
+            timer: None,
             done: false,
         }
+    }
+}
+
+impl<B> TimedBody<B> {
+    fn timer_poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let at = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        timer.as_mut().poll(cx)
     }
 }
 
@@ -165,7 +190,7 @@ where
                 Poll::Ready(None)
             }
             Poll::Ready(Some(r)) => Poll::Ready(Some(r.map_err(Into::into))),
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
+            Poll::Pending => match self.timer_poll(cx) {
                 Poll::Ready(()) => {
                     self.done = true;
                     metrics::counter!("banyan_http_timeouts_total", "deadline" => "body")

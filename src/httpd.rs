@@ -36,7 +36,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::deadline::{StallGuard, TimedBody};
-use crate::keepalive::{Lean, Open, ReadReady, Shared, Tracked};
+use crate::keepalive::{Arrived, Lean, Open, ReadReady, Shared, Tracked};
 
 /// Limits of the HTTP listener.
 #[derive(Debug, Clone)]
@@ -107,6 +107,9 @@ pub async fn serve_with(
     let busy = busy_answer("connection limit reached");
     let busy_address = busy_answer("connection limit per address reached");
     let mut conns = tokio::task::JoinSet::new();
+    // Linux gives an accepted socket the listener's TCP_NODELAY: set once
+    // here, not once per connection.
+    let nodelay_inherited = cfg!(target_os = "linux") && set_nodelay(&listener);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -144,7 +147,9 @@ pub async fn serve_with(
             }
         };
         let accepted_at = tokio::time::Instant::now();
-        let _ = tcp.set_nodelay(true);
+        if !nodelay_inherited {
+            let _ = tcp.set_nodelay(true);
+        }
         let app = app.clone();
         let shutdown = shutdown.clone();
         let limits = limits.clone();
@@ -228,6 +233,18 @@ async fn serve_conn<S>(
         if !matches!(ready, Ok(Ok(()))) {
             return;
         }
+        match io.arrived() {
+            Arrived::Request => {}
+            Arrived::Nothing => continue,
+            // Players close after a download: no HTTP connection for that,
+            // and no `shutdown` (the client's side is closed, nothing is
+            // unread): dropping the stream closes it.
+            Arrived::Closed => return,
+            Arrived::Failed(kind) => {
+                tracing::debug!(%peer, error = ?kind, "http connection read failed");
+                return;
+            }
+        }
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc.clone()));
         // hyper's connection, until it ends or goes idle (`None`).
         let run = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
@@ -247,9 +264,10 @@ async fn serve_conn<S>(
                 tracing::debug!(%peer, error = %e, "http connection ended");
                 return;
             }
+            Some(Ok(())) if shared.peer_closed() => return, // as above
             Some(Ok(())) => {
-                // The client closed or asked to close, or hyper ended the
-                // connection: close it as hyper would have.
+                // The client asked to close, or hyper ended the connection:
+                // close it as hyper would have.
                 let mut io = conn.into_parts().io.into_inner();
                 let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
                 return;
@@ -264,6 +282,14 @@ async fn serve_conn<S>(
         io = parts.io.into_inner();
         metrics::counter!("banyan_http_idle_parks_total").increment(1);
     }
+}
+
+/// Set TCP_NODELAY on a listening socket (accepted sockets inherit it on
+/// Linux); whether it was set.
+fn set_nodelay(listener: &TcpListener) -> bool {
+    socket2::SockRef::from(listener)
+        .set_tcp_nodelay(true)
+        .is_ok()
 }
 
 /// What the service answers a request with.

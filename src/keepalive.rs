@@ -46,6 +46,8 @@ pub struct Shared {
     tail: AtomicU32,
     /// The last read found nothing to read.
     waiting: AtomicBool,
+    /// A read found the end of the stream: the client closed its side.
+    closed: AtomicBool,
 }
 
 const HEAD_END: u32 = u32::from_be_bytes(*b"\r\n\r\n");
@@ -57,7 +59,14 @@ impl Shared {
             dirty: AtomicBool::new(false),
             tail: AtomicU32::new(HEAD_END),
             waiting: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the client closed its side of the connection (nothing is
+    /// left unread, so closing ours needs no `shutdown` first).
+    pub fn peer_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Whether hyper's connection, now waiting, has nothing left to do
@@ -140,11 +149,21 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
 /// reading it.
 pub trait ReadReady {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Read what is there now without waiting, if the stream can (`None`:
+    /// it cannot, leave the reading to hyper).
+    fn try_read_now(&mut self, _buf: &mut [u8]) -> Option<io::Result<usize>> {
+        None
+    }
 }
 
 impl ReadReady for StallGuard<TcpStream> {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().poll_read_ready(cx)
+    }
+
+    fn try_read_now(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        Some(self.get_ref().try_read(buf))
     }
 }
 
@@ -167,11 +186,37 @@ impl<S: ReadReady> ReadReady for tokio_rustls::server::TlsStream<S> {
 pub struct Lean<S> {
     inner: S,
     shared: Arc<Shared>,
+    /// Bytes the listener read before hyper ran, for hyper's first reads.
+    head: Vec<u8>,
+    /// How much of `head` hyper has read.
+    head_read: usize,
 }
+
+/// What the listener found when the client sent something.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Arrived {
+    /// Bytes (kept for hyper), or the stream cannot be read ahead: run
+    /// hyper.
+    Request,
+    /// The client closed: close without starting hyper.
+    Closed,
+    /// Nothing after all: wait again.
+    Nothing,
+    /// The read failed.
+    Failed(io::ErrorKind),
+}
+
+/// Bytes read ahead of hyper: a request head, usually whole.
+const HEAD_READ: usize = 1024;
 
 impl<S> Lean<S> {
     pub fn new(inner: S, shared: Arc<Shared>) -> Lean<S> {
-        Lean { inner, shared }
+        Lean {
+            inner,
+            shared,
+            head: Vec::new(),
+            head_read: 0,
+        }
     }
 }
 
@@ -179,6 +224,27 @@ impl<S: ReadReady> Lean<S> {
     /// Wait until the client sends something (or closes).
     pub async fn ready(&mut self) -> io::Result<()> {
         std::future::poll_fn(|cx| self.inner.poll_read_ready(cx)).await
+    }
+
+    /// Once [`Lean::ready`]: read what arrived, so that a client that
+    /// closed (as players do after a download) is seen without building
+    /// an HTTP connection for it. Bytes read are kept for hyper.
+    pub fn arrived(&mut self) -> Arrived {
+        let mut buf = [0u8; HEAD_READ];
+        match self.inner.try_read_now(&mut buf) {
+            None => Arrived::Request,
+            Some(Ok(0)) => {
+                self.shared.closed.store(true, Ordering::Relaxed);
+                Arrived::Closed
+            }
+            Some(Ok(n)) => {
+                self.head = buf[..n].to_vec();
+                self.head_read = 0;
+                Arrived::Request
+            }
+            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => Arrived::Nothing,
+            Some(Err(e)) => Arrived::Failed(e.kind()),
+        }
     }
 }
 
@@ -188,12 +254,31 @@ impl<S: AsyncRead + Unpin> AsyncRead for Lean<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.head_read < this.head.len() {
+            let n = buf.remaining().min(this.head.len() - this.head_read);
+            let got = &this.head[this.head_read..this.head_read + n];
+            buf.put_slice(got);
+            this.shared.note_read(got);
+            this.shared.waiting.store(false, Ordering::Relaxed);
+            this.head_read += n;
+            if this.head_read == this.head.len() {
+                this.head = Vec::new();
+                this.head_read = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let shared = &self.shared;
+        let room = buf.remaining();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let shared = &this.shared;
         shared.waiting.store(r.is_pending(), Ordering::Relaxed);
         if let Poll::Ready(Ok(())) = r {
-            shared.note_read(&buf.filled()[before..]);
+            let got = &buf.filled()[before..];
+            if got.is_empty() && room > 0 {
+                shared.closed.store(true, Ordering::Relaxed);
+            }
+            shared.note_read(got);
         }
         r
     }
@@ -239,6 +324,109 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Lean<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    /// A stream of bytes already arrived, then (if `eof`) the end.
+    struct Arrivals {
+        data: std::collections::VecDeque<u8>,
+        eof: bool,
+    }
+
+    impl Arrivals {
+        fn pull(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.is_empty() && !self.eof {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.data.len());
+            for (b, d) in buf.iter_mut().zip(self.data.drain(..n)) {
+                *b = d;
+            }
+            Ok(n)
+        }
+    }
+
+    impl AsyncRead for Arrivals {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let mut tmp = vec![0u8; buf.remaining()];
+            match self.pull(&mut tmp) {
+                Ok(n) => {
+                    buf.put_slice(&tmp[..n]);
+                    Poll::Ready(Ok(()))
+                }
+                Err(_) => Poll::Pending,
+            }
+        }
+    }
+
+    impl ReadReady for Arrivals {
+        fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn try_read_now(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+            Some(self.pull(buf))
+        }
+    }
+
+    fn arrivals(data: &[u8], eof: bool) -> Lean<Arrivals> {
+        let inner = Arrivals {
+            data: data.iter().copied().collect(),
+            eof,
+        };
+        Lean::new(inner, Shared::new())
+    }
+
+    #[tokio::test]
+    async fn bytes_read_ahead_reach_hyper_first_and_in_order() {
+        // A head longer than what is read ahead, then a body.
+        let mut req = b"POST /x HTTP/1.1\r\nx-pad: ".to_vec();
+        req.extend(std::iter::repeat_n(b'p', HEAD_READ + 100));
+        req.extend_from_slice(b"\r\ncontent-length: 4\r\n\r\nbody");
+        let mut lean = arrivals(&req, true);
+        assert_eq!(lean.arrived(), Arrived::Request);
+        assert_eq!(lean.head.len(), HEAD_READ);
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 300]; // smaller than what was read ahead
+        loop {
+            let n = lean.read(&mut chunk).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got == req, "hyper must read exactly what the client sent");
+        assert!(lean.head.is_empty(), "the read-ahead is freed once read");
+        assert!(lean.shared.peer_closed(), "the end was seen");
+    }
+
+    #[test]
+    fn a_client_that_closed_or_sent_nothing_starts_no_http_connection() {
+        let mut closed = arrivals(b"", true);
+        assert_eq!(closed.arrived(), Arrived::Closed);
+        assert!(closed.shared.peer_closed());
+        let mut quiet = arrivals(b"", false);
+        assert_eq!(quiet.arrived(), Arrived::Nothing);
+        assert!(!quiet.shared.peer_closed());
+    }
+
+    #[tokio::test]
+    async fn a_whole_head_read_ahead_leaves_the_connection_able_to_go_idle() {
+        let mut lean = arrivals(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", false);
+        assert_eq!(lean.arrived(), Arrived::Request);
+        let mut buf = [0u8; 8192];
+        let n = lean.read(&mut buf).await.expect("read");
+        assert_eq!(n, 27);
+        assert!(!lean.shared.idle(), "hyper has not waited to read yet");
+        // hyper's next read finds nothing: waiting, after a whole head.
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut rb = ReadBuf::new(&mut buf);
+        assert!(Pin::new(&mut lean).poll_read(&mut cx, &mut rb).is_pending());
+        assert!(lean.shared.idle());
+    }
 
     fn waiting(shared: &Shared) -> &Shared {
         shared.waiting.store(true, Ordering::Relaxed);

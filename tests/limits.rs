@@ -374,6 +374,24 @@ async fn kept_alive_connections_hold_no_buffers_between_requests_and_lose_nothin
     assert_eq!(c.response(true, None).await.0, 200);
     c.send(missing).await;
     assert_eq!(c.response(false, None).await.0, 404);
+    // A head longer than what the node reads before starting HTTP.
+    let long = format!(
+        "GET /no-such-page HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\n\r\n",
+        "p".repeat(3000)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.send(long.as_bytes()).await;
+    assert_eq!(c.response(false, None).await.0, 404);
+    // Players close a connection after a download: once the client closes
+    // its side of an idle connection, the node closes its own at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.tcp.shutdown().await.expect("close the client's side");
+    let mut rest = [0u8; 64];
+    let end = tokio::time::timeout(Duration::from_secs(5), c.tcp.read(&mut rest)).await;
+    assert!(
+        matches!(end, Ok(Ok(0))),
+        "the node did not close an idle connection the client closed: {end:?}"
+    );
 
     // A large answer to a reader with a small receive buffer that reads
     // slowly (the node's writes wait on it), then another request.

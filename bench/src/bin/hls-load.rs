@@ -11,6 +11,10 @@
 //!
 //! - **`--plain`**: the plain HLS loop even when the playlist has parts (the same pattern
 //!   against a server with parts and one without).
+//! - **`--ffmpeg`**: the plain loop the way ffmpeg's HLS reader runs it against fMP4
+//!   segments: playlists on one kept-alive connection, and before each segment the init
+//!   section again on the segment connection, which it then closes, so that each segment
+//!   comes over a new connection (what one `ffmpeg -i URL` process does; ffmpeg 5.1).
 //!
 //! One reqwest client per viewer (its own keep-alive connection), viewers started at
 //! `--ramp` per second. The server's CPU and memory (`--server-pid`, repeatable) are sampled
@@ -43,6 +47,8 @@ struct Args {
     /// Poll like a plain HLS player (whole segments, no blocking reloads)
     /// even when the playlist has parts.
     plain: bool,
+    /// Plain, with ffmpeg's init section and new connection per segment.
+    ffmpeg: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         pids: Vec::new(),
         label: String::new(),
         plain: false,
+        ffmpeg: false,
     };
     let mut it = std::env::args().skip(1);
     fn num<T: std::str::FromStr>(f: &str, v: Option<String>) -> Result<T, String> {
@@ -71,10 +78,14 @@ fn parse_args() -> Result<Args, String> {
             "--server-pid" => a.pids.push(num(&f, it.next())?),
             "--label" => a.label = it.next().unwrap_or_default(),
             "--plain" => a.plain = true,
+            "--ffmpeg" => {
+                a.plain = true;
+                a.ffmpeg = true;
+            }
             _ => {
                 return Err(
                     "usage: hls-load --url MULTIVARIANT_URL [--viewers N] [--ramp PER_S] \
-                     [--baseline S] [--measure S] [--server-pid PID]... [--label NAME] [--plain]"
+                     [--baseline S] [--measure S] [--server-pid PID]... [--label NAME] [--plain | --ffmpeg]"
                         .into(),
                 )
             }
@@ -187,10 +198,20 @@ async fn get(
     body
 }
 
-async fn viewer(url: String, plain: bool, c: Arc<Counters>, stop: Arc<AtomicBool>) {
-    let client = match reqwest::Client::builder().pool_max_idle_per_host(1).build() {
-        Ok(c) => c,
-        Err(_) => return,
+fn one_connection_client() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .ok()
+}
+
+async fn viewer(url: String, plain: bool, ffmpeg: bool, c: Arc<Counters>, stop: Arc<AtomicBool>) {
+    let Some(client) = one_connection_client() else {
+        return;
+    };
+    // ffmpeg's segment connection (its playlist connection is `client`).
+    let Some(mut segments) = one_connection_client() else {
+        return;
     };
     let media_url = loop {
         if stop.load(Ordering::Relaxed) {
@@ -224,7 +245,7 @@ async fn viewer(url: String, plain: bool, c: Arc<Counters>, stop: Arc<AtomicBool
         };
         c.playlists.fetch_add(1, Ordering::Relaxed);
         let m = parse_media(&String::from_utf8_lossy(&body), plain);
-        if let Some(map) = &m.map {
+        if let (Some(map), false) = (&m.map, ffmpeg) {
             if map_done.as_ref() != Some(map) {
                 let _ = get(&client, &resolve(&media_url, map), &c).await;
                 map_done = Some(map.clone());
@@ -240,7 +261,20 @@ async fn viewer(url: String, plain: bool, c: Arc<Counters>, stop: Arc<AtomicBool
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            if get(&client, &resolve(&media_url, u), &c).await.is_ok() {
+            let from = if ffmpeg {
+                if let Some(map) = &m.map {
+                    let _ = get(&segments, &resolve(&media_url, map), &c).await;
+                    // ffmpeg closes its input after an init section.
+                    let Some(fresh) = one_connection_client() else {
+                        return;
+                    };
+                    segments = fresh;
+                }
+                &segments
+            } else {
+                &client
+            };
+            if get(from, &resolve(&media_url, u), &c).await.is_ok() {
                 c.media.fetch_add(1, Ordering::Relaxed);
             }
             fetched.push_back(u.clone());
@@ -297,6 +331,7 @@ async fn run(a: Args) -> Result<String, banyan_bench::Error> {
         tasks.push(tokio::spawn(viewer(
             a.url.clone(),
             a.plain,
+            a.ffmpeg,
             c.clone(),
             stop.clone(),
         )));
