@@ -31,6 +31,7 @@ pub mod exposition;
 pub mod forwarded;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heap;
 pub mod httpd;
 pub mod inputs;
 pub mod keepalive;

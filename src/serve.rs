@@ -257,6 +257,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tasks.spawn(crate::analytics::ingest_stats::run(Arc::new(
         parts.ingest_stats_context(),
     )));
+    tasks.spawn(crate::heap::trim_periodically(shutdown.clone()));
     let cluster = match s.cluster_cfg.clone() {
         Some(cfg) => Some(crate::cluster::Cluster::start(parts.cluster_context(&urls), cfg).await?),
         None => None,
