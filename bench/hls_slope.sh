@@ -34,16 +34,13 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
-if [ ${#BINS[@]} -eq 0 ]; then
-    [ -x "$TARGET/release/banyan" ] || (cd "$ROOT" && cargo build --release -q --bin banyan)
-    BINS=("banyan=$TARGET/release/banyan")
-fi
+# shellcheck source=bench/lib/servers.sh
+. "$ROOT/bench/lib/servers.sh"
+default_bins "$TARGET" "$ROOT"
 if [ -z "$CASES" ]; then
     CASES="nginx-fmp4"
     for b in "${BINS[@]}"; do CASES="$CASES ${b%%=*}"; done
 fi
-# shellcheck source=bench/lib/servers.sh
-. "$ROOT/bench/lib/servers.sh"
 
 INPUT_FLV=$CACHE/input-720p30-2500k-90s.flv
 if [ ! -s "$INPUT_FLV" ]; then
@@ -62,11 +59,6 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$WORK"' EXIT
 log() { echo "[hls_slope] $*" >&2; }
-bin_of() {
-    local b
-    for b in "${BINS[@]}"; do [ "${b%%=*}" = "$1" ] && { echo "${b#*=}"; return; }; done
-    echo "no --bin named $1" >&2; return 1
-}
 rss_avg() { # the server's RSS in KiB, averaged over 10 samples a second apart
     local s=0 k
     for k in $(seq 10); do
@@ -92,19 +84,15 @@ for case in $CASES; do
     if [ "$case" = nginx-fmp4 ]; then
         start_nginx_rtmp "$WORK/nginx" hls
         PIDS+=("$NGINX_MASTER")
-        mkdir -p "$WORK/nginx.hls/fmp4"
-        HLS_PLAY=http://127.0.0.1:19351/fmp4/index.m3u8
-        ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
-            -f hls -hls_segment_type fmp4 -hls_time 1 -hls_list_size 6 \
-            -hls_flags delete_segments+temp_file "$WORK/nginx.hls/fmp4/index.m3u8" \
-            2>"$WORK/pub.err" &
+        start_fmp4_segmenter "$INPUT_FLV" "$WORK/nginx"
+        PIDS+=("$SEGMENTER_PID")
     else
         start_banyan "$(bin_of "$case")" "$WORK/$case"
         PIDS+=("$SERVER_PID")
         ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
             -f flv "$RTMP_PUBLISH" 2>"$WORK/pub.err" &
+        PIDS+=("$!")
     fi
-    PIDS+=("$!")
     sleep 3
     for i in $(seq 150); do
         curl -sf "$HLS_PLAY" | grep -q 'EXTINF\|STREAM-INF' && break

@@ -56,17 +56,14 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
-if [ ${#BINS[@]} -eq 0 ]; then
-    [ -x "$TARGET/release/banyan" ] || (cd "$ROOT" && cargo build --release -q --bin banyan)
-    BINS=("banyan=$TARGET/release/banyan")
-fi
+export NICE
+# shellcheck source=bench/lib/servers.sh
+. "$ROOT/bench/lib/servers.sh"
+default_bins "$TARGET" "$ROOT"
 if [ -z "$CASES" ]; then
     CASES="nginx-rtmp"
     for b in "${BINS[@]}"; do CASES="$CASES ${b%%=*}-rtmp ${b%%=*}-srt"; done
 fi
-export NICE
-# shellcheck source=bench/lib/servers.sh
-. "$ROOT/bench/lib/servers.sh"
 
 mkdir -p "$CACHE"
 WORK=$(mktemp -d /tmp/banyan-viewer-cost.XXXXXX)
@@ -106,11 +103,6 @@ if [ ! -s "$INPUT_TS" ]; then
     mv "$INPUT_TS.tmp" "$INPUT_TS"
 fi
 
-bin_of() { # label -> path
-    local b
-    for b in "${BINS[@]}"; do [ "${b%%=*}" = "$1" ] && { echo "${b#*=}"; return; }; done
-    echo "no --bin named $1" >&2; return 1
-}
 now() { date +%s.%N; }
 # Sum of wchar and of CPU seconds of the given pids (dead ones count 0).
 clients() {
@@ -215,20 +207,17 @@ for case in $CASES; do
     fi
     if [ "$proto" = hlsfmp4 ]; then
         # The publisher is the segmenter: it writes fMP4 HLS where nginx serves it.
-        mkdir -p "$WORK/nginx.hls/fmp4"
-        HLS_PLAY=http://127.0.0.1:19351/fmp4/index.m3u8
-        ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
-            -f hls -hls_segment_type fmp4 -hls_time 1 -hls_list_size 6 \
-            -hls_flags delete_segments+temp_file "$WORK/nginx.hls/fmp4/index.m3u8" \
-            2>"$WORK/pub.err" &
+        start_fmp4_segmenter "$INPUT_FLV" "$WORK/nginx"
+        PIDS+=("$SEGMENTER_PID")
     elif [ "$proto" = rtmp ] || [ "$proto" = whep ] || [ "$proto" = hls ]; then
         ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_FLV" -c copy \
             -f flv "$RTMP_PUBLISH" 2>"$WORK/pub.err" &
+        PIDS+=("$!")
     else
         ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$INPUT_TS" -c copy \
             -f mpegts "$SRT_PUBLISH&latency=120000" 2>"$WORK/pub.err" &
+        PIDS+=("$!")
     fi
-    PIDS+=("$!")
     sleep 3
     if [ "$proto" = hls ] || [ "$proto" = hlsfmp4 ]; then # until a playlist has media
         for i in $(seq 150); do

@@ -70,6 +70,33 @@ CONF
     HLS_PLAY=http://127.0.0.1:19351/hls/bench.m3u8
 }
 
+# The fMP4 HLS peer: ffmpeg's HLS muxer writes fMP4 segments of INPUT (1 s, six in the
+# playlist, looped in real time) into the directory an nginx started by start_nginx_rtmp DIR hls
+# serves, so that nginx serves Banyan's segment format as static files. Sets HLS_PLAY and
+# SEGMENTER_PID (the caller stops it).
+start_fmp4_segmenter() { # INPUT_FLV nginx-DIR
+    mkdir -p "$2.hls/fmp4"
+    HLS_PLAY=http://127.0.0.1:19351/fmp4/index.m3u8
+    ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i "$1" -c copy \
+        -f hls -hls_segment_type fmp4 -hls_time 1 -hls_list_size 6 \
+        -hls_flags delete_segments+temp_file "$2.hls/fmp4/index.m3u8" 2>>"$2.segmenter.err" &
+    SEGMENTER_PID=$!
+}
+
+# The Banyan binaries of the --bin LABEL=PATH options (array BINS): with none given, one,
+# `banyan` = TARGET/release/banyan, built first if missing.
+default_bins() { # TARGET ROOT
+    if [ ${#BINS[@]} -eq 0 ]; then
+        [ -x "$1/release/banyan" ] || (cd "$2" && cargo build --release -q --bin banyan)
+        BINS=("banyan=$1/release/banyan")
+    fi
+}
+bin_of() { # label -> path
+    local b
+    for b in "${BINS[@]}"; do [ "${b%%=*}" = "$1" ] && { echo "${b#*=}"; return; }; done
+    echo "no --bin named $1" >&2; return 1
+}
+
 # A fresh Banyan node (its own data dir) and one live input made through its API, started by
 # the shell kit (scripts/lib.sh).
 start_banyan() {
