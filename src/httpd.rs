@@ -200,6 +200,7 @@ async fn serve_conn<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
     let trusted = limits.trusted_proxies.clone();
+    let direct_app = app.clone();
     let body_timeout = limits.body_timeout;
     let shared = Shared::new();
     let svc = {
@@ -243,6 +244,31 @@ async fn serve_conn<S>(
             Arrived::Failed(kind) => {
                 tracing::debug!(%peer, error = ?kind, "http connection read failed");
                 return;
+            }
+        }
+        if let Some(get) = io.take_head(crate::direct::parse) {
+            // A plain GET read whole: answered here, no hyper connection.
+            metrics::counter!("banyan_http_direct_total").increment(1);
+            // Boxed: the router's future is made per answer, not carried
+            // by every connection's task.
+            let answered = Box::pin(crate::direct::answer(
+                io.stream_mut(),
+                get,
+                &direct_app,
+                peer,
+                &limits.trusted_proxies,
+            ))
+            .await;
+            match answered {
+                Ok(true) => continue,
+                Ok(false) => {
+                    let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "http connection ended");
+                    return;
+                }
             }
         }
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc.clone()));

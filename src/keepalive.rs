@@ -248,6 +248,25 @@ impl<S: ReadReady> Lean<S> {
     }
 }
 
+impl<S> Lean<S> {
+    /// The bytes read ahead, taken whole if `take` makes something of them
+    /// (then hyper never sees them); left for hyper otherwise.
+    pub fn take_head<T>(&mut self, take: impl FnOnce(&[u8]) -> Option<T>) -> Option<T> {
+        if self.head.is_empty() || self.head_read != 0 {
+            return None;
+        }
+        let taken = take(&self.head)?;
+        self.shared.note_read(&self.head);
+        self.head = Vec::new();
+        Some(taken)
+    }
+
+    /// The stream, for writing an answer past hyper.
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Lean<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -26,6 +26,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod deadline;
+pub mod direct;
 pub mod doctor;
 pub mod exposition;
 pub mod forwarded;

@@ -274,58 +274,6 @@ async fn one_address_is_capped_and_another_is_served() {
     witness.check().await;
 }
 
-/// One kept-alive HTTP/1.1 connection, read a response at a time.
-struct Conn {
-    tcp: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn send(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).await.expect("write a request");
-    }
-
-    /// The next response: (status code, body). `head` answers carry no body;
-    /// `pace` reads in 4 KiB steps this far apart.
-    async fn response(&mut self, head: bool, pace: Option<Duration>) -> (u16, Vec<u8>) {
-        let until = Instant::now() + Duration::from_secs(20);
-        let mut b = vec![0u8; 4096];
-        let end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            self.fill(&mut b, until).await;
-        };
-        let text = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
-        let status = text[9..12].parse::<u16>().expect("status code");
-        let len = text
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse::<usize>().expect("content-length"));
-        let len = if head { 0 } else { len };
-        while self.buf.len() < end + len {
-            if let Some(p) = pace {
-                tokio::time::sleep(p).await;
-            }
-            self.fill(&mut b, until).await;
-        }
-        let body = self.buf[end..end + len].to_vec();
-        self.buf.drain(..end + len);
-        (status, body)
-    }
-
-    async fn fill(&mut self, b: &mut [u8], until: Instant) {
-        let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.tcp.read(b)).await {
-            Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&b[..n]),
-            r => panic!(
-                "the connection ended or stalled mid-response ({r:?}) after {:?}",
-                String::from_utf8_lossy(&self.buf)
-            ),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_alive_connections_hold_no_buffers_between_requests_and_lose_nothing() {
     let _one = SERIAL.lock().await;
@@ -333,7 +281,9 @@ async fn kept_alive_connections_hold_no_buffers_between_requests_and_lose_nothin
     let node = start(dir.path(), &[]);
     let addr = node.addr("http");
     let parks = |m: &str| counter(m, "banyan_http_idle_parks_total", &[]);
-    let before = parks(&node.metrics().await);
+    let m = node.metrics().await;
+    let before = parks(&m);
+    let direct_before = counter(&m, "banyan_http_direct_total", &[]);
     let missing = b"GET /no-such-page HTTP/1.1\r\nhost: x\r\n\r\n";
     let asset = b"GET /watch-assets/hls.min.js HTTP/1.1\r\nhost: x\r\n\r\n";
     let whole = http()
@@ -406,10 +356,92 @@ async fn kept_alive_connections_hold_no_buffers_between_requests_and_lose_nothin
         assert!(body == whole, "the slowly read script differs");
     }
 
-    let parked = parks(&node.metrics().await) - before;
+    // Plain GETs read whole are answered past hyper; the rest (a head in
+    // two writes, two heads in one write, a head longer than the
+    // read-ahead) run hyper, which parks the connection after each.
+    let m = node.metrics().await;
+    let parked = parks(&m) - before;
+    let direct = counter(&m, "banyan_http_direct_total", &[]) - direct_before;
     assert!(
-        parked >= 8.0,
-        "{parked} idle parks counted for 10 answers with pauses on two connections"
+        parked >= 3.0 && direct >= 6.0,
+        "{parked} idle parks and {direct} answers past hyper counted for 10 answers"
+    );
+}
+
+/// A plain GET is answered by the listener past hyper; the same request
+/// sent through hyper (a `content-length: 0` makes it so) gets the same
+/// answer: status, headers but `date`, body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_past_hyper_are_hypers_answers() {
+    let _one = SERIAL.lock().await;
+    let dir = tempdir();
+    let node = start(dir.path(), &[]);
+    let addr = node.addr("http");
+    let direct = |m: &str| counter(m, "banyan_http_direct_total", &[]);
+    let before = direct(&node.metrics().await);
+    let api = node.stream_api("live_inputs");
+    let api = &api[api.find("/client/").expect("API path")..];
+    let bearer = format!("authorization: Bearer {}\r\n", node.token());
+    let asks: [(&str, &str, &str); 6] = [
+        ("GET", "/watch-assets/hls.min.js", ""),
+        ("HEAD", "/watch-assets/hls.min.js", ""),
+        ("GET", "/no-such-page", ""),
+        ("GET", api, ""),
+        ("GET", api, &bearer),
+        ("GET", "/no-such-page?x=1", "x-a: 1\r\nx-a: 2\r\n"),
+    ];
+    let mut c = Conn {
+        tcp: connect_from("127.0.0.1", &addr, false).await,
+        buf: Vec::new(),
+    };
+    let comparable = |head: &str| -> Vec<String> {
+        let mut lines: Vec<String> = head
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("date:"))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    for (method, path, extra) in asks {
+        let plain = format!("{method} {path} HTTP/1.1\r\nhost: x\r\n{extra}\r\n");
+        let via_hyper =
+            format!("{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n{extra}\r\n");
+        let head = method == "HEAD";
+        c.send(plain.as_bytes()).await;
+        let (ours, our_body) = c.response_whole(head, None).await;
+        c.send(via_hyper.as_bytes()).await;
+        let (theirs, their_body) = c.response_whole(head, None).await;
+        assert!(
+            ours.contains("\r\ndate: "),
+            "{method} {path}: no date:\n{ours}"
+        );
+        assert_eq!(
+            comparable(&ours),
+            comparable(&theirs),
+            "{method} {path}: heads differ"
+        );
+        assert!(our_body == their_body, "{method} {path}: bodies differ");
+    }
+    let answered = direct(&node.metrics().await) - before;
+    assert!(
+        answered >= 6.0,
+        "{answered} answers past hyper, 6 asked for"
+    );
+
+    // `connection: close`: answered, then closed by the node.
+    c.send(b"GET /no-such-page HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await;
+    let (head, _) = c.response_whole(false, None).await;
+    assert!(
+        head.starts_with("http/1.1 404") && head.contains("connection: close"),
+        "{head}"
+    );
+    let (rest, closed) = read_to_close(&mut c.tcp, Duration::from_secs(5)).await;
+    assert!(
+        closed && rest.is_empty(),
+        "not closed after connection: close ({} bytes more)",
+        rest.len()
     );
 }
 

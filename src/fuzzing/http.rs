@@ -138,3 +138,25 @@ pub fn forwarded(data: &[u8]) {
         assert_eq!(client, peer);
     }
 }
+
+/// A request head read ahead by the listener, on arbitrary bytes: no
+/// panic; what is taken for an answer past hyper is one whole `GET` or
+/// `HEAD` head over HTTP/1.1 in origin form that names no body, and
+/// taking it again gives the same request.
+pub fn http_head(data: &[u8]) {
+    let Some(get) = crate::direct::parse(data) else {
+        return;
+    };
+    let req = &get.request;
+    assert!(req.method() == ::http::Method::GET || req.method() == ::http::Method::HEAD);
+    assert_eq!(req.version(), ::http::Version::HTTP_11);
+    assert!(req.uri().path().starts_with('/'));
+    assert!(data.ends_with(b"\n"), "a head ends with its empty line");
+    for name in ["content-length", "transfer-encoding", "upgrade", "expect"] {
+        assert!(!req.headers().contains_key(name), "{name} taken");
+    }
+    let again = crate::direct::parse(data).expect("taken once, taken again");
+    assert_eq!(again.request.uri(), req.uri());
+    assert_eq!(again.request.headers(), req.headers());
+    assert_eq!(again.close, get.close);
+}

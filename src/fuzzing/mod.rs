@@ -11,7 +11,7 @@ mod rtmp;
 mod webrtc;
 mod wire;
 
-pub use http::{acme_certs, api_bodies, forwarded, graphql_request, playback_tokens};
+pub use http::{acme_certs, api_bodies, forwarded, graphql_request, http_head, playback_tokens};
 pub use media::{cc_data, flv_tags, sei, ts_demux};
 pub use rtmp::{rtmp_player, rtmp_push, rtmp_session};
 pub use webrtc::{webrtc_peer_bytes, whip_media};
@@ -35,6 +35,7 @@ mod tests {
         ("flv_tags", super::flv_tags),
         ("forwarded", super::forwarded),
         ("graphql_request", super::graphql_request),
+        ("http_head", super::http_head),
         ("link_framing", super::link_framing),
         ("playback_tokens", super::playback_tokens),
         ("proxy_protocol", super::proxy_protocol),
