@@ -202,17 +202,41 @@ pub async fn answer<S: AsyncWrite + Unpin>(
     peer: SocketAddr,
     trusted: &TrustedProxies,
 ) -> io::Result<bool> {
-    let client = crate::forwarded::client_addr(peer, get.request.headers(), trusted);
     let head_request = get.request.method() == Method::HEAD;
+    let close_asked = get.close;
+    // Boxed apart: the router's future is freed once it has answered, so
+    // a long body write holds only what the write needs.
+    let res = Box::pin(respond(get, app, peer, trusted)).await;
+    Box::pin(write_response(io, res, head_request, close_asked, peer)).await
+}
+
+/// The router's answer to `get`.
+async fn respond(
+    get: SimpleGet,
+    app: &Router,
+    peer: SocketAddr,
+    trusted: &TrustedProxies,
+) -> http::Response<axum::body::Body> {
+    let client = crate::forwarded::client_addr(peer, get.request.headers(), trusted);
     let (mut parts, ()) = get.request.into_parts();
     parts.extensions.insert(ConnectInfo(client));
     let req = Request::from_parts(parts, axum::body::Body::empty());
-    let res = match tower_service::Service::call(&mut app.clone(), req).await {
+    match tower_service::Service::call(&mut app.clone(), req).await {
         Ok(res) => res,
         Err(never) => match never {},
-    };
+    }
+}
+
+/// Write `res` framed as [`response_head`] says.
+async fn write_response<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    res: http::Response<axum::body::Body>,
+    head_request: bool,
+    close_asked: bool,
+    peer: SocketAddr,
+) -> io::Result<bool> {
     let (parts, mut body) = res.into_parts();
-    let close = get.close
+    let close = close_asked
         || parts
             .headers
             .get(header::CONNECTION)
@@ -226,6 +250,7 @@ pub async fn answer<S: AsyncWrite + Unpin>(
         close,
         &mut out,
     );
+    drop(parts);
     let mut sent: u64 = 0;
     let mut head = Some(out);
     if framing != Framing::None {

@@ -188,8 +188,12 @@ pub async fn serve_with(
 }
 
 /// Serve one connection's requests. Between requests the connection is
-/// held without hyper's buffers (see [`crate::keepalive`]): hyper runs
-/// from a request's first bytes until the connection is idle again.
+/// held without hyper's buffers (see [`crate::keepalive`]): a plain GET
+/// read whole is answered here ([`crate::direct`]), anything else runs
+/// hyper from the request's first bytes until the connection is idle
+/// again. What waits between requests is only the stream and the
+/// connection's settings: the answer and hyper's connection are boxed per
+/// use.
 async fn serve_conn<S>(
     io: S,
     peer: std::net::SocketAddr,
@@ -199,28 +203,7 @@ async fn serve_conn<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
-    let trusted = limits.trusted_proxies.clone();
-    let direct_app = app.clone();
-    let body_timeout = limits.body_timeout;
     let shared = Shared::new();
-    let svc = {
-        let shared = shared.clone();
-        hyper::service::service_fn(move |req: hyper::Request<Incoming>| -> Answer {
-            let open = Open::new(&shared);
-            let client = crate::forwarded::client_addr(peer, req.headers(), &trusted);
-            let mut req = req.map(|b| axum::body::Body::new(TimedBody::new(b, body_timeout)));
-            req.extensions_mut().insert(ConnectInfo(client));
-            let answer = tower_service::Service::call(&mut app.clone(), req);
-            Box::pin(async move {
-                let res = answer.await?;
-                Ok(res.map(|b| axum::body::Body::new(Tracked::new(b, open))))
-            })
-        })
-    };
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
     let mut io = Lean::new(io, shared.clone());
     loop {
         // Idle (or new): wait for the first bytes of a request holding
@@ -249,16 +232,9 @@ async fn serve_conn<S>(
         if let Some(get) = io.take_head(crate::direct::parse) {
             // A plain GET read whole: answered here, no hyper connection.
             metrics::counter!("banyan_http_direct_total").increment(1);
-            // Boxed: the router's future is made per answer, not carried
-            // by every connection's task.
-            let answered = Box::pin(crate::direct::answer(
-                io.stream_mut(),
-                get,
-                &direct_app,
-                peer,
-                &limits.trusted_proxies,
-            ))
-            .await;
+            let answered =
+                crate::direct::answer(io.stream_mut(), get, &app, peer, &limits.trusted_proxies)
+                    .await;
             match answered {
                 Ok(true) => continue,
                 Ok(false) => {
@@ -271,43 +247,85 @@ async fn serve_conn<S>(
                 }
             }
         }
-        let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc.clone()));
-        // hyper's connection, until it ends or goes idle (`None`).
-        let run = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
-            Poll::Ready(r) => Poll::Ready(Some(r)),
-            Poll::Pending if shared.idle() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        });
-        let r = tokio::select! {
-            r = run => r,
-            _ = shutdown.cancelled() => {
-                Pin::new(&mut *conn).graceful_shutdown();
-                Some(std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await)
-            }
-        };
-        let parts = match r {
-            Some(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "http connection ended");
-                return;
-            }
-            Some(Ok(())) if shared.peer_closed() => return, // as above
-            Some(Ok(())) => {
-                // The client asked to close, or hyper ended the connection:
-                // close it as hyper would have.
-                let mut io = conn.into_parts().io.into_inner();
-                let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
-                return;
-            }
-            None => conn.into_parts(),
-        };
-        if !parts.read_buf.is_empty() {
-            // Not reached: idle means nothing unread was left to hyper.
-            tracing::debug!(%peer, "http connection idle with unread bytes; closed");
-            return;
+        let run = run_hyper(io, &shared, peer, &app, &limits, &shutdown);
+        match Box::pin(run).await {
+            Some(idle) => io = idle,
+            None => return,
         }
-        io = parts.io.into_inner();
         metrics::counter!("banyan_http_idle_parks_total").increment(1);
     }
+}
+
+/// hyper's HTTP/1 connection on `io` until it ends (`None`, the stream
+/// closed) or goes idle (`Some`: the stream back, hyper's buffers dropped).
+async fn run_hyper<S>(
+    io: Lean<S>,
+    shared: &Arc<Shared>,
+    peer: std::net::SocketAddr,
+    app: &Router,
+    limits: &HttpLimits,
+    shutdown: &CancellationToken,
+) -> Option<Lean<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let svc = {
+        let shared = shared.clone();
+        let trusted = limits.trusted_proxies.clone();
+        let body_timeout = limits.body_timeout;
+        let app = app.clone();
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| -> Answer {
+            let open = Open::new(&shared);
+            let client = crate::forwarded::client_addr(peer, req.headers(), &trusted);
+            let mut req = req.map(|b| axum::body::Body::new(TimedBody::new(b, body_timeout)));
+            req.extensions_mut().insert(ConnectInfo(client));
+            let answer = tower_service::Service::call(&mut app.clone(), req);
+            Box::pin(async move {
+                let res = answer.await?;
+                Ok(res.map(|b| axum::body::Body::new(Tracked::new(b, open))))
+            })
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc));
+    // hyper's connection, until it ends or goes idle (`None`).
+    let run = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending if shared.idle() => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    });
+    let r = tokio::select! {
+        r = run => r,
+        _ = shutdown.cancelled() => {
+            Pin::new(&mut *conn).graceful_shutdown();
+            Some(std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await)
+        }
+    };
+    let parts = match r {
+        Some(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "http connection ended");
+            return None;
+        }
+        // The client closed its side: nothing is unread, no `shutdown`.
+        Some(Ok(())) if shared.peer_closed() => return None,
+        Some(Ok(())) => {
+            // The client asked to close, or hyper ended the connection:
+            // close it as hyper would have.
+            let mut io = conn.into_parts().io.into_inner();
+            let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
+            return None;
+        }
+        None => conn.into_parts(),
+    };
+    if !parts.read_buf.is_empty() {
+        // Not reached: idle means nothing unread was left to hyper.
+        tracing::debug!(%peer, "http connection idle with unread bytes; closed");
+        return None;
+    }
+    Some(parts.io.into_inner())
 }
 
 /// Set TCP_NODELAY on a listening socket (accepted sockets inherit it on
@@ -325,3 +343,33 @@ type Answer = Pin<
             + Send,
     >,
 >;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle kept-alive connection's task holds its stream and its
+    /// settings, not the router's future of an answer past hyper (boxed
+    /// per answer): this fails if that comes back inline, at about 1.5 KiB
+    /// in a debug build (the bound is for debug builds; release ones are
+    /// smaller).
+    #[tokio::test]
+    async fn a_connection_task_carries_no_answer_inline() {
+        let lsn = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = tokio::net::TcpStream::connect(lsn.local_addr().expect("address"))
+            .await
+            .expect("connect");
+        let (tcp, peer) = lsn.accept().await.expect("accept");
+        let io = StallGuard::new(tcp, Duration::from_secs(1));
+        let conn = serve_conn(
+            io,
+            peer,
+            Router::new(),
+            HttpLimits::default(),
+            CancellationToken::new(),
+        );
+        let size = std::mem::size_of_val(&conn);
+        assert!(size <= 1400, "serve_conn's future is {size} bytes");
+        drop(client);
+    }
+}
