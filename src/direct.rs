@@ -9,7 +9,7 @@
 //! unchanged: anything but `GET` or `HEAD`, HTTP/1.0, a head cut short or
 //! followed by more bytes (pipelined), a request that names a body, an
 //! upgrade or an `Expect`, a target not in origin form, or more headers
-//! than [`MAX_HEADERS`].
+//! than [`MAX_HEADERS`]. HTTPS is read ahead the same way, through TLS.
 //!
 //! [`parse`] and [`response_head`] take bytes and give bytes; [`answer`]
 //! runs the router and writes.

@@ -180,6 +180,54 @@ impl<S: ReadReady> ReadReady for tokio_rustls::server::TlsStream<S> {
             _ => Poll::Ready(Ok(())),
         }
     }
+
+    /// What TLS has decrypted, after taking what the socket holds now: the
+    /// same read-ahead as plain TCP, so an HTTPS request is answered past
+    /// hyper too and a client that closed is seen without hyper.
+    fn try_read_now(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        use std::io::Read as _;
+        let (io, tls) = self.get_mut();
+        loop {
+            if let Err(e) = tls.process_new_packets() {
+                return Some(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            }
+            match tls.reader().read(buf) {
+                Ok(n) => return Some(Ok(n)), // 0: the client's close_notify
+                // Closed without close_notify, as many clients do.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Some(Ok(0)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Some(Err(e)),
+            }
+            // Nothing decrypted yet: feed TLS what has arrived, if anything.
+            let mut now = ReadNow { io, unable: false };
+            match tls.read_tls(&mut now) {
+                _ if now.unable => return None,
+                Ok(0) => return Some(Ok(0)),
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)), // WouldBlock: nothing yet
+            }
+        }
+    }
+}
+
+/// A stream's [`ReadReady::try_read_now`] as [`std::io::Read`], for TLS
+/// to read records from.
+struct ReadNow<'a, S> {
+    io: &'a mut S,
+    /// The stream cannot read without waiting.
+    unable: bool,
+}
+
+impl<S: ReadReady> std::io::Read for ReadNow<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.io.try_read_now(buf) {
+            Some(r) => r,
+            None => {
+                self.unable = true;
+                Err(io::ErrorKind::Unsupported.into())
+            }
+        }
+    }
 }
 
 /// The connection's stream as hyper sees it: see the module's text.
