@@ -62,20 +62,27 @@ mod tests {
 
     #[test]
     fn freed_blocks_between_live_ones_are_handed_back() {
-        // 64 MiB in 16 KiB blocks (below malloc's mmap threshold), every
+        // 128 MiB in 16 KiB blocks (below malloc's mmap threshold), every
         // other block freed: the freed ones sit between live ones, so free()
-        // alone cannot give them back.
-        let blocks: Vec<Vec<u8>> = (0..4096)
-            .map(|i| vec![(i % 251) as u8 + 1; 16 * 1024])
-            .collect();
-        let kept: Vec<Vec<u8>> = blocks.into_iter().step_by(2).collect();
-        let before = rss_kib();
-        assert!(trim(), "malloc had free pages to hand back");
-        let after = rss_kib();
-        std::hint::black_box(&kept);
-        assert!(
-            before.saturating_sub(after) >= 8 * 1024,
-            "RSS {before} KiB before the trim, {after} KiB after: 32 MiB were free"
-        );
+        // alone cannot give them back. Other tests run in this process at
+        // the same time and may take some of the freed blocks or grow the
+        // heap meanwhile: a quarter of the freed memory must come back, in
+        // one of three tries.
+        let mut drops = Vec::new();
+        for _ in 0..3 {
+            let blocks: Vec<Vec<u8>> = (0..8192)
+                .map(|i| vec![(i % 251) as u8 + 1; 16 * 1024])
+                .collect();
+            let kept: Vec<Vec<u8>> = blocks.into_iter().step_by(2).collect();
+            let before = rss_kib();
+            assert!(trim(), "malloc had free pages to hand back");
+            let after = rss_kib();
+            std::hint::black_box(&kept);
+            drops.push(before.saturating_sub(after));
+            if before.saturating_sub(after) >= 16 * 1024 {
+                return;
+            }
+        }
+        panic!("RSS fell by {drops:?} KiB at the trims: 64 MiB were free each time");
     }
 }
