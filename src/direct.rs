@@ -76,14 +76,11 @@ pub fn parse(buf: &[u8]) -> Option<SimpleGet> {
         }
         let value = HeaderValue::from_bytes(h.value).ok()?;
         if name == header::CONNECTION {
-            for token in value.to_str().ok()?.split(',') {
-                let token = token.trim();
-                if token.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case("upgrade") {
-                    return None;
-                }
+            value.to_str().ok()?; // not text: hyper's to judge
+            if has_token(&value, "upgrade") {
+                return None;
             }
+            close |= has_token(&value, "close");
         }
         map.append(name, value);
     }
@@ -240,8 +237,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
         || parts
             .headers
             .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+            .is_some_and(|v| has_token(v, "close"));
     let mut out = Vec::with_capacity(256);
     let framing = response_head(
         &parts,
@@ -303,26 +299,41 @@ async fn write_response<S: AsyncWrite + Unpin>(
     Ok(!close)
 }
 
-/// Write every byte of `bufs`, vectored where the stream can.
+/// Write every byte of `bufs` (up to three pieces), vectored where the
+/// stream can.
 async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, bufs: &[&[u8]]) -> io::Result<()> {
-    let mut bufs: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
-    while !bufs.is_empty() {
-        let slices: Vec<io::IoSlice<'_>> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
+    debug_assert!(
+        bufs.len() <= 3,
+        "at most three pieces: a chunk's head, data, end"
+    );
+    let mut bufs: [&[u8]; 3] = [
+        bufs.first().copied().unwrap_or_default(),
+        bufs.get(1).copied().unwrap_or_default(),
+        bufs.get(2).copied().unwrap_or_default(),
+    ];
+    loop {
+        let slices = bufs.map(io::IoSlice::new);
+        let left: usize = bufs.iter().map(|b| b.len()).sum();
+        if left == 0 {
+            return Ok(());
+        }
         let mut n = io.write_vectored(&slices).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        while n > 0 {
-            if n >= bufs[0].len() {
-                n -= bufs[0].len();
-                bufs.remove(0);
-            } else {
-                bufs[0] = &bufs[0][n..];
-                n = 0;
-            }
+        for b in bufs.iter_mut() {
+            let took = n.min(b.len());
+            *b = &b[took..];
+            n -= took;
         }
     }
-    Ok(())
+}
+
+/// Whether a `Connection` header's comma-separated list names `token`.
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 #[cfg(test)]
