@@ -127,8 +127,12 @@ kit_cred() { kit_json "$1/credentials.json" "$2"; }
 kit_api() {
     _kit_dir=$1 _kit_method=$2 _kit_path=$3 _kit_body=${4:-}
     _kit_base="$(kit_cred "$_kit_dir" api)/client/v4/accounts/$(kit_cred "$_kit_dir" accountId)/stream"
+    # A node serving its API over HTTPS with its own self-signed certificate
+    # (names localhost and 127.0.0.1): trust that certificate, and only it.
+    _kit_ca=
+    case $_kit_base in https://*) [ -f "$_kit_dir/tls/cert.pem" ] && _kit_ca=$_kit_dir/tls/cert.pem ;; esac
     printf 'header = "Authorization: Bearer %s"\n' "$(kit_cred "$_kit_dir" apiToken)" | \
-        curl -sf -K - -X "$_kit_method" -H 'content-type: application/json' \
+        curl -sf -K - ${_kit_ca:+--cacert "$_kit_ca"} -X "$_kit_method" -H 'content-type: application/json' \
             ${_kit_body:+--data "$_kit_body"} "$_kit_base$_kit_path"
 }
 
