@@ -130,7 +130,9 @@ kit_api() {
     # A node serving its API over HTTPS with its own self-signed certificate
     # (names localhost and 127.0.0.1): trust that certificate, and only it.
     _kit_ca=
-    case $_kit_base in https://*) [ -f "$_kit_dir/tls/cert.pem" ] && _kit_ca=$_kit_dir/tls/cert.pem ;; esac
+    case $_kit_base in
+        https://*) if [ -f "$_kit_dir/tls/cert.pem" ]; then _kit_ca=$_kit_dir/tls/cert.pem; fi ;;
+    esac
     printf 'header = "Authorization: Bearer %s"\n' "$(kit_cred "$_kit_dir" apiToken)" | \
         curl -sf -K - ${_kit_ca:+--cacert "$_kit_ca"} -X "$_kit_method" -H 'content-type: application/json' \
             ${_kit_body:+--data "$_kit_body"} "$_kit_base$_kit_path"
