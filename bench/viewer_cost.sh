@@ -30,7 +30,10 @@
 # Usage: bench/viewer_cost.sh [--viewers 100] [--hold 20] [--bin LABEL=PATH ...]
 #                             [--cases "nginx-rtmp LABEL-rtmp LABEL-srt LABEL-whep LABEL-rtmpload
 #                                       nginx-rtmpload nginx-hls nginx-hlsfmp4 LABEL-hls ..."]
-#                             [--nice N]
+#                             [--nice N] [--rounds N]
+# --rounds N runs the whole list of cases N times, alternating (a fresh server for every run),
+# lists every run, and sets each case's mean, lowest and highest beside the others: on this
+# shared machine one run of a case spreads by 15-25 %, more than most changes measured.
 # Default: one binary, `banyan` = $CARGO_TARGET_DIR/release/banyan (built if missing), and
 # the cases nginx-rtmp, banyan-rtmp, banyan-srt. Results: stdout and
 # bench/.cache/viewer-cost-<time>.md. Needs ffmpeg, nginx + libnginx-mod-rtmp, rtmpdump,
@@ -43,6 +46,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 VIEWERS=100
 HOLD=20
 NICE=0
+ROUNDS=1
 BINS=()
 CASES=""
 while [ $# -gt 0 ]; do
@@ -52,7 +56,8 @@ while [ $# -gt 0 ]; do
         --bin) BINS+=("$2"); shift 2 ;;
         --cases) CASES=$2; shift 2 ;;
         --nice) NICE=$2; shift 2 ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -168,7 +173,9 @@ esac
 
 RAW=$WORK/raw.txt
 : > "$RAW"
-for case in $CASES; do
+RUNS=
+for _round in $(seq "$ROUNDS"); do RUNS="$RUNS $CASES"; done
+for case in $RUNS; do
     label=${case%-*}
     proto=${case##*-}
     log "$case: $VIEWERS viewers, hold $HOLD s"
@@ -291,10 +298,24 @@ OUT=$CACHE/viewer-cost-$STAMP.md
     awk '{ printf "| %s | %d / %d | %.4f | %.4f | %.4f | %.1f | %s | %.4f | %s | %d %% | %s |\n",
         $1, $3, $2, $4, $5, $6, $7, $8, $9, ($10 < 0 ? "-" : sprintf("%.1f", $10)), $11, $12 }' "$RAW"
     echo
-    echo "Ratios (CPU per viewer-minute, RSS per viewer):"
+    if [ "$ROUNDS" -gt 1 ]; then
+        echo "Over $ROUNDS rounds (mean, lowest-highest):"
+        echo
+        echo "| case | runs | CPU-s / viewer-min | RSS / viewer (KiB) | load 1m |"
+        echo "|---|---:|---:|---:|---:|"
+        awk '{ if (!($1 in n)) order[++k] = $1; n[$1]++; c[$1] += $6; r[$1] += $7; l[$1] += $12;
+               if (!($1 in lo) || $6 < lo[$1]) lo[$1] = $6; if ($6 > hi[$1]) hi[$1] = $6;
+               if (!($1 in rlo) || $7 < rlo[$1]) rlo[$1] = $7; if ($7 > rhi[$1]) rhi[$1] = $7 } END {
+            for (i = 1; i <= k; i++) { x = order[i];
+                printf "| %s | %d | %.4f (%.4f-%.4f) | %.1f (%.1f-%.1f) | %.1f |\n", x, n[x],
+                    c[x] / n[x], lo[x], hi[x], r[x] / n[x], rlo[x], rhi[x], l[x] / n[x] } }' "$RAW"
+        echo
+    fi
+    echo "Ratios (CPU per viewer-minute, RSS per viewer$([ "$ROUNDS" -gt 1 ] && echo ", of the means")):"
     echo
-    awk '{ cpu[$1] = $6; rss[$1] = $7; order[NR] = $1 } END {
-        for (i = 1; i <= NR; i++) {
+    awk '{ if (!($1 in runs)) order[++k] = $1; runs[$1]++; sc[$1] += $6; sr[$1] += $7 } END {
+        for (x in runs) { cpu[x] = sc[x] / runs[x]; rss[x] = sr[x] / runs[x] }
+        for (i = 1; i <= k; i++) {
             c = order[i]; n = split(c, p, "-"); proto = p[n]; label = substr(c, 1, length(c) - length(proto) - 1);
             ref = "";
             if (proto == "rtmp" && label != "nginx") ref = "nginx-rtmp";
