@@ -304,8 +304,9 @@ OUT=$CACHE/viewer-cost-$STAMP.md
         echo "| case | runs | CPU-s / viewer-min | RSS / viewer (KiB) | load 1m |"
         echo "|---|---:|---:|---:|---:|"
         awk '{ if (!($1 in n)) order[++k] = $1; n[$1]++; c[$1] += $6; r[$1] += $7; l[$1] += $12;
-               if (!($1 in lo) || $6 < lo[$1]) lo[$1] = $6; if ($6 > hi[$1]) hi[$1] = $6;
-               if (!($1 in rlo) || $7 < rlo[$1]) rlo[$1] = $7; if ($7 > rhi[$1]) rhi[$1] = $7 } END {
+               first = n[$1] == 1; # figures are net of ingest: they may be below 0
+               if (first || $6 < lo[$1]) lo[$1] = $6; if (first || $6 > hi[$1]) hi[$1] = $6;
+               if (first || $7 < rlo[$1]) rlo[$1] = $7; if (first || $7 > rhi[$1]) rhi[$1] = $7 } END {
             for (i = 1; i <= k; i++) { x = order[i];
                 printf "| %s | %d | %.4f (%.4f-%.4f) | %.1f (%.1f-%.1f) | %.1f |\n", x, n[x],
                     c[x] / n[x], lo[x], hi[x], r[x] / n[x], rlo[x], rhi[x], l[x] / n[x] } }' "$RAW"
