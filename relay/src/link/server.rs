@@ -274,25 +274,52 @@ async fn serve_request(
             reason: reason.clone(),
         },
     };
-    write_message(&mut send, &answer).await?;
     if decision != Admit::Accept {
+        write_message(&mut send, &answer).await?;
         let _ = send.finish();
         return Ok(());
     }
+    // The peer is a child and a subscriber before it hears `Accepted`: once
+    // its pull returns, the tree shows it and it misses no frame.
+    let _child = Child::add(&ctx.downstream, &uid, &from);
+    let subscriber = ctx.hub.subscribe(&uid, SubscribeOptions::default());
+    write_message(&mut send, &answer).await?;
     let span = tracing::info_span!("link_serve", stream = %uid, peer = %from, sub);
     async {
         tracing::info!("serving stream to peer node");
-        ctx.downstream.add(&uid, &from);
-        metrics::gauge!("banyan_link_subscriptions").increment(1.0);
-        let subscriber = ctx.hub.subscribe(&uid, SubscribeOptions::default());
         let r = serve_subscription(conn, send, recv, sub, subscriber, &ctx.cfg).await;
-        metrics::gauge!("banyan_link_subscriptions").decrement(1.0);
-        ctx.downstream.remove(&uid, &from);
         tracing::info!("stopped serving stream to peer node");
         r
     }
     .instrument(span)
     .await
+}
+
+/// A downstream node registered for a stream while it is served; counted in
+/// `banyan_link_subscriptions`. Dropping it unregisters the node.
+struct Child<'a> {
+    downstream: &'a Downstream,
+    uid: &'a str,
+    peer: &'a str,
+}
+
+impl<'a> Child<'a> {
+    fn add(downstream: &'a Downstream, uid: &'a str, peer: &'a str) -> Self {
+        downstream.add(uid, peer);
+        metrics::gauge!("banyan_link_subscriptions").increment(1.0);
+        Child {
+            downstream,
+            uid,
+            peer,
+        }
+    }
+}
+
+impl Drop for Child<'_> {
+    fn drop(&mut self) {
+        metrics::gauge!("banyan_link_subscriptions").decrement(1.0);
+        self.downstream.remove(self.uid, self.peer);
+    }
 }
 
 async fn serve_subscription(
