@@ -9,7 +9,7 @@
 # One input (the RTMP benchmark's 720p30 ~2.6 Mbit/s, 1 s GOP, AAC; FLV for RTMP, MPEG-TS for
 # SRT, made once in bench/.cache/), looped in real time by ffmpeg. For each case the server is
 # started fresh; the server's CPU time and RSS come from /proc: with the publisher alone (the
-# ingest baseline, over 5 s) and with N viewers over --hold seconds after a short ramp. Per
+# ingest baseline, over --baseline seconds, 10 by default) and with N viewers over --hold seconds after a short ramp. Per
 # viewer: CPU-s per viewer-minute net of ingest = (server CPU rate with viewers - rate alone)
 # * 60 / N, and RSS per viewer = (RSS with viewers - RSS alone) / N, N the viewers still
 # connected at the end. The viewers' received
@@ -30,10 +30,12 @@
 # Usage: bench/viewer_cost.sh [--viewers 100] [--hold 20] [--bin LABEL=PATH ...]
 #                             [--cases "nginx-rtmp LABEL-rtmp LABEL-srt LABEL-whep LABEL-rtmpload
 #                                       nginx-rtmpload nginx-hls nginx-hlsfmp4 LABEL-hls ..."]
-#                             [--nice N] [--rounds N]
+#                             [--nice N] [--rounds N] [--baseline 10]
 # --rounds N runs the whole list of cases N times, alternating (a fresh server for every run),
 # lists every run, and sets each case's mean, lowest and highest beside the others: on this
 # shared machine one run of a case spreads by 15-25 %, more than most changes measured.
+# --baseline N: seconds of the publisher alone, the ingest figure subtracted from every run
+# (10 by default; /proc counts CPU in 10 ms ticks, so a short baseline is itself noisy).
 # Default: one binary, `banyan` = $CARGO_TARGET_DIR/release/banyan (built if missing), and
 # the cases nginx-rtmp, banyan-rtmp, banyan-srt. Results: stdout and
 # bench/.cache/viewer-cost-<time>.md. Needs ffmpeg, nginx + libnginx-mod-rtmp, rtmpdump,
@@ -47,6 +49,7 @@ VIEWERS=100
 HOLD=20
 NICE=0
 ROUNDS=1
+BASELINE=10
 BINS=()
 CASES=""
 while [ $# -gt 0 ]; do
@@ -57,7 +60,8 @@ while [ $# -gt 0 ]; do
         --cases) CASES=$2; shift 2 ;;
         --nice) NICE=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        --baseline) BASELINE=$2; shift 2 ;;
+        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -190,7 +194,7 @@ for case in $RUNS; do
         # The project's own load tool: one process publishes and reads every player (over
         # --hold s once all have joined); it samples the server itself.
         "$LOAD_BIN" --input "$INPUT_FLV" --publish "$RTMP_PUBLISH" --play "$RTMP_PLAY" \
-            --players "$VIEWERS" --ramp 50 --warmup 3 --baseline 5 --measure "$HOLD" \
+            --players "$VIEWERS" --ramp 50 --warmup 3 --baseline "$BASELINE" --measure "$HOLD" \
             --label "$case" --server-pid "$SERVER_PID" >"$WORK/load.json" 2>"$WORK/load.err" &
         lp=$!
         PIDS+=("$lp")
@@ -234,7 +238,7 @@ for case in $RUNS; do
         sleep 2
     fi
     read -r c0 r0 < <(cpu_rss "$SERVER_PID"); t0=$(now)
-    sleep 5
+    sleep "$BASELINE"
     read -r c1 r1 < <(cpu_rss "$SERVER_PID"); t1=$(now)
     VP=()
     if [ "$proto" = whep ]; then
