@@ -280,7 +280,7 @@ async fn serve_request(
         return Ok(());
     }
     // The peer is a child and a subscriber before it hears `Accepted`: once
-    // its pull returns, the tree shows it and it misses no frame.
+    // its pull returns, the tree shows it and its subscription has begun.
     let _child = Child::add(&ctx.downstream, &uid, &from);
     let subscriber = ctx.hub.subscribe(&uid, SubscribeOptions::default());
     write_message(&mut send, &answer).await?;
