@@ -11,7 +11,10 @@
 # started fresh; the server's CPU time and RSS come from /proc: with the publisher alone (the
 # ingest baseline, over --baseline seconds, 10 by default) and with N viewers over --hold seconds after a short ramp. Per
 # viewer: CPU-s per viewer-minute net of ingest = (server CPU rate with viewers - rate alone)
-# * 60 / N, and RSS per viewer = (RSS with viewers - RSS alone) / N, N the viewers still
+# * 60 / N, and RSS per viewer = (RSS with viewers - RSS alone) / N, each RSS the mean of a
+# sample a second over its window (the node's RSS swings by a few MiB as segments come and go
+# and free pages are handed back, so one sample at the end moved a viewer's figure by ±3 KiB),
+# N the viewers still
 # connected at the end. The viewers' received
 # bytes (`wchar` of each client: they write to /dev/null) show they were fed; their own CPU
 # is reported too (on one machine, clients compete with the server for the same cores), and so
@@ -61,7 +64,7 @@ while [ $# -gt 0 ]; do
         --nice) NICE=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
         --baseline) BASELINE=$2; shift 2 ;;
-        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -158,14 +161,25 @@ result() { # case n alive c0 c1 c2 c3 t0 t1 t2 t3 r1 r3 w2 w3 k2 k3 u2 s2 x2 u3 
             (busy > 0 ? ($22 - $19) * 100 / busy : 0), $24
     }' >> "$RAW"
 }
-# Samples the server over SECONDS of viewers: sets c2 r2 t2 u2 s2 x2 before and c3 r3 t3 u3
-# s3 x3 after (CPU and RSS, time, user and kernel ticks, socket writes counted in between).
+# The mean RSS (KiB) of PID over SECONDS, sampled once a second.
+mean_rss() { # pid seconds
+    local sum=0 i v
+    for i in $(seq "$2"); do
+        sleep 1
+        v=$(awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0)
+        sum=$((sum + ${v:-0}))
+    done
+    echo $((sum / $2))
+}
+# Samples the server over SECONDS of viewers: sets c2 r2 t2 u2 s2 x2 before and c3 t3 u3 s3
+# x3 after (CPU, time, user and kernel ticks, socket writes counted in between), and r3, the
+# mean RSS over the window.
 hold() { # seconds
     read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
     read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
     sends_start "$SERVER_PID" "$1"
-    sleep "$1"
-    read -r c3 r3 < <(cpu_rss "$SERVER_PID"); t3=$(now)
+    r3=$(mean_rss "$SERVER_PID" "$1")
+    read -r c3 _ < <(cpu_rss "$SERVER_PID"); t3=$(now)
     read -r u3 s3 x3 < <(sys_io "$SERVER_PID")
     sends_total
     x3=$SENDS
@@ -238,8 +252,8 @@ for case in $RUNS; do
         sleep 2
     fi
     read -r c0 r0 < <(cpu_rss "$SERVER_PID"); t0=$(now)
-    sleep "$BASELINE"
-    read -r c1 r1 < <(cpu_rss "$SERVER_PID"); t1=$(now)
+    r1=$(mean_rss "$SERVER_PID" "$BASELINE")
+    read -r c1 _ < <(cpu_rss "$SERVER_PID"); t1=$(now)
     VP=()
     if [ "$proto" = whep ]; then
         node "$ROOT/bench/whep_load.mjs" "$WHEP_PLAY" --viewers "$VIEWERS" --hold "$HOLD" \
