@@ -13,9 +13,8 @@
 # viewer: CPU-s per viewer-minute net of ingest = (server CPU rate with viewers - rate alone)
 # * 60 / N, and RSS per viewer = (RSS with viewers - RSS alone) / N, each RSS the mean of a
 # sample a second over its window (the node's RSS swings by a few MiB as segments come and go
-# and free pages are handed back, so one sample at the end moved a viewer's figure by ±3 KiB),
-# N the viewers still
-# connected at the end. The viewers' received
+# and free pages are handed back, so one sample at the end moved a viewer's figure by ±3-5
+# KiB), N the viewers still connected at the end. The viewers' received
 # bytes (`wchar` of each client: they write to /dev/null) show they were fed; their own CPU
 # is reported too (on one machine, clients compete with the server for the same cores), and so
 # are the server's socket writes per viewer per second (write, writev, sendto and sendmsg
@@ -64,7 +63,7 @@ while [ $# -gt 0 ]; do
         --nice) NICE=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
         --baseline) BASELINE=$2; shift 2 ;;
-        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -171,11 +170,11 @@ mean_rss() { # pid seconds
     done
     echo $((sum / $2))
 }
-# Samples the server over SECONDS of viewers: sets c2 r2 t2 u2 s2 x2 before and c3 t3 u3 s3
+# Samples the server over SECONDS of viewers: sets c2 t2 u2 s2 x2 before and c3 t3 u3 s3
 # x3 after (CPU, time, user and kernel ticks, socket writes counted in between), and r3, the
 # mean RSS over the window.
 hold() { # seconds
-    read -r c2 r2 < <(cpu_rss "$SERVER_PID"); t2=$(now)
+    read -r c2 _ < <(cpu_rss "$SERVER_PID"); t2=$(now)
     read -r u2 s2 x2 < <(sys_io "$SERVER_PID")
     sends_start "$SERVER_PID" "$1"
     r3=$(mean_rss "$SERVER_PID" "$1")
@@ -251,7 +250,7 @@ for case in $RUNS; do
         done
         sleep 2
     fi
-    read -r c0 r0 < <(cpu_rss "$SERVER_PID"); t0=$(now)
+    read -r c0 _ < <(cpu_rss "$SERVER_PID"); t0=$(now)
     r1=$(mean_rss "$SERVER_PID" "$BASELINE")
     read -r c1 _ < <(cpu_rss "$SERVER_PID"); t1=$(now)
     VP=()
